@@ -1,0 +1,5 @@
+import sys
+
+from pefthub.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+from pefthub.methods.base import (PAPER_TARGET_MODULES, AdapterBytes, Method, MethodConfig, config_field,
+                                  matching_linears, meta_copy)
+
+__all__ = ["PAPER_TARGET_MODULES", "AdapterBytes", "Method", "MethodConfig", "config_field",
+           "matching_linears", "meta_copy"]

@@ -1,0 +1,218 @@
+"""The method contract every fine-tuning method (built-in or third-party) implements.
+
+A method takes a loaded causal LM and its config and returns a model whose only trainable parameters
+are the method's. Around that it reports exact trainable counts, saves and loads its adapter, folds
+itself into the base weights for fast generation, and says how many bytes its adapter takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from pefthub.errors import ConfigError, UnsupportedError
+
+PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def config_field(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field carrying the help text shown by `pefthub methods` and in the docs."""
+    if isinstance(default, (list, dict, set, tuple)):
+        value = default
+        return field(default_factory=lambda: copy.copy(value), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class MethodConfig:
+    """Base class for method configs: a small dataclass validated in ``__post_init__``."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field when a value is invalid."""
+
+    # Validation helpers, so every config words its errors the same way.
+    def _require(self, condition: bool, field_name: str, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"{type(self).__name__}.{field_name}: {message} (got {getattr(self, field_name)!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+    @classmethod
+    def field_help(cls) -> list[tuple[str, str, Any]]:
+        """(name, help, default) for each field, for CLI listings and generated docs."""
+        out = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            out.append((f.name, f.metadata.get("help", ""), default))
+        return out
+
+
+@dataclass(frozen=True)
+class AdapterBytes:
+    """Bytes of the adapter's tensors on disk.
+
+    ``trainable_*`` counts only the trained tensors; ``saved_*`` adds the frozen buffers a checkpoint
+    carries (TinyLoRA's SVD factors and projections, VeRA's shared random matrices, LoRA-XS's SVD
+    factors). ``*_fp32``/``*_bf16`` are the sizes at 4 and 2 bytes per element.
+    """
+
+    trainable_fp32: int
+    trainable_bf16: int
+    saved_fp32: int
+    saved_bf16: int
+
+    @classmethod
+    def from_counts(cls, trainable: int, frozen: int) -> "AdapterBytes":
+        return cls(4 * trainable, 2 * trainable, 4 * (trainable + frozen), 2 * (trainable + frozen))
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class Method:
+    """Base class of a fine-tuning method. Subclasses set the class attributes and implement
+    :meth:`apply`, :meth:`save_adapter`, :meth:`load_adapter` and, when mergeable, :meth:`merged`.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    summary: ClassVar[str] = ""
+    #: Shown by `pefthub methods`: anything the method does beyond its textbook definition.
+    notes: ClassVar[str] = ""
+    supported_trainers: ClassVar[tuple[str, ...]] = ("sft", "grpo")
+    #: The adapted model computes exactly the base model's function before training.
+    identity_at_init: ClassVar[bool] = True
+    #: The adapter can be folded into the base weights (generation at base-model speed).
+    mergeable: ClassVar[bool] = True
+    #: `config_for_params` can hit any reachable count exactly (else: the nearest).
+    exact_params: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise ConfigError(f"method '{self.name}' takes a {self.config_class.__name__}, got {type(self.config).__name__}")
+
+    # ---- what every method implements -------------------------------------------------------
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Adapt ``model`` (a transformers causal LM); return the model to train.
+
+        Afterwards the only parameters with ``requires_grad`` are the method's. May modify ``model``
+        in place. Raise :class:`UnsupportedError` if the model lacks what the method needs.
+        """
+        raise NotImplementedError
+
+    def save_adapter(self, model: nn.Module, path: str | Path) -> None:
+        """Write the adapter (not the base weights, unless the method is full fine-tuning)."""
+        raise NotImplementedError
+
+    def load_adapter(self, base_model: nn.Module, path: str | Path) -> nn.Module:
+        """Return ``base_model`` with the adapter saved at ``path`` applied (frozen)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def merged(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Within the block, the adapter is folded into the base weights; on exit the base weights
+        are restored bit-for-bit. Yields the module to call ``generate``/``forward`` on."""
+        yield model
+
+    # ---- shared behaviour ------------------------------------------------------------------
+    def forward_logits(self, model: nn.Module, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits aligned with ``input_ids`` (methods that prepend virtual tokens strip them)."""
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def trainable_parameters(self, model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def frozen_adapter_elements(self, model: nn.Module) -> int:
+        """Elements of frozen tensors the saved adapter carries (SVD factors, projections)."""
+        return 0
+
+    def adapter_bytes(self, model: nn.Module) -> AdapterBytes:
+        return AdapterBytes.from_counts(self.trainable_parameters(model), self.frozen_adapter_elements(model))
+
+    def check_trainer(self, trainer: str) -> None:
+        if trainer not in self.supported_trainers:
+            raise UnsupportedError(
+                f"method '{self.name}' does not support trainer '{trainer}' "
+                f"(supported: {', '.join(self.supported_trainers)})"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.to_dict()}
+
+    # ---- parameter budgets -----------------------------------------------------------------
+    @classmethod
+    def config_for_params(cls, model: nn.Module, params: int) -> MethodConfig:
+        """The config whose trainable count is ``params`` (exactly if the method can, else nearest).
+
+        ``model`` may live on the meta device. The default searches :meth:`candidate_configs`.
+        """
+        if params <= 0:
+            raise ConfigError(f"params budget must be positive (got {params})")
+        best: tuple[int, int, MethodConfig] | None = None
+        for config in cls.candidate_configs(model, params):
+            count = cls.count_params(model, config)
+            score = abs(count - params)
+            if best is None or score < best[0]:
+                best = (score, count, config)
+            if score == 0:
+                break
+        if best is None:
+            raise UnsupportedError(f"method '{cls.name}' cannot target a parameter budget")
+        return best[2]
+
+    @classmethod
+    def candidate_configs(cls, model: nn.Module, params: int) -> Iterator[MethodConfig]:
+        """Configs to try for a parameter budget, best guesses first."""
+        return iter(())
+
+    @classmethod
+    def count_params(cls, model: nn.Module, config: MethodConfig) -> int:
+        """Trainable parameters ``config`` gives on ``model``, counted by applying it to a meta copy."""
+        meta = meta_copy(model)
+        adapted = cls(config).apply(meta)
+        return cls(config).trainable_parameters(adapted)
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A weightless copy of a transformers model on the meta device (cheap to adapt and count)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(model.config)
+
+
+def matching_linears(model: nn.Module, target_modules: tuple[str, ...] | list[str]) -> list[tuple[str, nn.Linear]]:
+    """(qualified name, module) of every ``nn.Linear`` whose last name part is a target, in module order."""
+    targets = set(target_modules)
+    found = [(name, mod) for name, mod in model.named_modules()
+             if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+    if not found:
+        raise UnsupportedError(f"no nn.Linear module named {sorted(targets)} in {type(model).__name__}")
+    return found

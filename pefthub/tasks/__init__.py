@@ -1,0 +1,3 @@
+from pefthub.tasks.base import SPLITS, Example, Task
+
+__all__ = ["SPLITS", "Example", "Task"]
