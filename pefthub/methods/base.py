@@ -111,6 +111,8 @@ class Method:
     mergeable: ClassVar[bool] = True
     #: `config_for_params` can hit any reachable count exactly (else: the nearest).
     exact_params: ClassVar[bool] = False
+    #: The method trains the base model's own weights (full fine-tuning).
+    trains_base_weights: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_class()

@@ -1,0 +1,106 @@
+"""Resolve a method and a parameter budget into a concrete config, and plan it without weights.
+
+``pefthub plan``, ``pefthub train --params N`` and the benchmark grid all go through
+:func:`resolve_method`, so a budget means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from pefthub import plugins
+from pefthub.errors import ConfigError
+from pefthub.methods import Method, MethodConfig
+
+#: A budget the method cannot get within this relative distance of is impossible, not "nearest".
+BUDGET_TOLERANCE = 0.5
+
+
+@dataclass
+class MethodPlan:
+    model: str
+    method: str
+    config: dict[str, Any]
+    params_target: int | None
+    trainable_params: int
+    total_params: int
+    adapter_bytes: dict[str, int]
+    exact: bool
+    mergeable: bool
+    identity_at_init: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["u=13", "target_modules=q_proj,v_proj"]`` -> dict; values parse as JSON when they can."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw.split(",") if "," in raw else raw
+        out[key.strip()] = value
+    return out
+
+
+def resolve_method(method_name: str, model: nn.Module, *, params: int | None = None,
+                   overrides: dict[str, Any] | None = None,
+                   tolerance: float = BUDGET_TOLERANCE) -> tuple[Method, int]:
+    """The method instance for a budget and/or explicit config fields, and its exact trainable count.
+
+    ``model`` may be on the meta device. Explicit ``overrides`` win over what the budget picks.
+    Raises :class:`ConfigError` when the budget is impossible for the method on this model.
+    """
+    method_cls: type[Method] = plugins.methods().get(method_name)
+    overrides = dict(overrides or {})
+    if params is not None:
+        if not isinstance(params, int) or isinstance(params, bool) or params <= 0:
+            raise ConfigError(f"params budget must be a positive integer (got {params!r})")
+        config = method_cls.config_for_params(model, params)
+        if overrides:
+            config = method_cls.config_class.from_dict({**config.to_dict(), **overrides})
+    else:
+        config = method_cls.config_class.from_dict(overrides)
+    count = method_cls.count_params(model, config)
+    if params is not None and abs(count - params) > tolerance * params:
+        raise ConfigError(
+            f"impossible budget: method '{method_name}' cannot train ~{params:,} parameters on "
+            f"{type(model).__name__} (nearest config trains {count:,})")
+    return method_cls(config), count
+
+
+def plan_method(model_name: str, method_name: str, params: int | None = None,
+                overrides: dict[str, Any] | None = None) -> MethodPlan:
+    """Exact trainable count and adapter bytes for a method on a model, on the meta device."""
+    from pefthub.models import meta_model
+
+    model = meta_model(model_name)
+    total = sum(p.numel() for p in model.parameters())
+    method, count = resolve_method(method_name, model, params=params, overrides=overrides)
+    adapted = method.apply(meta_model(model_name))
+    return MethodPlan(
+        model=model_name, method=method_name, config=method.config.to_dict(), params_target=params,
+        trainable_params=count, total_params=total, adapter_bytes=method.adapter_bytes(adapted).to_dict(),
+        exact=params is None or count == params, mergeable=method.mergeable,
+        identity_at_init=method.identity_at_init)
+
+
+def config_summary(config: MethodConfig | dict[str, Any]) -> str:
+    """A short one-line rendering of a method config for tables."""
+    data = config.to_dict() if isinstance(config, MethodConfig) else config
+    parts = []
+    for key, value in data.items():
+        if key in ("target_modules", "projection_seed", "projection_prng_key", "save_projection", "save_frozen"):
+            continue
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
