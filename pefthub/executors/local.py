@@ -1,0 +1,167 @@
+"""The local executor: runs one experiment at a time on this machine.
+
+Why a child process per run (the default, ``isolation="process"``): a run that segfaults, is
+killed by the kernel's OOM killer or leaks memory must not take the sweep down or slow the next
+run; a fresh process also returns all of a run's memory to the system between runs. The children
+come from a ``multiprocessing`` fork server that has imported torch, transformers and the runner
+once, so a run starts in milliseconds instead of paying the ~7 s import each time (the server
+never runs torch code itself, so forking it is safe). ``isolation="inline"`` runs in this process
+(for debugging with --debug and pdb).
+
+Memory: when a run's ``resources.memory_gb`` is set, the driver samples the child's resident
+memory (with its children) twice a second and stops it when over the limit, recording
+"exceeded memory" instead of letting the machine swap or the OOM killer pick a victim.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+from pefthub.executors import EventSink, failure_document
+from pefthub.executors.worker import DEFAULT_RUN_FUNCTION, child_main, run_isolated
+from pefthub.results import ResultFileError, read_result, result_path, utc_now, write_result
+
+POLL_SECONDS = 0.5
+
+
+def _rss_bytes(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -exitcode == signal.SIGKILL else ""
+        return f"worker process killed by {name}{hint}"
+    return f"worker process exited with code {exitcode} without writing a result"
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, isolation: str = "process", run_function: str = DEFAULT_RUN_FUNCTION):
+        if isolation not in ("process", "inline"):
+            raise ValueError(f"isolation must be 'process' or 'inline', got {isolation!r}")
+        self.isolation = isolation
+        self.run_function = run_function
+        self._ctx = None
+
+    def _context(self):
+        if self._ctx is None:
+            self._ctx = multiprocessing.get_context("forkserver")
+            self._ctx.set_forkserver_preload(["pefthub.executors._preload"])
+        return self._ctx
+
+    def run(self, experiments: list, *, suite: str, results_dir: Path, events: EventSink) -> Iterator[dict]:
+        results_dir = Path(results_dir)
+        for experiment in experiments:
+            events(experiment, {"phase": "start"})
+            if self.isolation == "inline":
+                doc = self._run_inline(experiment, suite, results_dir, events)
+            else:
+                doc = self._run_child(experiment, suite, results_dir, events)
+            events(experiment, {"phase": "done", "status": doc.get("status"), "error": doc.get("error")})
+            yield doc
+
+    def _run_inline(self, experiment, suite: str, results_dir: Path, events: EventSink) -> dict:
+        started, attempt_start = utc_now(), time.time()
+        try:
+            run_isolated(experiment.config, suite, str(results_dir), self.run_function,
+                         lambda event: events(experiment, event))
+        except KeyboardInterrupt:
+            write_result(results_dir, failure_document(experiment, suite, "interrupted by the user",
+                                                       status="cancelled", started_at=started))
+            raise
+        return self._read_back(experiment, suite, results_dir, attempt_start,
+                               "run function returned without writing a result")
+
+    def _run_child(self, experiment, suite: str, results_dir: Path, events: EventSink) -> dict:
+        ctx = self._context()
+        messages = ctx.Queue()
+        log_path = results_dir / "logs" / f"{experiment.run_id}.log"
+        started, attempt_start = utc_now(), time.time()
+        proc = ctx.Process(target=child_main, name=f"pefthub-run-{experiment.run_id}",
+                           args=(experiment.config, suite, str(results_dir), self.run_function, messages,
+                                 os.getpid(), str(log_path)))
+        limit_gb = (experiment.resources or {}).get("memory_gb")
+        limit = int(limit_gb * 1e9) if limit_gb else None
+        outcome = None
+        over_memory = None
+        proc.start()
+        try:
+            while True:
+                try:
+                    kind, payload = messages.get(timeout=POLL_SECONDS)
+                except queue_module.Empty:
+                    if not proc.is_alive():
+                        break
+                    if limit is not None and over_memory is None:
+                        rss = _rss_bytes(proc.pid)
+                        if rss > limit:
+                            over_memory = rss
+                            proc.kill()
+                    continue
+                if kind == "event":
+                    events(experiment, payload)
+                elif kind == "result":
+                    outcome = payload
+                    break
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+            write_result(results_dir, failure_document(experiment, suite, "interrupted by the user",
+                                                       status="cancelled", started_at=started))
+            raise
+        proc.join()
+        messages.close()
+        if outcome is None:
+            if over_memory is not None:
+                error = (f"exceeded memory: {over_memory / 1e9:.1f} GB resident > resources.memory_gb = {limit_gb:g}; "
+                         "the run was stopped")
+            else:
+                error = f"{_exit_reason(proc.exitcode)} (log: {log_path})"
+            doc = failure_document(experiment, suite, error, started_at=started)
+            write_result(results_dir, doc)
+            return doc
+        return self._read_back(experiment, suite, results_dir, attempt_start,
+                               f"worker reported {outcome.get('status')} but wrote no result (log: {log_path})")
+
+    @staticmethod
+    def _read_back(experiment, suite: str, results_dir: Path, attempt_start: float, missing: str) -> dict:
+        """The document the run wrote (read from disk: the file is the truth, not the message).
+        A file older than this attempt is a previous attempt's result, not this one's."""
+        path = result_path(results_dir, experiment.run_id)
+        try:
+            if path.stat().st_mtime >= attempt_start - 1.0:
+                return read_result(path)
+        except FileNotFoundError:
+            pass
+        except ResultFileError as exc:
+            missing = f"the run wrote an unusable result: {exc.reason}"
+        doc = failure_document(experiment, suite, missing)
+        write_result(results_dir, doc)
+        return doc

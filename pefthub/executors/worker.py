@@ -1,0 +1,94 @@
+"""What runs inside a child process (local executor) or a Ray task: one experiment, isolated.
+
+The run function is named by a ``"module:function"`` string (default
+``pefthub.runner:run_experiment``) so it can cross a process boundary and be swapped in tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from pefthub.executors import failure_document, one_line
+from pefthub.results import utc_now, write_result
+
+DEFAULT_RUN_FUNCTION = "pefthub.runner:run_experiment"
+
+
+def load_function(spec: str) -> Callable[..., dict]:
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr or "run_experiment")
+
+
+def preload() -> None:
+    """Import the heavy modules once in the fork server so each child starts in milliseconds."""
+    try:
+        load_function(DEFAULT_RUN_FUNCTION)
+    except Exception:  # the child imports again and reports the real error in its result
+        pass
+
+
+class _Experiment:
+    """Just enough of :class:`pefthub.suites.Experiment` for :func:`failure_document`."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+
+def _watch_driver(driver_pid: int) -> None:
+    """Exit when the driver is gone (kill -9 of `pefthub bench`): an orphaned run would keep the
+    CPU busy and could write a result nobody is waiting for while the rerun redoes it."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(driver_pid, 0)
+        except ProcessLookupError:
+            os._exit(3)
+        except PermissionError:
+            pass
+
+
+def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
+                 progress: Callable[[dict], None] | None) -> dict:
+    """Run one experiment; anything it raises becomes a failed result written here."""
+    started = utc_now()
+    try:
+        fn = load_function(run_function)
+        return fn(config, suite=suite, results_dir=Path(results_dir), progress=progress)
+    except Exception as exc:
+        traceback.print_exc()
+        doc = failure_document(_Experiment(config), suite, f"{type(exc).__name__}: {one_line(str(exc))}",
+                               started_at=started)
+        write_result(results_dir, doc)
+        return doc
+
+
+def child_main(config: dict, suite: str, results_dir: str, run_function: str, queue: Any,
+               driver_pid: int, log_path: str) -> None:
+    """Entry point of the local executor's child process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C does to the run
+    threading.Thread(target=_watch_driver, args=(driver_pid,), daemon=True).start()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "a", buffering=1, encoding="utf-8")
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+
+    def progress(event: dict) -> None:
+        try:
+            queue.put(("event", dict(event)))
+        except Exception:
+            pass
+
+    doc = run_isolated(config, suite, results_dir, run_function, progress)
+    queue.put(("result", {"status": doc.get("status"), "error": doc.get("error")}))
+    queue.close()
+    queue.join_thread()
+    log.flush()

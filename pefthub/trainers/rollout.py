@@ -1,0 +1,191 @@
+"""Rollout backends: sample completions for a batch of prompts, report the sampler's log-probs.
+
+The RL trainer talks to a :class:`RolloutBackend` only, so an engine other than HF ``generate``
+(vLLM) plugs in by subclassing it and adding itself to :data:`ROLLOUT_BACKENDS`. A backend:
+
+* samples ``generations`` completions per prompt (rows grouped by prompt, consecutively);
+* returns token ids and masks in the layout the trainer's log-prob pass uses
+  (left-padded prompts, right-padded completions);
+* reports the log-probability its sampler gave each sampled token (``logprobs``; temperature
+  applied), so the trainer can measure the train/rollout log-prob gap and, for engines whose
+  numerics differ from the training forward, apply truncated importance sampling;
+* is told after every optimizer step (:meth:`RolloutBackend.sync`) so an engine holding its own
+  copy of the weights can refresh it.
+
+HF ``generate`` runs inside ``method.merged(model)`` (adapter folded into the base weights) so a
+rollout costs what the base model costs, under ``torch.inference_mode`` with the KV cache, with all
+prompts × generations in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pefthub.errors import ConfigError
+
+
+@dataclass
+class Rollouts:
+    """``N = prompts × generations`` sampled rows, grouped by prompt."""
+
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor  # (N, P) 1 on real prompt tokens
+    completion_ids: torch.Tensor  # (N, C) right-padded
+    completion_mask: torch.Tensor  # (N, C) 1 on sampled tokens up to and including the end-of-turn token
+    logprobs: torch.Tensor | None  # (N, C) sampler log-probs of the sampled tokens (0 where masked), or None
+    texts: list[str]  # decoded completions, special tokens removed
+    #: Positions the engine computed (prefill + decode steps, padding included), for the FLOP estimate.
+    positions_computed: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.completion_ids.shape[0]
+
+
+class RolloutBackend:
+    """Base class of a rollout engine (see the module docstring)."""
+
+    name: ClassVar[str]
+    #: Its log-probs come from the same forward computation as training (so no importance-sampling
+    #: correction is needed by default). Merged weights differ only by float rounding.
+    exact: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, tokenizer: Any, method: Any):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.method = method
+
+    def generate(self, prompts: list[list[int]], *, generations: int, max_new_tokens: int,
+                 temperature: float, seed: int) -> Rollouts:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Called after every optimizer step; engines with their own weight copy refresh it here."""
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+
+
+class _SampledLogprobs:
+    """A logits processor (placed after the temperature warper) that records the log-probability of
+    each sampled token while keeping only one step's distribution in memory.
+
+    At step ``t`` the processor sees the tokens sampled up to step ``t-1``, so it scores the
+    previous step's choice from the previous step's log-softmax; :meth:`finish` scores the last one.
+    """
+
+    def __init__(self, prompt_width: int):
+        self.prompt_width = prompt_width
+        self.previous: torch.Tensor | None = None
+        self.columns: list[torch.Tensor] = []
+
+    def _score_previous(self, input_ids: torch.Tensor) -> None:
+        if self.previous is not None:
+            chosen = input_ids[:, -1:]
+            self.columns.append(self.previous.gather(-1, chosen).squeeze(-1))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self._score_previous(input_ids)
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        steps = sequences.shape[1] - self.prompt_width
+        if len(self.columns) < steps:
+            self._score_previous(sequences[:, : self.prompt_width + len(self.columns) + 1])
+        self.previous = None
+        if not self.columns:
+            return torch.zeros(sequences.shape[0], 0)
+        return torch.stack(self.columns[:steps], dim=1)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
+    """1 on every token up to and including the first end token of each row, 0 after it."""
+    is_end = torch.zeros_like(completion_ids, dtype=torch.bool)
+    for e in eos_ids:
+        is_end |= completion_ids == e
+    ended_before = (is_end.long().cumsum(dim=1) - is_end.long()) > 0
+    return (~ended_before).long()
+
+
+def eos_token_ids(tokenizer: Any, model: nn.Module) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if not ids:
+        raise ConfigError("the tokenizer defines no end-of-sequence token; rollouts could never stop")
+    return ids
+
+
+class HFGenerateBackend(RolloutBackend):
+    """Transformers ``generate`` on merged weights: the default, and the reference, on CPU."""
+
+    name = "hf"
+    exact = True
+
+    def generate(self, prompts: list[list[int]], *, generations: int, max_new_tokens: int,
+                 temperature: float, seed: int) -> Rollouts:
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        eos = eos_token_ids(tok, self.model)
+        rows = [p for p in prompts for _ in range(generations)]
+        prompt_ids, prompt_mask = left_pad(rows, pad_id)
+        # Explicit sampling settings: the model's own generation_config (top_k=50, repetition
+        # penalties, ...) must not silently change the policy being optimised.
+        config = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                  max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                  eos_token_id=sorted(eos), use_cache=True)
+        recorder = _SampledLogprobs(prompt_ids.shape[1])
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        torch.manual_seed(seed)  # rollouts depend only on (seed, step), not on what ran before
+        try:
+            with self.method.merged(self.model) as merged, torch.inference_mode():
+                sequences = merged.generate(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
+                                            generation_config=config,
+                                            logits_processor=LogitsProcessorList([recorder]))
+                logprobs = recorder.finish(sequences)
+        finally:
+            self.model.train(was_training)
+        # Leave inference mode: these tensors feed an autograd forward next.
+        completion_ids = sequences[:, prompt_ids.shape[1]:].clone().cpu()
+        logprobs = logprobs.clone().cpu()
+        mask = completion_mask(completion_ids, eos)
+        logprobs = logprobs[:, : completion_ids.shape[1]].masked_fill(mask == 0, 0.0)
+        texts = tok.batch_decode(completion_ids.masked_fill(mask == 0, pad_id), skip_special_tokens=True)
+        positions = len(rows) * (prompt_ids.shape[1] + max(0, completion_ids.shape[1] - 1))
+        return Rollouts(prompt_ids, prompt_mask, completion_ids, mask, logprobs, texts, positions)
+
+
+#: name -> backend class; another engine registers itself here (e.g. ``ROLLOUT_BACKENDS["vllm"] = ...``).
+ROLLOUT_BACKENDS: dict[str, type[RolloutBackend]] = {"hf": HFGenerateBackend}
+
+
+def rollout_backend(name: str) -> type[RolloutBackend]:
+    try:
+        return ROLLOUT_BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"trainer_options.rollout_backend: unknown backend {name!r} "
+                          f"(known: {', '.join(sorted(ROLLOUT_BACKENDS))})") from None

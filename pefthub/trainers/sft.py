@@ -1,0 +1,172 @@
+"""Supervised fine-tuning on the task's worked solutions: a lean, hand-written loop.
+
+Why not TRL's ``SFTTrainer``: it took 7.5 s per step of 8 × 96 tokens with LoRA r8 here (see
+/work/shared/paper-notes.md), and its dataset pipeline, collators and Trainer callbacks make the
+budget hard to account exactly (examples seen, tokens trained, seconds per phase). This loop does
+only what the algorithm needs; ``benchmarks/`` measures it against ``SFTTrainer`` side by side.
+
+One optimizer step:
+
+1. take ``budget.batch_size`` examples (task train split, reshuffled every pass, seeded);
+2. render ``task.messages(example)`` with the tokenizer's chat template and append
+   ``task.target(example)`` as the assistant turn, closed as the template closes a turn (so the
+   model learns to stop); cut the prompt from the left and the target from the right to fit
+   ``budget.max_seq_len``;
+3. next-token cross-entropy on the target tokens only (prompt and padding masked), averaged over
+   all target tokens of the batch; right padding, micro-batches accumulate into one gradient and
+   the model projects only positions from the first target token on through the LM head;
+4. clip the gradient norm, AdamW step, schedule step (warmup, then constant / cosine / linear).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pefthub.errors import ConfigError
+from pefthub.trainers import common
+from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, TrainOutcome, config_field
+from pefthub.trainers.budget import Budget, MemoryMeter, Spent, forward_params, lr_scheduler, train_step_flops, \
+    trainable_params
+
+IGNORE = -100
+
+
+@dataclass
+class SFTOptions(TrainerOptions):
+    micro_batch_size: int = config_field(8, "examples per forward/backward chunk (gradients accumulate over "
+                                            "chunks; bounds memory, not the result); 0 = all at once")
+    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)")
+    weight_decay: float = config_field(0.0, "AdamW weight decay")
+    adam_beta1: float = config_field(0.9, "AdamW beta1")
+    adam_beta2: float = config_field(0.999, "AdamW beta2")
+    adam_eps: float = config_field(1e-8, "AdamW epsilon")
+
+    def validate(self) -> None:
+        self._require(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 0, "micro_batch_size",
+                      "must be an integer >= 0")
+        self._require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        self._require(0 <= self.adam_beta1 < 1, "adam_beta1", "must be within [0, 1)")
+        self._require(0 <= self.adam_beta2 < 1, "adam_beta2", "must be within [0, 1)")
+        self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
+
+
+def encode_example(tokenizer, task, example, max_seq_len: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, target ids) of one example, cut to ``max_seq_len`` (prompt from the left,
+    target from the right; at least one target token survives)."""
+    target = task.target(example)
+    if not target:
+        raise ConfigError(f"task '{task.name}' gives no SFT target for example {example.id}")
+    prompt_text, completion_text = common.render_completion(tokenizer, task.messages(example), target)
+    prompt = common.encode(tokenizer, prompt_text)
+    completion = common.encode(tokenizer, completion_text)
+    room_for_prompt = max(1, max_seq_len - len(completion))
+    prompt = prompt[-room_for_prompt:]
+    completion = completion[: max(1, max_seq_len - len(prompt))]
+    return prompt, completion
+
+
+def pad_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels); labels are -100 on prompt and padding."""
+    width = max(len(p) + len(c) for p, c in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(pairs), width), dtype=torch.long)
+    labels = torch.full((len(pairs), width), IGNORE, dtype=torch.long)
+    for i, (p, c) in enumerate(pairs):
+        n = len(p) + len(c)
+        ids[i, :n] = torch.tensor(p + c, dtype=torch.long)
+        attention[i, :n] = 1
+        labels[i, len(p):n] = torch.tensor(c, dtype=torch.long)
+    return ids, attention, labels
+
+
+class SFTTrainer(Trainer):
+    name = "sft"
+    options_class = SFTOptions
+    summary = "Supervised fine-tuning on the task's worked solutions (completion-only loss)"
+
+    def train(self, *, model, tokenizer, method, task, budget, learning_rate, seed, spent=None, progress=None):
+        self.check_budget(budget)
+        spent = spent if spent is not None else Spent()
+        curves: list[dict] = []
+        meter = None
+        if spent.peak_rss_bytes is None:
+            meter = MemoryMeter()
+            meter.start()
+        try:
+            self._train(model, tokenizer, method, task, budget, learning_rate, seed, spent, curves, progress)
+            status, error = "success", None
+        except TrainingFailure as exc:
+            status, error = "failed", str(exc)
+        except Exception as exc:
+            if not common.is_out_of_memory(exc):
+                raise
+            status, error = "failed", f"out of memory at step {spent.optimizer_steps + 1}: {exc}".splitlines()[0]
+        finally:
+            model.eval()
+            if meter is not None:
+                meter.record(spent)
+        return TrainOutcome(status=status, spent=spent, curves=curves, error=error)
+
+    def _train(self, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
+               spent: Spent, curves: list[dict], progress) -> None:
+        o: SFTOptions = self.options
+        common.seed_everything(seed)
+        examples = task.examples("train", budget.steps * budget.batch_size)
+        stream = common.BatchStream(examples, budget.batch_size, seed)
+        params = common.trainable(model)
+        optimizer = common.make_optimizer(model, learning_rate, weight_decay=o.weight_decay,
+                                          betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps)
+        scheduler = lr_scheduler(optimizer, budget)
+        n_forward, n_trainable = forward_params(model), trainable_params(model)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        encoded: dict[str, tuple[list[int], list[int]]] = {}
+        model.train()
+        for step in range(1, budget.steps + 1):
+            started = time.perf_counter()
+            with spent.timing("train"):
+                batch = next(stream)
+                pairs = []
+                for ex in batch:
+                    if ex.id not in encoded:
+                        encoded[ex.id] = encode_example(tokenizer, task, ex, budget.max_seq_len)
+                    pairs.append(encoded[ex.id])
+                total_targets = sum(len(c) for _, c in pairs)
+                chunk = o.micro_batch_size or len(pairs)
+                loss_total = 0.0
+                for start in range(0, len(pairs), chunk):
+                    part = pairs[start:start + chunk]
+                    ids, attention, labels = pad_batch(part, pad_id)
+                    # Positions before the first target token of the chunk predict nothing: skip their LM head.
+                    first_target = min(len(p) for p, _ in part)
+                    keep = ids.shape[1] - first_target + 1
+                    logits = common.tail_logits(method, model, ids, attention, keep)[:, :-1]
+                    targets = labels[:, ids.shape[1] - keep + 1:]
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                           ignore_index=IGNORE, reduction="sum") / total_targets
+                    loss.backward()
+                    loss_total += float(loss.detach())
+                    spent.train_flops += train_step_flops(n_forward, n_trainable, ids.numel())
+                    del logits, loss
+                lr = optimizer.param_groups[0]["lr"]
+                grad_norm = common.grad_norm_and_clip(params, o.max_grad_norm)
+                common.require_finite(loss_total, "loss", step)
+                common.require_finite(grad_norm, "gradient norm", step)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            spent.optimizer_steps += 1
+            spent.examples += len(batch)
+            spent.tokens_trained += total_targets
+            point = {"step": step, "lr": lr, "loss": loss_total, "grad_norm": grad_norm,
+                     "tokens": total_targets, "seconds": time.perf_counter() - started}
+            curves.append(point)
+            if progress is not None:
+                progress({"phase": "train", "step": step, "steps": budget.steps, "loss": loss_total})
+
+
+__all__ = ["SFTTrainer", "SFTOptions", "TrainingFailure"]

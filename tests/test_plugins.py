@@ -1,0 +1,125 @@
+"""Plugin loading: entry points, allowlist, and one clear error per kind of broken plugin."""
+
+import importlib.metadata
+import subprocess
+import sys
+import types
+
+import pytest
+
+from pefthub import plugins
+from pefthub.errors import PluginError
+from pefthub.hookspecs import hookimpl
+from pefthub.methods import Method
+
+
+def _module(name, **hooks):
+    mod = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(mod, hook, hookimpl(fn))
+    return mod
+
+
+class _Dup(Method):
+    name = "lora"  # clashes with the built-in
+
+
+def test_builtins_load_through_the_entry_point_group():
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="pefthub") if ep.dist.name == "pefthub"}
+    assert {"tinylora", "lora", "lora_xs", "vera", "bitfit", "prompt_tuning", "full"} <= set(eps)
+    host = plugins.PluginHost()
+    assert host.info["tinylora"].builtin and host.info["tinylora"].hooks == ["register_methods"]
+    assert host.info["tinylora"].module == "pefthub.builtins.tinylora"
+
+
+def test_duplicate_method_name_names_both_plugins():
+    host = plugins.PluginHost()
+    host.add(_module("third", register_methods=lambda register: register(_Dup)), "third-party-dup")
+    with pytest.raises(PluginError, match="method 'lora' is registered by both plugin 'lora' and plugin 'third-party-dup'"):
+        host.collect("register_methods", plugins._class_name_key)
+
+
+def test_plugin_raising_inside_a_hook_is_named():
+    def boom(register):
+        raise RuntimeError("kaput")
+
+    host = plugins.PluginHost(load_entry_points=False)
+    host.add(_module("boomer", register_methods=boom), "boomer")
+    with pytest.raises(PluginError, match="plugin 'boomer' raised in register_methods: RuntimeError: kaput"):
+        host.collect("register_methods", plugins._class_name_key)
+
+
+def test_wrong_hook_signature_is_named():
+    host = plugins.PluginHost(load_entry_points=False)
+    with pytest.raises(PluginError, match="plugin 'sloppy'.*is invalid"):
+        host.add(_module("sloppy", register_methods=lambda registrar, extra: None), "sloppy")
+
+
+def test_unknown_hook_is_named():
+    host = plugins.PluginHost(load_entry_points=False)
+    with pytest.raises(PluginError, match="plugin 'typo'.*is invalid"):
+        host.add(_module("typo", register_method=lambda register: None), "typo")
+
+
+def test_registering_a_nameless_method_is_named():
+    class Nameless(Method):
+        name = None
+
+    host = plugins.PluginHost(load_entry_points=False)
+    host.add(_module("anon", register_methods=lambda register: register(Nameless)), "anon")
+    with pytest.raises(PluginError, match="plugin 'anon' registered a method without a name"):
+        host.collect("register_methods", plugins._class_name_key)
+
+
+def _fake_entry_points(extra):
+    real = plugins._entry_points()
+
+    def fake():
+        return real + extra
+
+    return fake
+
+
+def test_plugin_failing_at_import_is_named(monkeypatch):
+    ep = importlib.metadata.EntryPoint("broken", "pefthub_no_such_module_xyz", "pefthub")
+    monkeypatch.setattr(plugins, "_entry_points", _fake_entry_points([ep]))
+    with pytest.raises(PluginError, match="plugin 'broken' .* failed to import: ModuleNotFoundError"):
+        plugins.PluginHost()
+
+
+@pytest.mark.parametrize("env, loaded", [
+    ({}, True),
+    ({"PEFTHUB_LOAD_PLUGINS": "extra"}, True),
+    ({"PEFTHUB_LOAD_PLUGINS": "someone-else"}, False),
+    ({"PEFTHUB_LOAD_PLUGINS": ""}, False),
+    ({"PEFTHUB_DISABLE_PLUGIN_AUTOLOAD": "1"}, False),
+])
+def test_allowlist_and_autoload_switch(monkeypatch, env, loaded):
+    sys.modules["pefthub_test_extra_plugin"] = _module("pefthub_test_extra_plugin",
+                                                       register_methods=lambda register: None)
+    ep = importlib.metadata.EntryPoint("extra", "pefthub_test_extra_plugin", "pefthub")
+    monkeypatch.setattr(plugins, "_entry_points", _fake_entry_points([ep]))
+    monkeypatch.delenv("PEFTHUB_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("PEFTHUB_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    host = plugins.PluginHost()
+    assert ("extra" in host.info) == loaded
+    assert "tinylora" in host.info  # built-ins always load
+
+
+def test_cli_reports_a_broken_plugin_in_one_line(tmp_path):
+    # A real distribution on sys.path whose entry point fails at import.
+    dist = tmp_path / "pefthub_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pefthub-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[pefthub]\nbroken = pefthub_broken_mod\n")
+    (tmp_path / "pefthub_broken_mod.py").write_text("raise ImportError('needs a GPU driver')\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "pefthub", "methods"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: plugin 'broken' (from pefthub-broken) failed to import: "
+                                  "ImportError: needs a GPU driver")
+    env["PEFTHUB_LOAD_PLUGINS"] = ""
+    out = subprocess.run([sys.executable, "-m", "pefthub", "methods", "--json"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
