@@ -31,6 +31,8 @@ STATUSES = ("success", "failed", "cancelled")
 RESULT_SUFFIX = ".json"
 SAMPLES_SUFFIX = ".samples.jsonl"
 TEMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 #: Distributions whose versions every result records (import name -> distribution name).
 TRACKED_PACKAGES = {
     "torch": "torch", "transformers": "transformers", "peft": "peft", "trl": "trl",
@@ -350,6 +352,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared and published
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

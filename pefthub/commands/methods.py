@@ -55,7 +55,7 @@ def markdown_reference(methods: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from pefthub.console import console
     from rich.table import Table
 
     methods = describe_methods(args.name)
@@ -65,7 +65,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(methods, indent=2, default=str))
         return 0
-    console = Console()
+    out = console()
     for m in methods:
         flags = [f"trainers: {', '.join(m['trainers'])}",
                  "identity at init" if m["identity_at_init"] else "not identity at init",
@@ -79,5 +79,5 @@ def run(args) -> int:
         table.add_column("help")
         for f in m["fields"]:
             table.add_row(f["name"], repr(f["default"]), f["help"])
-        console.print(table)
+        out.print(table)
     return 0

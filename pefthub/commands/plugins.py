@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from dataclasses import asdict
 
-    from rich.console import Console
+    from pefthub.console import console
     from rich.table import Table
 
     from pefthub import plugins
@@ -34,5 +34,5 @@ def run(args) -> int:
     for info in infos:
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks),
                       "yes" if info.builtin else "")
-    Console().print(table)
+    console().print(table)
     return 0

@@ -138,6 +138,11 @@ class LocalExecutor:
             raise
         proc.join()
         messages.close()
+        try:
+            if log_path.stat().st_size == 0:
+                log_path.unlink()  # keep only logs that say something
+        except OSError:
+            pass
         if outcome is None:
             if over_memory is not None:
                 error = (f"exceeded memory: {over_memory / 1e9:.1f} GB resident > resources.memory_gb = {limit_gb:g}; "

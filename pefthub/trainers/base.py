@@ -104,6 +104,39 @@ class Trainer:
         """Train ``model`` (already adapted by ``method``) in place for ``budget.steps`` optimizer steps.
 
         ``spent`` (created if None) accumulates what the run uses; the runner passes its own so the
-        evaluation time and peak memory land in the same record.
+        evaluation time and peak memory land in the same record. A :class:`TrainingFailure` or an
+        out-of-memory error inside :meth:`run_steps` becomes ``status="failed"`` with a one-line
+        error and the curves and spending recorded up to that point; other exceptions propagate.
         """
+        from pefthub.trainers.budget import MemoryMeter
+        from pefthub.trainers.common import is_out_of_memory
+
+        self.check_budget(budget)
+        spent = spent if spent is not None else Spent()
+        curves: list[dict] = []
+        meter = None
+        if spent.peak_rss_bytes is None:  # standalone use (no runner measuring): measure our own peak
+            meter = MemoryMeter()
+            meter.start()
+        try:
+            self.run_steps(model=model, tokenizer=tokenizer, method=method, task=task, budget=budget,
+                           learning_rate=learning_rate, seed=seed, spent=spent, curves=curves, progress=progress)
+            status, error = "success", None
+        except TrainingFailure as exc:
+            status, error = "failed", str(exc)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            status, error = "failed", f"out of memory at step {spent.optimizer_steps + 1}: {exc}".splitlines()[0]
+        finally:
+            model.eval()
+            if meter is not None:
+                meter.record(spent)
+        return TrainOutcome(status=status, spent=spent, curves=curves, error=error)
+
+    def run_steps(self, *, model: nn.Module, tokenizer: Any, method: Any, task: Any, budget: Budget,
+                  learning_rate: float, seed: int, spent: Spent, curves: list[dict],
+                  progress: Progress | None) -> None:
+        """The training loop: update ``spent`` and append one dict per optimizer step to ``curves``;
+        raise :class:`TrainingFailure` when the budget cannot be honoured."""
         raise NotImplementedError

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from pefthub.errors import ConfigError
 from pefthub.trainers import common
-from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, TrainOutcome, config_field
-from pefthub.trainers.budget import Budget, MemoryMeter, Spent, forward_params, lr_scheduler, train_step_flops, \
+from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
+from pefthub.trainers.budget import Budget, Spent, forward_params, lr_scheduler, train_step_flops, \
     trainable_params
 
 IGNORE = -100
@@ -89,31 +89,8 @@ class SFTTrainer(Trainer):
     options_class = SFTOptions
     summary = "Supervised fine-tuning on the task's worked solutions (completion-only loss)"
 
-    def train(self, *, model, tokenizer, method, task, budget, learning_rate, seed, spent=None, progress=None):
-        self.check_budget(budget)
-        spent = spent if spent is not None else Spent()
-        curves: list[dict] = []
-        meter = None
-        if spent.peak_rss_bytes is None:
-            meter = MemoryMeter()
-            meter.start()
-        try:
-            self._train(model, tokenizer, method, task, budget, learning_rate, seed, spent, curves, progress)
-            status, error = "success", None
-        except TrainingFailure as exc:
-            status, error = "failed", str(exc)
-        except Exception as exc:
-            if not common.is_out_of_memory(exc):
-                raise
-            status, error = "failed", f"out of memory at step {spent.optimizer_steps + 1}: {exc}".splitlines()[0]
-        finally:
-            model.eval()
-            if meter is not None:
-                meter.record(spent)
-        return TrainOutcome(status=status, spent=spent, curves=curves, error=error)
-
-    def _train(self, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
-               spent: Spent, curves: list[dict], progress) -> None:
+    def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
+                  spent: Spent, curves: list[dict], progress) -> None:
         o: SFTOptions = self.options
         common.seed_everything(seed)
         examples = task.examples("train", budget.steps * budget.batch_size)

@@ -1,0 +1,303 @@
+"""Run a benchmark suite's grid (methods × parameter budgets × learning rates × seeds × trainers)
+into its results store, then print the suite's results: the learning rate of each row chosen on
+the validation split, test accuracy as mean ± 95% CI over seeds.
+
+SUITE is a directory holding suite.toml, or the name of one under benchmarks/ (e.g. `quick`).
+Results go to leaderboards/<suite>/results/<run_id>.json (one file per run; --results changes the
+directory). Reruns resume: a run whose result is success with the same config hash is skipped;
+missing and cancelled runs run; failed runs are kept unless --retry-failed.
+
+Patterns for --only/--skip are globs matched against a run's label
+(e.g. `tinylora@13/grpo/lr=0.001/seed=0`), its run id, method, trainer or row (`tinylora@13/grpo`);
+repeat them or separate with commas. Examples:
+
+  pefthub bench quick
+  pefthub bench quick --dry-run
+  pefthub bench cpu-paper-shape --only 'tinylora*' --skip sft
+  pefthub bench benchmarks/paper-gsm8k --executor ray --address auto
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+NAME = "bench"
+HELP = "run a benchmark suite (resumable) and print its results table"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("suite", help="suite directory (with suite.toml) or a name under benchmarks/")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the grid, the budget and what would run; run nothing")
+    parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                        help="run only matching runs (glob; repeatable or comma-separated)")
+    parser.add_argument("--skip", action="append", default=[], metavar="PATTERN",
+                        help="leave out matching runs (glob; repeatable or comma-separated)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="also rerun runs whose stored result is failed (default: keep them)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: one run at a time on this machine, each in its own process "
+                             "(default); ray: each run a Ray task with the suite's resource request")
+    parser.add_argument("--address", default=None, metavar="auto|local|ADDR",
+                        help="Ray cluster to use with --executor ray: auto (the running cluster, default), "
+                             "local (start one in this process), HOST:PORT or ray://HOST:PORT")
+    parser.add_argument("--isolation", choices=("process", "inline"), default="process",
+                        help="local executor: a child process per run (default; survives crashes and "
+                             "OOM kills) or inline in this process (for debugging)")
+    parser.add_argument("--results", type=Path, default=None, metavar="DIR",
+                        help="results directory (default: leaderboards/<suite>/results)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any run of the grid ends failed or cancelled")
+
+
+def _patterns(values: list[str]) -> list[str]:
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def run(args) -> int:
+    from pefthub import bench, suites
+    from pefthub.console import console as make_console
+    from pefthub.errors import ConfigError
+    from pefthub.executors import make_executor
+
+    console = make_console()
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError("--address only applies to --executor ray")
+    suite = suites.load(args.suite)
+    with console.status(f"resolving the grid of {suite.name} on {suite.model} (meta device)…"):
+        experiments = suites.expand(suite)
+    results_dir = args.results or bench.results_dir_for(suite.name)
+    only, skip = _patterns(args.only), _patterns(args.skip)
+    plan = bench.make_plan(experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
+    if (only or skip) and not plan.selected:
+        raise ConfigError(f"no run of suite '{suite.name}' matches --only {only or '-'} --skip {skip or '-'}")
+    for run_id, reason in plan.state.corrupt.items():
+        console.print(f"[yellow]warning:[/] unreadable result {run_id}.json ({reason}); it will be rerun")
+    if args.dry_run:
+        print_grid(console, suite, plan)
+        return 0
+    removed = bench.prepare_store(results_dir)
+    if removed:
+        console.print(f"removed {len(removed)} temp file(s) left by an interrupted writer")
+    kept_failed = [e for e in plan.selected if plan.status(e) == "failed" and e not in plan.todo]
+    done = len(plan.selected) - len(plan.todo)
+    console.print(f"[bold]{suite.name}[/]: {len(plan.selected)} runs, {done} already done"
+                  f"{f' ({len(kept_failed)} failed, kept; --retry-failed reruns them)' if kept_failed else ''}, "
+                  f"{len(plan.todo)} to run → {results_dir}")
+    if plan.todo:
+        executor = make_executor(args.executor, address=args.address, isolation=args.isolation)
+        if hasattr(executor, "connect"):
+            with console.status(f"connecting to Ray ({args.address or 'auto'})…"):
+                executor.connect()
+        try:
+            with GridProgress(console, plan.todo) as progress:
+                bench.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
+                              events=progress.event)
+        finally:
+            if hasattr(executor, "close"):
+                executor.close()
+    docs = bench.grid_documents(plan.experiments, results_dir)
+    rows = bench.summarize(docs)
+    print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
+    bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
+    return 1 if args.strict and bad else 0
+
+
+class GridProgress:
+    """Rich progress for the grid (runs done, ETA) and for each active run (step, loss, reward)."""
+
+    def __init__(self, console, todo):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), console=console, transient=False)
+        self.grid = self.progress.add_task("grid", total=len(todo), info="")
+        self.tasks: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def event(self, experiment, event: dict) -> None:
+        try:
+            self._event(experiment, event)
+        except Exception:  # a display problem must never stop a sweep
+            pass
+
+    def _event(self, experiment, event: dict) -> None:
+        phase = event.get("phase")
+        rid = experiment.run_id
+        if phase == "start":
+            steps = experiment.config.get("budget", {}).get("steps") or None
+            self.started[rid] = time.monotonic()
+            self.tasks[rid] = self.progress.add_task(f"  {experiment.label}", total=steps, info="starting")
+            self.progress.update(self.grid, info=experiment.label)
+            return
+        task = self.tasks.get(rid)
+        if phase == "done":
+            if task is not None:
+                self.progress.remove_task(task)
+                self.tasks.pop(rid, None)
+            seconds = time.monotonic() - self.started.pop(rid, time.monotonic())
+            self.progress.advance(self.grid)
+            self.progress.console.print(_done_line(experiment, event, seconds))
+            return
+        if task is None:
+            return
+        if phase == "train":
+            total = event.get("steps") or event.get("total")
+            info = "  ".join(f"{k} {event[k]:.3g}" for k in ("loss", "reward") if isinstance(event.get(k), (int, float)))
+            self.progress.update(task, completed=event.get("step", 0), total=total or None, info=info)
+        elif phase == "eval":
+            split = event.get("split", "test")
+            total, done = event.get("total"), event.get("done", 0)
+            self.progress.update(task, description=f"  {experiment.label} [eval {split}]", total=total or None,
+                                 completed=done, info="")
+
+
+def _done_line(experiment, event: dict, seconds: float) -> str:
+    from rich.markup import escape
+
+    status = event.get("status")
+    if status == "success":
+        return f"[green]✓[/] {escape(experiment.label)}  ({seconds:.0f} s)"
+    mark = "[yellow]○[/]" if status == "cancelled" else "[red]✗[/]"
+    return f"{mark} {escape(experiment.label)} {status}: {escape(str(event.get('error')))}  ({seconds:.0f} s)"
+
+
+def _fmt_params(n) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return str(n)
+
+
+def _fmt_acc(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def print_budget(console, suite) -> None:
+    b = suite.budget
+    e = suite.eval
+    console.print(f"[bold]{suite.name}[/] ({suite.file}): model {suite.model}, task {suite.task['name']}"
+                  f"{' ' + str({k: v for k, v in suite.task.items() if k != 'name'}) if len(suite.task) > 1 else ''}")
+    console.print(f"budget: {b['steps']} steps × batch {b['batch_size']}"
+                  f" ({b['generations']} generations per prompt under GRPO), ≤{b['max_new_tokens']} new tokens, "
+                  f"max seq {b['max_seq_len']}, {b['schedule']} schedule, warmup {b['warmup_ratio']:g}")
+    console.print(f"evaluation: {e['limit']} test problems, {e['validation_limit']} validation problems, "
+                  f"≤{e['max_new_tokens']} new tokens, backend {e['backend']}; seeds {suite.seeds}")
+
+
+def print_grid(console, suite, plan) -> None:
+    from rich.table import Table
+
+    print_budget(console, suite)
+    table = Table(title=f"{suite.name}: {len(plan.selected)} of {len(plan.experiments)} runs selected")
+    for col in ("#", "run", "run id", "trainable", "state"):
+        table.add_column(col, justify="right" if col in ("#", "trainable") else "left")
+    todo = {e.run_id for e in plan.todo}
+    for i, e in enumerate(plan.selected, 1):
+        status = plan.status(e)
+        state = "will run" if e.run_id in todo else ("done" if status == "success" else f"{status} (kept)")
+        if e.run_id in todo and status != "missing":
+            state = f"will rerun ({status})"
+        table.add_row(str(i), e.label, e.run_id, _fmt_params(e.trainable_params), state)
+    console.print(table)
+    console.print(f"{len(plan.todo)} run(s) would run; nothing was run (--dry-run)")
+
+
+def print_results(console, suite, rows, *, total: int, have: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
+                        f"({have} of {total} runs have results)")
+    for col, justify in (("method", "left"), ("trainer", "left"), ("trainable", "right"), ("adapter", "right"),
+                         ("best lr", "right"), ("lr chosen by", "left"), ("seeds", "right"),
+                         ("test %", "right"), ("95% CI", "right"), ("val %", "right"), ("failed", "right")):
+        table.add_column(col, justify=justify)
+    for row in rows:
+        best = next((s for s in row.learning_rates if s.learning_rate == row.best_lr), None)
+        ci = "-" if row.ci_low is None else f"{_fmt_acc(row.ci_low)}–{_fmt_acc(row.ci_high)} ({row.ci_method})"
+        adapter = (row.adapter_bytes or {}).get("trainable_fp32")
+        name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
+        table.add_row(name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
+                      "-" if row.best_lr is None else f"{row.best_lr:g}", row.selection, str(row.seeds),
+                      _fmt_acc(row.test_mean), ci,
+                      _fmt_acc(best.validation_mean if best else None),
+                      f"{row.failed}/{row.runs}" if row.failed else "")
+    console.print(table)
+    errors = [(row.label, err) for row in rows for err in row.errors]
+    for label, err in errors[:20]:
+        console.print(f"[red]failed[/] {label}: {err}")
+
+
+def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:
+    """The suite form of `pefthub plan`: every method × params budget with its exact config, count
+    and bytes on the meta device, plus the budget, trainer options and resource requests."""
+    import json
+
+    from rich.table import Table
+
+    from pefthub import suites
+    from pefthub.console import console as make_console
+    from pefthub.planning import config_summary
+
+    console = make_console()
+    suite = suites.load(suite_ref)
+    with console.status(f"resolving {suite.name} on {suite.model} (meta device)…"):
+        resolution = suites.resolve(suite)
+        experiments = suites.expand(suite, resolution)
+    if as_json:
+        print(json.dumps({
+            "suite": suite.name, "model": suite.model, "task": suite.task, "budget": suite.budget,
+            "eval": suite.eval, "seeds": suite.seeds, "runs": len(experiments),
+            "methods": [{"name": m.spec.name, "method": m.spec.method, "params_target": m.params_target,
+                         "config": m.config, "trainable_params": m.trainable_params,
+                         "adapter_bytes": m.adapter_bytes, "total_params": m.total_params,
+                         "trainers": m.spec.trainers, "learning_rates": m.spec.learning_rates,
+                         "resources": m.spec.resources} for m in resolution.methods],
+            "trainer_options": resolution.trainer_options,
+        }, indent=1))
+        return 0
+    print_budget(console, suite)
+    total = resolution.methods[0].total_params if resolution.methods else 0
+    table = Table(title=f"{suite.name}: {len(experiments)} runs on {suite.model} ({total:,} parameters)"
+                        f"{': base-model row + ' if suite.include_base else ': '}methods × learning rates × seeds × trainers")
+    for col, justify in (("method", "left"), ("params target", "right"), ("trainable", "right"),
+                         ("% of model", "right"), ("trainable fp32", "right"), ("saved adapter fp32", "right"),
+                         ("config", "left"), ("trainers", "left"), ("learning rates", "left"), ("runs", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for m in resolution.methods:
+        runs = len(m.spec.trainers) * len(m.spec.learning_rates) * len(suite.seeds)
+        table.add_row(m.spec.name, "-" if m.params_target is None else f"{m.params_target:,}",
+                      f"{m.trainable_params:,}", f"{100 * m.trainable_params / m.total_params:.2g}%",
+                      _fmt_bytes(m.adapter_bytes["trainable_fp32"]), _fmt_bytes(m.adapter_bytes["saved_fp32"]),
+                      config_summary(m.config), ", ".join(m.spec.trainers),
+                      ", ".join(f"{lr:g}" for lr in m.spec.learning_rates), str(runs))
+    console.print(table)
+    for trainer, options in resolution.trainer_options.items():
+        console.print(f"{trainer} options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    console.print("resources per run: " + _resources_text(suite.resources)
+                  + "".join(f"; {m.name}: {_resources_text(m.resources)}" for m in suite.methods
+                            if m.resources != suite.resources))
+    return 0
+
+
+def _resources_text(res: dict) -> str:
+    memory = "" if res.get("memory_gb") is None else f", {res['memory_gb']:g} GB memory"
+    return f"{res['num_cpus']:g} CPUs, {res['num_gpus']:g} GPUs{memory}"

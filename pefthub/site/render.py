@@ -1,0 +1,330 @@
+"""Pages from data: the Jinja2 environment and the view models the templates read.
+
+Jinja2 with ``autoescape=True`` escapes every value a template prints, so untrusted strings
+(completions, config values, plugin-provided method names) cannot become markup; the only
+values marked safe are the SVG charts, which :mod:`pefthub.site.svg` builds with escaping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from pefthub import __version__
+from pefthub.site import plots
+from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
+from pefthub.site.load import Problem, Run
+from pefthub.site.metrics import MISSING, format_value, is_number, load_metrics, metric, sci
+
+TEMPLATES = Path(__file__).with_name("templates")
+#: Leaderboard columns after method and trainer, in order (keys of metrics.toml).
+COLUMNS = ["trainable_params", "adapter_bytes", "accuracy", "delta_vs_base", "train_seconds", "peak_memory_bytes"]
+#: Curves drawn first, in this order; any other numeric curve key follows.
+CURVE_ORDER = ["reward", "loss", "lr", "kl", "logprob_gap", "entropy", "grad_norm", "seconds"]
+CURVE_SKIP = {"step", "reward_std"}
+SPLIT_ORDER = ["test", "validation"]
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(trainer_label=plots.trainer_label, version=__version__)
+    return env
+
+
+# ---- small text helpers ----------------------------------------------------------------------
+def scalar_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    return str(value)
+
+
+def kv_text(value: Any, *, skip: tuple[str, ...] = (), limit: int = 12) -> str:
+    """``{"steps": 20, "batch_size": 8}`` → ``steps 20 · batch_size 8`` (other types as JSON)."""
+    if not isinstance(value, dict):
+        return MISSING if value is None else scalar_text(value)
+    items = [(k, v) for k, v in value.items() if k not in skip and v is not None]
+    text = " · ".join(f"{k} {scalar_text(v)}" for k, v in items[:limit])
+    return text + (" · …" if len(items) > limit else "")
+
+
+def task_text(task: Any) -> str:
+    if isinstance(task, dict) and isinstance(task.get("name"), str):
+        rest = kv_text(task, skip=("name",))
+        return task["name"] + (f" ({rest})" if rest and rest != MISSING else "")
+    return kv_text(task)
+
+
+def timestamp(value: Any) -> str:
+    """ISO-8601 UTC → ``2026-11-22 21:40 UTC``; anything unparsable is shown as written."""
+    if not isinstance(value, str):
+        return MISSING
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def sort_value(value: Any) -> str:
+    return repr(float(value)) if is_number(value) else ""
+
+
+def date_range(first: str | None, last: str | None) -> str:
+    a, b = timestamp(first), timestamp(last)
+    if first is None and last is None:
+        return MISSING
+    if last is None or a == b:
+        return a
+    if a[:10] == b[:10]:
+        return f"{a[:16]} – {b[11:]}"
+    return f"{a} – {b}"
+
+
+# ---- index -----------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    text: str
+    sort: str
+    title: str = ""
+    sub: str = ""
+
+
+def _cells(row: Row) -> dict[str, Cell]:
+    m = load_metrics()
+    cells = {}
+    for key in COLUMNS:
+        value = getattr(row, key)
+        cells[key] = Cell(text=m[key].fmt(value), sort=sort_value(value))
+    if row.trainable_params is not None:
+        cells["trainable_params"].title = f"{row.trainable_params:,} trainable parameters"
+    if row.adapter_bytes is not None:
+        saved = f"; saved adapter file {format_value('bytes', row.saved_adapter_bytes)}" if row.saved_adapter_bytes else ""
+        cells["adapter_bytes"].title = f"{row.adapter_bytes:,.0f} bytes of trained values (fp32){saved}"
+    acc = cells["accuracy"]
+    if row.ci_low is not None and row.ci_high is not None:
+        acc.sub = f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+        acc.title = f"95% CI ({row.ci_method or 'as recorded'})"
+    return cells
+
+
+def _lr_cell(row: Row) -> tuple[str, str, str]:
+    lr = sci(row.learning_rate) if row.learning_rate is not None else MISSING
+    n = len(row.lr_candidates)
+    if row.is_base:
+        return MISSING, "", "the base model is not trained"
+    if row.lr_selection == LR_SELECTED:
+        return (f"{lr} (best of {n})", sort_value(row.learning_rate),
+                f"selected on validation accuracy among {', '.join(sci(c) for c in row.lr_candidates)}")
+    if row.lr_selection == LR_UNSELECTED:
+        return (f"{lr} (unselected)", sort_value(row.learning_rate),
+                "several learning rates ran but not all have a validation score, so none is selected")
+    return lr, sort_value(row.learning_rate), "the only learning rate run"
+
+
+def _variant(row: Row) -> str:
+    return "" if row.is_base else kv_text(row.method_config, limit=4).replace(" · ", ", ")
+
+
+@dataclass
+class Links:
+    """Relative paths inside the built site."""
+
+    slug: str
+
+    def run(self, run_id: str, prefix: str = "") -> str:
+        return f"{prefix}runs/{self.slug}/{run_id}.html"
+
+    def raw(self, run_id: str, prefix: str = "") -> str:
+        return f"{prefix}data/{self.slug}/{run_id}.json"
+
+    def samples(self, run_id: str, prefix: str = "") -> str:
+        return f"{prefix}data/{self.slug}/{run_id}.samples.jsonl"
+
+
+def _run_brief(run: Run, links: Links) -> dict:
+    acc_val, acc_test = run.accuracy("validation"), run.accuracy("test")
+    return {
+        "run_id": run.run_id, "link": links.run(run.run_id), "method": run.method, "trainer": run.trainer,
+        "params": f"{run.trainable_params:,}" if run.trainable_params is not None else MISSING,
+        "params_sort": sort_value(run.trainable_params),
+        "lr": sci(run.learning_rate) if run.learning_rate is not None else MISSING,
+        "lr_sort": sort_value(run.learning_rate), "seed": scalar_text(run.seed),
+        "val": format_value("percent", acc_val), "val_sort": sort_value(acc_val),
+        "test": format_value("percent", acc_test), "test_sort": sort_value(acc_test),
+        "finished": timestamp(run.doc.get("finished_at") or run.doc.get("started_at")),
+        "status": run.status, "error": run.doc.get("error") or MISSING,
+    }
+
+
+def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
+    links = Links(slug)
+    rows = []
+    for row in view.rows:
+        lr_text, lr_sort, lr_title = _lr_cell(row)
+        seeds = f"success · {row.seeds} seeds" if row.seeds > 1 else "success"
+        rows.append({"method": row.method, "trainer": row.trainer, "is_base": row.is_base,
+                     "link": links.run(row.runs[0].run_id), "variant": _variant(row), "cells": _cells(row),
+                     "lr_text": lr_text, "lr_sort": lr_sort, "lr_title": lr_title, "status": seeds})
+    params_plot, n_points, skipped = plots.params_accuracy_plot(view.rows, view.base, styles)
+    memory = lambda r: r.peak_memory_bytes  # noqa: E731
+    seconds = lambda r: r.train_seconds  # noqa: E731
+    pareto_memory, _ = plots.pareto_plot(view.ranked, view.base, styles, cost=memory, kind="bytes",
+                                         x_title="Peak memory", front=pareto_front(view.ranked, memory))
+    pareto_time, _ = plots.pareto_plot(view.ranked, view.base, styles, cost=seconds, kind="duration",
+                                       x_title="Training time", front=pareto_front(view.ranked, seconds))
+    return {
+        "name": view.suite.name, "slug": slug, "anchor": f"suite-{slug}",
+        "models": view.models, "tasks": [task_text(t) for t in view.tasks],
+        "budgets": [(kv_text(b), n) for b, n in view.budgets], "evals": [(kv_text(e), n) for e, n in view.evals],
+        "dates": date_range(view.first_started, view.last_finished),
+        "n_success": len(view.successes), "n_failed": len(view.failures),
+        "trainers": sorted({r.trainer for r in view.rows if not r.is_base}),
+        "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
+        "pareto_memory": pareto_memory, "pareto_time": pareto_time,
+        "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.method, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
+        "failures": [_run_brief(r, links) for r in view.failures],
+    }
+
+
+def render_index(env: jinja2.Environment, suites: list[dict], problems: list[Problem], n_result_files: int) -> str:
+    m = load_metrics()
+    glossary = [m[k] for k in COLUMNS + ["validation_accuracy"]]
+    return env.get_template("index.html").render(
+        root="", views=suites, problems=problems, columns=COLUMNS, metrics=m, glossary=glossary,
+        n_result_files=n_result_files)
+
+
+# ---- run page --------------------------------------------------------------------------------
+def _budget_items(block: Any) -> list[tuple[str, str, str]]:
+    if not isinstance(block, dict):
+        return []
+    items = []
+    for key, value in block.items():
+        info = metric(key)
+        text = info.fmt(value) if is_number(value) else scalar_text(value) if value is not None else MISSING
+        items.append((info.name if key in load_metrics() else key, text, key))
+    return items
+
+
+def _steps_check(run: Run, declared: Any) -> dict | None:
+    want = declared.get("steps") if isinstance(declared, dict) else None
+    got = run.spent("optimizer_steps")
+    if not is_number(want) or got is None:
+        return None
+    if int(got) == int(want):
+        return {"cls": "ok-note", "text": f"Spent exactly the declared {int(want):,} optimizer steps."}
+    return {"cls": "warn", "text": f"Declared {int(want):,} optimizer steps, spent {int(got):,}."}
+
+
+def _curves(run: Run) -> list[dict]:
+    entries = [e for e in (run.doc.get("curves") or []) if isinstance(e, dict)]
+    if not entries:
+        return []
+    steps = [e["step"] if is_number(e.get("step")) else i + 1 for i, e in enumerate(entries)]
+    keys = [k for k in CURVE_ORDER if any(is_number(e.get(k)) for e in entries)]
+    keys += sorted({k for e in entries for k, v in e.items() if is_number(v)} - set(keys) - CURVE_SKIP)
+    out = []
+    for key in keys:
+        values = [float(e[key]) if is_number(e.get(key)) else None for e in entries]
+        band = None
+        if key == "reward" and any(is_number(e.get("reward_std")) for e in entries):
+            band = [float(e["reward_std"]) if is_number(e.get("reward_std")) else None for e in entries]
+        info = metric(key)
+        chart = plots.curve_plot(steps, values, key, band=band)
+        if chart:
+            out.append({"title": info.name + (" (band: ± std)" if band else ""), "svg": chart})
+    return out
+
+
+def _evaluations(run: Run) -> list[dict]:
+    evaluation = run.doc.get("evaluation") or {}
+    splits = [s for s in SPLIT_ORDER if s in evaluation] + sorted(s for s in evaluation if s not in SPLIT_ORDER)
+    out = []
+    for split in splits:
+        block = run.evaluation(split)
+        if not block:
+            continue
+        low, high = block.get("ci_low"), block.get("ci_high")
+        ci = f"[{100 * low:.1f}, {100 * high:.1f}]" if is_number(low) and is_number(high) else MISSING
+        metrics = block.get("metrics") if isinstance(block.get("metrics"), dict) else {}
+        protocol = block.get("protocol")
+        out.append({
+            "split": split, "accuracy": format_value("percent", block["accuracy"]), "ci": ci,
+            "ci_method": scalar_text(block.get("ci_method") or MISSING),
+            "n": scalar_text(block.get("n")), "correct": scalar_text(block.get("correct", MISSING)),
+            "metric": scalar_text(block.get("metric") or MISSING),
+            "metrics": [(k, format_value("float", v) if is_number(v) else scalar_text(v)) for k, v in metrics.items()],
+            "protocol": json.dumps(protocol, indent=2, sort_keys=True, default=str) if protocol else "",
+        })
+    return out
+
+
+def _sample_text(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _samples(records: list[dict], limit: int) -> tuple[list[dict], int]:
+    def order(r: dict) -> int:
+        split = r.get("split")
+        return SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
+
+    ordered = sorted(records, key=order)  # stable: file order within a split, never cherry-picked
+    shown = [{"split": scalar_text(r.get("split", MISSING)), "id": scalar_text(r.get("id", MISSING)),
+              "prompt": _sample_text(r.get("prompt")), "completion": _sample_text(r.get("completion")),
+              "extracted": _sample_text(r.get("extracted")), "gold": _sample_text(r.get("gold")),
+              "correct": r.get("correct") is True} for r in ordered[:limit]]
+    return shown, len(records)
+
+
+def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list[dict], samples_problem: Problem | None,
+               samples_copied: bool, max_samples: int, n_result_files: int) -> str:
+    prefix = "../../"
+    declared = run.config.get("budget")
+    budget_block = run.doc.get("budget") if isinstance(run.doc.get("budget"), dict) else {}
+    if isinstance(budget_block.get("declared"), dict):
+        declared = budget_block["declared"]
+    test = run.evaluation("test")
+    headline = MISSING
+    if test:
+        ci = ""
+        if is_number(test.get("ci_low")) and is_number(test.get("ci_high")):
+            ci = f" [{100 * test['ci_low']:.1f}, {100 * test['ci_high']:.1f}]"
+        headline = f"{100 * test['accuracy']:.1f}%{ci} on {scalar_text(test.get('n'))} problems"
+    model = run.doc.get("model") if isinstance(run.doc.get("model"), dict) else {}
+    adapter = run.adapter_bytes
+    shown, total = _samples(samples, max_samples)
+    env_block = run.doc.get("environment")
+    return env.get_template("run.html").render(
+        root=prefix, run=run, suite_anchor=f"suite-{links.slug}",
+        started=timestamp(run.doc.get("started_at")),
+        finished=timestamp(run.doc.get("finished_at")) if run.doc.get("finished_at") else "",
+        raw_link=links.raw(run.run_id, prefix), samples_link=links.samples(run.run_id, prefix) if samples_copied else "",
+        total_params=format_value("count", model.get("total_params")) if is_number(model.get("total_params")) else "",
+        trainable=f"{run.trainable_params:,}" if run.trainable_params is not None else MISSING,
+        adapter_bytes=(f"{format_value('bytes', adapter)} of trained values (fp32)" if adapter is not None else MISSING)
+        + (f"; adapter file {format_value('bytes', run.saved_adapter_bytes)}" if run.saved_adapter_bytes else ""),
+        lr=sci(run.learning_rate) if run.learning_rate is not None else MISSING,
+        headline=headline, evaluations=_evaluations(run),
+        declared=_budget_items(declared), spent=_budget_items(budget_block.get("spent")),
+        steps_check=_steps_check(run, declared), curves=_curves(run),
+        samples=shown, samples_total=total, samples_truncated=total > len(shown),
+        n_correct=sum(1 for s in shown if s["correct"]),
+        samples_problem=str(samples_problem.reason) if samples_problem else "",
+        config_json=json.dumps(run.config, indent=2, sort_keys=True, ensure_ascii=False, default=str),
+        environment=json.dumps(env_block, indent=2, sort_keys=True, ensure_ascii=False, default=str) if env_block else "",
+        n_result_files=n_result_files,
+    )

@@ -1,0 +1,165 @@
+"""Suite files: parsing, validation errors that name file and key, grid expansion, shipped suites."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pefthub import suites
+from pefthub.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+model = "tiny-random"
+[task]
+name = "basic_arithmetic"
+[budget]
+steps = 2
+batch_size = 2
+[grid]
+methods = ["lora", "tinylora"]
+learning_rates = [1e-3]
+"""
+
+
+def write_suite(tmp_path: Path, text: str, name: str = "mini") -> Path:
+    path = tmp_path / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "suite.toml").write_text(textwrap.dedent(text))
+    return path
+
+
+def test_minimal_suite_gets_defaults(tmp_path):
+    suite = suites.load(write_suite(tmp_path, MINIMAL))
+    assert suite.name == "mini" and suite.model == "tiny-random"
+    assert suite.budget["steps"] == 2 and suite.budget["batch_size"] == 2
+    assert suite.budget["schedule"] == "constant" and suite.budget["generations"] >= 1
+    assert suite.seeds == [0] and suite.include_base is True
+    assert [m.name for m in suite.methods] == ["lora", "tinylora"]
+    assert all(m.params == [None] and m.trainers == ["sft", "grpo"] for m in suite.methods)
+    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "hf"
+
+
+def test_per_method_overrides(tmp_path):
+    suite = suites.load(write_suite(tmp_path, MINIMAL + """
+        seeds = [0, 1]
+        [eval]
+        validation_limit = 8
+        [resources]
+        num_cpus = 2
+        [methods.tinylora]
+        params = [1, 13]
+        learning_rates = [1e-2, 1e-3]
+        trainers = ["grpo"]
+        config = { r = 2 }
+        resources = { memory_gb = 3 }
+    """.replace("[grid]", "[grid]")))
+    lora, tiny = suite.methods
+    assert lora.learning_rates == [1e-3] and lora.params == [None] and lora.trainers == ["sft", "grpo"]
+    assert tiny.params == [1, 13] and tiny.learning_rates == [1e-2, 1e-3] and tiny.trainers == ["grpo"]
+    assert tiny.config == {"r": 2}
+    assert tiny.resources == {"num_cpus": 2, "num_gpus": 0, "memory_gb": 3}
+    assert lora.resources == {"num_cpus": 2, "num_gpus": 0, "memory_gb": None}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("colour = 'red'\n" + MINIMAL, ": colour: unknown key"),
+    (MINIMAL + "colour = 'red'\n", "grid.colour: unknown key"),
+    (MINIMAL.replace("steps = 2", "steps = 2\nstep_count = 3"), "budget.step_count: unknown key"),
+    (MINIMAL.replace("steps = 2", "steps = -1"), "budget.steps: must be a positive integer (got -1)"),
+    (MINIMAL.replace("steps = 2", "steps = 0"), "budget.steps: must be a positive integer"),
+    (MINIMAL.replace("steps = 2", "steps = 2.5"), "budget.steps"),
+    (MINIMAL.replace("steps = 2\n", ""), "budget.steps: missing"),
+    (MINIMAL.replace("batch_size = 2", "batch_size = 2\nschedule = 'wavy'"), "budget.schedule"),
+    (MINIMAL.replace('model = "tiny-random"\n', ""), "model: missing"),
+    (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [-1e-3]"), "grid.learning_rates: must be > 0"),
+    (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = []"), "grid.learning_rates: must be a non-empty list"),
+    (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [1e-3, 1e-3]"), "has duplicates"),
+    (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [1e-3]\ntrainers = ['ppo']"),
+     "grid.trainers: must be one of sft, grpo (got 'ppo')"),
+    (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [1e-3]\nseeds = [-1]"), "grid.seeds: must be >= 0"),
+    (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [1e-3, 1e-4]"),
+     "eval.validation_limit: is 0 but method 'lora' has 2 learning rates"),
+    (MINIMAL + "[methods.vera]\nparams = [3]\n", "methods.vera: unknown key"),
+    (MINIMAL + "[methods.lora]\nrank = 3\n", "methods.lora.rank: unknown key"),
+    (MINIMAL + "[methods.lora]\nparams = [0]\n", "methods.lora.params: must be >= 1"),
+    (MINIMAL + "[methods.lora]\nmethod = 'base'\n", "'base' is the untrained reference row"),
+    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of hf, vllm"),
+    (MINIMAL + "[eval]\nlimit = 0\n", "eval.limit: must be >= 1"),
+    (MINIMAL + "[resources]\nnum_gpus = -1\n", "resources.num_gpus: must be >= 0"),
+    (MINIMAL + "[trainer_options.ppo]\nbeta = 1\n", "trainer_options.ppo: unknown key"),
+    ("base = 'yes'\n" + MINIMAL, "base: must be true or false"),
+])
+def test_invalid_suites_name_file_and_key(tmp_path, text, expected):
+    path = write_suite(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        suites.load(path)
+    message = str(info.value)
+    assert expected in message
+    assert str(path / "suite.toml") in message
+    assert "\n" not in message
+
+
+def test_malformed_toml_is_one_line_with_line_number(tmp_path):
+    path = write_suite(tmp_path, 'model = "tiny-random"\n[task\nname = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        suites.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path / 'suite.toml'}: malformed TOML")
+    assert "line 2" in message and "\n" not in message
+
+
+def test_locate_by_name_path_or_file(tmp_path, monkeypatch):
+    path = write_suite(tmp_path / "benchmarks", MINIMAL, name="named")
+    monkeypatch.chdir(tmp_path)
+    assert suites.locate("named") == Path("benchmarks") / "named"
+    assert suites.locate(path) == path
+    assert suites.locate(path / "suite.toml") == path
+    with pytest.raises(ConfigError, match="suite 'nope' not found"):
+        suites.locate("nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no suite.toml in this directory"):
+        suites.locate(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("name", ["quick", "cpu-paper-shape", "paper-gsm8k"])
+def test_shipped_suites_parse(name):
+    suite = suites.load(REPO / "benchmarks" / name)
+    assert suite.name == name
+    assert suite.file.exists()
+
+
+def test_shipped_suites_follow_the_issue():
+    quick = suites.load(REPO / "benchmarks" / "quick")
+    assert quick.model == "smollm2-135m-instruct"
+    assert [m.method for m in quick.methods] == ["tinylora", "lora", "lora_xs", "vera", "bitfit",
+                                                 "prompt_tuning", "full"]
+    assert all(m.trainers == ["sft", "grpo"] for m in quick.methods) and quick.seeds == [0]
+
+    shape = suites.load(REPO / "benchmarks" / "cpu-paper-shape")
+    tiny = next(m for m in shape.methods if m.method == "tinylora")
+    assert tiny.params == [1, 13, 120]
+    assert {m.method for m in shape.methods} == {"tinylora", "lora_xs", "lora", "vera", "bitfit", "prompt_tuning", "full"}
+    assert shape.seeds == [0, 1, 2] and shape.eval["limit"] >= 400 and shape.eval["validation_limit"] > 0
+    assert len({tuple(m.learning_rates) for m in shape.methods}) > 1  # LR grids differ per method
+
+    paper = suites.load(REPO / "benchmarks" / "paper-gsm8k")
+    assert paper.model == "qwen2.5-7b-instruct" and paper.task["name"] == "gsm8k"
+    assert paper.budget["generations"] == 4 and paper.budget["batch_size"] == 64
+    assert paper.budget["max_new_tokens"] == 4096 and paper.budget["steps"] == 3 * -(-7473 // 64)
+    assert paper.trainer_options["grpo"]["beta"] == 0.0
+    assert all(m.learning_rates == [1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4, 2e-4] for m in paper.methods)
+    assert paper.seeds == [0, 1, 2]
+    assert next(m for m in paper.methods if m.method == "tinylora").params == [1, 13, 120]
+    assert {m.method for m in paper.methods} == {"tinylora", "lora_xs", "lora", "full"}
+    assert paper.resources["num_gpus"] >= 1 and paper.eval["backend"] == "vllm"
+
+
+def test_label_of_matches_expand_labels():
+    config = {"method": "tinylora", "params_target": 13, "trainer": "grpo", "learning_rate": 1e-3, "seed": 2}
+    assert suites.label_of(config) == "tinylora@13/grpo/lr=0.001/seed=2"
+    assert suites.label_of({"method": "base", "trainer": "none"}) == "base/none"
+    assert suites.label_of(dict(config, variant="tiny-r4", params_target=None)) == "tiny-r4/grpo/lr=0.001/seed=2"
