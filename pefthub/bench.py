@@ -11,11 +11,17 @@ Selection and aggregation (pure functions of result documents, shared with the s
 
 * Rows are (method [variant], params budget, trainer): all of a config except learning rate
   and seed.
-* The learning rate of a row is chosen on the **validation** split, never on test: learning rates
-  whose every seed succeeded come first, then the highest mean validation accuracy over seeds,
-  then the smaller learning rate. With one learning rate there is nothing to choose.
+* The learning rate of a row is chosen on the **validation** split, never on test: the highest
+  mean validation accuracy over the successful seeds, ties to the smaller learning rate. With one
+  learning rate there is nothing to choose; when several were run and one lacks validation scores,
+  nothing is selected.
 * The test score of a row is the mean over seeds at that learning rate with a 95% Student-t
-  interval over seeds; with a single seed, the run's own Wilson interval over test problems.
+  interval over seeds, widened to the runs' mean per-run (Wilson) interval when that is wider:
+  every seed is scored on the same test problems, so more seeds do not shrink that part of the
+  uncertainty. With a single seed, the run's own Wilson interval over test problems.
+
+These are the rules the leaderboard site applies too (``pefthub/site/aggregate.py``, docs/site.md);
+a test checks that both give the same rows.
 """
 
 from __future__ import annotations
@@ -197,8 +203,7 @@ def _summarize_row(docs: list[dict]) -> RowResult:
     if len(scores) == 1:
         best, selection = (usable[0], "single") if usable else (None, "none")
     elif all(s.validation for s in usable) and usable:
-        best = max(usable, key=lambda s: (s.successes == s.runs, s.validation_mean,
-                                          -(s.learning_rate or 0.0)))
+        best = max(usable, key=lambda s: (s.validation_mean, -(s.learning_rate or 0.0)))
         selection = "validation"
     else:
         selection = "no-validation" if usable else "none"
@@ -210,6 +215,14 @@ def _summarize_row(docs: list[dict]) -> RowResult:
         mean = statistics.fmean(test_values)
         low, high = t_interval(test_values)
         method = "t-over-seeds"
+        blocks = [d["evaluation"]["test"] for d in chosen]
+        run_lows = [b.get("ci_low") for b in blocks]
+        run_highs = [b.get("ci_high") for b in blocks]
+        if all(isinstance(x, (int, float)) for x in run_lows + run_highs):
+            eval_low, eval_high = statistics.fmean(run_lows), statistics.fmean(run_highs)
+            if eval_low < low or eval_high > high:
+                low, high = min(low, eval_low), max(high, eval_high)
+                method = "t-over-seeds, widened to the per-run interval"
     elif len(test_values) == 1:
         block = chosen[0]["evaluation"]["test"]
         mean, low, high = test_values[0], block.get("ci_low"), block.get("ci_high")

@@ -14,6 +14,7 @@ import math
 import random
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,12 @@ from pefthub import results as R
 from pefthub.cli import main as cli_main
 from pefthub.errors import ConfigError
 from pefthub.site import build_site
+from pefthub.site.build import MARKER
 from pefthub.site.aggregate import LR_SELECTED, LR_SINGLE, LR_UNSELECTED, pareto_front, view_suite
 from pefthub.site.load import load_leaderboards
 from pefthub.site.metrics import FORMATS, format_value, load_metrics
+from pefthub.site.plots import count_tick
+from pefthub.site.svg import LogAxis
 from pefthub.site.render import COLUMNS
 
 XSS_COMPLETION = "Let me think. <script>alert(1)</script> <img src=x onerror=alert(1)> The answer is 42."
@@ -44,12 +48,15 @@ def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _config(method, trainer, params, lr, seed, *, method_config=None, task=None):
-    return {"model": "tiny-random", "task": task or {"name": "basic_arithmetic", "digits": 2},
+def _config(method, trainer, params, lr, seed, *, method_config=None, task=None, variant=None):
+    config = {"model": "tiny-random", "task": task or {"name": "basic_arithmetic", "digits": 2},
             "trainer": trainer, "trainer_options": {}, "method": method,
             "method_config": method_config if method_config is not None else {"params": params},
             "params_target": params, "learning_rate": lr, "seed": seed, "budget": BUDGET,
             "eval": {"split": "test", "limit": 40, "max_new_tokens": 32, "backend": "hf"}}
+    if variant:
+        config["variant"] = variant
+    return config
 
 
 def _eval_block(correct: int, n: int, **extra) -> dict:
@@ -59,8 +66,9 @@ def _eval_block(correct: int, n: int, **extra) -> dict:
 
 
 def write_run(results_dir: Path, rng: random.Random, *, method, trainer, params, lr=1e-3, seed=0, test_correct,
-              val_correct=None, n=40, status="success", error=None, completion=None, method_config=None, task=None):
-    config = _config(method, trainer, params, lr, seed, method_config=method_config, task=task)
+              val_correct=None, n=40, status="success", error=None, completion=None, method_config=None, task=None,
+              variant=None):
+    config = _config(method, trainer, params, lr, seed, method_config=method_config, task=task, variant=variant)
     doc = R.new_result(config, suite="demo", status=status, error=error,
                        started_at=f"2026-11-22T10:{seed:02d}:00Z", finished_at=f"2026-11-22T11:{seed:02d}:00Z")
     steps = 0 if method == "base" else BUDGET["steps"]
@@ -108,6 +116,9 @@ def write_demo_leaderboards(root: Path) -> dict:
       method_config={"r": 2, "u": 13, "weight_tying": 1.0})
     w(method="tinylora", trainer="grpo", params=120, lr=5e-3, test_correct=19,
       method_config={"r": 2, "u": 120, "weight_tying": 1.0})
+    # A suite's named variant of a method is its own row and series.
+    w(method="tinylora", trainer="grpo", params=120, lr=5e-3, test_correct=17, variant="tinylora_structured",
+      method_config={"r": 2, "u": 120, "weight_tying": 1.0, "tie": "structured"})
     # Two seeds of one configuration.
     for seed, correct in ((0, 21), (1, 24)):
         w(method="lora", trainer="grpo", params=27648, lr=1e-4, seed=seed, test_correct=correct,
@@ -147,9 +158,9 @@ def write_demo_leaderboards(root: Path) -> dict:
         "bad_files": {"broken.json": "invalid JSON", "foreign.json": "not a pefthub result",
                       "missing-key.json": "config.method", "future.json": "newer"},
         # tinylora sft ×2, tinylora grpo ×2 (13 selected, 120), lora grpo, lora sft, full sft ×2 (unselected),
-        # full grpo, the markup method, bitfit (v0): 11 points; base is a line, not a point.
-        "plot_points": 11,
-        "table_rows": 12,  # the 11 points + the base reference row
+        # full grpo, the markup method, bitfit (v0), the structured variant: 12 points; base is a line.
+        "plot_points": 12,
+        "table_rows": 13,  # the 12 points + the base reference row
         "failures": 2,
     }
 
@@ -248,6 +259,18 @@ def test_index_table_has_base_reference_row_and_failures_apart(built):
     assert "Failed and cancelled runs" in page and "NaN loss at step 2" in page and "cancelled by user" in page
 
 
+def test_a_named_variant_is_its_own_row_and_series(built):
+    root, out, *_ = built
+    (suite,), _ = load_leaderboards(root)
+    rows = [r for r in view_suite(suite).rows if r.method == "tinylora" and r.trainable_params == 120 and r.trainer == "grpo"]
+    assert sorted(r.name for r in rows) == ["tinylora", "tinylora_structured"]
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert 'data-method="tinylora_structured"' in page and "tinylora: r 2, u 120" in page
+    points = [a for t, a in parse(out / "index.html").elements if "pt" in a.get("class", "").split()
+              and a.get("data-method") == "tinylora_structured"]
+    assert len(points) == 3  # the headline plot and both Pareto charts
+
+
 def test_lr_selected_on_validation_never_on_test(built):
     root, *_ = built
     (suite,), _ = load_leaderboards(root)
@@ -330,6 +353,42 @@ def test_csv_quotes_text_that_spreadsheets_would_run_as_a_formula(tmp_path):
     assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text
 
 
+ODD_VALUES = [
+    ("config", "learning_rate", "fast"), ("config", "seed", {"a": [1, 2]}), ("config", "task", "just a string"),
+    ("config", "budget", ["not", "a", "dict"]), ("config", "method_config", 7), ("config", "eval", None),
+    ("doc", "curves", [1, "x", None, {"step": "one", "loss": "high", "reward": True}, {"loss": float("inf")}]),
+    ("doc", "budget", {"declared": "?", "spent": {"seconds_train": "long", "peak_rss_bytes": [1]}}),
+    ("doc", "model", "tiny"), ("doc", "environment", ["x"]), ("doc", "finished_at", None),
+    ("doc", "started_at", "yesterday"), ("method", "adapter_bytes", "big"), ("method", "trainable_params", -5),
+    ("eval", "ci_low", None), ("eval", "n", 0), ("eval", "metrics", "none"), ("eval", "protocol", [1]),
+    ("eval", "samples_file", 12),
+]
+
+
+def test_odd_but_valid_documents_still_build(tmp_path):
+    """Fields the schema does not pin down can hold anything; the build must shrug, not crash."""
+    rng = random.Random(0)
+    results_dir = tmp_path / "lb" / "odd" / "results"
+    for i, (where, key, value) in enumerate(ODD_VALUES):
+        config = _config("lora", "sft", 100 + i, 1e-3, i)
+        if where == "config":
+            config[key] = value
+        doc = R.new_result(config, suite="odd", status="success", started_at="2026-11-22T10:00:00Z",
+                           finished_at="2026-11-22T11:00:00Z")
+        doc["method"] = {"name": "lora", "trainable_params": 100 + i, "adapter_bytes": {"trainable_fp32": 400}}
+        doc["evaluation"] = {"test": _eval_block(10, 40)}
+        if where == "doc":
+            doc[key] = value
+        elif where == "method":
+            doc["method"][key] = value
+        elif where == "eval":
+            doc["evaluation"]["test"][key] = value
+        R.write_result(results_dir, doc)
+    result = build_site(tmp_path / "lb", tmp_path / "out")
+    assert result.problems == [] and result.pages == len(ODD_VALUES)
+    assert result.plot_points["odd"] == len(ODD_VALUES) - 1  # all but the negative parameter count
+
+
 # ---- safety ------------------------------------------------------------------------------------
 def test_untrusted_strings_never_become_markup(built):
     _, out, _, _ = built
@@ -407,6 +466,23 @@ def test_rebuild_replaces_a_site_but_never_another_directory(tmp_path):
         build_site(root, root)
     with pytest.raises(ConfigError, match="inside the results directory"):
         build_site(root, root / "s" / "results" / "site")
+    (root / "s" / MARKER).write_text("")  # even a marker cannot make a suite directory replaceable
+    with pytest.raises(ConfigError, match="contains the results directory"):
+        build_site(root, root / "s")
+    assert len(list((root / "s" / "results").glob("*.json"))) == 1
+
+
+def test_build_is_deterministic(tmp_path):
+    """Same results, same bytes: the committed site only changes when results do."""
+    root = tmp_path / "lb"
+    write_demo_leaderboards(root)
+    build_site(root, tmp_path / "a")
+    build_site(root, tmp_path / "b")
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) > 20
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
 def test_missing_root_is_one_clear_error(tmp_path, capsys):
@@ -422,13 +498,47 @@ def test_empty_root_builds_a_site_that_says_so(tmp_path):
 
 
 def test_building_never_imports_torch(tmp_path):
+    """The site command's whole path (its parser and run) in a fresh interpreter: no torch, no
+    transformers. (Through pefthub.cli the result also depends on every other command module's
+    imports, which this test does not own.)"""
     root = tmp_path / "lb"
     write_demo_leaderboards(root)
-    code = ("import sys; from pefthub.site import build_site; import pefthub.commands.site; "
-            f"build_site({str(root)!r}, {str(tmp_path / 'out')!r}); "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")
+    code = ("import argparse, sys; from pefthub.commands import site; "
+            "parser = argparse.ArgumentParser(); site.add_arguments(parser); "
+            f"code = site.run(parser.parse_args(['build', {str(root)!r}, '-o', {str(tmp_path / 'out')!r}])); "
+            "print(code, sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_serve_answers_on_loopback(tmp_path):
+    rng = random.Random(0)
+    root = tmp_path / "lb"
+    write_run(root / "s" / "results", rng, method="lora", trainer="sft", params=10, test_correct=5)
+    build_site(root, tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, "-m", "pefthub", "site", "serve", str(tmp_path / "out"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = line.split(" at ", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "index.html", timeout=10) as response:
+            assert response.status == 200 and b"Suite <em>s</em>" in response.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_without_a_built_site_is_one_clear_error(tmp_path, capsys):
+    assert cli_main(["site", "serve", str(tmp_path)]) == 2
+    assert "has no index.html" in capsys.readouterr().err
+
+
+def test_log_axis_always_has_labelled_ticks():
+    assert LogAxis.padded(300, 300, 0, 100).ticks() == [200.0, 500.0]
+    assert LogAxis.padded(13, 134_515_008, 0, 100).ticks()[0] == 10.0
+    assert count_tick(1e6) == "1M" and count_tick(1e3) == "1K" and count_tick(10) == "10"
 
 
 # ---- metric schema -----------------------------------------------------------------------------

@@ -152,13 +152,15 @@ class GridProgress:
             return
         if task is None:
             return
-        if phase == "train":
+        if phase == "load":
+            self.progress.update(task, info="loading model")
+        elif phase == "train":
             total = event.get("steps") or event.get("total")
             info = "  ".join(f"{k} {event[k]:.3g}" for k in ("loss", "reward") if isinstance(event.get(k), (int, float)))
             self.progress.update(task, completed=event.get("step", 0), total=total or None, info=info)
         elif phase == "eval":
             split = event.get("split", "test")
-            total, done = event.get("total"), event.get("done", 0)
+            total, done = event.get("total") or event.get("limit"), event.get("done", 0)
             self.progress.update(task, description=f"  {experiment.label} [eval {split}]", total=total or None,
                                  completed=done, info="")
 

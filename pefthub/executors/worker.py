@@ -28,9 +28,17 @@ def load_function(spec: str) -> Callable[..., dict]:
 
 
 def preload() -> None:
-    """Import the heavy modules once in the fork server so each child starts in milliseconds."""
+    """Import the heavy modules and load the plugin registries once in the fork server, so each
+    child starts in milliseconds. Nothing here runs torch code (no thread pools exist to fork)."""
     try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        from pefthub import plugins
+
         load_function(DEFAULT_RUN_FUNCTION)
+        plugins.methods(), plugins.tasks(), plugins.trainers(), plugins.rewards()
     except Exception:  # the child imports again and reports the real error in its result
         pass
 
@@ -55,13 +63,23 @@ def _watch_driver(driver_pid: int) -> None:
             pass
 
 
+#: Lifecycle events the executor itself emits (once, after the result is safely on disk); the same
+#: phases reported by a run function are dropped so a run is never counted twice.
+EXECUTOR_PHASES = ("start", "done")
+
+
 def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
                  progress: Callable[[dict], None] | None) -> dict:
     """Run one experiment; anything it raises becomes a failed result written here."""
     started = utc_now()
+
+    def forward(event: dict) -> None:
+        if progress is not None and event.get("phase") not in EXECUTOR_PHASES:
+            progress(event)
+
     try:
         fn = load_function(run_function)
-        return fn(config, suite=suite, results_dir=Path(results_dir), progress=progress)
+        return fn(config, suite=suite, results_dir=Path(results_dir), progress=forward)
     except Exception as exc:
         traceback.print_exc()
         doc = failure_document(_Experiment(config), suite, f"{type(exc).__name__}: {one_line(str(exc))}",

@@ -31,6 +31,7 @@ LR_UNSELECTED = "unselected"
 class Row:
     """One leaderboard row: a point at one learning rate, its seeds averaged."""
 
+    name: str                       # the variant name, or the method
     method: str
     trainer: str
     runs: list[Run]
@@ -66,7 +67,7 @@ class Row:
     def as_record(self) -> dict:
         """Raw numbers for the CSV/JSON downloads."""
         return {
-            "method": self.method, "trainer": self.trainer, "trainable_params": self.trainable_params,
+            "name": self.name, "method": self.method, "trainer": self.trainer, "trainable_params": self.trainable_params,
             "adapter_bytes": self.adapter_bytes, "saved_adapter_bytes": self.saved_adapter_bytes,
             "accuracy": self.accuracy, "ci_low": self.ci_low, "ci_high": self.ci_high, "ci_method": self.ci_method,
             "delta_vs_base": self.delta_vs_base, "train_seconds": self.train_seconds,
@@ -150,7 +151,7 @@ def _row(runs: list[Run], selection: str, candidates: list[float]) -> Row:
     mean, low, high, ci_method = seed_interval(runs)
     params = Counter(r.trainable_params for r in runs).most_common(1)[0][0]
     return Row(
-        method=runs[0].method, trainer=runs[0].trainer, runs=sorted(runs, key=lambda r: str(r.seed)),
+        name=runs[0].name, method=runs[0].method, trainer=runs[0].trainer, runs=sorted(runs, key=lambda r: str(r.seed)),
         learning_rate=runs[0].learning_rate, lr_selection=selection, lr_candidates=candidates,
         trainable_params=params, accuracy=mean, ci_low=low, ci_high=high, ci_method=ci_method,
         validation_accuracy=_mean(r.accuracy("validation") for r in runs),
@@ -190,7 +191,7 @@ def _most_common(values: Iterable[Any]) -> list[tuple[Any, int]]:
 
 def sort_key(row: Row) -> tuple:
     """Default order: accuracy high to low, unscored rows last, then fewer parameters first."""
-    return (row.accuracy is None, -(row.accuracy or 0.0), row.trainable_params or 0, row.method, row.trainer)
+    return (row.accuracy is None, -(row.accuracy or 0.0), row.trainable_params or 0, row.name, row.trainer)
 
 
 def view_suite(suite: Suite) -> SuiteView:

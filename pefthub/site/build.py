@@ -27,7 +27,7 @@ from pefthub.site.load import Problem, Suite, find_suites, load_leaderboards, re
 ASSETS = Path(__file__).with_name("assets")
 MARKER = ".pefthub-site"
 DEFAULT_MAX_SAMPLES = 200
-CSV_FIELDS = ["suite", "method", "trainer", "trainable_params", "adapter_bytes", "saved_adapter_bytes", "accuracy",
+CSV_FIELDS = ["suite", "name", "method", "trainer", "trainable_params", "adapter_bytes", "saved_adapter_bytes", "accuracy",
               "ci_low", "ci_high", "ci_method", "delta_vs_base", "train_seconds", "peak_memory_bytes", "learning_rate",
               "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config"]
 
@@ -71,7 +71,7 @@ def table_csv(view: SuiteView) -> str:
 
 
 def table_json(view: SuiteView) -> str:
-    failed = [{"run_id": r.run_id, "method": r.method, "trainer": r.trainer, "status": r.status,
+    failed = [{"run_id": r.run_id, "name": r.name, "method": r.method, "trainer": r.trainer, "status": r.status,
                "error": r.doc.get("error"), "learning_rate": r.learning_rate, "seed": r.seed}
               for r in view.failures]
     doc = {"suite": view.suite.name, "generated_by": f"pefthub {__version__}", "models": view.models,
@@ -87,6 +87,9 @@ def _check_output(root: Path, out: Path, suites: list[tuple[str, Path]]) -> None
         rd = results_dir.resolve()
         if out_r == rd or rd in out_r.parents:
             raise ConfigError(f"output directory {out} is inside the results directory {results_dir}")
+        if out_r in rd.parents:
+            raise ConfigError(f"output directory {out} contains the results directory {results_dir}; "
+                              f"choose e.g. {root / 'site'}")
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"output path {out} exists and is not a directory")
@@ -139,7 +142,7 @@ def build_site(root: str | os.PathLike, out: str | os.PathLike, *, max_samples: 
     suites, problems = load_leaderboards(root)
     n_files = sum(len(s.runs) for s in suites) + sum(1 for p in problems)
     views = [view_suite(s) for s in suites]
-    styles = plots.Styles.for_names(sorted({r.method for s in suites for r in s.runs if not r.is_base}),
+    styles = plots.Styles.for_names(sorted({r.name for s in suites for r in s.runs if not r.is_base}),
                                     sorted({r.trainer for s in suites for r in s.runs if not r.is_base}))
     env = render.environment()
     result = BuildResult(index=out / "index.html")

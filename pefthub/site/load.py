@@ -55,6 +55,12 @@ class Run:
         return self.config["method"]
 
     @property
+    def name(self) -> str:
+        """The row name: a suite's named variant of a method (config ``variant``) or the method."""
+        variant = self.config.get("variant")
+        return variant if isinstance(variant, str) and variant else self.method
+
+    @property
     def trainer(self) -> str:
         return self.config["trainer"]
 

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from pefthub.site import svg
 from pefthub.site.aggregate import LR_UNSELECTED, Row
-from pefthub.site.metrics import compact_count, format_value, metric, sci
+from pefthub.site.metrics import format_value, metric, sci
 
 # Colour-blind-safe qualitative palette (Okabe-Ito, extended with Tableau tones for >8 methods).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7A5195", "#8C6D31",
@@ -25,7 +25,9 @@ METHOD_ORDER = ["tinylora", "lora_xs", "lora", "vera", "bitfit", "prompt_tuning"
 #: (marker, dash pattern) per trainer: SFT and RL are told apart by shape and line, not colour.
 TRAINER_STYLES = {"sft": ("circle", None), "grpo": ("diamond", "7 4")}
 OTHER_TRAINER_STYLES = [("square", "2 3"), ("triangle", "9 3 2 3")]
-TRAINER_LABELS = {"sft": "SFT", "grpo": "GRPO (RL)", "none": "none"}
+TRAINER_LABELS = {"sft": "SFT", "grpo": "GRPO", "none": "none"}
+LEGEND_LABELS = {"sft": "SFT (supervised)", "grpo": "GRPO (RL)"}
+LEGEND_CHARS = 20
 BASE_COLOUR = "#6b7280"
 FONT = 12
 
@@ -58,6 +60,18 @@ class Styles:
         return self.trainers.get(trainer, ("square", "2 3"))
 
 
+def _shorten(name: str, limit: int = LEGEND_CHARS) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def count_tick(v: float) -> str:
+    """Decade ticks: 1, 10, 100, 1K, 10K, 100K, 1M, ... (no "1.00K")."""
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if v >= threshold:
+            return f"{v / threshold:g}{suffix}"
+    return f"{v:g}"
+
+
 def _percent_label(v: float) -> str:
     return f"{100 * v:.0f}%" if abs(100 * v - round(100 * v)) < 1e-6 else f"{100 * v:.1f}%"
 
@@ -70,7 +84,7 @@ def _point_tooltip(row: Row) -> str:
     if row.lr_selection == LR_UNSELECTED:
         lr += " (unselected: no validation score)"
     seeds = f"{row.seeds} seed{'s' if row.seeds != 1 else ''}"
-    return (f"{row.method} · {trainer_label(row.trainer)} · {row.trainable_params:,} params · {lr} · {seeds}\n"
+    return (f"{row.name} · {trainer_label(row.trainer)} · {row.trainable_params:,} params · {lr} · {seeds}\n"
             f"test accuracy {100 * row.accuracy:.1f}%{interval}")
 
 
@@ -106,7 +120,8 @@ def _error_bar(x: float, y_low: float, y_high: float, colour: str) -> Markup:
 
 
 def _base_reference(base: Row | None, y_axis, left: float, right: float, *, detailed: bool = True) -> list[Markup]:
-    """The base model's accuracy as a dashed line; ``detailed`` adds its CI band and a label."""
+    """The base model's accuracy as a dashed line; ``detailed`` adds its CI band (the legend
+    carries the label: inside the plot it would sit on top of the small adapters' points)."""
     if base is None or base.accuracy is None:
         return []
     parts = []
@@ -116,13 +131,11 @@ def _base_reference(base: Row | None, y_axis, left: float, right: float, *, deta
                                       "class": "base-band"}))
     y = y_axis(base.accuracy)
     parts.append(svg.line(left, y, right, y, class_="base-line", stroke=BASE_COLOUR))
-    if detailed:
-        parts.append(svg.text(left + 6, y - 5, f"base model {100 * base.accuracy:.1f}%", class_="base-label"))
     return [svg.group(*parts, class_="base-ref")]
 
 
 def _legend(styles: Styles, methods: list[str], trainers: list[str], x: float, y: float, *,
-            base: bool, hollow: bool) -> Markup:
+            base: Row | None, hollow: bool) -> Markup:
     parts, row_h = [], 18
     parts.append(svg.text(x, y, "Method", class_="legend-title"))
     y += row_h
@@ -130,7 +143,7 @@ def _legend(styles: Styles, methods: list[str], trainers: list[str], x: float, y
         colour = styles.colour(m)
         parts.append(svg.line(x, y - 4, x + 22, y - 4, stroke=colour, class_="series"))
         parts.append(svg.marker("circle", x + 11, y - 4, 4, fill=colour))
-        parts.append(svg.text(x + 30, y, m, class_="legend-label"))
+        parts.append(svg.group(svg.title(m), svg.text(x + 30, y, _shorten(m), class_="legend-label")))
         y += row_h
     y += 6
     parts.append(svg.text(x, y, "Trainer", class_="legend-title"))
@@ -139,12 +152,13 @@ def _legend(styles: Styles, methods: list[str], trainers: list[str], x: float, y
         shape, dash = styles.trainer(t)
         parts.append(svg.line(x, y - 4, x + 22, y - 4, stroke="#374151", stroke_dasharray=dash, class_="series"))
         parts.append(svg.marker(shape, x + 11, y - 4, 4, fill="#374151"))
-        parts.append(svg.text(x + 30, y, trainer_label(t), class_="legend-label"))
+        parts.append(svg.text(x + 30, y, _shorten(LEGEND_LABELS.get(t, trainer_label(t))), class_="legend-label"))
         y += row_h
-    if base:
+    if base is not None and base.accuracy is not None:
         y += 6
+        parts.append(svg.tag("rect", {"x": x, "y": y - 10, "width": 22, "height": 12, "class": "base-band"}))
         parts.append(svg.line(x, y - 4, x + 22, y - 4, class_="base-line", stroke=BASE_COLOUR))
-        parts.append(svg.text(x + 30, y, "base model (±CI)", class_="legend-label"))
+        parts.append(svg.text(x + 30, y, f"base model {100 * base.accuracy:.1f}%", class_="legend-label"))
         y += row_h
     if hollow:
         parts.append(svg.marker("circle", x + 11, y - 4, 4, fill="#ffffff", stroke="#374151"))
@@ -160,12 +174,12 @@ def params_accuracy_plot(rows: list[Row], base: Row | None, styles: Styles) -> t
     """
     plotted = [r for r in rows if not r.is_base and r.accuracy is not None and (r.trainable_params or 0) > 0]
     skipped = [r for r in rows if not r.is_base and r not in plotted]
-    width, height = 940, 470
+    width, height = 970, 470
     box = left, top, right, bottom = 72, 18, 730, height - 58
     if not plotted:
         return Markup(""), 0, skipped
     params = [r.trainable_params for r in plotted]
-    x_axis = svg.LogAxis.padded(min(params), max(params), left, right, label=compact_count, factor=2.0)
+    x_axis = svg.LogAxis.padded(min(params), max(params), left, right, label=count_tick, factor=2.0)
     y_values = [v for r in plotted for v in (r.accuracy, r.ci_low, r.ci_high) if v is not None]
     if base is not None and base.accuracy is not None:
         y_values += [v for v in (base.accuracy, base.ci_low, base.ci_high) if v is not None]
@@ -186,8 +200,8 @@ def params_accuracy_plot(rows: list[Row], base: Row | None, styles: Styles) -> t
                       if t in styles.trainers else 99)
     dodge = {t: (i - (len(trainers) - 1) / 2) * 5.0 for i, t in enumerate(trainers)}
     series: dict[tuple[str, str], list[Row]] = {}
-    for row in sorted(plotted, key=lambda r: (r.method, r.trainer, r.trainable_params, r.learning_rate or 0)):
-        series.setdefault((row.method, row.trainer), []).append(row)
+    for row in sorted(plotted, key=lambda r: (r.name, r.trainer, r.trainable_params, r.learning_rate or 0)):
+        series.setdefault((row.name, row.trainer), []).append(row)
 
     lines, points = [], []
     for (method, trainer), members in series.items():
@@ -209,8 +223,8 @@ def params_accuracy_plot(rows: list[Row], base: Row | None, styles: Styles) -> t
                                     data_trainer=trainer, data_params=r.trainable_params,
                                     data_accuracy=f"{r.accuracy:.6f}"))
     parts += lines + points
-    methods = [m for m in styles.colours if any(r.method == m for r in plotted)]
-    parts.append(_legend(styles, methods, trainers, right + 28, top + 12, base=base is not None and base.accuracy is not None,
+    methods = [m for m in styles.colours if any(r.name == m for r in plotted)]
+    parts.append(_legend(styles, methods, trainers, right + 28, top + 12, base=base,
                          hollow=any(r.lr_selection == LR_UNSELECTED for r in plotted)))
     chart = svg.svg(width, height, *parts, class_="chart params-plot", role="img",
                     aria_label="Test accuracy against trainable parameters")
@@ -266,9 +280,9 @@ def pareto_plot(rows: list[Row], base: Row | None, styles: Styles, *, cost: Call
         x, y = x_axis(cost(r) / factor), y_axis(r.accuracy)
         tip = _point_tooltip(r) + f"\n{x_title.lower()} {format_value(kind, cost(r))}" + (
             " · on the Pareto front" if id(r) in on_front else "")
-        points.append(svg.group(svg.title(tip), svg.marker(shape, x, y, 5, fill=styles.colour(r.method), stroke="#ffffff"),
+        points.append(svg.group(svg.title(tip), svg.marker(shape, x, y, 5, fill=styles.colour(r.name), stroke="#ffffff"),
                                 class_="pt front-pt" if id(r) in on_front else "pt dominated",
-                                data_method=r.method, data_trainer=r.trainer))
+                                data_method=r.name, data_trainer=r.trainer))
     parts += points
     chart = svg.svg(width, height, *parts, class_="chart pareto-plot", role="img",
                     aria_label=f"Test accuracy against {x_title.lower()}")

@@ -117,22 +117,27 @@ def _cells(row: Row) -> dict[str, Cell]:
     return cells
 
 
-def _lr_cell(row: Row) -> tuple[str, str, str]:
+def _lr_cell(row: Row) -> tuple[str, str, str, str]:
+    """(text, note under it, sort value, tooltip) for the LR column."""
     lr = sci(row.learning_rate) if row.learning_rate is not None else MISSING
     n = len(row.lr_candidates)
     if row.is_base:
-        return MISSING, "", "the base model is not trained"
+        return MISSING, "", "", "the base model is not trained"
     if row.lr_selection == LR_SELECTED:
-        return (f"{lr} (best of {n})", sort_value(row.learning_rate),
+        return (lr, f"best of {n} on val.", sort_value(row.learning_rate),
                 f"selected on validation accuracy among {', '.join(sci(c) for c in row.lr_candidates)}")
     if row.lr_selection == LR_UNSELECTED:
-        return (f"{lr} (unselected)", sort_value(row.learning_rate),
+        return (lr, "unselected", sort_value(row.learning_rate),
                 "several learning rates ran but not all have a validation score, so none is selected")
-    return lr, sort_value(row.learning_rate), "the only learning rate run"
+    return lr, "", sort_value(row.learning_rate), "the only learning rate run"
 
 
 def _variant(row: Row) -> str:
-    return "" if row.is_base else kv_text(row.method_config, limit=4).replace(" · ", ", ")
+    """The small print under a row's name: its method (for a named variant) and method config."""
+    if row.is_base:
+        return ""
+    config = kv_text(row.method_config, limit=4).replace(" · ", ", ")
+    return f"{row.method}: {config}" if row.name != row.method else config
 
 
 @dataclass
@@ -154,7 +159,7 @@ class Links:
 def _run_brief(run: Run, links: Links) -> dict:
     acc_val, acc_test = run.accuracy("validation"), run.accuracy("test")
     return {
-        "run_id": run.run_id, "link": links.run(run.run_id), "method": run.method, "trainer": run.trainer,
+        "run_id": run.run_id, "link": links.run(run.run_id), "method": run.name, "trainer": run.trainer,
         "params": f"{run.trainable_params:,}" if run.trainable_params is not None else MISSING,
         "params_sort": sort_value(run.trainable_params),
         "lr": sci(run.learning_rate) if run.learning_rate is not None else MISSING,
@@ -170,11 +175,11 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
     links = Links(slug)
     rows = []
     for row in view.rows:
-        lr_text, lr_sort, lr_title = _lr_cell(row)
-        seeds = f"success · {row.seeds} seeds" if row.seeds > 1 else "success"
-        rows.append({"method": row.method, "trainer": row.trainer, "is_base": row.is_base,
+        lr_text, lr_note, lr_sort, lr_title = _lr_cell(row)
+        rows.append({"method": row.name, "trainer": row.trainer, "is_base": row.is_base,
                      "link": links.run(row.runs[0].run_id), "variant": _variant(row), "cells": _cells(row),
-                     "lr_text": lr_text, "lr_sort": lr_sort, "lr_title": lr_title, "status": seeds})
+                     "lr_text": lr_text, "lr_note": lr_note, "lr_sort": lr_sort, "lr_title": lr_title,
+                     "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else ""})
     params_plot, n_points, skipped = plots.params_accuracy_plot(view.rows, view.base, styles)
     memory = lambda r: r.peak_memory_bytes  # noqa: E731
     seconds = lambda r: r.train_seconds  # noqa: E731
@@ -191,7 +196,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         "trainers": sorted({r.trainer for r in view.rows if not r.is_base}),
         "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
         "pareto_memory": pareto_memory, "pareto_time": pareto_time,
-        "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.method, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
+        "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.name, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
         "failures": [_run_brief(r, links) for r in view.failures],
     }
 

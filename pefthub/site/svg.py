@@ -149,9 +149,13 @@ class LogAxis:
         return self.start + (math.log10(value) - a) / (b - a) * (self.end - self.start)
 
     def ticks(self) -> list[float]:
-        """Every decade inside the range (every other one when there are more than eight)."""
+        """Every decade inside the range (every other one when there are more than eight); a range
+        narrower than two decades gets 1-2-5 ticks instead, so it is never unlabelled."""
         first, last = math.ceil(math.log10(self.lo) - 1e-9), math.floor(math.log10(self.hi) + 1e-9)
         decades = list(range(first, last + 1))
+        if len(decades) < 2:
+            return [m * 10.0 ** d for d in range(first - 1, last + 2) for m in (1, 2, 5)
+                    if self.lo <= m * 10.0 ** d <= self.hi]
         stride = 1 if len(decades) <= 8 else 2
         return [10.0 ** d for d in decades[::stride]]
 

@@ -1,3 +1,50 @@
-from pefthub.tasks.base import SPLITS, Example, Task
+"""Tasks: datasets with a prompt format, an answer extractor and a scorer (see ``base.py``).
 
-__all__ = ["SPLITS", "Example", "Task"]
+Tasks are registered by plugins through the ``register_tasks`` hook (the built-ins live in
+``plugins/tasks_*.py``); :func:`get_task` builds one by name with validated parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pefthub.errors import ConfigError
+from pefthub.tasks.base import SPLITS, Example, Task, TaskParams, param
+
+#: The embedded default task (name + parameters). Chosen so that the embedded default model
+#: (SmolLM2-135M-Instruct) scores between 10% and 70% before training; the measurement and the
+#: command that produced it are in docs/tasks.md.
+DEFAULT_TASK: dict[str, Any] = {
+    "name": "chain_sum",
+    "min_terms": 2,
+    "max_terms": 2,
+    "min_digits": 1,
+    "max_digits": 2,
+}
+
+
+def get_task(name: str, **params: Any) -> Task:
+    """The registered task ``name`` built with ``params`` (unknown task or invalid parameters:
+    :class:`ConfigError` with one line naming it)."""
+    from pefthub import plugins
+
+    cls = plugins.tasks().get(name)
+    return cls(**params)
+
+
+def task_from_config(config: dict[str, Any] | str) -> Task:
+    """A task from a config table ``{"name": ..., **params}`` (as in suites and result files) or a name."""
+    if isinstance(config, str):
+        return get_task(config)
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise ConfigError(f"a task config needs a 'name' (got {config!r})")
+    params = {k: v for k, v in config.items() if k != "name"}
+    return get_task(config["name"], **params)
+
+
+def default_task() -> Task:
+    return task_from_config(DEFAULT_TASK)
+
+
+__all__ = ["DEFAULT_TASK", "SPLITS", "Example", "Task", "TaskParams", "default_task", "get_task", "param",
+           "task_from_config"]

@@ -1,13 +1,20 @@
 """The task contract: examples with gold answers, a prompt format, an answer extractor, a scorer.
 
 One extractor serves both the RL reward and the lm-eval metric, so training and evaluation can
-never disagree about what counts as correct.
+never disagree about what counts as correct: a task delegates prompting instructions, extraction
+and comparison to its :class:`~pefthub.tasks.answers.AnswerFormat`, and the registered reward
+functions (``pefthub.rewards``) call the very same object.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from pefthub.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 
@@ -23,33 +30,185 @@ class Example:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+def param(default: Any, help: str) -> Any:
+    """A task-parameter dataclass field carrying the help text `pefthub tasks` shows."""
+    if isinstance(default, (list, dict, tuple)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TaskParams:
+    """Base class of a task's parameters: a dataclass whose values are type-checked and then
+    validated by :meth:`validate` (subclasses add range checks)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the parameter when a value is invalid (the task adds
+        its own name in front)."""
+
+    def require(self, condition: bool, name: str, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"parameter {name}={getattr(self, name)!r} {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def field_help(cls) -> list[tuple[str, str, Any]]:
+        """(name, help, default) per parameter, for `pefthub tasks` and docs/tasks.md."""
+        out = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            out.append((f.name, f.metadata.get("help", ""), _plain(default)))
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """Reject values of the wrong type with one line (parameters arrive from TOML and the CLI)."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    if any(_matches(value, option) for option in options):
+        return
+    names = " or ".join(_type_name(option) for option in options)
+    raise ConfigError(f"parameter {name} must be {names} (got {value!r})")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation) or annotation
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+    if not isinstance(value, origin):
+        return False
+    args = typing.get_args(annotation)
+    if origin in (list, tuple) and args:
+        return all(_matches(item, args[0]) for item in value)
+    if origin is dict and len(args) == 2:
+        return all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None else str(annotation)
+
+
 class Task:
-    """Base class; subclasses set ``name``/``description`` and implement the methods below."""
+    """Base class; subclasses set ``name``/``description``/``params_class``/``answer_format`` and
+    implement :meth:`load_split`. Instances are built with ``TaskClass(**params)`` (or through
+    :func:`pefthub.tasks.get_task`)."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    params_class: ClassVar[type[TaskParams]] = TaskParams
+    #: The answer format (prompt instruction, extractor, comparison); see pefthub.tasks.answers.
+    answer_format: ClassVar[Any] = None
+    #: Name of the registered reward that computes exactly :meth:`score` from TRL-style columns.
+    reward: ClassVar[str] = "exact_match"
+    #: Name of the registered format reward for this task's answer format (off unless asked for).
+    format_reward: ClassVar[str] = "format_answer"
+
+    def __init__(self, params: TaskParams | None = None, **kwargs: Any):
+        if params is not None and kwargs:
+            raise TypeError("pass either a params object or keyword parameters, not both")
+        if params is None:
+            params = self.params_from_dict(kwargs)
+        elif not isinstance(params, self.params_class):
+            raise ConfigError(f"task '{self.name}' takes {self.params_class.__name__}, got {type(params).__name__}")
+        self.params = params
+        self._splits: dict[str, list[Example]] = {}
+
+    @classmethod
+    def params_from_dict(cls, data: dict[str, Any]) -> TaskParams:
+        known = [f.name for f in dataclasses.fields(cls.params_class)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"task '{cls.name}': unknown parameter(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(known) or 'none'})")
+        try:
+            return cls.params_class(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"task '{cls.name}': {exc}") from None
+
+    # ---- data ------------------------------------------------------------------------------
+    def load_split(self, split: str, n: int | None) -> list[Example]:
+        """At least the first ``n`` examples of ``split`` (all if None), in a fixed order."""
+        raise NotImplementedError
 
     def examples(self, split: str, n: int | None = None) -> list[Example]:
         """The first ``n`` examples of ``split`` (all if None), deterministic for a given task config.
-        Splits are disjoint by question text."""
-        raise NotImplementedError
+        Splits are disjoint by question text. An empty split is a :class:`ConfigError`."""
+        if split not in SPLITS:
+            raise ConfigError(f"task '{self.name}': unknown split '{split}' (known: {', '.join(SPLITS)})")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ConfigError(f"task '{self.name}': number of examples must be a non-negative integer (got {n!r})")
+        out = self.load_split(split, n)
+        if not out and n != 0:
+            raise ConfigError(f"task '{self.name}': the {split} split is empty{self.empty_split_hint(split)}")
+        return out if n is None else out[:n]
+
+    def empty_split_hint(self, split: str) -> str:
+        """Appended to the empty-split error: why it is empty and what to change."""
+        return ""
+
+    # ---- prompting ---------------------------------------------------------------------------
+    def system_prompt(self) -> str:
+        return self.answer_format.instruction
+
+    def user_prompt(self, example: Example) -> str:
+        return example.question
 
     def messages(self, example: Example) -> list[dict[str, str]]:
         """Chat messages (system/user) that prompt for ``example`` in the task's answer format."""
-        raise NotImplementedError
+        return [{"role": "system", "content": self.system_prompt()},
+                {"role": "user", "content": self.user_prompt(example)}]
 
     def target(self, example: Example) -> str:
         """The assistant completion SFT trains on (worked solution plus final answer line)."""
-        raise NotImplementedError
+        if example.solution is None:
+            raise ConfigError(f"task '{self.name}': example {example.id} has no worked solution to train on")
+        return example.solution
 
-    def extract(self, completion: str) -> str | None:
-        """The answer a completion gives, or None when it gives none."""
-        raise NotImplementedError
+    # ---- scoring (shared with rewards and the lm-eval metric) -----------------------------------
+    def extract(self, completion: Any) -> str | None:
+        """The answer a completion gives (the answer line, else the format's fallback), or None."""
+        return self.answer_format.extract(completion)
 
-    def score(self, completion: str, example: Example) -> float:
+    def extract_strict(self, completion: Any) -> str | None:
+        """The answer only when stated in the requested format (e.g. "The answer is 42."), else None."""
+        return self.answer_format.extract_strict(completion)
+
+    def is_correct(self, extracted: str | None, gold: str) -> bool:
+        return self.answer_format.equal(extracted, gold)
+
+    def score(self, completion: Any, example: Example) -> float:
         """1.0 if the completion's extracted answer matches the gold answer, else 0.0."""
-        raise NotImplementedError
+        return 1.0 if self.is_correct(self.extract(completion), example.answer) else 0.0
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the examples (for result files and config hashes)."""
-        return {"name": self.name}
+        return {"name": self.name, **self.params.to_dict()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.to_dict().items())
+        return f"{type(self).__name__}({args})"

@@ -72,6 +72,9 @@ class GRPOOptions(TrainerOptions):
                  "too-hard questions)")
     beta: float = config_field(0.0, "weight of the KL penalty to the reference (the base model); 0 as in the "
                                     "TinyLoRA paper for GSM8K")
+    kl_bias_correction: bool = config_field(
+        False, "multiply the per-token KL by the policy ratio, which makes its gradient the unbiased reverse-KL "
+               "gradient (DeepSeek-V3.2; TRL's default); False is the original GRPO k3 penalty (VERL, the paper)")
     epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped")
     epsilon_high: float = config_field(0.2, "upper clip range: ratios above 1 + epsilon_high are clipped "
                                             "(DAPO's clip-higher uses 0.28)")
@@ -137,7 +140,7 @@ def group_advantages(rewards: torch.Tensor, generations: int, scale_rewards: str
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
               loss_type: str, epsilon_low: float, epsilon_high: float, max_completion_length: int,
               beta: float = 0.0, ref_logps: torch.Tensor | None = None, is_weights: torch.Tensor | None = None,
-              total_sequences: int | None = None, total_tokens: float | None = None
+              kl_bias_correction: bool = False, total_sequences: int | None = None, total_tokens: float | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The GRPO loss of these rows, and the per-token KL (None when beta = 0).
 
@@ -161,7 +164,7 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
             raise ValueError("beta > 0 needs ref_logps")
         delta = ref_logps - logps
         kl = torch.exp(delta) - delta - 1
-        per_token = per_token + beta * kl
+        per_token = per_token + beta * (kl * ratio if kl_bias_correction else kl)
     if loss_type == "grpo":
         per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
         loss = per_seq.sum() / total_sequences
@@ -369,7 +372,8 @@ class GRPOTrainer(Trainer):
             loss, kl = grpo_loss(logps, old, advantages[idx], c_mask, loss_type=o.loss_type,
                                  epsilon_low=o.epsilon_low, epsilon_high=o.epsilon_high,
                                  max_completion_length=budget.max_new_tokens, beta=o.beta, ref_logps=ref_logps,
-                                 is_weights=is_weights, total_sequences=total_sequences, total_tokens=total_tokens)
+                                 is_weights=is_weights, kl_bias_correction=o.kl_bias_correction,
+                                 total_sequences=total_sequences, total_tokens=total_tokens)
             loss.backward()
             m = c_mask.float()
             n_tokens = float(m.sum())

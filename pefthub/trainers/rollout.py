@@ -71,15 +71,20 @@ class RolloutBackend:
 
 
 class _SampledLogprobs:
-    """A logits processor (placed after the temperature warper) that records the log-probability of
-    each sampled token while keeping only one step's distribution in memory.
+    """A logits processor that records the log-probability of each sampled token while keeping
+    only one step's distribution in memory.
+
+    transformers runs custom processors *before* its sampling warpers, so the temperature is
+    applied here; the sampler uses no other warper (top-k/top-p are off), so this is exactly the
+    distribution each token was drawn from.
 
     At step ``t`` the processor sees the tokens sampled up to step ``t-1``, so it scores the
     previous step's choice from the previous step's log-softmax; :meth:`finish` scores the last one.
     """
 
-    def __init__(self, prompt_width: int):
+    def __init__(self, prompt_width: int, temperature: float):
         self.prompt_width = prompt_width
+        self.temperature = temperature
         self.previous: torch.Tensor | None = None
         self.columns: list[torch.Tensor] = []
 
@@ -90,7 +95,7 @@ class _SampledLogprobs:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         self._score_previous(input_ids)
-        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
         return scores
 
     def finish(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -156,7 +161,7 @@ class HFGenerateBackend(RolloutBackend):
         config = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                   max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                                   eos_token_id=sorted(eos), use_cache=True)
-        recorder = _SampledLogprobs(prompt_ids.shape[1])
+        recorder = _SampledLogprobs(prompt_ids.shape[1], temperature)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()

@@ -1,0 +1,124 @@
+"""Train one method with one trainer under a budget, evaluate it, write the result file.
+
+  pefthub train --method tinylora --params 13 --trainer grpo
+  pefthub train --method lora --set r=4 --trainer sft --steps 10 --lr 2e-4
+  pefthub train --method base                    # evaluate the untrained model only
+
+The result JSON (with the spent budget: steps, prompts, tokens, seconds, peak memory, FLOPs) goes
+to ``--results`` (default ``leaderboards/adhoc/results``) and its path is printed. Method config
+fields: ``--set key=value``; trainer options: ``--option key=value`` (see docs/trainers.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "train"
+HELP = "train one method with one trainer under a budget, evaluate it, write a result file"
+DEFAULT_RESULTS = Path("leaderboards") / "adhoc" / "results"
+
+
+def add_arguments(parser) -> None:
+    from pefthub.models import EMBEDDED_MODEL
+    from pefthub.trainers.budget import SCHEDULES, Budget
+
+    defaults = Budget()
+    parser.add_argument("--method", default="tinylora", help="method name, or 'base' for the untrained model "
+                                                             "(default: %(default)s)")
+    parser.add_argument("--params", type=int, help="trainable-parameter budget the method config is chosen for")
+    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                        help="method config field, e.g. --set u=13 (repeatable)")
+    parser.add_argument("--trainer", default="grpo", help="sft or grpo (default: %(default)s)")
+    parser.add_argument("--option", dest="options", action="append", metavar="KEY=VALUE",
+                        help="trainer option, e.g. --option beta=0.01 --option loss_type=dr_grpo (repeatable)")
+    parser.add_argument("--task", help="task name (default: the embedded default task)")
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="model name or path (default: %(default)s)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: a per-method default, see docs/trainers.md)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="prompts (grpo) or examples (sft) per step (default: %(default)s)")
+    parser.add_argument("--generations", type=int, default=defaults.generations,
+                        help="completions per prompt, grpo (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+                        help="longest rollout, grpo (default: %(default)s)")
+    parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len,
+                        help="longest prompt + completion (default: %(default)s)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="learning-rate shape after warmup (default: %(default)s)")
+    parser.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio,
+                        help="share of steps with linear warmup (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    parser.add_argument("--eval-limit", type=int, default=100, help="test examples to evaluate (default: %(default)s)")
+    parser.add_argument("--eval-max-new-tokens", type=int, default=256,
+                        help="longest evaluation answer (default: %(default)s)")
+    parser.add_argument("--eval-backend", default="hf", help="evaluation engine (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                        help="directory for the result file (default: %(default)s)")
+
+
+def build_config(args) -> dict:
+    """The experiment config the arguments stand for, defaults resolved (its hash is the run id)."""
+    from pefthub.planning import parse_overrides
+    from pefthub.runner import BASE_METHOD, NO_TRAINER, default_task, resolve_config
+
+    base = args.method == BASE_METHOD
+    config = {
+        "model": args.model,
+        "task": {"name": args.task or default_task()},
+        "trainer": NO_TRAINER if base else args.trainer,
+        "trainer_options": parse_overrides(args.options),
+        "method": args.method,
+        "method_config": parse_overrides(args.overrides),
+        "params_target": args.params,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "budget": {"steps": args.steps, "batch_size": args.batch_size, "generations": args.generations,
+                   "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len,
+                   "schedule": args.schedule, "warmup_ratio": args.warmup_ratio},
+        "eval": {"split": "test", "limit": args.eval_limit, "max_new_tokens": args.eval_max_new_tokens,
+                 "backend": args.eval_backend, "validation_limit": 0},
+    }
+    return resolve_config(config)
+
+
+def run(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from pefthub.console import console
+    from pefthub.results import result_path
+    from pefthub.runner import run_experiment
+
+    config = build_config(args)
+    out = console()
+    trained = config["trainer"] != "none"
+    out.print(f"[bold]{config['method']}[/bold] ({config['method_config'] or 'untrained'}) · "
+              f"trainer {config['trainer']} · task {config['task']['name']} · model {config['model']}"
+              + (f" · lr {config['learning_rate']:g}" if trained else ""))
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[stats]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=out, transient=False) as bar:
+        job = bar.add_task("loading", total=config["budget"]["steps"] if trained else None, stats="")
+
+        def progress(event: dict) -> None:
+            phase = event.get("phase")
+            if phase == "train":
+                stats = "  ".join(f"{key} {event[key]:.4g}" for key in ("reward", "loss")
+                                  if isinstance(event.get(key), (int, float)))
+                bar.update(job, description="training", completed=event["step"], stats=stats)
+            elif phase == "eval":
+                bar.update(job, description=f"evaluating {event.get('split')} ({event.get('limit')})")
+            elif phase == "load":
+                bar.update(job, description="loading model")
+
+        doc = run_experiment(config, suite="adhoc", results_dir=args.results, progress=progress)
+    path = result_path(args.results, doc["run_id"])
+    spent = doc.get("budget", {}).get("spent", {})
+    if doc["status"] == "success":
+        test = doc["evaluation"].get(config["eval"]["split"], {})
+        out.print(f"accuracy {test.get('accuracy', float('nan')):.3f} on {test.get('n')} {config['eval']['split']} "
+                  f"examples · {spent.get('optimizer_steps', 0)} steps · {spent.get('seconds_total', 0):.0f} s · "
+                  f"peak RSS {spent.get('peak_rss_bytes', 0) / 2**30:.2f} GiB")
+    else:
+        out.print(f"[red]run {doc['status']}: {doc['error']}[/red]")
+    print(path)
+    return 0 if doc["status"] == "success" else 1

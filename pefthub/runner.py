@@ -1,0 +1,293 @@
+"""One experiment, start to finish: load, adapt, train, evaluate, write the result file.
+
+:func:`run_experiment` takes the ``config`` object of ``docs/results-schema.md``. Everything that
+can be checked without weights is checked first (names, method config or parameter budget,
+trainer options, budget, evaluation settings): a bad config raises :class:`ConfigError` before any
+work and writes nothing. From then on every outcome is recorded: a run that fails (NaN loss, out
+of memory, an exception anywhere) still writes its result file with ``status: "failed"``, a
+one-line error and whatever was measured; Ctrl-C writes ``status: "cancelled"`` and re-raises.
+
+The result's ``config`` is the config exactly as given (its hash is the run's identity, which
+suites compute before running); :func:`resolve_config` fills defaults for callers that build a
+config by hand (``pefthub train``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pefthub.errors import ConfigError, PefthubError
+
+BASE_METHOD = "base"
+NO_TRAINER = "none"
+CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
+               "learning_rate", "seed", "budget", "eval", "variant"}
+EVAL_KEYS = {"split", "limit", "max_new_tokens", "backend", "validation_limit"}
+EVAL_DEFAULTS: dict[str, Any] = {"split": "test", "limit": 100, "max_new_tokens": 256, "backend": "hf",
+                                 "validation_limit": 0}
+EVAL_BATCH_SIZE = 32
+#: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's
+#: method_comparison (adapters with very few parameters need much larger steps than full FT).
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "full": 1e-5, "lora": 1e-4, "vera": 1e-3, "lora_xs": 1e-3, "tinylora": 1e-3, "bitfit": 1e-3,
+    "prompt_tuning": 1e-3,
+}
+FALLBACK_LEARNING_RATE = 1e-4
+
+Progress = Callable[[dict], None]
+
+
+def default_task() -> str:
+    try:
+        from pefthub.tasks import DEFAULT_TASK
+
+        return DEFAULT_TASK
+    except ImportError:
+        return "basic_arithmetic"
+
+
+def default_learning_rate(method: str) -> float:
+    return DEFAULT_LEARNING_RATES.get(method, FALLBACK_LEARNING_RATE)
+
+
+# ---- validation ------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """What a validated config stands for (built without loading weights)."""
+
+    config: dict
+    task: Any
+    method_cls: Any  # None for the base-model row
+    method_config: Any
+    trainer: Any  # None when trainer == "none"
+    budget: Any  # None when trainer == "none"
+    evaluation: dict
+    learning_rate: float | None
+    seed: int
+
+
+def _number(value: Any, name: str, *, positive: bool = False) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"config.{name}: must be a number (got {value!r})")
+    if positive and value <= 0:
+        raise ConfigError(f"config.{name}: must be > 0 (got {value!r})")
+    return float(value)
+
+
+def make_task(task_config: Any):
+    """The task a config's ``task`` object names, built with its parameters."""
+    from pefthub import plugins
+
+    if isinstance(task_config, str):
+        task_config = {"name": task_config}
+    if not isinstance(task_config, dict) or not isinstance(task_config.get("name"), str):
+        raise ConfigError(f"config.task: must be an object with a 'name' (got {task_config!r})")
+    params = {k: v for k, v in task_config.items() if k != "name"}
+    task_cls = plugins.tasks().get(task_config["name"])
+    try:
+        if hasattr(task_cls, "from_config"):
+            return task_cls.from_config(params)
+        return task_cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"config.task: task '{task_config['name']}' does not take these parameters: {exc}") from None
+
+
+def _evaluation(value: Any) -> dict:
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise ConfigError(f"config.eval: must be an object (got {value!r})")
+    unknown = sorted(set(value) - EVAL_KEYS)
+    if unknown:
+        raise ConfigError(f"config.eval: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(EVAL_KEYS))})")
+    out = {**EVAL_DEFAULTS, **value}
+    if out["split"] not in ("test", "validation"):
+        raise ConfigError(f"config.eval.split: must be 'test' or 'validation' (got {out['split']!r})")
+    for key, low in (("limit", 1), ("max_new_tokens", 1), ("validation_limit", 0)):
+        v = out[key]
+        if v is None and key == "limit":
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ConfigError(f"config.eval.{key}: must be an integer >= {low} (got {v!r})")
+    if not isinstance(out["backend"], str):
+        raise ConfigError(f"config.eval.backend: must be a string (got {out['backend']!r})")
+    return out
+
+
+def prepare(config: dict) -> Prepared:
+    """Validate ``config`` without loading weights; raise :class:`ConfigError` naming the field."""
+    from pefthub import plugins
+    from pefthub.models import meta_model
+    from pefthub.planning import resolve_method
+    from pefthub.trainers.budget import Budget
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be an object (got {type(config).__name__})")
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"config: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
+    for key in ("model", "method", "trainer"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise ConfigError(f"config.{key}: missing or not a string")
+    method_name, trainer_name = config["method"], config["trainer"]
+    if (method_name == BASE_METHOD) != (trainer_name == NO_TRAINER):
+        raise ConfigError(f"config: method '{BASE_METHOD}' goes with trainer '{NO_TRAINER}' and only with it "
+                          f"(got method '{method_name}', trainer '{trainer_name}')")
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"config.seed: must be a non-negative integer (got {seed!r})")
+    task = make_task(config.get("task"))
+    evaluation = _evaluation(config.get("eval"))
+    meta = meta_model(config["model"])  # also: unknown model names fail here, before any download or load
+
+    if method_name == BASE_METHOD:
+        return Prepared(config, task, None, None, None, None, evaluation, None, seed)
+
+    params_target = config.get("params_target")
+    overrides = config.get("method_config") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"config.method_config: must be an object (got {overrides!r})")
+    method, _ = resolve_method(method_name, meta, params=params_target, overrides=overrides)
+    method.check_trainer(trainer_name)
+    method.apply(meta_model(config["model"]))  # UnsupportedError now, not after loading weights
+
+    trainer_cls = plugins.trainers().get(trainer_name)
+    trainer = trainer_cls(trainer_cls.options_class.from_dict(config.get("trainer_options") or {}))
+    budget_value = config.get("budget")
+    if not isinstance(budget_value, dict):
+        raise ConfigError(f"config.budget: must be an object (got {budget_value!r})")
+    budget = Budget.from_dict(budget_value)
+    trainer.check_budget(budget)
+    lr = config.get("learning_rate")
+    lr = default_learning_rate(method_name) if lr is None else _number(lr, "learning_rate", positive=True)
+    return Prepared(config, task, type(method), method.config, trainer, budget, evaluation, lr, seed)
+
+
+def resolve_config(config: dict) -> dict:
+    """``config`` with every default filled in (method config resolved from ``params_target``,
+    trainer options, budget, evaluation, learning rate), validated: the form whose hash is a
+    run's identity."""
+    p = prepare(config)
+    out = dict(config)
+    out["task"] = p.task.config() if hasattr(p.task, "config") else config["task"]
+    out["eval"] = p.evaluation
+    out["seed"] = p.seed
+    if p.method_cls is None:
+        out.update(trainer_options={}, method_config={}, params_target=None, learning_rate=None,
+                   budget={"steps": 0})
+        return out
+    out["method_config"] = p.method_config.to_dict()
+    out["params_target"] = config.get("params_target")
+    out["trainer_options"] = p.trainer.options.to_dict()
+    out["budget"] = p.budget.to_dict()
+    out["learning_rate"] = p.learning_rate
+    return out
+
+
+# ---- running ---------------------------------------------------------------------------------
+def _emit(progress: Progress | None, event: dict) -> None:
+    if progress is not None:
+        progress(event)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[-1].strip() if text else ""
+    if isinstance(exc, PefthubError):
+        return message or type(exc).__name__
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | str,
+                   progress: Progress | None = None) -> dict:
+    """Run one experiment and write its result file; return the result document."""
+    import torch
+
+    from pefthub import results
+    from pefthub.models import load_model
+    from pefthub.trainers.budget import MemoryMeter, Spent
+
+    prepared = prepare(config)  # ConfigError here: nothing written, nothing loaded
+    doc = results.new_result(config, suite=suite, status="failed", started_at=results.utc_now())
+    spent = Spent()
+    meter = MemoryMeter()
+    meter.start()
+    started = time.perf_counter()
+    samples: list[dict] | None = None
+    try:
+        _emit(progress, {"phase": "load", "model": config["model"]})
+        torch.manual_seed(prepared.seed)
+        lm = load_model(config["model"], seed=prepared.seed)
+        model, method = lm.model, None
+        doc["model"] = {"name": lm.name, "total_params": sum(p.numel() for p in model.parameters())}
+        if prepared.method_cls is None:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            doc["method"] = {"name": BASE_METHOD, "trainable_params": 0,
+                             "adapter_bytes": {"trainable_fp32": 0, "trainable_bf16": 0, "saved_fp32": 0,
+                                               "saved_bf16": 0},
+                             "mergeable": True}
+        else:
+            method = prepared.method_cls(prepared.method_config)
+            model = method.apply(model)
+            doc["method"] = {"name": method.name, "trainable_params": method.trainable_parameters(model),
+                             "adapter_bytes": method.adapter_bytes(model).to_dict(), "mergeable": method.mergeable,
+                             "config": method.config.to_dict()}
+            outcome = prepared.trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=prepared.task,
+                                             budget=prepared.budget, learning_rate=prepared.learning_rate,
+                                             seed=prepared.seed, spent=spent, progress=progress)
+            doc["curves"] = outcome.curves
+            if outcome.status != "success":
+                doc["status"], doc["error"] = outcome.status, outcome.error
+                return doc
+        samples = []
+        doc["evaluation"] = {}
+        splits = [(prepared.evaluation["split"], prepared.evaluation["limit"])]
+        if prepared.evaluation["validation_limit"] > 0 and prepared.evaluation["split"] != "validation":
+            splits.append(("validation", prepared.evaluation["validation_limit"]))
+        for split, limit in splits:
+            _emit(progress, {"phase": "eval", "split": split, "limit": limit})
+            summary, split_samples = _evaluate(model, lm.tokenizer, method, prepared.task, split, limit,
+                                               prepared.evaluation, spent)
+            doc["evaluation"][split] = summary
+            samples.extend(split_samples)
+        doc["status"], doc["error"] = "success", None
+        return doc
+    except KeyboardInterrupt:
+        doc["status"], doc["error"] = "cancelled", "interrupted"
+        raise
+    except Exception as exc:
+        doc["status"], doc["error"] = "failed", _one_line(exc)
+        return doc
+    finally:
+        spent.seconds_total = time.perf_counter() - started
+        meter.record(spent)
+        budget = prepared.budget.to_dict() if prepared.budget is not None else dict(config.get("budget") or {})
+        doc["budget"] = {"declared": budget, "spent": spent.to_dict()}
+        doc["environment"] = results.environment()
+        doc["finished_at"] = results.utc_now()
+        if not doc.get("evaluation"):
+            doc.pop("evaluation", None)
+        path = results.write_result(results_dir, doc, samples or None)
+        _emit(progress, {"phase": "done", "status": doc["status"], "error": doc["error"], "path": str(path)})
+
+
+def _evaluate(model, tokenizer, method, task, split: str, limit: int | None, evaluation: dict, spent) -> tuple[dict, list]:
+    """Score the (merged) model on ``split``; the adapter is folded in for generation speed."""
+    import contextlib
+
+    from pefthub.evaluation import evaluate
+
+    merged = method.merged(model) if method is not None else contextlib.nullcontext(model)
+    with spent.timing("eval"), merged as m:
+        result = evaluate(m, tokenizer, task, split=split, limit=limit, max_new_tokens=evaluation["max_new_tokens"],
+                          batch_size=EVAL_BATCH_SIZE, backend=evaluation["backend"])
+    summary = dict(result.summary)
+    summary.setdefault("protocol", {})
+    if isinstance(summary["protocol"], dict):
+        summary["protocol"].setdefault("merged", method is None or method.mergeable)
+    samples = [dict(s, split=s.get("split", split)) for s in result.samples]
+    return summary, samples

@@ -1,0 +1,191 @@
+"""`pefthub bench` / `pefthub plan <suite>` end to end on the tiny model: real runs, resume after
+kill -9, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pefthub import bench, suites
+from pefthub import results as R
+from pefthub.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def default_task() -> str:
+    from pefthub.tasks import DEFAULT_TASK
+
+    return DEFAULT_TASK
+
+
+def tiny_suite(tmp_path: Path, grid: str, name: str = "tiny", budget: str = "", extra: str = "") -> Path:
+    path = tmp_path / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "suite.toml").write_text(textwrap.dedent(f"""
+        model = "tiny-random"
+        {extra}
+        [task]
+        name = "{default_task()}"
+        [budget]
+        steps = 2
+        batch_size = 2
+        generations = 2
+        max_new_tokens = 8
+        max_seq_len = 160
+        {budget}
+        [eval]
+        limit = 4
+        validation_limit = 3
+        max_new_tokens = 8
+        [resources]
+        num_cpus = 1
+        [grid]
+        {grid}
+    """))
+    return path
+
+
+GRID = """
+methods = ["lora", "tinylora"]
+trainers = ["sft", "grpo"]
+learning_rates = [1e-3]
+[methods.lora]
+learning_rates = [1e-3, 1e-2]
+[methods.tinylora]
+params = [13]
+trainers = ["grpo"]
+"""
+
+
+def bench_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pefthub", "bench", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout, cwd=REPO)
+
+
+def test_expand_resolves_the_grid_on_the_meta_device(tmp_path):
+    suite = suites.load(tiny_suite(tmp_path, GRID))
+    runs = suites.expand(suite)
+    labels = [r.label for r in runs]
+    assert labels == ["base/none",
+                      "lora/sft/lr=0.001/seed=0", "lora/sft/lr=0.01/seed=0",
+                      "lora/grpo/lr=0.001/seed=0", "lora/grpo/lr=0.01/seed=0",
+                      "tinylora@13/grpo/lr=0.001/seed=0"]
+    tiny = runs[-1]
+    assert tiny.trainable_params == 13
+    assert tiny.config["method_config"]["u"] == 13 and tiny.config["params_target"] == 13
+    assert tiny.config["trainer_options"]["beta"] == 0.0  # full trainer options, defaults filled in
+    assert tiny.config["budget"]["steps"] == 2 and tiny.config["eval"]["split"] == "test"
+    assert runs[0].config["method"] == "base" and runs[0].config["trainer"] == "none"
+    assert len({r.run_id for r in runs}) == len(runs)
+    # identity is stable across parses and changes with anything that affects the run
+    assert [r.run_id for r in suites.expand(suites.load(tiny_suite(tmp_path, GRID)))] == [r.run_id for r in runs]
+    changed = suites.expand(suites.load(tiny_suite(tmp_path / "b", GRID, budget="warmup_ratio = 0.5")))
+    assert changed[0].run_id == runs[0].run_id  # the base row does not train: the budget is not its identity
+    assert not {r.run_id for r in changed[1:]} & {r.run_id for r in runs[1:]}
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ('methods = ["nosuch"]\nlearning_rates = [1e-3]', "grid.methods: unknown method 'nosuch'"),
+    ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\nparams = [13]', "impossible budget"),
+    ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\nconfig = { rank = 4 }', "unknown field(s) rank"),
+])
+def test_bad_grids_fail_with_one_line(tmp_path, capsys, grid, expected):
+    path = tiny_suite(tmp_path, grid)
+    assert main(["bench", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and str(path / "suite.toml") in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_input_errors_are_one_line(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "suite.toml").write_text("model = 'tiny-random'\n[budget\n")
+    assert main(["bench", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "malformed TOML" in err and "line 2" in err and err.count("\n") == 1
+    negative = tiny_suite(tmp_path, GRID, name="negative", budget="").parent / "negative"
+    text = (negative / "suite.toml").read_text().replace("steps = 2", "steps = -3")
+    (negative / "suite.toml").write_text(text)
+    assert main(["bench", str(negative)]) == 2
+    assert "budget.steps: must be a positive integer (got -3)" in capsys.readouterr().err
+    assert main(["bench", str(tiny_suite(tmp_path, GRID)), "--only", "nothing-matches", "--dry-run"]) == 2
+    assert "no run of suite 'tiny' matches" in capsys.readouterr().err
+    assert main(["bench", str(tiny_suite(tmp_path, GRID)), "--address", "auto"]) == 2
+    assert "--address only applies to --executor ray" in capsys.readouterr().err
+
+
+def test_unreachable_ray_cluster_is_one_line(tmp_path):
+    out = bench_cli(str(tiny_suite(tmp_path, GRID)), "--executor", "ray", "--address", "127.0.0.1:9",
+                    "--results", str(tmp_path / "r"), timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: cannot connect to the Ray cluster at 127.0.0.1:9: Connection refused"]
+    assert not list((tmp_path / "r").glob("*.json"))
+
+
+def test_dry_run_prints_grid_and_runs_nothing(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["bench", str(tiny_suite(tmp_path, GRID)), "--dry-run", "--results", str(results),
+                 "--skip", "sft"]) == 0
+    out = capsys.readouterr().out
+    assert "budget: 2 steps × batch 2" in out
+    assert "tinylora@13/grpo/lr=0.001/seed=0" in out and "lora/sft" not in out
+    assert "4 run(s) would run" in out
+    assert not results.exists()
+
+
+def test_plan_suite_shows_exact_counts(tmp_path, capsys):
+    assert main(["plan", str(tiny_suite(tmp_path, GRID))]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: 6 runs" in out and "u=13" in out and "52 B" in out
+
+
+def test_kill_9_then_rerun_redoes_nothing_finished(tmp_path):
+    """The issue's resume guarantee: kill -9 mid-sweep, rerun, finished runs untouched, all succeed."""
+    suite_dir = tiny_suite(tmp_path, GRID)
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "pefthub", "bench", str(suite_dir), "--results", str(results)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not list(results.glob("*.json")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "bench finished before it could be killed; enlarge the grid"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results.glob("*.json")}
+    assert finished
+    time.sleep(2.5)  # the orphaned run notices its driver is gone (1 s poll) and exits without writing
+    assert {p for p in results.glob("*.json")} == set(finished)
+
+    out = bench_cli(str(suite_dir), "--results", str(results))
+    assert out.returncode == 0, out.stderr
+    assert f"{len(finished)} already done" in out.stdout
+    for path, (mtime, content) in finished.items():
+        assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content
+    runs = suites.expand(suites.load(suite_dir))
+    docs, problems = R.load_results_dir(results)
+    assert problems == []
+    assert sorted(d["run_id"] for d in docs) == sorted(r.run_id for r in runs)
+    assert all(d["status"] == "success" for d in docs), [d.get("error") for d in docs]
+    assert not [p for p in results.iterdir() if p.name.endswith(".tmp")]
+
+    # a third run has nothing to do and says so; the results table lists every row
+    again = bench_cli(str(suite_dir), "--results", str(results))
+    assert again.returncode == 0 and f"{len(runs)} already done" in again.stdout and "0 to run" in again.stdout
+    for row in ("base", "lora", "tinylora@13"):
+        assert row in again.stdout
+    rows = bench.summarize(bench.grid_documents(runs, results))
+    lora_sft = next(r for r in rows if r.label == "lora/sft")
+    assert lora_sft.selection == "validation" and lora_sft.best_lr in (1e-3, 1e-2)

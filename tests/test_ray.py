@@ -1,0 +1,116 @@
+"""The Ray executor against a local Ray cluster this module starts (ray.init(num_cpus=2), loopback).
+
+Stand-in run functions exercise the failure paths in milliseconds; one test runs a real small grid
+on the tiny model through `pefthub bench --executor ray --address <this cluster>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ray  # the `ray` extra is part of the test environment (.ci/run installs it)
+
+from pefthub import results as R
+from pefthub.errors import PefthubError
+from pefthub.executors.ray import RayExecutor
+from pefthub.suites import Experiment, label_of
+
+HERE = Path(__file__).resolve().parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def run_ok(config, *, suite, results_dir, progress=None):
+    for step in (1, 2):
+        if progress:
+            progress({"phase": "train", "step": step, "steps": 2, "loss": 1.0 / step})
+    doc = R.new_result(config, suite=suite, status="success", finished_at=R.utc_now())
+    doc["method"] = {"name": config["method"], "trainable_params": 3}
+    doc["evaluation"] = {"test": {"accuracy": 0.5, "n": 2, "ci_low": 0.1, "ci_high": 0.9}}
+    doc["environment"] = {"hostname_pid": os.getpid()}
+    R.write_result(results_dir, doc, [{"split": "test", "id": "a", "correct": True},
+                                      {"split": "test", "id": "b", "correct": False}])
+    return doc
+
+
+def run_raises(config, *, suite, results_dir, progress=None):
+    raise ValueError("diverged: NaN loss at step 1")
+
+
+def run_segfaults(config, *, suite, results_dir, progress=None):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def experiment(seed=0, **resources):
+    config = {"model": "tiny-random", "task": {"name": "t"}, "trainer": "sft", "method": "lora",
+              "params_target": None, "learning_rate": 1e-3, "seed": seed}
+    return Experiment(config, label_of(config), {"num_cpus": 1, "num_gpus": 0, "memory_gb": None, **resources})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+             _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+                                       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def run_with(fn, experiments, results_dir):
+    executor = RayExecutor(run_function=f"test_ray:{fn}")
+    events = []
+    docs = list(executor.run(experiments, suite="unit", results_dir=results_dir,
+                             events=lambda e, ev: events.append((e.run_id, ev))))
+    return docs, events
+
+
+def test_driver_writes_results_and_samples(cluster, tmp_path):
+    runs = [experiment(seed=0), experiment(seed=1)]
+    docs, events = run_with("run_ok", runs, tmp_path)
+    assert sorted(d["run_id"] for d in docs) == sorted(e.run_id for e in runs)
+    for e in runs:
+        doc = R.read_result(R.result_path(tmp_path, e.run_id))
+        assert doc["status"] == "success"
+        assert doc["environment"]["hostname_pid"] != os.getpid()  # ran in a Ray worker, not here
+        samples = R.read_samples(tmp_path / doc["evaluation"]["test"]["samples_file"])
+        assert [s["id"] for s in samples] == ["a", "b"]
+    phases = [ev["phase"] for rid, ev in events if rid == runs[0].run_id]
+    assert phases[0] == "start" and phases[-1] == "done" and "train" in phases
+
+
+def test_failures_are_recorded_by_the_driver(cluster, tmp_path):
+    (raised,), _ = run_with("run_raises", [experiment(seed=2)], tmp_path)
+    assert raised["status"] == "failed" and raised["error"] == "ValueError: diverged: NaN loss at step 1"
+    (crashed,), _ = run_with("run_segfaults", [experiment(seed=3)], tmp_path)
+    assert crashed["status"] == "failed" and "WorkerCrashedError" in crashed["error"]
+    assert R.read_result(R.result_path(tmp_path, crashed["run_id"]))["status"] == "failed"
+
+
+def test_request_larger_than_the_cluster_is_refused(cluster, tmp_path):
+    with pytest.raises(PefthubError, match="requests num_gpus=1 but the Ray cluster has 0"):
+        run_with("run_ok", [experiment(num_gpus=1)], tmp_path)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_unreachable_address_is_one_line_and_fails_fast(tmp_path):
+    suite = tmp_path / "s"
+    suite.mkdir()
+    (suite / "suite.toml").write_text("model = 'tiny-random'\n")
+    out = subprocess.run([sys.executable, "-m", "pefthub", "bench", str(suite), "--executor", "ray",
+                          "--address", "127.0.0.1:9"], capture_output=True, text=True, env=ENV, timeout=120)
+    # the suite is invalid, and that is reported before any connection attempt
+    assert out.returncode == 2 and "task: missing" in out.stderr
+    # a fresh process (this one already holds a Ray connection, which an executor reuses)
+    code = "from pefthub.executors.ray import RayExecutor; RayExecutor(address='127.0.0.1:9').connect()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert out.returncode != 0 and "cannot connect to the Ray cluster at 127.0.0.1:9" in out.stderr

@@ -1,0 +1,186 @@
+"""The built site as a person sees it: headless Chromium opens it from disk, offline.
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``) and ``playwright`` from PyPI (the
+``test`` extra); Playwright drives the system browser through ``executable_path``, so no browser
+is ever downloaded. Screenshots land in ``<build dir>/screenshots/`` for CI artifacts; set
+``PEFTHUB_SITE_SCREENSHOTS=<dir>`` to build there instead of a temp dir and keep them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pefthub.site import build_site
+from pefthub import results
+from test_site import XSS_METHOD, _config, write_demo_leaderboards
+
+CHROMIUM = os.environ.get("PEFTHUB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    base = os.environ.get("PEFTHUB_SITE_SCREENSHOTS")
+    work = Path(base) if base else tmp_path_factory.mktemp("browser")
+    root = work / "leaderboards"
+    if root.exists():
+        shutil.rmtree(root)
+    expected = write_demo_leaderboards(root)
+    out = work / "site"
+    build_site(root, out)
+    (out / "screenshots").mkdir()
+    return out, expected
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir every run
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+        yield context
+        context.close()
+
+
+class Watch:
+    """Console errors, uncaught exceptions and every request a page makes."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.errors.append(f"requestfailed: {r.url} {r.failure}"))
+        page.on("request", lambda r: self.requests.append(r.url))
+
+    def check(self):
+        assert self.errors == []
+        remote = [u for u in self.requests if not u.startswith(("file://", "data:"))]
+        assert remote == [], "the site must work offline"
+
+
+def accuracy_order(page) -> list[float | None]:
+    cells = page.locator("table.board tbody tr td:nth-child(5)")
+    values = cells.evaluate_all("cells => cells.map(c => c.getAttribute('data-sort'))")
+    return [float(v) if v else None for v in values]
+
+
+def test_index_plot_sort_filter_and_run_page(site, browser):
+    out, expected = site
+    shots = out / "screenshots"
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+
+    # The headline plot rendered with one marker per configuration, and the other two charts exist.
+    assert page.locator("svg.params-plot").count() == 1
+    assert page.locator("svg.params-plot .pt").count() == expected["plot_points"]
+    assert page.locator("svg.params-plot .base-ref .base-line").count() == 1
+    assert page.locator("svg.pareto-plot").count() == 2
+    box = page.locator("svg.params-plot").bounding_box()
+    assert box["width"] > 600 and box["height"] > 250  # laid out, not collapsed
+    page.screenshot(path=str(shots / "index.png"), full_page=True)
+    page.locator("svg.params-plot").screenshot(path=str(shots / "params-plot.png"))
+
+    # The header says which column is accuracy; sorting it orders the rows both ways.
+    header = page.locator("table.board thead th").nth(4)
+    assert header.get_attribute("data-key") == "accuracy"
+    rows = page.locator("table.board tbody tr")
+    assert rows.count() == expected["table_rows"]
+    header.locator("button").click()
+    assert header.get_attribute("aria-sort") == "descending"
+    values = accuracy_order(page)
+    assert values == sorted(values, reverse=True) and len(set(values)) > 3
+    header.locator("button").click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    values = accuracy_order(page)
+    assert values == sorted(values)
+    # Params ascend first (fewer is better), the base row sorts with the rest.
+    params = page.locator("table.board thead th").nth(2)
+    params.locator("button").click()
+    assert params.get_attribute("aria-sort") == "ascending"
+    page.locator("table.board").screenshot(path=str(shots / "table-sorted.png"))
+
+    # Filtering hides rows but keeps the base reference row.
+    page.locator(".trainer-filter").select_option("grpo")
+    visible = page.locator("table.board tbody tr:not([hidden])")
+    trainers = visible.evaluate_all("rows => rows.map(r => r.getAttribute('data-trainer'))")
+    assert set(trainers) == {"grpo", "none"} and "none" in trainers
+    page.locator(".trainer-filter").select_option("")
+    page.locator(".table-filter").fill("tinylora")
+    methods = visible.evaluate_all("rows => rows.map(r => r.getAttribute('data-method'))")
+    assert set(methods) == {"tinylora", "tinylora_structured", "base"}
+    page.locator(".table-filter").fill("")
+    assert page.locator("table.board tbody tr:not([hidden])").count() == expected["table_rows"]
+
+    # The hostile method name shows as text, in the table and nowhere as an element.
+    assert page.get_by_text(XSS_METHOD, exact=True).count() >= 1
+    assert page.locator("b").count() == 0
+
+    # A run page opens from the table: TinyLoRA/GRPO at 13 parameters, the validation-selected rate.
+    selected = results.run_id(_config("tinylora", "grpo", 13, 1e-3, 0, method_config={"r": 2, "u": 13, "weight_tying": 1.0}))
+    link = page.locator(f"table.board tbody a[href='runs/demo/{selected}.html']")
+    assert link.count() == 1
+    link.click()
+    page.wait_for_load_state("load")
+    assert "/runs/demo/" in page.url
+    assert "tinylora" in page.locator("h1").inner_text()
+    assert page.locator("svg.curve-plot").count() >= 4  # reward, loss, lr, log-prob gap
+    assert page.locator("svg.curve-plot .pt").count() > 0
+    samples = page.locator("ol.samples > li")
+    assert samples.count() == 40
+    page.locator("button[data-show='correct']").click()
+    shown = page.locator("ol.samples > li:not([hidden])")
+    assert shown.count() == 16
+    assert shown.evaluate_all("items => items.every(i => i.classList.contains('correct'))")
+    page.locator("button[data-show='all']").click()
+    first = samples.first
+    first.locator("summary").click()
+    assert "<script>alert(1)</script>" in first.locator("pre.text").nth(1).inner_text()  # shown, inert
+    page.screenshot(path=str(shots / "run.png"), full_page=True)
+
+    # A failed run's page shows its error.
+    page.goto((out / "index.html").as_uri())
+    page.locator("table.failures a").first.click()
+    page.wait_for_load_state("load")
+    assert page.locator(".error-box").count() == 1
+    page.screenshot(path=str(shots / "failed-run.png"), full_page=True)
+
+    watch.check()
+    page.close()
+    assert len(list(shots.glob("*.png"))) == 5
+
+
+def test_content_security_policy_blocks_an_inline_script_that_slipped_through(site, browser):
+    """Escaping is the defence; the page's CSP is the second wall. Plant an inline script in a
+    copy of the index (as a missed escape would) and check the browser refuses to run it while
+    the site's own script still runs."""
+    out, _ = site
+    planted = out / "planted.html"
+    page_html = (out / "index.html").read_text(encoding="utf-8")
+    planted.write_text(page_html.replace("<main", "<script>document.title = 'pwned';</script><main", 1), encoding="utf-8")
+    page = browser.new_page()
+    messages = []
+    page.on("console", lambda m: messages.append(m.text))
+    try:
+        page.goto(planted.as_uri())
+        page.wait_for_load_state("load")
+        assert page.title() != "pwned"
+        assert any("Content Security Policy" in m for m in messages), messages
+        header = page.locator("table.board thead th").nth(4)
+        header.locator("button").click()  # site.js (an allowed local file) still works
+        assert header.get_attribute("aria-sort") == "descending"
+    finally:
+        page.close()
+        planted.unlink()

@@ -1,0 +1,419 @@
+"""Trainers on the tiny random model: budgets, learning signal, frozen weights, determinism, failures.
+
+The tiny model's final norm is scaled ×8 (``tiny_lm``): with the random init's near-zero logits a
+low-rank update could barely move the output distribution, and no method could show a learning
+signal in a few steps. The task is synthetic and trivially learnable: write lowercase letters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pefthub import plugins
+from pefthub.errors import ConfigError
+from pefthub.models import load_model
+from pefthub.tasks import Example, Task
+from pefthub.trainers import Budget, Spent
+from pefthub.trainers.base import TrainingFailure
+from pefthub.trainers.common import BatchStream, tail_logits
+from pefthub.trainers.grpo import GRPOOptions, GRPOTrainer, group_advantages, resolve_reward
+from pefthub.trainers.rollout import HFGenerateBackend, completion_mask
+from pefthub.trainers.sft import SFTOptions, SFTTrainer, encode_example, pad_batch
+
+LOWER = set("abcdefghijklmnopqrstuvwxyz")
+METHODS = ("full", "lora", "tinylora", "vera", "lora_xs", "bitfit", "prompt_tuning")
+
+
+class LettersTask(Task):
+    """Reward: the share of completion characters that are lowercase letters."""
+
+    name = "letters"
+
+    def examples(self, split, n=None):
+        xs = [Example(id=f"{split}-{i}", question=f"Write some letters, please ({i}).", answer="abc",
+                      solution="abcdefghij") for i in range(12)]
+        return xs[:n] if n else xs
+
+    def messages(self, example):
+        return [{"role": "user", "content": example.question}]
+
+    def target(self, example):
+        return example.solution
+
+    def extract(self, completion):
+        return completion
+
+    def score(self, completion, example):
+        return sum(ch in LOWER for ch in completion) / max(1, len(completion))
+
+
+def tiny_lm(name="tiny-random"):
+    lm = load_model(name, seed=0)
+    with torch.no_grad():
+        lm.model.model.norm.weight.mul_(8.0)
+    return lm
+
+
+def adapt(lm, method_name, **config):
+    cls = plugins.methods().get(method_name)
+    method = cls(cls.config_class(**config))
+    return method, method.apply(lm.model)
+
+
+def grpo(**options):
+    return GRPOTrainer(GRPOOptions(**options))
+
+
+def budget(**kw):
+    return Budget(**{"steps": 4, "batch_size": 4, "generations": 4, "max_new_tokens": 12, "max_seq_len": 96, **kw})
+
+
+def frozen_state(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def trainable_state(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ---- budget and options ----------------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [("steps", 0), ("steps", -3), ("batch_size", 0), ("generations", 0),
+                                         ("max_new_tokens", 0), ("max_seq_len", -1), ("steps", 2.5),
+                                         ("steps", True)])
+def test_budget_rejects_non_positive_counts_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"budget.{field}"):
+        Budget(**{field: value})
+
+
+def test_budget_rejects_bad_schedule_warmup_and_unknown_fields():
+    with pytest.raises(ConfigError, match="budget.schedule"):
+        Budget(schedule="exponential")
+    with pytest.raises(ConfigError, match="budget.warmup_ratio"):
+        Budget(warmup_ratio=1.0)
+    with pytest.raises(ConfigError, match="unknown field.*stepz"):
+        Budget.from_dict({"stepz": 3})
+    assert Budget.from_dict({"steps": 7}).to_dict()["steps"] == 7
+
+
+def test_grpo_budget_needs_two_generations_and_room_for_the_prompt():
+    with pytest.raises(ConfigError, match="budget.generations"):
+        grpo().check_budget(Budget(generations=1))
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        grpo().check_budget(Budget(max_new_tokens=400, max_seq_len=384))
+
+
+@pytest.mark.parametrize("field,value", [("loss_type", "ppo"), ("scale_rewards", "max"), ("beta", -0.1),
+                                         ("epsilon_low", 1.5), ("temperature", 0.0), ("rollout_backend", "x"),
+                                         ("rollout_correction", "maybe"), ("tis_cap", 0.5),
+                                         ("micro_batch_size", -1)])
+def test_grpo_options_are_validated_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"trainer_options.{field}"):
+        GRPOOptions(**{field: value})
+
+
+def test_options_from_dict_rejects_unknown_fields_and_fills_defaults():
+    with pytest.raises(ConfigError, match="unknown field.*betta"):
+        GRPOOptions.from_dict({"betta": 0.1})
+    with pytest.raises(ConfigError, match="trainer_options.max_grad_norm"):
+        SFTOptions.from_dict({"max_grad_norm": -1})
+    assert GRPOOptions.from_dict({"beta": 0.01}).to_dict()["loss_type"] == "dapo"
+    assert all(help_text for _, help_text, _ in GRPOOptions.field_help())
+
+
+def test_trainers_are_registered_through_the_plugin_hook():
+    assert plugins.trainers().get("grpo") is GRPOTrainer
+    assert plugins.trainers().get("sft") is SFTTrainer
+    assert plugins.trainers().owner["grpo"] == "trainers"
+
+
+# ---- pure pieces -----------------------------------------------------------------------------
+def test_group_advantages_centre_scale_and_count_all_equal_groups():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1])
+    adv, zero = group_advantages(rewards, 4, "group")
+    assert zero.tolist() == [False, True, True]
+    assert torch.all(adv[4:] == 0)  # exactly zero, not 1e-17
+    std = torch.tensor([1.0, 0.0, 0.0, 1.0]).std()
+    assert torch.allclose(adv[:4], (torch.tensor([1.0, 0, 0, 1]) - 0.5) / (std + 1e-4))
+    unscaled, _ = group_advantages(rewards, 4, "none")
+    assert torch.allclose(unscaled[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+
+
+def test_completion_mask_keeps_the_end_token_and_drops_what_follows():
+    ids = torch.tensor([[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0]])
+    assert completion_mask(ids, {2}).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_batch_stream_is_seeded_and_sees_every_item_once_per_pass():
+    a = [next(s) for s in [BatchStream(list(range(10)), 5, seed=1)] * 2]
+    b = [next(s) for s in [BatchStream(list(range(10)), 5, seed=1)] * 2]
+    assert a == b and sorted(a[0] + a[1]) == list(range(10))
+    assert a != [next(s) for s in [BatchStream(list(range(10)), 5, seed=2)] * 2]
+
+
+def test_sft_masks_the_prompt_and_ends_the_target_with_the_turn_end():
+    lm = tiny_lm()
+    task = LettersTask()
+    ex = task.examples("train", 1)[0]
+    prompt, target = encode_example(lm.tokenizer, task, ex, max_seq_len=512)
+    assert lm.tokenizer.decode(target) == "abcdefghij<|im_end|>\n"
+    ids, attention, labels = pad_batch([(prompt, target), (prompt[:3], target)], pad_id=0)
+    assert (labels[0, :len(prompt)] == -100).all() and labels[0, len(prompt):].tolist() == target
+    assert attention[1].sum() == 3 + len(target) and (labels[1, 3 + len(target):] == -100).all()
+    short_prompt, short_target = encode_example(lm.tokenizer, task, ex, max_seq_len=len(target) + 5)
+    assert len(short_prompt) + len(short_target) == len(target) + 5 and short_target == target
+
+
+def test_tail_logits_match_the_full_forward_for_every_kind_of_method():
+    for name in ("lora", "prompt_tuning"):
+        lm = tiny_lm()
+        method, model = adapt(lm, name)
+        ids = torch.randint(3, 250, (2, 9))
+        mask = torch.ones_like(ids)
+        full = method.forward_logits(model, ids, mask)
+        assert torch.allclose(tail_logits(method, model, ids, mask, 4), full[:, -4:], atol=1e-6)
+
+
+def test_reward_falls_back_to_the_task_scorer():
+    task = LettersTask()
+    name, fn = resolve_reward(task, "")
+    ex = task.examples("train", 2)
+    assert name == "letters.score"
+    assert fn(completions=["abcd", "AB12"], example=ex, answer=["x", "x"]) == [1.0, 0.0]
+    with pytest.raises(ConfigError, match="unknown reward"):
+        resolve_reward(task, "no-such-reward")
+
+
+# ---- rollouts --------------------------------------------------------------------------------
+@pytest.mark.parametrize("method_name", ["lora", "prompt_tuning", "bitfit"])
+def test_rollout_log_probs_match_the_training_forward(method_name):
+    """The sampler's log-probs (merged weights, or virtual tokens in generate) agree with the
+    training forward on the same tokens: rollout and log-prob pass see the same model."""
+    lm = tiny_lm("tiny-random-qwen2" if method_name == "bitfit" else "tiny-random")
+    method, model = adapt(lm, method_name)
+    with torch.no_grad():  # move the adapter away from its identity init
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    backend = HFGenerateBackend(model, lm.tokenizer, method)
+    prompts = [lm.tokenizer("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"],
+               lm.tokenizer("<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n")["input_ids"]]
+    ro = backend.generate(prompts, generations=3, max_new_tokens=10, temperature=0.9, seed=5)
+    assert ro.completion_ids.shape[0] == 6 and len(ro.texts) == 6
+    ids = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
+    mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
+    with torch.no_grad():
+        logits = tail_logits(method, model, ids, mask, ro.completion_ids.shape[1] + 1)[:, :-1] / 0.9
+        train = torch.log_softmax(logits, -1).gather(-1, ro.completion_ids[..., None]).squeeze(-1)
+    gap = ((train - ro.logprobs).abs() * ro.completion_mask).max()
+    assert gap < 1e-4, gap
+    assert (ro.logprobs[ro.completion_mask == 1] < 0).all()
+
+
+# ---- learning signal -------------------------------------------------------------------------
+@pytest.mark.parametrize("method_name,lr", [("lora", 1e-2), ("full", 1e-2)])
+def test_grpo_raises_mean_reward(method_name, lr):
+    lm = tiny_lm()
+    method, model = adapt(lm, method_name)
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                           budget=budget(steps=10), learning_rate=lr, seed=0)
+    assert outcome.status == "success", outcome.error
+    rewards = [c["reward"] for c in outcome.curves]
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:2]) / 2 + 0.3, rewards
+
+
+def _fixed_batch_loss(lm, method, model, task):
+    pairs = [encode_example(lm.tokenizer, task, ex, 96) for ex in task.examples("train", 4)]
+    ids, attention, labels = pad_batch(pairs, 0)
+    with torch.no_grad():
+        logits = method.forward_logits(model, ids, attention)[:, :-1]
+        return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       labels[:, 1:].reshape(-1), ignore_index=-100))
+
+
+SFT_LR = {"full": 1e-2, "lora": 3e-2, "tinylora": 1e-1, "vera": 1e-1, "lora_xs": 1e-1, "bitfit": 3e-2,
+          "prompt_tuning": 1e-1}
+
+
+@pytest.mark.parametrize("method_name", METHODS)
+def test_sft_lowers_loss_and_touches_only_the_method_parameters(method_name):
+    lm = tiny_lm()
+    task = LettersTask()
+    method, model = adapt(lm, method_name)
+    before = _fixed_batch_loss(lm, method, model, task)
+    frozen, trained = frozen_state(model), trainable_state(model)
+    outcome = SFTTrainer().train(model=model, tokenizer=lm.tokenizer, method=method, task=task,
+                                 budget=budget(steps=6), learning_rate=SFT_LR[method_name], seed=0)
+    assert outcome.status == "success", outcome.error
+    after = _fixed_batch_loss(lm, method, model, task)
+    assert after < before - 0.05, (before, after)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert any(not torch.equal(p, trained[n]) for n, p in model.named_parameters() if n in trained)
+    assert outcome.spent.optimizer_steps == 6 and outcome.spent.examples == 24
+    assert [c["step"] for c in outcome.curves] == list(range(1, 7))
+
+
+@pytest.mark.parametrize("method_name,model_name", [("lora", "tiny-random"), ("tinylora", "tiny-random"),
+                                                    ("prompt_tuning", "tiny-random"), ("full", "tiny-random"),
+                                                    ("bitfit", "tiny-random")])
+def test_grpo_leaves_frozen_weights_bit_identical(method_name, model_name):
+    """Rollouts fold the adapter into the base weights and back; nothing frozen may drift."""
+    lm = tiny_lm(model_name)
+    config = {"train_embeddings": False} if method_name == "full" else {}
+    method, model = adapt(lm, method_name, **config)
+    frozen, trained = frozen_state(model), trainable_state(model)
+    assert frozen or method_name == "full"
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                           budget=budget(steps=3), learning_rate=3e-2, seed=1)
+    assert outcome.status == "success", outcome.error
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert any(not torch.equal(p, trained[n]) for n, p in model.named_parameters() if n in trained)
+    assert all(c["logprob_gap"] is None or c["logprob_gap"] < 1e-4 for c in outcome.curves)
+
+
+def test_only_method_parameters_receive_gradients():
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    seen = set()
+    for name, p in model.named_parameters():
+        p.register_hook(lambda g, name=name: seen.add(name))
+    grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(steps=2),
+                 learning_rate=1e-2, seed=0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert seen and seen <= trainable
+
+
+# ---- determinism and accounting --------------------------------------------------------------
+def _grpo_run(seed, method_name="lora"):
+    lm = tiny_lm()
+    method, model = adapt(lm, method_name)
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                           budget=budget(steps=3), learning_rate=1e-2, seed=seed)
+    return outcome, trainable_state(model)
+
+
+def test_same_seed_same_rollouts_and_parameters():
+    a, pa = _grpo_run(3)
+    b, pb = _grpo_run(3)
+    c, _ = _grpo_run(4)
+    assert [x["reward"] for x in a.curves] == [x["reward"] for x in b.curves]
+    assert a.spent.tokens_generated == b.spent.tokens_generated
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert [x["reward"] for x in a.curves] != [x["reward"] for x in c.curves]
+
+
+def test_grpo_records_what_it_spent():
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    b = budget(steps=3, batch_size=2, generations=3)
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=b,
+                           learning_rate=1e-2, seed=0)
+    s = outcome.spent
+    assert (s.optimizer_steps, s.prompts, s.completions, s.examples) == (3, 6, 18, 0)
+    assert 0 < s.tokens_generated <= 18 * 12
+    assert sum(round(c["completion_length"] * 6) for c in outcome.curves) == s.tokens_generated
+    assert s.tokens_trained <= s.tokens_generated
+    assert s.seconds_generation > 0 and s.seconds_train > 0
+    assert s.peak_rss_bytes > 50 * 2**20 and s.peak_accelerator_bytes is None
+    assert s.train_flops > 2 * 1e5 * s.tokens_generated  # at least the rollouts' forward FLOPs
+    assert s.zero_advantage_groups == sum(c["zero_advantage_groups"] for c in outcome.curves)
+    for c in outcome.curves:
+        assert {"step", "lr", "loss", "reward", "reward_std", "kl", "entropy", "logprob_gap", "grad_norm",
+                "seconds"} <= set(c)
+
+
+def test_zero_advantage_rows_are_skipped_without_changing_the_update():
+    """Skipping zero-advantage rows (beta = 0) gives the same parameters as training on them."""
+    results = []
+    for micro in (1, 0):
+        lm = tiny_lm()
+        method, model = adapt(lm, "lora")
+        trainer = grpo(micro_batch_size=micro)
+        outcome = trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                                budget=budget(steps=2), learning_rate=1e-2, seed=0)
+        results.append((outcome, trainable_state(model)))
+    (a, pa), (b, pb) = results
+    assert all(torch.allclose(pa[k], pb[k], atol=1e-6) for k in pa)
+    assert sum(c["trained_completions"] for c in a.curves) < 2 * 16 or a.spent.zero_advantage_groups == 0
+
+
+def test_schedule_warmup_then_cosine():
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    outcome = SFTTrainer().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                                 budget=budget(steps=6, schedule="cosine", warmup_ratio=0.34), learning_rate=1e-2,
+                                 seed=0)
+    lrs = [c["lr"] for c in outcome.curves]
+    assert lrs[0] == 0.0 and lrs[1] == pytest.approx(5e-3) and lrs[2] == pytest.approx(1e-2)
+    assert lrs[3] > lrs[4] > lrs[5] > 0
+
+
+def test_kl_to_the_reference_is_logged_and_grows_from_zero():
+    for name in ("lora", "full"):  # adapter disabled / frozen copy as reference
+        lm = tiny_lm()
+        method, model = adapt(lm, name)
+        outcome = grpo(beta=0.1).train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                                       budget=budget(steps=3), learning_rate=3e-2, seed=0)
+        kls = [c["kl"] for c in outcome.curves]
+        assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 1e-4, (name, kls)
+
+
+def test_truncated_importance_sampling_path_runs_and_logs_the_gap():
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    outcome = grpo(rollout_correction="tis", tis_cap=2.0).train(
+        model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(steps=2),
+        learning_rate=1e-2, seed=0)
+    assert outcome.status == "success"
+    assert all(c["logprob_gap"] is not None and c["logprob_gap"] < 1e-4 for c in outcome.curves)
+
+
+# ---- failures are recorded, not silent -------------------------------------------------------
+def test_nan_loss_stops_the_run_with_a_failed_status():
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+    outcome = SFTTrainer().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                                 budget=budget(steps=3), learning_rate=1e-2, seed=0)
+    assert outcome.status == "failed" and outcome.error == "NaN loss at step 1"
+    assert outcome.spent.optimizer_steps == 0 and outcome.curves == []
+
+
+def test_a_reward_that_returns_nan_fails_the_run():
+    class NanTask(LettersTask):
+        def score(self, completion, example):
+            return math.nan
+
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=NanTask(), budget=budget(),
+                           learning_rate=1e-2, seed=0)
+    assert outcome.status == "failed" and "NaN" in outcome.error and "letters.score" in outcome.error
+
+
+def test_out_of_memory_is_a_recorded_failure(monkeypatch):
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 99999999999 bytes")
+
+    monkeypatch.setattr(HFGenerateBackend, "generate", boom)
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(),
+                           learning_rate=1e-2, seed=0)
+    assert outcome.status == "failed" and outcome.error.startswith("out of memory at step 1")
+    assert isinstance(outcome.spent, Spent)
+
+
+def test_other_exceptions_propagate_to_the_runner(monkeypatch):
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    monkeypatch.setattr(HFGenerateBackend, "generate", lambda *a, **k: (_ for _ in ()).throw(ValueError("bug")))
+    with pytest.raises(ValueError, match="bug"):
+        grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(),
+                     learning_rate=1e-2, seed=0)
+    assert TrainingFailure is not ValueError
