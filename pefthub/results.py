@@ -18,7 +18,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -41,13 +41,11 @@ FALLBACK_LEARNING_RATE = 1e-4
 Progress = Callable[[dict], None]
 
 
-def default_task() -> str:
-    try:
-        from pefthub.tasks import DEFAULT_TASK
+def default_task() -> dict:
+    """The embedded default task config (name and parameters)."""
+    from pefthub.tasks import DEFAULT_TASK
 
-        return DEFAULT_TASK
-    except ImportError:
-        return "basic_arithmetic"
+    return dict(DEFAULT_TASK)
 
 
 def default_learning_rate(method: str) -> float:
@@ -79,21 +77,17 @@ def _number(value: Any, name: str, *, positive: bool = False) -> float:
 
 
 def make_task(task_config: Any):
-    """The task a config's ``task`` object names, built with its parameters."""
-    from pefthub import plugins
+    """The task a config's ``task`` object (``{"name": ..., **params}``) names."""
+    from pefthub.tasks import task_from_config
 
-    if isinstance(task_config, str):
-        task_config = {"name": task_config}
-    if not isinstance(task_config, dict) or not isinstance(task_config.get("name"), str):
+    if not isinstance(task_config, (dict, str)):
         raise ConfigError(f"config.task: must be an object with a 'name' (got {task_config!r})")
-    params = {k: v for k, v in task_config.items() if k != "name"}
-    task_cls = plugins.tasks().get(task_config["name"])
     try:
-        if hasattr(task_cls, "from_config"):
-            return task_cls.from_config(params)
-        return task_cls(**params)
+        return task_from_config(task_config)
+    except ConfigError as exc:
+        raise ConfigError(f"config.task: {exc}") from None
     except TypeError as exc:
-        raise ConfigError(f"config.task: task '{task_config['name']}' does not take these parameters: {exc}") from None
+        raise ConfigError(f"config.task: {exc}") from None
 
 
 def _evaluation(value: Any) -> dict:
@@ -112,8 +106,10 @@ def _evaluation(value: Any) -> dict:
             continue
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise ConfigError(f"config.eval.{key}: must be an integer >= {low} (got {v!r})")
-    if not isinstance(out["backend"], str):
-        raise ConfigError(f"config.eval.backend: must be a string (got {out['backend']!r})")
+    from pefthub.evaluation import BACKENDS
+
+    if out["backend"] not in BACKENDS:
+        raise ConfigError(f"config.eval.backend: must be one of {', '.join(BACKENDS)} (got {out['backend']!r})")
     return out
 
 
@@ -284,10 +280,8 @@ def _evaluate(model, tokenizer, method, task, split: str, limit: int | None, eva
     merged = method.merged(model) if method is not None else contextlib.nullcontext(model)
     with spent.timing("eval"), merged as m:
         result = evaluate(m, tokenizer, task, split=split, limit=limit, max_new_tokens=evaluation["max_new_tokens"],
-                          batch_size=EVAL_BATCH_SIZE, backend=evaluation["backend"])
+                          batch_size=EVAL_BATCH_SIZE, backend=evaluation["backend"],
+                          merged=method is None or method.mergeable)
     summary = dict(result.summary)
-    summary.setdefault("protocol", {})
-    if isinstance(summary["protocol"], dict):
-        summary["protocol"].setdefault("merged", method is None or method.mergeable)
     samples = [dict(s, split=s.get("split", split)) for s in result.samples]
     return summary, samples

@@ -310,20 +310,24 @@ class Resolution:
 
     methods: list[ResolvedMethod]
     trainer_options: dict[str, dict[str, Any]]
+    task: dict[str, Any]
 
 
 def resolve(suite: Suite) -> Resolution:
     """Check names against the plugin registries and resolve every method spec × params budget to
-    its exact config, trainable count and bytes (on the meta device), and every trainer's options
-    to their full form (defaults filled in, so a changed default changes the run's identity)."""
+    its exact config, trainable count and bytes (on the meta device), and the task's parameters and
+    every trainer's options to their full form (defaults filled in, so a changed default changes
+    the run's identity, and `pefthub train` with the same settings gets the same run id)."""
     from pefthub import plugins
     from pefthub.planning import plan_method
     from pefthub.trainers.budget import Budget
 
+    from pefthub.tasks import task_from_config
+
     try:
-        plugins.tasks().get(suite.task["name"])
+        task_config = task_from_config(suite.task).config()
     except ConfigError as exc:
-        raise ConfigError(f"{suite.file}: task.name: {exc}") from None
+        raise ConfigError(f"{suite.file}: task: {exc}") from None
     budget = Budget.from_dict(suite.budget)
     trainer_options: dict[str, dict[str, Any]] = {}
     for trainer in sorted({t for spec in suite.methods for t in spec.trainers}):
@@ -354,7 +358,7 @@ def resolve(suite: Suite) -> Resolution:
                 raise ConfigError(f"{suite.file}: {where}: {exc}") from None
             methods.append(ResolvedMethod(spec, params, plan.config, plan.trainable_params, plan.adapter_bytes,
                                           plan.total_params))
-    return Resolution(methods, trainer_options)
+    return Resolution(methods, trainer_options, task_config)
 
 
 def method_label(spec_name: str, params_target: int | None) -> str:
@@ -370,7 +374,7 @@ def expand(suite: Suite, resolution: Resolution | None = None) -> list[Experimen
     runs: list[Experiment] = []
     if suite.include_base:
         config = {
-            "model": suite.model, "task": suite.task, "trainer": BASE_TRAINER, "trainer_options": {},
+            "model": suite.model, "task": resolution.task, "trainer": BASE_TRAINER, "trainer_options": {},
             "method": BASE_METHOD, "method_config": {}, "params_target": None, "learning_rate": None,
             "seed": 0, "budget": {"steps": 0}, "eval": evaluation,
         }
@@ -381,7 +385,7 @@ def expand(suite: Suite, resolution: Resolution | None = None) -> list[Experimen
             for lr in spec.learning_rates:
                 for seed in suite.seeds:
                     config = {
-                        "model": suite.model, "task": suite.task, "trainer": trainer,
+                        "model": suite.model, "task": resolution.task, "trainer": trainer,
                         "trainer_options": resolution.trainer_options[trainer],
                         "method": spec.method, "method_config": item.config,
                         "params_target": item.params_target, "learning_rate": lr, "seed": seed,

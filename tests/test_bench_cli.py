@@ -21,10 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
 
 
-def default_task() -> str:
+def default_task_toml() -> str:
+    """The default task as a TOML [task] table body."""
+    import json
+
     from pefthub.tasks import DEFAULT_TASK
 
-    return DEFAULT_TASK
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in DEFAULT_TASK.items())
 
 
 def tiny_suite(tmp_path: Path, grid: str, name: str = "tiny", budget: str = "", extra: str = "") -> Path:
@@ -34,7 +37,7 @@ def tiny_suite(tmp_path: Path, grid: str, name: str = "tiny", budget: str = "", 
         model = "tiny-random"
         {extra}
         [task]
-        name = "{default_task()}"
+        {{task}}
         [budget]
         steps = 2
         batch_size = 2
@@ -50,9 +53,20 @@ def tiny_suite(tmp_path: Path, grid: str, name: str = "tiny", budget: str = "", 
         num_cpus = 1
         [grid]
         {grid}
-    """))
+    """).replace("{task}", default_task_toml()))
     return path
 
+
+#: Small on purpose: base row, one method with two learning rates, TinyLoRA under GRPO (4 runs).
+KILL_GRID = """
+methods = ["lora", "tinylora"]
+trainers = ["sft"]
+learning_rates = [1e-3, 1e-2]
+[methods.tinylora]
+params = [13]
+trainers = ["grpo"]
+learning_rates = [1e-3]
+"""
 
 GRID = """
 methods = ["lora", "tinylora"]
@@ -154,7 +168,7 @@ def test_plan_suite_shows_exact_counts(tmp_path, capsys):
 
 def test_kill_9_then_rerun_redoes_nothing_finished(tmp_path):
     """The issue's resume guarantee: kill -9 mid-sweep, rerun, finished runs untouched, all succeed."""
-    suite_dir = tiny_suite(tmp_path, GRID)
+    suite_dir = tiny_suite(tmp_path, KILL_GRID)
     results = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "pefthub", "bench", str(suite_dir), "--results", str(results)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=REPO)

@@ -1,4 +1,4 @@
-"""The Ray executor against a local Ray cluster this module starts (ray.init(num_cpus=2), loopback).
+"""The Ray executor against a private Ray cluster this module starts on this machine (ray.init(num_cpus=2)).
 
 Stand-in run functions exercise the failure paths in milliseconds; one test runs a real small grid
 on the tiny model through `pefthub bench --executor ray --address <this cluster>`.
@@ -6,17 +6,23 @@ on the tiny model through `pefthub bench --executor ray --address <this cluster>
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-import ray  # the `ray` extra is part of the test environment (.ci/run installs it)
+# The test cluster gets its own auth token (Ray >= 2.59 authenticates even local clusters). Ray
+# reads these when it is imported, so they are set first; the drivers the tests start get them
+# through ENV. Older Rays ignore them.
+_RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+_SAVED_ENV = {k: os.environ.get(k) for k in _RAY_AUTH}
+os.environ.update(_RAY_AUTH)
+
+import ray  # noqa: E402  (the `ray` extra is part of the test environment; .ci/run installs it)
 
 from pefthub import results as R
 from pefthub.errors import PefthubError
@@ -24,7 +30,7 @@ from pefthub.executors.ray import RayExecutor
 from pefthub.suites import Experiment, label_of
 
 HERE = Path(__file__).resolve().parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **_RAY_AUTH}
 
 
 def run_ok(config, *, suite, results_dir, progress=None):
@@ -56,6 +62,7 @@ def experiment(seed=0, **resources):
 
 @pytest.fixture(scope="module")
 def cluster():
+    """A private Ray cluster on this machine, shut down (and the environment restored) at the end."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
              _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -64,6 +71,11 @@ def cluster():
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        for k, v in _SAVED_ENV.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_with(fn, experiments, results_dir):
@@ -114,3 +126,28 @@ def test_unreachable_address_is_one_line_and_fails_fast(tmp_path):
     code = "from pefthub.executors.ray import RayExecutor; RayExecutor(address='127.0.0.1:9').connect()"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
     assert out.returncode != 0 and "cannot connect to the Ray cluster at 127.0.0.1:9" in out.stderr
+
+
+def test_bench_runs_a_tiny_grid_on_the_cluster(cluster, tmp_path):
+    """`pefthub bench --executor ray --address <cluster>`: real runs on the tiny model as Ray tasks,
+    results written by the driver into the suite's store; a rerun has nothing left to do."""
+    from test_bench_cli import KILL_GRID, tiny_suite
+
+    from pefthub import suites
+
+    suite_dir = tiny_suite(tmp_path, KILL_GRID, name="tiny-ray")
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "pefthub", "bench", str(suite_dir), "--executor", "ray", "--address", cluster,
+           "--results", str(results)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    assert out.returncode == 0, out.stderr
+    runs = suites.expand(suites.load(suite_dir))
+    docs, problems = R.load_results_dir(results)
+    assert problems == []
+    assert sorted(d["run_id"] for d in docs) == sorted(r.run_id for r in runs)
+    assert all(d["status"] == "success" for d in docs), [d.get("error") for d in docs]
+    for doc in docs:
+        assert (results / doc["evaluation"]["test"]["samples_file"]).exists()
+        assert doc["environment"]["hostname"]  # the worker recorded where it ran
+    again = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0 and f"{len(runs)} already done" in again.stdout and "0 to run" in again.stdout

@@ -133,13 +133,16 @@ def test_shipped_suites_parse(name):
 
 
 def test_shipped_suites_follow_the_issue():
+    from pefthub.tasks import DEFAULT_TASK
+
     quick = suites.load(REPO / "benchmarks" / "quick")
-    assert quick.model == "smollm2-135m-instruct"
+    assert quick.model == "smollm2-135m-instruct" and quick.task == DEFAULT_TASK
     assert [m.method for m in quick.methods] == ["tinylora", "lora", "lora_xs", "vera", "bitfit",
                                                  "prompt_tuning", "full"]
     assert all(m.trainers == ["sft", "grpo"] for m in quick.methods) and quick.seeds == [0]
 
     shape = suites.load(REPO / "benchmarks" / "cpu-paper-shape")
+    assert shape.model == quick.model and shape.task == DEFAULT_TASK
     tiny = next(m for m in shape.methods if m.method == "tinylora")
     assert tiny.params == [1, 13, 120]
     assert {m.method for m in shape.methods} == {"tinylora", "lora_xs", "lora", "vera", "bitfit", "prompt_tuning", "full"}
@@ -149,7 +152,9 @@ def test_shipped_suites_follow_the_issue():
     paper = suites.load(REPO / "benchmarks" / "paper-gsm8k")
     assert paper.model == "qwen2.5-7b-instruct" and paper.task["name"] == "gsm8k"
     assert paper.budget["generations"] == 4 and paper.budget["batch_size"] == 64
-    assert paper.budget["max_new_tokens"] == 4096 and paper.budget["steps"] == 3 * -(-7473 // 64)
+    assert paper.budget["max_new_tokens"] == 4096
+    # 3 epochs over GSM8K train less the held-out validation problems, 64 problems per step
+    assert paper.budget["steps"] == 3 * -(-(7473 - paper.task["validation_size"]) // 64)
     assert paper.trainer_options["grpo"]["beta"] == 0.0
     assert all(m.learning_rates == [1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4, 2e-4] for m in paper.methods)
     assert paper.seeds == [0, 1, 2]

@@ -189,6 +189,11 @@ def _fmt_bytes(n) -> str:
     return str(n)
 
 
+def _fmt_share(fraction: float) -> str:
+    pct = 100 * fraction
+    return f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
+
+
 def _fmt_acc(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -287,7 +292,7 @@ def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:
     for m in resolution.methods:
         runs = len(m.spec.trainers) * len(m.spec.learning_rates) * len(suite.seeds)
         table.add_row(m.spec.name, "-" if m.params_target is None else f"{m.params_target:,}",
-                      f"{m.trainable_params:,}", f"{100 * m.trainable_params / m.total_params:.2g}%",
+                      f"{m.trainable_params:,}", _fmt_share(m.trainable_params / m.total_params),
                       _fmt_bytes(m.adapter_bytes["trainable_fp32"]), _fmt_bytes(m.adapter_bytes["saved_fp32"]),
                       config_summary(m.config), ", ".join(m.spec.trainers),
                       ", ".join(f"{lr:g}" for lr in m.spec.learning_rates), str(runs))

@@ -31,7 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trainer", default="grpo", help="sft or grpo (default: %(default)s)")
     parser.add_argument("--option", dest="options", action="append", metavar="KEY=VALUE",
                         help="trainer option, e.g. --option beta=0.01 --option loss_type=dr_grpo (repeatable)")
-    parser.add_argument("--task", help="task name (default: the embedded default task)")
+    parser.add_argument("--task", help="task name (default: the embedded default task, see `pefthub tasks`)")
+    parser.add_argument("--task-param", dest="task_params", action="append", metavar="KEY=VALUE",
+                        help="task parameter, e.g. --task-param max_digits=3 (repeatable; with --task)")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="model name or path (default: %(default)s)")
     parser.add_argument("--lr", type=float, help="learning rate (default: a per-method default, see docs/trainers.md)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (default: %(default)s)")
@@ -62,9 +64,13 @@ def build_config(args) -> dict:
     from pefthub.runner import BASE_METHOD, NO_TRAINER, default_task, resolve_config
 
     base = args.method == BASE_METHOD
+    if args.task_params and not args.task:
+        from pefthub.errors import ConfigError
+
+        raise ConfigError("--task-param needs --task (parameters differ between tasks)")
     config = {
         "model": args.model,
-        "task": {"name": args.task or default_task()},
+        "task": {"name": args.task, **parse_overrides(args.task_params)} if args.task else default_task(),
         "trainer": NO_TRAINER if base else args.trainer,
         "trainer_options": parse_overrides(args.options),
         "method": args.method,

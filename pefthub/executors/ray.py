@@ -91,17 +91,23 @@ class RayExecutor:
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False,
                                   "runtime_env": {"env_vars": env} if env else None}
+        # Ray's C++ client logs every retry at WARNING on stderr; the failure is reported below as one line.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        hint = ""
         if self.address == "local":
             kwargs["include_dashboard"] = False
             address = None
         else:
             if self.address != "auto":
                 _check_reachable(self.address)
+                hint = ("; the address answers, so check Ray token authentication "
+                        "(RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or ~/.ray/auth_token, as on the cluster) "
+                        "and that the Ray versions match")
             address = self.address
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-            raise PefthubError(f"cannot connect to the Ray cluster at {self.address}: {one_line(str(exc))}") from None
+            raise PefthubError(f"cannot connect to the Ray cluster at {self.address}: {one_line(str(exc))}{hint}") from None
         self._started_here = True
 
     def close(self) -> None:

@@ -91,6 +91,17 @@ class HubTask(Task):
             return self._hub_rows[hub_split]
         import datasets
 
+        bars = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.utils.logging.disable_progress_bar()
+        try:
+            return self._load_hub_split_quietly(hub_split)
+        finally:
+            if bars:
+                datasets.utils.logging.enable_progress_bar()
+
+    def _load_hub_split_quietly(self, hub_split: str) -> list[dict[str, Any]]:
+        import datasets
+
         p = self.params
         where = f"dataset {self.source}" + (f" (config {self.hub_config})" if self.hub_config and not p.data_files else "")
         try:
@@ -104,6 +115,11 @@ class HubTask(Task):
                 where = f"file {file}"
                 builder = _BUILDERS[file.suffix.lower()]
                 ds = datasets.load_dataset(builder, data_files={hub_split: str(file)}, split=hub_split)
+            elif Path(self.source).expanduser().is_dir():
+                file = self._local_file(Path(self.source).expanduser(), hub_split)
+                where = f"file {file}"
+                ds = datasets.load_dataset(_BUILDERS[file.suffix.lower()], data_files={hub_split: str(file)},
+                                           split=hub_split)
             else:
                 ds = datasets.load_dataset(self.source, self.hub_config, split=hub_split)
         except ConfigError:
@@ -121,6 +137,22 @@ class HubTask(Task):
         rows = [dict(row) for row in ds]
         self._hub_rows[hub_split] = rows
         return rows
+
+    def _local_file(self, root: Path, hub_split: str) -> Path:
+        """The file holding ``hub_split`` in a local copy of the dataset repository
+        (``<config>/<split>-00000-of-00001.parquet``, ``<split>.jsonl``, ``data/<split>-*.parquet`` ...)."""
+        prefixes = ([f"{self.hub_config}/"] if self.hub_config else []) + ["", "data/"]
+        for prefix in prefixes:
+            for pattern in (f"{hub_split}-*", f"{hub_split}.*"):
+                found = sorted(p for p in root.glob(prefix + pattern) if p.suffix.lower() in _BUILDERS)
+                if len(found) > 1:
+                    raise ConfigError(f"task '{self.name}': {root} has several files for split '{hub_split}' "
+                                      f"({', '.join(p.name for p in found)}); pass data_files to choose one")
+                if found:
+                    return found[0]
+        raise ConfigError(f"task '{self.name}': no file for split '{hub_split}' in {root} (looked for "
+                          f"{', '.join(pre + hub_split + '-*.parquet' for pre in prefixes)} and .jsonl/.json/.csv); "
+                          f"pass data_files instead")
 
     def make_example(self, row: dict[str, Any], index: int) -> Example | None:
         raise NotImplementedError
@@ -167,7 +199,10 @@ class HubTask(Task):
         if split != "test" and "train" not in self.hub_splits:
             return f": {self.hub_path} has only a {self.hub_splits['test']} split (it is an evaluation set)"
         if split == "validation":
-            return " (validation_size is 0)"
+            return " (validation_size is 0)" if self.params.validation_size == 0 else f" ({self.source} gave no usable rows)"
+        if self._splits.get("validation"):
+            return (f": validation_size={self.params.validation_size} took all {len(self._splits['validation'])} "
+                    f"usable rows of the hub's train split; lower validation_size")
         return f" ({self.source} gave no usable rows)"
 
 

