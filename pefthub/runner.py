@@ -142,6 +142,7 @@ def prepare(config: dict) -> Prepared:
     if method_name == BASE_METHOD:
         return Prepared(config, task, None, None, None, None, evaluation, None, seed)
 
+    trainer_cls = plugins.trainers().get(trainer_name)
     params_target = config.get("params_target")
     overrides = config.get("method_config") or {}
     if not isinstance(overrides, dict):
@@ -150,7 +151,6 @@ def prepare(config: dict) -> Prepared:
     method.check_trainer(trainer_name)
     method.apply(meta_model(config["model"]))  # UnsupportedError now, not after loading weights
 
-    trainer_cls = plugins.trainers().get(trainer_name)
     trainer = trainer_cls(trainer_cls.options_class.from_dict(config.get("trainer_options") or {}))
     budget_value = config.get("budget")
     if not isinstance(budget_value, dict):

@@ -336,7 +336,14 @@ def resolve(suite: Suite) -> Resolution:
             options = trainer_cls.options_class.from_dict(suite.trainer_options.get(trainer, {}))
             trainer_cls(options).check_budget(budget)
         except ConfigError as exc:
-            raise ConfigError(f"{suite.file}: trainer_options.{trainer}: {exc}") from None
+            message = str(exc)  # "trainer_options.<field>: ..." -> "trainer_options.<trainer>.<field>: ..."
+            if message.startswith("trainer_options."):
+                message = message.replace("trainer_options.", f"trainer_options.{trainer}.", 1)
+            elif message.startswith("trainer_options:"):
+                message = message.replace("trainer_options:", f"trainer_options.{trainer}:", 1)
+            else:
+                message = f"trainer_options.{trainer}: {message}"
+            raise ConfigError(f"{suite.file}: {message}") from None
         trainer_options[trainer] = options.to_dict()
     for spec in suite.methods:
         try:

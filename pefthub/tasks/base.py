@@ -46,7 +46,10 @@ class TaskParams:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+            value = getattr(self, f.name)
+            _check_type(f.name, value, hints[f.name])
+            if hints[f.name] is float and isinstance(value, int):
+                setattr(self, f.name, float(value))  # 1 and 1.0 are the same setting: same config hash
         self.validate()
 
     def validate(self) -> None:

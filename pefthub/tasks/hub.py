@@ -125,7 +125,7 @@ class HubTask(Task):
         except ConfigError:
             raise
         except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-            if p.data_files is not None:
+            if where.startswith("file "):
                 raise ConfigError(f"task '{self.name}': {where} could not be read ({_first_line(exc)})") from None
             raise ConfigError(f"task '{self.name}': {where}, split {hub_split} is not available here: the hub is "
                               f"unreachable or the dataset is not in the local cache ({_first_line(exc)}); "

@@ -2,7 +2,8 @@
 
 Splits are carved from one deterministic stream: reasoning-gym item ``i`` of the dataset seeded
 with ``seed`` is a pure function of ``(seed, i)``. Walking ``i = 0, 1, 2, ...`` and keeping each
-question text the first time it appears gives a list of distinct questions; the first
+question the first time it appears (by its text, or for arithmetic by its expression, so a
+reworded expression cannot sit in two splits) gives a list of distinct questions; the first
 ``test_size`` are the test split, the next ``validation_size`` the validation split, and the rest
 (up to ``train_size``) the train split. The splits are therefore disjoint by construction, and the
 same parameters always give the same examples. Items without a correct worked solution are skipped
@@ -85,6 +86,11 @@ class ProceduralTask(Task):
         None to skip it (no verifiable solution)."""
         raise NotImplementedError
 
+    def dedupe_key(self, example: Example) -> str:
+        """What makes two items "the same question" (at most one of them is kept): the question
+        text by default; tasks whose wording varies around the same problem override it."""
+        return _question_key(example.question)
+
     def _extend(self, count: int) -> None:
         if len(self._stream) >= count or self._exhausted:
             return
@@ -102,7 +108,7 @@ class ProceduralTask(Task):
             index = self._next_index
             self._next_index += 1
             example = self.make_example(self._dataset[index], index)
-            key = _question_key(example.question) if example is not None else None
+            key = self.dedupe_key(example) if example is not None else None
             if example is None or key in self._seen:
                 misses += 1
                 continue

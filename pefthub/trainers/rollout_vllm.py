@@ -47,9 +47,9 @@ class VLLMRolloutBackend(RolloutBackend):
         root.mkdir(parents=True, exist_ok=True)
         self.checkpoint = Path(tempfile.mkdtemp(dir=root, prefix="rollout-"))
         try:
-            vllm_engine.save_merged_checkpoint(model, tokenizer, self.checkpoint, method=method)
-            self.llm = vllm_engine.create_engine(self.checkpoint, self.options)
             with vllm_engine.merged_state(model, method) as state:
+                vllm_engine.write_checkpoint(state, model, tokenizer, self.checkpoint)
+                self.llm = vllm_engine.create_engine(self.checkpoint, self.options)
                 vllm_engine.check_engine_accepts(self.llm, state)
         except BaseException:
             self.close()

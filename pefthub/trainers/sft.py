@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from pefthub.errors import ConfigError
 from pefthub.trainers import common
-from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
+from pefthub.trainers.base import Trainer, TrainerOptions, config_field
 from pefthub.trainers.budget import Budget, Spent, forward_params, lr_scheduler, train_step_flops, \
     trainable_params
 
@@ -146,4 +146,4 @@ class SFTTrainer(Trainer):
                 progress({"phase": "train", "step": step, "steps": budget.steps, "loss": loss_total})
 
 
-__all__ = ["SFTTrainer", "SFTOptions", "TrainingFailure"]
+__all__ = ["SFTTrainer", "SFTOptions"]
