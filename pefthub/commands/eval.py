@@ -86,7 +86,7 @@ def run(args) -> int:
 
     config = task_config(args.task, args.params)
     task = task_from_config(config)
-    task.examples(args.split, 1 if args.limit is None else min(1, args.limit))  # empty split: fail before loading
+    task.examples(args.split, 1)  # an empty split fails here, before the model loads
     console = Console(stderr=True)
     console.print(f"[dim]task {json.dumps(task.config())}[/dim]")
     loaded = load_model(args.model)
