@@ -21,7 +21,7 @@ from typing import Any
 from pefthub.errors import ConfigError
 
 NAME = "eval"
-HELP = "score a model on a task with lm-eval (accuracy, 95% CI, per-sample file)"
+HELP = "score a model on a task with lm-eval (accuracy, 95%% CI, per-sample file)"
 DEFAULT_OUT = Path("eval-results")
 
 

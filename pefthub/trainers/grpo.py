@@ -51,7 +51,7 @@ from pefthub.trainers import common
 from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
 from pefthub.trainers.budget import (Budget, Spent, forward_flops, forward_params, lr_scheduler,
                                      train_step_flops, trainable_params)
-from pefthub.trainers.rollout import ROLLOUT_BACKENDS, Rollouts, rollout_backend
+from pefthub.trainers.rollout import Rollouts, backend_names, rollout_backend
 
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -78,7 +78,7 @@ class GRPOOptions(TrainerOptions):
     epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped")
     epsilon_high: float = config_field(0.2, "upper clip range: ratios above 1 + epsilon_high are clipped "
                                             "(DAPO's clip-higher uses 0.28)")
-    rollout_backend: str = config_field("hf", "rollout engine: " + ", ".join(sorted(ROLLOUT_BACKENDS)))
+    rollout_backend: str = config_field("hf", "rollout engine: " + ", ".join(backend_names()))
     rollout_correction: str = config_field(
         "auto", "'none' (the training forward's log-probs are the old log-probs), 'tis' (also weight each "
                 "token by min(exp(train − rollout log-prob), tis_cap)), 'auto' ('none' for engines whose "
@@ -101,8 +101,8 @@ class GRPOOptions(TrainerOptions):
         self._require(self.beta >= 0, "beta", "must be >= 0")
         self._require(0 <= self.epsilon_low < 1, "epsilon_low", "must be within [0, 1)")
         self._require(self.epsilon_high >= 0, "epsilon_high", "must be >= 0")
-        self._require(self.rollout_backend in ROLLOUT_BACKENDS, "rollout_backend",
-                      f"must be one of {', '.join(sorted(ROLLOUT_BACKENDS))}")
+        self._require(self.rollout_backend in backend_names(), "rollout_backend",
+                      f"must be one of {', '.join(backend_names())}")
         self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
                       f"must be one of {', '.join(CORRECTIONS)}")
         self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")

@@ -186,11 +186,22 @@ class HFGenerateBackend(RolloutBackend):
 
 #: name -> backend class; another engine registers itself here (e.g. ``ROLLOUT_BACKENDS["vllm"] = ...``).
 ROLLOUT_BACKENDS: dict[str, type[RolloutBackend]] = {"hf": HFGenerateBackend}
+#: name -> module that registers it on import: known by name (so a config naming it validates on a
+#: machine without the engine, e.g. `pefthub plan` of a GPU suite), imported only when used.
+LAZY_ROLLOUT_BACKENDS: dict[str, str] = {"vllm": "pefthub.trainers.rollout_vllm"}
+
+
+def backend_names() -> list[str]:
+    return sorted(set(ROLLOUT_BACKENDS) | set(LAZY_ROLLOUT_BACKENDS))
 
 
 def rollout_backend(name: str) -> type[RolloutBackend]:
+    if name not in ROLLOUT_BACKENDS and name in LAZY_ROLLOUT_BACKENDS:
+        import importlib
+
+        importlib.import_module(LAZY_ROLLOUT_BACKENDS[name])
     try:
         return ROLLOUT_BACKENDS[name]
     except KeyError:
         raise ConfigError(f"trainer_options.rollout_backend: unknown backend {name!r} "
-                          f"(known: {', '.join(sorted(ROLLOUT_BACKENDS))})") from None
+                          f"(known: {', '.join(backend_names())})") from None
