@@ -184,3 +184,45 @@ def test_content_security_policy_blocks_an_inline_script_that_slipped_through(si
     finally:
         page.close()
         planted.unlink()
+
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_RESULTS = REPO / "leaderboards" / "quick" / "results"
+
+
+def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
+    """The real results the README's main command wrote (committed under leaderboards/quick):
+    built afresh, one plot marker per successful trained configuration, every run in the table,
+    a run page with its curves and completions, no console errors, nothing fetched."""
+    files = sorted(QUICK_RESULTS.glob("*.json"))
+    if not files:
+        pytest.skip("no committed quick results (run `make bench`)")
+    runs = [results.read_result(f) for f in files]
+    ok = [r for r in runs if r["status"] == "success"]
+    trained = [r for r in ok if r["config"]["trainer"] != "none"]
+    assert trained, "the committed quick results have no successful trained run"
+    root = tmp_path / "leaderboards"
+    shutil.copytree(REPO / "leaderboards" / "quick", root / "quick", ignore=shutil.ignore_patterns("site"))
+    out = tmp_path / "site"
+    build_site(root, out)
+    shots = Path(os.environ.get("PEFTHUB_SITE_SCREENSHOTS") or tmp_path) / "quick-screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    configurations = {(r["config"]["method"], r["method"]["trainable_params"], r["config"]["trainer"]) for r in trained}
+    assert page.locator("svg.params-plot .pt").count() == len(configurations)
+    assert page.locator("svg.params-plot .base-ref .base-line").count() == 1
+    assert page.locator("table.board tbody tr").count() == len(configurations) + 1  # + the base row
+    page.screenshot(path=str(shots / "quick-index.png"), full_page=True)
+
+    first = page.locator("table.board tbody a[href^='runs/quick/']").first
+    first.click()
+    page.wait_for_load_state("load")
+    assert page.locator("svg.curve-plot").count() >= 2
+    assert page.locator("ol.samples > li").count() > 0
+    page.screenshot(path=str(shots / "quick-run.png"), full_page=True)
+    watch.check()
+    page.close()

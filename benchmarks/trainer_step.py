@@ -1,0 +1,171 @@
+"""Time optimizer steps of one trainer engine in a process of its own (run by test_train_speed.py).
+
+    python benchmarks/trainer_step.py {pefthub,trl} {grpo,sft} --steps 3
+
+Each engine runs in a fresh process so that its peak RSS (``ru_maxrss``) is its own. Both engines
+get the same model (the embedded SmolLM2-135M-Instruct, fp32), the same method built by pefthub's
+registry (so the same trainable parameters), the same examples, batch shape and optimizer settings.
+The last stdout line is a JSON object: per-step seconds (the first step is warm-up), tokens
+generated or trained on, and peak RSS in bytes.
+
+Settings that make the two engines do the same work:
+
+* GRPO runs on ``gsm_symbolic`` prompts, whose answers do not fit in 48 tokens, so nearly every
+  completion of both engines is exactly ``max_new_tokens`` long (the tokens are counted and
+  reported); pefthub's shortcut of leaving zero-advantage rows out of the backward pass is turned
+  off, because TRL has no such shortcut and the rewards here are mostly zero.
+* SFT runs on ``gsm_symbolic`` worked solutions cut to ``max_seq_len`` = 96 tokens, so every row
+  of both engines is 96 tokens long; completion-only loss, no packing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+GRPO = {"method": "tinylora", "params": 13, "batch_size": 8, "generations": 4, "max_new_tokens": 48,
+        "learning_rate": 5e-3, "temperature": 1.0}
+SFT = {"method": "lora", "config": {"r": 8}, "batch_size": 8, "max_seq_len": 96, "learning_rate": 1e-4}
+TASK = {"name": "gsm_symbolic"}
+
+
+def build(method_name: str, params: int | None = None, config: dict | None = None):
+    from pefthub import plugins
+    from pefthub.models import load_model
+
+    lm = load_model("smollm2-135m-instruct")
+    cls = plugins.methods().get(method_name)
+    if params is not None:
+        method_config = cls.config_for_params(lm.model, params)
+    else:
+        method_config = cls.config_class(**(config or {}))
+    method = cls(method_config)
+    return lm, method, method.apply(lm.model)
+
+
+def run_pefthub(trainer_name: str, steps: int) -> dict:
+    from pefthub import plugins
+    from pefthub.tasks import task_from_config
+    from pefthub.trainers.budget import Budget
+
+    spec = GRPO if trainer_name == "grpo" else SFT
+    lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
+    task = task_from_config(TASK)
+    trainer_cls = plugins.trainers().get(trainer_name)
+    if trainer_name == "grpo":
+        trainer_cls.skip_zero_advantage_rows = False  # same work as TRL (see the module docstring)
+        trainer = trainer_cls(trainer_cls.options_class(temperature=spec["temperature"]))
+        budget = Budget(steps=steps, batch_size=spec["batch_size"], generations=spec["generations"],
+                        max_new_tokens=spec["max_new_tokens"], max_seq_len=512)
+    else:
+        trainer = trainer_cls()
+        budget = Budget(steps=steps, batch_size=spec["batch_size"], max_seq_len=spec["max_seq_len"])
+    outcome = trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=task, budget=budget,
+                            learning_rate=spec["learning_rate"], seed=0)
+    if outcome.status != "success":
+        raise SystemExit(f"pefthub {trainer_name} failed: {outcome.error}")
+    spent = outcome.spent
+    tokens = spent.tokens_generated if trainer_name == "grpo" else spent.tokens_trained
+    return {"step_seconds": [p["seconds"] for p in outcome.curves], "tokens": tokens,
+            "trainable": method.trainable_parameters(model)}
+
+
+class StepClock:
+    """A transformers TrainerCallback recording wall seconds between optimizer-step ends."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._last = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
+
+    def __getattr__(self, name):  # every other callback event: nothing to do
+        if name.startswith("on_"):
+            return lambda *a, **kw: None
+        raise AttributeError(name)
+
+
+def run_trl(trainer_name: str, steps: int) -> dict:
+    from datasets import Dataset
+
+    from pefthub.tasks import task_from_config
+
+    spec = GRPO if trainer_name == "grpo" else SFT
+    lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
+    task = task_from_config(TASK)
+    out = tempfile.mkdtemp(prefix="pefthub-trl-bench-")
+    clock = StepClock()
+    common = dict(output_dir=out, max_steps=steps, learning_rate=spec["learning_rate"], lr_scheduler_type="constant",
+                  warmup_steps=0, report_to=[], use_cpu=True, save_strategy="no", bf16=False, logging_steps=1,
+                  dataloader_num_workers=0, seed=0, max_grad_norm=1.0, weight_decay=0.0, disable_tqdm=True)
+    if trainer_name == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        from pefthub.rewards import reward_for_task
+
+        examples = task.examples("train", steps * spec["batch_size"])
+        data = Dataset.from_list([{"prompt": task.messages(ex), "answer": ex.answer} for ex in examples])
+        (_, reward), = reward_for_task(task)  # the reward pefthub's GRPO trains with
+
+        args = GRPOConfig(per_device_train_batch_size=spec["batch_size"] * spec["generations"],
+                          num_generations=spec["generations"], max_completion_length=spec["max_new_tokens"],
+                          temperature=spec["temperature"], top_p=1.0, loss_type="dapo", beta=0.0,
+                          shuffle_dataset=False, **common)
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
+                              processing_class=lm.tokenizer, callbacks=[clock])
+        trainer.train()
+        completions = spec["batch_size"] * spec["generations"]
+        n_tokens = round(sum(log["completions/mean_length"] * completions for log in trainer.state.log_history
+                             if "completions/mean_length" in log))
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        examples = task.examples("train", steps * spec["batch_size"])
+        data = Dataset.from_list([{"prompt": task.messages(ex),
+                                   "completion": [{"role": "assistant", "content": task.target(ex)}]}
+                                  for ex in examples])
+        args = SFTConfig(per_device_train_batch_size=spec["batch_size"], max_length=spec["max_seq_len"],
+                         packing=False, completion_only_loss=True, shuffle_dataset=False, **common)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=lm.tokenizer,
+                             callbacks=[clock])
+        trainer.train()
+        n_tokens = None
+    return {"step_seconds": clock.seconds, "tokens": n_tokens, "trainable": method.trainable_parameters(model)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("engine", choices=["pefthub", "trl"])
+    parser.add_argument("trainer", choices=["grpo", "sft"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    run = run_pefthub if args.engine == "pefthub" else run_trl
+    started = time.perf_counter()
+    report = run(args.trainer, args.steps)
+    report.update(engine=args.engine, trainer=args.trainer, threads=args.threads,
+                  wall_seconds=time.perf_counter() - started,
+                  peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    sys.stdout.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
