@@ -2,7 +2,7 @@
 
     python benchmarks/trainer_step.py {pefthub,trl} {grpo,sft} --steps 3
 
-Each engine runs in a fresh process so that its peak RSS (``ru_maxrss``) is its own. Both engines
+Each engine runs in a fresh process so that its peak RSS (``VmHWM``) is its own. Both engines
 get the same model (the embedded SmolLM2-135M-Instruct, fp32), the same method built by pefthub's
 registry (so the same trainable parameters), the same examples, batch shape and optimizer settings.
 The last stdout line is a JSON object: per-step seconds (the first step is warm-up), tokens
@@ -14,8 +14,11 @@ Settings that make the two engines do the same work:
   completion of both engines is exactly ``max_new_tokens`` long (the tokens are counted and
   reported); pefthub's shortcut of leaving zero-advantage rows out of the backward pass is turned
   off, because TRL has no such shortcut and the rewards here are mostly zero.
-* SFT runs on ``gsm_symbolic`` worked solutions cut to ``max_seq_len`` = 96 tokens, so every row
-  of both engines is 96 tokens long; completion-only loss, no packing.
+* SFT runs on the default task's worked solutions (``chain_sum``; prompt + solution are 78–93
+  tokens, so nothing is cut at ``max_seq_len`` = 96); completion-only loss, no packing, padding to
+  the longest row of the batch in both engines.
+* TRL gets the examples in the order pefthub's seeded ``BatchStream`` draws them, with its own
+  shuffling off, so both engines see the same batches.
 """
 
 from __future__ import annotations
@@ -37,7 +40,19 @@ import torch  # noqa: E402
 GRPO = {"method": "tinylora", "params": 13, "batch_size": 8, "generations": 4, "max_new_tokens": 48,
         "learning_rate": 5e-3, "temperature": 1.0}
 SFT = {"method": "lora", "config": {"r": 8}, "batch_size": 8, "max_seq_len": 96, "learning_rate": 1e-4}
-TASK = {"name": "gsm_symbolic"}
+GRPO_TASK = {"name": "gsm_symbolic"}
+def task_for(trainer_name: str):
+    from pefthub.tasks import default_task, task_from_config
+
+    return task_from_config(GRPO_TASK) if trainer_name == "grpo" else default_task()
+
+
+def examples_in_pefthub_order(task, steps: int, batch_size: int, seed: int = 0) -> list:
+    """The examples pefthub's trainers draw for ``steps`` steps, in the order they draw them."""
+    from pefthub.trainers import common
+
+    stream = common.BatchStream(task.examples("train", steps * batch_size), batch_size, seed)
+    return [ex for _ in range(steps) for ex in next(stream)]
 
 
 def build(method_name: str, params: int | None = None, config: dict | None = None):
@@ -56,12 +71,11 @@ def build(method_name: str, params: int | None = None, config: dict | None = Non
 
 def run_pefthub(trainer_name: str, steps: int) -> dict:
     from pefthub import plugins
-    from pefthub.tasks import task_from_config
     from pefthub.trainers.budget import Budget
 
     spec = GRPO if trainer_name == "grpo" else SFT
     lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
-    task = task_from_config(TASK)
+    task = task_for(trainer_name)
     trainer_cls = plugins.trainers().get(trainer_name)
     if trainer_name == "grpo":
         trainer_cls.skip_zero_advantage_rows = False  # same work as TRL (see the module docstring)
@@ -105,11 +119,10 @@ class StepClock:
 def run_trl(trainer_name: str, steps: int) -> dict:
     from datasets import Dataset
 
-    from pefthub.tasks import task_from_config
-
     spec = GRPO if trainer_name == "grpo" else SFT
     lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
-    task = task_from_config(TASK)
+    task = task_for(trainer_name)
+    examples = examples_in_pefthub_order(task, steps, spec["batch_size"])
     out = tempfile.mkdtemp(prefix="pefthub-trl-bench-")
     clock = StepClock()
     common = dict(output_dir=out, max_steps=steps, learning_rate=spec["learning_rate"], lr_scheduler_type="constant",
@@ -120,7 +133,6 @@ def run_trl(trainer_name: str, steps: int) -> dict:
 
         from pefthub.rewards import reward_for_task
 
-        examples = task.examples("train", steps * spec["batch_size"])
         data = Dataset.from_list([{"prompt": task.messages(ex), "answer": ex.answer} for ex in examples])
         (_, reward), = reward_for_task(task)  # the reward pefthub's GRPO trains with
 
@@ -137,7 +149,6 @@ def run_trl(trainer_name: str, steps: int) -> dict:
     else:
         from trl import SFTConfig, SFTTrainer
 
-        examples = task.examples("train", steps * spec["batch_size"])
         data = Dataset.from_list([{"prompt": task.messages(ex),
                                    "completion": [{"role": "assistant", "content": task.target(ex)}]}
                                   for ex in examples])
@@ -148,6 +159,16 @@ def run_trl(trainer_name: str, steps: int) -> dict:
         trainer.train()
         n_tokens = None
     return {"step_seconds": clock.seconds, "tokens": n_tokens, "trainable": method.trainable_parameters(model)}
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS: ``VmHWM`` of its address space. Not ``ru_maxrss``, which Linux
+    carries over from the parent across the ``exec`` of a vfork-ed child (posix_spawn, as Python's
+    subprocess uses), so a child of a large parent would report the parent's peak."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no procfs: an upper bound
 
 
 def main() -> None:
@@ -163,7 +184,7 @@ def main() -> None:
     report = run(args.trainer, args.steps)
     report.update(engine=args.engine, trainer=args.trainer, threads=args.threads,
                   wall_seconds=time.perf_counter() - started,
-                  peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                  peak_rss_bytes=peak_rss_bytes())
     sys.stdout.write(json.dumps(report) + "\n")
 
 
