@@ -30,7 +30,7 @@ NEW_TOKENS = 64
 DECODE_BATCHES = (32, 64)
 METHOD_BATCH = 32
 METHODS = ("tinylora", "lora", "lora_xs", "vera", "bitfit", "full")
-DECODE_ROUNDS, METHOD_ROUNDS = 3, 2
+DECODE_ROUNDS, METHOD_ROUNDS = 3, 4
 TARGET_FLOP_SHARE = 50.0  # issue 4: rollouts at >= 50% of the fp32 FLOP bound
 TARGET_METHOD_SLOWDOWN = 5.0  # issue 4: every method within 5% of the base model
 
