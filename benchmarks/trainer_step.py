@@ -95,25 +95,24 @@ def run_pefthub(trainer_name: str, steps: int) -> dict:
             "trainable": method.trainable_parameters(model)}
 
 
-class StepClock:
+def step_clock():
     """A transformers TrainerCallback recording wall seconds between optimizer-step ends."""
+    from transformers import TrainerCallback
 
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._last = None
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.seconds: list[float] = []
+            self._last = None
 
-    def on_train_begin(self, args, state, control, **kw):
-        self._last = time.perf_counter()
+        def on_train_begin(self, args, state, control, **kw):
+            self._last = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kw):
-        now = time.perf_counter()
-        self.seconds.append(now - self._last)
-        self._last = now
+        def on_step_end(self, args, state, control, **kw):
+            now = time.perf_counter()
+            self.seconds.append(now - self._last)
+            self._last = now
 
-    def __getattr__(self, name):  # every other callback event: nothing to do
-        if name.startswith("on_"):
-            return lambda *a, **kw: None
-        raise AttributeError(name)
+    return StepClock()
 
 
 def run_trl(trainer_name: str, steps: int) -> dict:
@@ -124,7 +123,7 @@ def run_trl(trainer_name: str, steps: int) -> dict:
     task = task_for(trainer_name)
     examples = examples_in_pefthub_order(task, steps, spec["batch_size"])
     out = tempfile.mkdtemp(prefix="pefthub-trl-bench-")
-    clock = StepClock()
+    clock = step_clock()
     common = dict(output_dir=out, max_steps=steps, learning_rate=spec["learning_rate"], lr_scheduler_type="constant",
                   warmup_steps=0, report_to=[], use_cpu=True, save_strategy="no", bf16=False, logging_steps=1,
                   dataloader_num_workers=0, seed=0, max_grad_norm=1.0, weight_decay=0.0, disable_tqdm=True)
