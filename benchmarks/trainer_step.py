@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +42,8 @@ GRPO = {"method": "tinylora", "params": 13, "batch_size": 8, "generations": 4, "
         "learning_rate": 5e-3, "temperature": 1.0}
 SFT = {"method": "lora", "config": {"r": 8}, "batch_size": 8, "max_seq_len": 96, "learning_rate": 1e-4}
 GRPO_TASK = {"name": "gsm_symbolic"}
+
+
 def task_for(trainer_name: str):
     from pefthub.tasks import default_task, task_from_config
 
@@ -157,6 +160,7 @@ def run_trl(trainer_name: str, steps: int) -> dict:
                              callbacks=[clock])
         trainer.train()
         n_tokens = None
+    shutil.rmtree(out, ignore_errors=True)
     return {"step_seconds": clock.seconds, "tokens": n_tokens, "trainable": method.trainable_parameters(model)}
 
 

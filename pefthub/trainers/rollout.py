@@ -19,6 +19,7 @@ prompts × generations in one call.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -197,8 +198,6 @@ def backend_names() -> list[str]:
 
 def rollout_backend(name: str) -> type[RolloutBackend]:
     if name not in ROLLOUT_BACKENDS and name in LAZY_ROLLOUT_BACKENDS:
-        import importlib
-
         importlib.import_module(LAZY_ROLLOUT_BACKENDS[name])
     try:
         return ROLLOUT_BACKENDS[name]
