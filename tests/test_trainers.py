@@ -20,7 +20,7 @@ from pefthub.trainers import Budget, Spent
 from pefthub.trainers.base import TrainingFailure
 from pefthub.trainers.common import BatchStream, tail_logits
 from pefthub.trainers.grpo import GRPOOptions, GRPOTrainer, group_advantages, resolve_reward
-from pefthub.trainers.rollout import HFGenerateBackend, completion_mask
+from pefthub.trainers.rollout import FusedRolloutBackend, HFGenerateBackend, completion_mask
 from pefthub.trainers.sft import SFTOptions, SFTTrainer, encode_example, pad_batch
 
 LOWER = set("abcdefghijklmnopqrstuvwxyz")
@@ -198,8 +198,11 @@ def test_reward_falls_back_to_the_task_scorer():
 
 
 # ---- rollouts --------------------------------------------------------------------------------
-@pytest.mark.parametrize("method_name", ["lora", "prompt_tuning", "bitfit"])
-def test_rollout_log_probs_match_the_training_forward(method_name):
+@pytest.mark.parametrize("backend_class,method_name", [
+    (HFGenerateBackend, "lora"), (HFGenerateBackend, "prompt_tuning"), (HFGenerateBackend, "bitfit"),
+    (FusedRolloutBackend, "lora"), (FusedRolloutBackend, "bitfit"), (FusedRolloutBackend, "vera"),
+    (FusedRolloutBackend, "full")])
+def test_rollout_log_probs_match_the_training_forward(backend_class, method_name):
     """The sampler's log-probs (merged weights, or virtual tokens in generate) agree with the
     training forward on the same tokens: rollout and log-prob pass see the same model."""
     lm = tiny_lm("tiny-random-qwen2" if method_name == "bitfit" else "tiny-random")
@@ -208,7 +211,7 @@ def test_rollout_log_probs_match_the_training_forward(method_name):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
-    backend = HFGenerateBackend(model, lm.tokenizer, method)
+    backend = backend_class(model, lm.tokenizer, method)
     prompts = [lm.tokenizer("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"],
                lm.tokenizer("<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n")["input_ids"]]
     ro = backend.generate(prompts, generations=3, max_new_tokens=10, temperature=0.9, seed=5)
@@ -442,7 +445,8 @@ def test_out_of_memory_is_a_recorded_failure(monkeypatch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 99999999999 bytes")
 
-    monkeypatch.setattr(HFGenerateBackend, "generate", boom)
+    for engine in (HFGenerateBackend, FusedRolloutBackend):
+        monkeypatch.setattr(engine, "generate", boom)
     outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(),
                            learning_rate=1e-2, seed=0)
     assert outcome.status == "failed" and outcome.error.startswith("out of memory at step 1")
@@ -452,7 +456,8 @@ def test_out_of_memory_is_a_recorded_failure(monkeypatch):
 def test_other_exceptions_propagate_to_the_runner(monkeypatch):
     lm = tiny_lm()
     method, model = adapt(lm, "lora")
-    monkeypatch.setattr(HFGenerateBackend, "generate", lambda *a, **k: (_ for _ in ()).throw(ValueError("bug")))
+    for engine in (HFGenerateBackend, FusedRolloutBackend):
+        monkeypatch.setattr(engine, "generate", lambda *a, **k: (_ for _ in ()).throw(ValueError("bug")))
     with pytest.raises(ValueError, match="bug"):
         grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(),
                      learning_rate=1e-2, seed=0)

@@ -51,7 +51,7 @@ from pefthub.trainers import common
 from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
 from pefthub.trainers.budget import (Budget, Spent, forward_flops, forward_params, lr_scheduler,
                                      train_step_flops, trainable_params)
-from pefthub.trainers.rollout import Rollouts, backend_names, rollout_backend
+from pefthub.trainers.rollout import Rollouts, auto_backend, backend_names, rollout_backend
 
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -78,7 +78,9 @@ class GRPOOptions(TrainerOptions):
     epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped")
     epsilon_high: float = config_field(0.2, "upper clip range: ratios above 1 + epsilon_high are clipped "
                                             "(DAPO's clip-higher uses 0.28)")
-    rollout_backend: str = config_field("hf", "rollout engine: " + ", ".join(backend_names()))
+    rollout_backend: str = config_field(
+        "auto", "rollout engine: 'auto' ('fused' where it serves the model and the method merges, else 'hf'), "
+                + ", ".join(f"'{n}'" for n in backend_names()) + "; the engine used is in each curve point")
     rollout_correction: str = config_field(
         "auto", "'none' (the training forward's log-probs are the old log-probs), 'tis' (also weight each "
                 "token by min(exp(train − rollout log-prob), tis_cap)), 'auto' ('none' for engines whose "
@@ -101,8 +103,8 @@ class GRPOOptions(TrainerOptions):
         self._require(self.beta >= 0, "beta", "must be >= 0")
         self._require(0 <= self.epsilon_low < 1, "epsilon_low", "must be within [0, 1)")
         self._require(self.epsilon_high >= 0, "epsilon_high", "must be >= 0")
-        self._require(self.rollout_backend in backend_names(), "rollout_backend",
-                      f"must be one of {', '.join(backend_names())}")
+        self._require(self.rollout_backend in ("auto", *backend_names()), "rollout_backend",
+                      f"must be one of auto, {', '.join(backend_names())}")
         self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
                       f"must be one of {', '.join(CORRECTIONS)}")
         self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")
@@ -252,7 +254,8 @@ class GRPOTrainer(Trainer):
         reward_name, reward_fn = resolve_reward(task, o.reward)
         examples = task.examples("train", budget.steps * budget.batch_size)
         stream = common.BatchStream(examples, budget.batch_size, seed)
-        backend = rollout_backend(o.rollout_backend)(model, tokenizer, method)
+        engine = auto_backend(model, method) if o.rollout_backend == "auto" else o.rollout_backend
+        backend = rollout_backend(engine)(model, tokenizer, method)
         correction = o.rollout_correction
         if correction == "auto":
             correction = "none" if backend.exact else "tis"
@@ -308,7 +311,7 @@ class GRPOTrainer(Trainer):
                     "grad_norm": grad_norm, "seconds": time.perf_counter() - started,
                     "zero_advantage_groups": n_zero, "trained_completions": row_stats["rows"],
                     "completion_length": float(rollouts.completion_mask.sum(1).float().mean()),
-                    "clip_ratio": row_stats["clip_ratio"],
+                    "clip_ratio": row_stats["clip_ratio"], "rollout_backend": engine,
                 }
                 curves.append(point)
                 if progress is not None:
@@ -363,8 +366,8 @@ class GRPOTrainer(Trainer):
             is_weights = None
             if correction == "tis":
                 if rollout_logps is None:
-                    raise ConfigError(f"rollout_correction 'tis' needs log-probs from the rollout backend, "
-                                      f"and '{o.rollout_backend}' reports none")
+                    raise ConfigError("rollout_correction 'tis' needs log-probs from the rollout backend, "
+                                      "and this one reports none")
                 is_weights = truncated_importance_weights(old, rollout_logps, o.tis_cap)
             ref_logps = None
             if reference is not None:

@@ -12,6 +12,11 @@ The RL trainer talks to a :class:`RolloutBackend` only, so an engine other than 
 * is told after every optimizer step (:meth:`RolloutBackend.sync`) so an engine holding its own
   copy of the weights can refresh it.
 
+Built in: ``hf`` (transformers ``generate``, any architecture and every method), ``fused``
+(pefthub's own sampler for Llama-family models, :mod:`pefthub.trainers.decoder`; 3-4x faster on
+CPU) and, lazily, ``vllm``. ``auto`` (the GRPO default) takes ``fused`` where it serves the model
+and the method, else ``hf``.
+
 HF ``generate`` runs inside ``method.merged(model)`` (adapter folded into the base weights) so a
 rollout costs what the base model costs, under ``torch.inference_mode`` with the KV cache, with all
 prompts × generations in one call.
@@ -185,8 +190,60 @@ class HFGenerateBackend(RolloutBackend):
         return Rollouts(prompt_ids, prompt_mask, completion_ids, mask, logprobs, texts, positions)
 
 
+class FusedRolloutBackend(RolloutBackend):
+    """pefthub's own sampler (:mod:`pefthub.trainers.decoder`) on merged weights: Llama, Qwen2 and
+    Mistral models, 3-4x faster than ``generate`` on CPU (docs/performance.md). Its log-probs come
+    from the model's own computation, fused differently: they match the training forward to float
+    rounding, like merged-weight ``generate``, so no importance-sampling correction is needed."""
+
+    name = "fused"
+    exact = True
+
+    def __init__(self, model: nn.Module, tokenizer: Any, method: Any):
+        super().__init__(model, tokenizer, method)
+        from pefthub.errors import UnsupportedError
+        from pefthub.trainers.decoder import check_supported
+
+        check_supported(model)
+        if method is not None and not getattr(method, "mergeable", True):
+            raise UnsupportedError(f"the 'fused' rollout engine samples from merged weights and method '{method.name}' "
+                                   f"cannot be merged (prompt tuning prepends virtual tokens); use rollout_backend='hf'")
+
+    def generate(self, prompts: list[list[int]], *, generations: int, max_new_tokens: int,
+                 temperature: float, seed: int) -> Rollouts:
+        from pefthub.trainers.decoder import FusedDecoder
+
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        eos = eos_token_ids(tok, self.model)
+        ids, mask = left_pad(prompts, pad_id)  # one row per distinct prompt: prefilled once
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed % 2**63)  # depends only on (seed, step)
+        with torch.no_grad(), self.method.merged(self.model) as merged:
+            samples = FusedDecoder(merged).sample(ids, mask, generations=generations, max_new_tokens=max_new_tokens,
+                                                  temperature=temperature, eos_ids=eos, pad_id=pad_id,
+                                                  generator=generator)
+        texts = tok.batch_decode(samples.tokens, skip_special_tokens=True)
+        return Rollouts(ids.repeat_interleave(generations, dim=0), mask.repeat_interleave(generations, dim=0),
+                        samples.tokens, samples.mask, samples.logprobs, texts, samples.positions_computed)
+
+
+def auto_backend(model: nn.Module, method: Any) -> str:
+    """``fused`` where it serves the model and the method merges, else ``hf``."""
+    from pefthub.errors import UnsupportedError
+    from pefthub.trainers.decoder import check_supported
+
+    if method is not None and not getattr(method, "mergeable", True):
+        return "hf"
+    try:
+        check_supported(model)
+    except UnsupportedError:
+        return "hf"
+    return "fused"
+
+
 #: name -> backend class; another engine registers itself here (e.g. ``ROLLOUT_BACKENDS["vllm"] = ...``).
-ROLLOUT_BACKENDS: dict[str, type[RolloutBackend]] = {"hf": HFGenerateBackend}
+ROLLOUT_BACKENDS: dict[str, type[RolloutBackend]] = {"hf": HFGenerateBackend, "fused": FusedRolloutBackend}
 #: name -> module that registers it on import: known by name (so a config naming it validates on a
 #: machine without the engine, e.g. `pefthub plan` of a GPU suite), imported only when used.
 LAZY_ROLLOUT_BACKENDS: dict[str, str] = {"vllm": "pefthub.trainers.rollout_vllm"}
