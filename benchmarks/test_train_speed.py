@@ -63,6 +63,7 @@ def test_step_against_trl(benchmark, trainer):
         info["rss_target"] = TARGETS[trainer]["rss"]
         info["rss_met"] = rss_ratio <= TARGETS[trainer]["rss"]
     if trainer == "grpo":
+        info["pefthub_rollout_backend"] = ours["rollout_backend"]
         info["pefthub_tokens_generated"] = ours["tokens"]
         info["trl_tokens_generated"] = trl["tokens"]
         info["note"] = ("TinyLoRA 13 params, 8 prompts x 4 generations, 48 new tokens, gsm_symbolic prompts, "

@@ -95,7 +95,8 @@ def run_pefthub(trainer_name: str, steps: int) -> dict:
     spent = outcome.spent
     tokens = spent.tokens_generated if trainer_name == "grpo" else spent.tokens_trained
     return {"step_seconds": [p["seconds"] for p in outcome.curves], "tokens": tokens,
-            "trainable": method.trainable_parameters(model)}
+            "trainable": method.trainable_parameters(model),
+            "rollout_backend": outcome.curves[0].get("rollout_backend")}
 
 
 def step_clock():

@@ -17,7 +17,6 @@ from pefthub.errors import UnsupportedError
 from pefthub.models import EMBEDDED_MODEL, load_model
 from pefthub.trainers import decoder
 from pefthub.trainers.decoder import FusedDecoder, check_supported, onednn_available, sample_categorical
-from pefthub.trainers.grpo import GRPOOptions, GRPOTrainer
 from pefthub.trainers.rollout import FusedRolloutBackend, auto_backend, left_pad
 
 PREPACK = [False, True] if onednn_available() else [False]
@@ -171,44 +170,6 @@ def test_unsupported_architectures_and_methods_are_refused_in_one_line():
     lora = plugins.methods().get("lora")
     lora_method = lora(lora.config_class())
     assert auto_backend(lora_method.apply(tiny("tiny-random").model), lora_method) == "fused"
-
-
-def test_grpo_default_engine_is_fused_where_it_serves_and_hf_for_prompt_tuning():
-    from pefthub.tasks import Example, Task
-    from pefthub.trainers import Budget
-
-    class Letters(Task):
-        name = "letters"
-        reward = ""
-
-        def examples(self, split, n=None):
-            xs = [Example(id=f"{split}-{i}", question=f"Write letters ({i}).", answer="abc", solution="abc")
-                  for i in range(8)]
-            return xs[:n] if n else xs
-
-        def messages(self, example):
-            return [{"role": "user", "content": example.question}]
-
-        def target(self, example):
-            return example.solution
-
-        def extract(self, completion):
-            return completion
-
-        def score(self, completion, example):
-            return sum(ch.isalpha() for ch in completion) / max(1, len(completion))
-
-    budget = Budget(steps=2, batch_size=2, generations=2, max_new_tokens=8, max_seq_len=96)
-    for method_name, engine in (("lora", "fused"), ("prompt_tuning", "hf")):
-        lm = tiny("tiny-random")
-        cls = plugins.methods().get(method_name)
-        method = cls(cls.config_class())
-        model = method.apply(lm.model)
-        outcome = GRPOTrainer(GRPOOptions()).train(model=model, tokenizer=lm.tokenizer, method=method, task=Letters(),
-                                                   budget=budget, learning_rate=1e-2, seed=0)
-        assert outcome.status == "success", outcome.error
-        assert [c["rollout_backend"] for c in outcome.curves] == [engine, engine]
-        assert all(c["logprob_gap"] is None or c["logprob_gap"] < 1e-4 for c in outcome.curves)
 
 
 @pytest.mark.slow

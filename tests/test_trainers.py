@@ -226,6 +226,17 @@ def test_rollout_log_probs_match_the_training_forward(backend_class, method_name
     assert (ro.logprobs[ro.completion_mask == 1] < 0).all()
 
 
+@pytest.mark.parametrize("method_name,engine", [("lora", "fused"), ("prompt_tuning", "hf")])
+def test_grpo_default_engine_is_fused_where_it_serves_and_hf_for_prompt_tuning(method_name, engine):
+    lm = tiny_lm()
+    method, model = adapt(lm, method_name)
+    outcome = grpo().train(model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
+                           budget=budget(steps=2), learning_rate=1e-2, seed=0)
+    assert outcome.status == "success", outcome.error
+    assert [c["rollout_backend"] for c in outcome.curves] == [engine, engine]
+    assert all(c["logprob_gap"] is None or c["logprob_gap"] < 1e-4 for c in outcome.curves)
+
+
 # ---- learning signal -------------------------------------------------------------------------
 @pytest.mark.parametrize("method_name,lr", [("lora", 1e-2), ("full", 1e-2)])
 def test_grpo_raises_mean_reward(method_name, lr):

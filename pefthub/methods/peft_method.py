@@ -85,9 +85,10 @@ class PeftMethod(Method):
                     if not active:
                         continue
                     original = base.weight.data
-                    merged_weight = original.clone()
+                    merged_weight = None  # W + Δ in one pass (no clone first): this runs before every rollout
                     for adapter in active:
-                        merged_weight += layer.get_delta_weight(adapter).to(original.dtype)
+                        delta = layer.get_delta_weight(adapter).to(original.dtype)
+                        merged_weight = original + delta if merged_weight is None else merged_weight.add_(delta)
                     swapped.append((layer, base, original, list(layer.merged_adapters)))
                     base.weight.data = merged_weight
                     layer.merged_adapters.extend(active)
