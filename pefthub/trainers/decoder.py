@@ -29,6 +29,7 @@ line, and the ``hf`` engine serves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,8 +48,12 @@ def _inner(model: nn.Module) -> nn.Module:
     return get() if callable(get) else model
 
 
-def check_supported(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedError` unless :class:`FusedDecoder` computes exactly this model."""
+def check_supported(model: nn.Module, method: Any = None) -> None:
+    """Raise :class:`UnsupportedError` unless :class:`FusedDecoder` computes exactly this model with
+    ``method``'s adapter merged in (a method that cannot merge, e.g. prompt tuning, is refused)."""
+    if method is not None and not getattr(method, "mergeable", True):
+        raise UnsupportedError(f"the 'fused' rollout engine samples from merged weights and method '{method.name}' "
+                               f"cannot be merged (prompt tuning prepends virtual tokens); use rollout_backend='hf'")
     base = _inner(model)
     arch = type(base).__name__
     if arch not in SUPPORTED_ARCHITECTURES:

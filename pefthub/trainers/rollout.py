@@ -13,7 +13,7 @@ The RL trainer talks to a :class:`RolloutBackend` only, so an engine other than 
   copy of the weights can refresh it.
 
 Built in: ``hf`` (transformers ``generate``, any architecture and every method), ``fused``
-(pefthub's own sampler for Llama-family models, :mod:`pefthub.trainers.decoder`; 3-4x faster on
+(pefthub's own sampler for Llama-family models, :mod:`pefthub.trainers.decoder`; ~3x faster on
 CPU) and, lazily, ``vllm``. ``auto`` (the GRPO default) takes ``fused`` where it serves the model
 and the method, else ``hf``.
 
@@ -134,6 +134,11 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Te
     return (~ended_before).long()
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id rollouts pad with: the tokenizer's pad token, else its end-of-sequence token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def eos_token_ids(tokenizer: Any, model: nn.Module) -> set[int]:
     ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), tokenizer):
@@ -158,7 +163,7 @@ class HFGenerateBackend(RolloutBackend):
         from transformers import GenerationConfig, LogitsProcessorList
 
         tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pad_id = pad_token_id(tok)
         eos = eos_token_ids(tok, self.model)
         rows = [p for p in prompts for _ in range(generations)]
         prompt_ids, prompt_mask = left_pad(rows, pad_id)
@@ -192,7 +197,7 @@ class HFGenerateBackend(RolloutBackend):
 
 class FusedRolloutBackend(RolloutBackend):
     """pefthub's own sampler (:mod:`pefthub.trainers.decoder`) on merged weights: Llama, Qwen2 and
-    Mistral models, 3-4x faster than ``generate`` on CPU (docs/performance.md). Its log-probs come
+    Mistral models, ~3x faster than ``generate`` on CPU (docs/performance.md). Its log-probs come
     from the model's own computation, fused differently: they match the training forward to float
     rounding, like merged-weight ``generate``, so no importance-sampling correction is needed."""
 
@@ -201,20 +206,16 @@ class FusedRolloutBackend(RolloutBackend):
 
     def __init__(self, model: nn.Module, tokenizer: Any, method: Any):
         super().__init__(model, tokenizer, method)
-        from pefthub.errors import UnsupportedError
         from pefthub.trainers.decoder import check_supported
 
-        check_supported(model)
-        if method is not None and not getattr(method, "mergeable", True):
-            raise UnsupportedError(f"the 'fused' rollout engine samples from merged weights and method '{method.name}' "
-                                   f"cannot be merged (prompt tuning prepends virtual tokens); use rollout_backend='hf'")
+        check_supported(model, method)
 
     def generate(self, prompts: list[list[int]], *, generations: int, max_new_tokens: int,
                  temperature: float, seed: int) -> Rollouts:
         from pefthub.trainers.decoder import FusedDecoder
 
         tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pad_id = pad_token_id(tok)
         eos = eos_token_ids(tok, self.model)
         ids, mask = left_pad(prompts, pad_id)  # one row per distinct prompt: prefilled once
         device = next(self.model.parameters()).device
@@ -233,10 +234,8 @@ def auto_backend(model: nn.Module, method: Any) -> str:
     from pefthub.errors import UnsupportedError
     from pefthub.trainers.decoder import check_supported
 
-    if method is not None and not getattr(method, "mergeable", True):
-        return "hf"
     try:
-        check_supported(model)
+        check_supported(model, method)
     except UnsupportedError:
         return "hf"
     return "fused"

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from pefthub import vllm_engine
-from pefthub.trainers.rollout import ROLLOUT_BACKENDS, RolloutBackend, Rollouts, eos_token_ids, left_pad
+from pefthub.trainers.rollout import (ROLLOUT_BACKENDS, RolloutBackend, Rollouts, eos_token_ids, left_pad,
+                                      pad_token_id)
 
 
 class VLLMRolloutBackend(RolloutBackend):
@@ -61,7 +62,7 @@ class VLLMRolloutBackend(RolloutBackend):
         from vllm.inputs import TokensPrompt
 
         tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pad_id = pad_token_id(tok)
         # Plain sampling from softmax(logits / T): no top-k/top-p/min-p or penalties, as the HF backend.
         params = SamplingParams(n=generations, temperature=temperature, top_p=1.0, top_k=0, min_p=0.0,
                                 max_tokens=max_new_tokens, stop_token_ids=sorted(self.eos), logprobs=0,
