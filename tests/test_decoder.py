@@ -16,7 +16,8 @@ from pefthub import plugins
 from pefthub.errors import UnsupportedError
 from pefthub.models import EMBEDDED_MODEL, load_model
 from pefthub.trainers import decoder
-from pefthub.trainers.decoder import FusedDecoder, check_supported, onednn_available, sample_categorical
+from pefthub.trainers.decoder import (SAMPLE_BLOCK, FusedDecoder, check_supported, onednn_available, pick_tokens,
+                                      sample_categorical)
 from pefthub.trainers.rollout import FusedRolloutBackend, auto_backend, left_pad
 
 PREPACK = [False, True] if onednn_available() else [False]
@@ -143,14 +144,40 @@ def test_same_seed_same_samples_other_seed_other_samples():
 
 def test_sample_categorical_draws_from_the_distribution():
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, -30.0, 0.5]])
-    logprobs = torch.log_softmax(logits, -1).expand(60000, -1).contiguous()
-    draws = sample_categorical(logprobs, torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, -1).expand(60000, -1).contiguous()
+    draws = sample_categorical(probs, torch.Generator().manual_seed(0))
     freq = torch.bincount(draws, minlength=6).double() / 60000
-    expected = logprobs[0].exp().double()
+    expected = probs[0].double()
     assert (freq - expected).abs().max() < 0.01, (freq, expected)
     assert int((draws == 4).sum()) == 0  # p ≈ 9e-15: never in 60k draws
-    zero = torch.log(torch.tensor([[0.5, 0.0, 0.5]])).expand(20000, -1).contiguous()
+    zero = torch.tensor([[0.5, 0.0, 0.5]]).expand(20000, -1).contiguous()
     assert not (sample_categorical(zero, torch.Generator().manual_seed(1)) == 1).any()  # p = 0 is never drawn
+
+
+def test_sample_categorical_across_blocks():
+    """A vocabulary of several sampling blocks plus a ragged tail: mass in three blocks and in the
+    padded tail is drawn in proportion, and zero-weight tokens (whole blocks, block ends) never."""
+    vocab = 3 * SAMPLE_BLOCK + 37
+    weights = torch.zeros(vocab)
+    picks = {5: 1.0, SAMPLE_BLOCK - 1: 2.0, 2 * SAMPLE_BLOCK + 100: 3.0, vocab - 1: 4.0}
+    for token, w in picks.items():
+        weights[token] = w
+    draws = sample_categorical(weights.expand(40000, -1).contiguous(), torch.Generator().manual_seed(0))
+    assert set(draws.tolist()) == set(picks)
+    freq = torch.bincount(draws, minlength=vocab).double()[list(picks)] / 40000
+    assert (freq - torch.tensor(list(picks.values()), dtype=torch.float64) / 10).abs().max() < 0.01, freq
+
+
+def test_pick_tokens_log_probs_are_log_softmax_of_the_chosen_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(16, 1000) * 4
+    for temperature in (1.0, 0.7):
+        reference = torch.log_softmax(logits / temperature, -1)
+        chosen, logprobs = pick_tokens(logits.clone(), temperature, torch.Generator().manual_seed(2))
+        assert torch.allclose(logprobs, reference.gather(-1, chosen[:, None]).squeeze(-1), atol=1e-5)
+        greedy, greedy_logprobs = pick_tokens(logits.clone(), temperature, torch.Generator(), greedy=True)
+        assert torch.equal(greedy, logits.argmax(-1))
+        assert torch.allclose(greedy_logprobs, reference.max(-1).values, atol=1e-5)
 
 
 def test_unsupported_architectures_and_methods_are_refused_in_one_line():

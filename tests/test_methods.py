@@ -151,3 +151,26 @@ def test_parse_overrides():
         "u": 13, "weight_tying": 1.0, "target_modules": ["q_proj", "v_proj"], "init": "random"}
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["u13"])
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="VeRA's fast merge needs oneDNN")
+def test_vera_fast_merge_equals_peft_delta_and_bypasses_it():
+    lm = load_model("tiny-random")
+    m = method("vera")(method("vera").config_class(r=16))
+    model = m.apply(lm.model)
+    torch.manual_seed(0)
+    with torch.no_grad():  # peft starts λ_b at zero (Δ = 0): give both vectors values
+        for n, p in model.named_parameters():
+            if "vera_lambda" in n:
+                p.uniform_(-1, 1)
+    layers = [mod for mod in model.modules() if hasattr(mod, "vera_lambda_d")]
+    assert layers
+    for layer in layers:
+        weight = layer.get_base_layer().weight.data
+        expected = weight + layer.get_delta_weight("default")
+        layer.get_delta_weight = None  # the fast path must not fall back on peft's product
+        fast = m.merge_weight(layer, ["default"], weight)
+        del layer.get_delta_weight
+        assert fast is not weight and fast.shape == weight.shape
+        assert torch.allclose(fast, expected, rtol=1e-5, atol=1e-6), (fast - expected).abs().max()
+        assert not torch.equal(fast, weight)

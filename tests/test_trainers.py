@@ -226,6 +226,34 @@ def test_rollout_log_probs_match_the_training_forward(backend_class, method_name
     assert (ro.logprobs[ro.completion_mask == 1] < 0).all()
 
 
+class OneShortPromptTask(LettersTask):
+    """Every prompt long but one; only the short prompt's completions get unequal rewards, so the
+    rows that carry gradient have less left padding than the rollout batch had."""
+
+    def examples(self, split, n=None):
+        xs = [Example(id=f"{split}-{i}", question="Letters." if i == 0 else
+                      f"Write some lowercase letters for me, please, as many as you like ({i}).", answer="abc",
+                      solution="abcdefghij") for i in range(4)]
+        return xs[:n] if n else xs
+
+    def score(self, completion, example):
+        return super().score(completion, example) if example.id.endswith("-0") else 0.5
+
+
+def test_prompt_tuning_trains_on_the_padding_it_was_sampled_with():
+    """peft prepends virtual tokens before the left padding, so the padding's width changes what a
+    prompt-tuned row computes: the log-prob pass must keep the rollout's padding, not trim it."""
+    lm = tiny_lm()
+    method, model = adapt(lm, "prompt_tuning")
+    outcome = grpo(rollout_backend="hf").train(model=model, tokenizer=lm.tokenizer, method=method,
+                                               task=OneShortPromptTask(), budget=budget(steps=2, batch_size=4),
+                                               learning_rate=1e-2, seed=0)
+    assert outcome.status == "success", outcome.error
+    trained = [c for c in outcome.curves if c["trained_completions"]]
+    assert trained and all(c["trained_completions"] <= 4 for c in trained)  # only the short prompt's group
+    assert all(c["logprob_gap"] < 1e-4 for c in trained), [c["logprob_gap"] for c in trained]
+
+
 @pytest.mark.parametrize("method_name,engine", [("lora", "fused"), ("prompt_tuning", "hf")])
 def test_grpo_default_engine_is_fused_where_it_serves_and_hf_for_prompt_tuning(method_name, engine):
     lm = tiny_lm()

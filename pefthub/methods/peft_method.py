@@ -85,18 +85,26 @@ class PeftMethod(Method):
                     if not active:
                         continue
                     original = base.weight.data
-                    merged_weight = None  # W + Δ in one pass (no clone first): this runs before every rollout
-                    for adapter in active:
-                        delta = layer.get_delta_weight(adapter).to(original.dtype)
-                        merged_weight = original + delta if merged_weight is None else merged_weight.add_(delta)
                     swapped.append((layer, base, original, list(layer.merged_adapters)))
-                    base.weight.data = merged_weight
+                    base.weight.data = self.merge_weight(layer, active, original)
                     layer.merged_adapters.extend(active)
             yield model
         finally:
             for layer, base, original, previous in swapped:
                 base.weight.data = original
                 layer.merged_adapters[:] = previous
+
+    def merge_weight(self, layer: nn.Module, adapters: list[str], weight: torch.Tensor) -> torch.Tensor:
+        """A new tensor ``weight + Σ Δ`` over ``adapters`` of peft ``layer`` (``weight`` is left as is).
+
+        This runs before every GRPO rollout; a method whose delta has a faster exact form
+        overrides it (VeRA does). The default is peft's ``get_delta_weight``, added in one pass.
+        """
+        merged = None
+        for adapter in adapters:
+            delta = layer.get_delta_weight(adapter).to(weight.dtype)
+            merged = weight + delta if merged is None else merged.add_(delta)
+        return weight.clone() if merged is None else merged
 
 
 def _adapter_names(layer) -> set[str]:

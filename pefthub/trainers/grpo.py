@@ -354,7 +354,10 @@ class GRPOTrainer(Trainer):
             c_mask = ro.completion_mask[idx]
             width = int(c_mask.sum(1).max())  # drop all-padding completion columns
             p_mask = ro.prompt_mask[idx]
-            first = int((p_mask.sum(0) > 0).nonzero()[0])  # drop all-padding prompt columns
+            # Drop all-padding prompt columns, except for a method that rewrites the input (prompt
+            # tuning): peft puts its virtual tokens before the left padding, so the padding's width
+            # changes what a row computes, and the rollout was sampled with the whole batch's.
+            first = int((p_mask.sum(0) > 0).nonzero()[0]) if common.uses_default_forward(method) else 0
             completion = ro.completion_ids[idx, :width]
             c_mask = c_mask[:, :width]
             input_ids = torch.cat([ro.prompt_ids[idx, first:], completion], dim=1)
