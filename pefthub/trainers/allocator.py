@@ -6,7 +6,7 @@ a fresh ``mmap`` and gives memory at the top of its heap back to the kernel past
 threshold, so those buffers come back as new pages that the kernel must fault in and zero, one
 4 KB page at a time. Measured here on the embedded model, a ``fused`` rollout of 8 × 4 took
 0.3–0.45 million minor page faults and the decoder build of a merged adapter ~0.13 million
-(0.5–0.9 s against 0.1 s without them); with the thresholds raised both fall to ~0 after the
+(0.6–1.0 s against ~0.1 s without them); with the thresholds raised both fall to ~0 after the
 first rollout (``minor_faults_per_rollout`` in docs/performance.md). PyTorch's CPU tuning guide
 recommends the same thing through jemalloc or tcmalloc; this keeps glibc and sets two of its
 documented parameters (``mallopt(3)``).
