@@ -52,8 +52,11 @@ def load(paths: Iterable[str | Path]) -> dict[str, Any]:
 
 
 def merge(merged: dict[str, Any], data: dict[str, Any]) -> None:
+    """Add ``data``'s benchmarks to ``merged``; each keeps the time and commit of the run that
+    measured it (``measured_in``), since a page can hold sections from different runs."""
+    measured_in = {"datetime": data.get("datetime"), "commit": _commit(data.get("commit_info") or {})}
     for bench in data["benchmarks"]:
-        merged["benchmarks"][bench.get("fullname") or bench["name"]] = bench
+        merged["benchmarks"][bench.get("fullname") or bench["name"]] = {"measured_in": measured_in, **bench}
     merged["machine_info"] = data.get("machine_info") or merged["machine_info"]
     merged["commit_info"] = data.get("commit_info") or merged["commit_info"]
     merged["datetime"] = data.get("datetime") or merged["datetime"]
@@ -108,6 +111,10 @@ def render(data: dict[str, Any]) -> str:
         lines += [f"## {group}", "", "| benchmark | median s | rounds | " + " | ".join(keys) + " |",
                   "|---|---:|---:|" + "---:|" * len(keys)]
         notes = []
+        runs = sorted({(b["measured_in"].get("datetime") or "?", b["measured_in"].get("commit") or "?")
+                       for b in benches if b.get("measured_in")})
+        for when, commit in runs:
+            notes.append(f"- measured in the run of {when} (commit {commit})")
         for bench in benches:
             info = bench.get("extra_info") or {}
             rounds = (bench.get("stats") or {}).get("rounds", "–")
@@ -122,12 +129,15 @@ def render(data: dict[str, Any]) -> str:
 def _provenance(data: dict[str, Any]) -> list[str]:
     machine, commit = data.get("machine_info") or {}, data.get("commit_info") or {}
     cpu = machine.get("cpu") or {}
-    facts = [("run", data.get("datetime")),
-             ("commit", (commit.get("id") or "")[:12] + (" (dirty)" if commit.get("dirty") else "") or None),
+    facts = [("latest run", data.get("datetime")), ("its commit", _commit(commit)),
              ("cpu", cpu.get("brand_raw")), ("logical cores", cpu.get("count")),
              ("python", machine.get("python_version")), ("machine", machine.get("node"))]
     out = [f"- {name}: {fmt(value)}" for name, value in facts if value not in (None, "")]
     return out + [""] if out else []
+
+
+def _commit(commit: dict[str, Any]) -> str | None:
+    return ((commit.get("id") or "")[:12] + (" (dirty)" if commit.get("dirty") else "")) or None
 
 
 def data_file(page: str | Path) -> Path:

@@ -46,6 +46,10 @@ def test_update_merges_runs_keeping_other_benchmarks(tmp_path):
     perfdoc.update(page, run_json([bench("test_a", "g1", 3.0, x=9.5)], when="2026-11-23T10:00:00"))
     text = page.read_text()
     assert "| test_a | 3 | 3 | 9.5 |" in text and "| test_b | 2 | 3 | 2.5 |" in text
+    # Each section says which run measured it; the header names the latest run.
+    assert "- measured in the run of 2026-11-23T10:00:00 (commit 0123456789ab (dirty))" in text.split("## g2")[0]
+    assert "- measured in the run of 2026-11-22T10:00:00" in text.split("## g2")[1]
+    assert "- latest run: 2026-11-23T10:00:00" in text
     stored = json.loads(perfdoc.data_file(page).read_text())
     assert sorted(b["name"] for b in stored["benchmarks"]) == ["test_a", "test_b"]
     assert stored["datetime"] == "2026-11-23T10:00:00"
