@@ -11,6 +11,8 @@
   (HF in the round's setup, ``fused`` timed by pytest-benchmark), so a busy machine slows both alike.
 * ``test_linear_kernels``: the decode projections of SmolLM2 at 32 rows through torch's
   ``F.linear`` (MKL) against the oneDNN-prepacked projection the ``fused`` engine uses.
+* ``test_sampler_step``: one step's sampling at 32 rows × 49k tokens, the ``fused`` engine's
+  block inverse CDF against log-softmax plus an inverse CDF over the whole vocabulary.
 * ``test_method_rollout_speed[<method>]``: the ``fused`` rollout of a method (merge, decoder
   build, sampling, unmerge: the GRPO trainer's rollout path) against the base model's, both in
   every round in alternating order, for every mergeable method with its default config; with the
@@ -290,6 +292,42 @@ def test_linear_kernels(benchmark):
                                  "mkl_gflops": flops / mkl_s / 1e9, "onednn_gflops": flops / onednn_s / 1e9,
                                  "onednn_over_mkl": mkl_s / onednn_s,
                                  "note": "SmolLM2's shapes, one weight per layer: streamed from memory as in decoding"})
+
+
+def test_sampler_step(benchmark):
+    """One decode step's sampling at the suite's 32 rows × SmolLM2's 49,152-token vocabulary: the
+    ``fused`` engine's :func:`pick_tokens` (block inverse CDF, log-prob of the chosen token only)
+    against log-softmax over the vocabulary plus a float64 inverse CDF over all of it."""
+    from pefthub.trainers.allocator import keep_freed_memory
+    from pefthub.trainers.decoder import pick_tokens
+
+    keep_freed_memory()  # as in a rollout: both peers allocate without page faults
+    rows, vocab = METHOD_PROMPTS * GENERATIONS, 49152
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)) * 3
+    generator = torch.Generator().manual_seed(1)
+
+    def full_vocabulary():
+        scaled = torch.log_softmax(logits / 1.0, dim=-1)
+        cdf = scaled.exp().double().cumsum(-1)
+        u = torch.rand(rows, 1, generator=generator, dtype=torch.float64) * cdf[:, -1:]
+        chosen = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=vocab - 1)
+        return chosen, scaled.gather(-1, chosen[:, None]).squeeze(-1)
+
+    def blocks():
+        return pick_tokens(logits.clone(), 1.0, generator)
+
+    def repeat(fn, n=50):
+        return lambda: [fn() for _ in range(n)]
+
+    peer = Alternating({"full_vocabulary": repeat(full_vocabulary)}, warmup_rounds=1)
+    benchmark.group = "rollout: sampling one decode step (32 rows x 49,152 tokens)"
+    benchmark.pedantic(repeat(blocks), setup=peer, rounds=KERNEL_ROUNDS, warmup_rounds=1)
+    ours, theirs = benchmark.stats.stats.median / 50, peer.median("full_vocabulary") / 50
+    benchmark.extra_info.update({"rows": rows, "vocab": vocab, "threads": torch.get_num_threads(),
+                                 "pick_tokens_ms": 1e3 * ours, "full_vocabulary_ms": 1e3 * theirs,
+                                 "full_vocabulary_over_pick_tokens": theirs / ours,
+                                 "note": "pytest-benchmark's time is 50 steps of pick_tokens (one clone of the "
+                                         "logits each, as the engine overwrites them)"})
 
 
 @pytest.fixture(scope="module")

@@ -139,10 +139,9 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator) -> tor
     tokens from the blocks' total weights, then a token inside it. Why: ``torch.multinomial`` takes
     an exponential variate per vocabulary entry (~30 ms a step for 32 rows × 49k tokens here), and a
     float64 cumulative sum over the whole vocabulary is a sequential pass over a double-size copy
-    that the block sums avoid; only the chosen block is summed cumulatively. With
-    :func:`pick_tokens` a step's sampling took 2.0 ms against 2.7 ms for log-softmax plus a full
-    cumulative sum (32 × 49k, two threads). Sums are in float64 so rounding cannot move probability
-    between neighbours; a token of weight zero is never chosen.
+    that the block sums avoid; only the chosen block is summed cumulatively
+    (``test_sampler_step`` in docs/performance.md). Sums are in float64 so rounding cannot move
+    probability between neighbours; a token of weight zero is never chosen.
     """
     rows, vocab = weights.shape
     blocks = -(-vocab // SAMPLE_BLOCK)
