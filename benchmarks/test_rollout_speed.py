@@ -196,8 +196,7 @@ class Alternating:
 
 class Interleaved:
     """One pytest-benchmark round: every engine once, in an order reversed round by round (ABBA), so
-    neither always runs first (running right after the other engine was worth a few percent here);
-    each run's seconds are recorded per engine."""
+    neither always runs first; each run's seconds are recorded per engine."""
 
     def __init__(self, runs: dict):
         self.runs, self.rounds = runs, 0
