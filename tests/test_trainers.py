@@ -452,6 +452,27 @@ def test_truncated_importance_sampling_path_runs_and_logs_the_gap():
     assert all(c["logprob_gap"] is not None and c["logprob_gap"] < 1e-4 for c in outcome.curves)
 
 
+def test_tis_with_an_engine_that_reports_no_log_probs_names_the_engine(monkeypatch):
+    import dataclasses
+
+    from pefthub.trainers import rollout
+
+    class NoLogprobs(HFGenerateBackend):
+        name = "no-logprobs"
+        exact = False
+
+        def generate(self, *args, **kwargs):
+            return dataclasses.replace(super().generate(*args, **kwargs), logprobs=None)
+
+    monkeypatch.setitem(rollout.ROLLOUT_BACKENDS, "no-logprobs", NoLogprobs)
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    with pytest.raises(ConfigError, match=r"^rollout_correction 'tis' needs log-probs .* 'no-logprobs' reports none$"):
+        grpo(rollout_backend="no-logprobs", rollout_correction="tis").train(
+            model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(), budget=budget(steps=1),
+            learning_rate=1e-2, seed=0)
+
+
 # ---- failures are recorded, not silent -------------------------------------------------------
 def test_nan_loss_stops_the_run_with_a_failed_status():
     lm = tiny_lm()

@@ -280,6 +280,9 @@ class GRPOTrainer(Trainer):
                     rollouts = backend.generate(prompts, generations=budget.generations,
                                                 max_new_tokens=budget.max_new_tokens, temperature=o.temperature,
                                                 seed=common.step_seed(seed, step))
+                if correction == "tis" and rollouts.logprobs is None:
+                    raise ConfigError(f"rollout_correction 'tis' needs log-probs from the rollout backend, "
+                                      f"and '{engine}' reports none")
                 spent.train_flops += forward_flops(n_forward, rollouts.positions_computed)
                 with spent.timing("train"):
                     rewards = self._rewards(reward_name, reward_fn, rollouts, batch, budget.generations, step)
@@ -367,10 +370,7 @@ class GRPOTrainer(Trainer):
             old = logps.detach()
             rollout_logps = ro.logprobs[idx, :width] if ro.logprobs is not None else None
             is_weights = None
-            if correction == "tis":
-                if rollout_logps is None:
-                    raise ConfigError("rollout_correction 'tis' needs log-probs from the rollout backend, "
-                                      "and this one reports none")
+            if correction == "tis":  # run_steps checked that the engine reported log-probs
                 is_weights = truncated_importance_weights(old, rollout_logps, o.tis_cap)
             ref_logps = None
             if reference is not None:
