@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pefthub.errors import UnsupportedError
+from pefthub.models import base_model
 from pefthub.trainers.allocator import keep_freed_memory
 
 #: transformers architectures whose decoder layer is exactly what :class:`FusedDecoder` computes.
@@ -45,19 +46,13 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCa
 COMPACT_SHARE = 0.25
 
 
-def _inner(model: nn.Module) -> nn.Module:
-    """The transformers ``*ForCausalLM`` inside a peft wrapper, or ``model`` itself."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
 def check_supported(model: nn.Module, method: Any = None) -> None:
     """Raise :class:`UnsupportedError` unless :class:`FusedDecoder` computes exactly this model with
     ``method``'s adapter merged in (a method that cannot merge, e.g. prompt tuning, is refused)."""
     if method is not None and not getattr(method, "mergeable", True):
         raise UnsupportedError(f"the 'fused' rollout engine samples from merged weights and method '{method.name}' "
                                f"cannot be merged (prompt tuning prepends virtual tokens); use rollout_backend='hf'")
-    base = _inner(model)
+    base = base_model(model)
     arch = type(base).__name__
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedError(f"the 'fused' rollout engine serves {', '.join(SUPPORTED_ARCHITECTURES)}, not {arch}; "
@@ -143,6 +138,11 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator) -> tor
     (``test_sampler_step`` in docs/performance.md). Sums are in float64 so rounding cannot move
     probability between neighbours; a token of weight zero is never chosen.
     """
+    return _sample_with_total(weights, generator)[0]
+
+
+def _sample_with_total(weights: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_categorical`'s tokens, and each row's total weight (float64) that it sums anyway."""
     rows, vocab = weights.shape
     blocks = -(-vocab // SAMPLE_BLOCK)
     if blocks * SAMPLE_BLOCK != vocab:  # a vocabulary that is not a multiple of the block: pad with zeros
@@ -157,7 +157,7 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator) -> tor
     token = torch.searchsorted(inner, u, right=True)
     # Rounding can leave u at or past the block's own total: take its last token of positive weight.
     last = torch.searchsorted(inner, inner[:, -1:].contiguous(), right=False)
-    return (block * SAMPLE_BLOCK + torch.minimum(token, last)).squeeze(-1)
+    return (block * SAMPLE_BLOCK + torch.minimum(token, last)).squeeze(-1), cdf[:, -1]
 
 
 def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator,
@@ -171,9 +171,11 @@ def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Gener
     z = logits if temperature == 1.0 else logits.div_(temperature)
     z = z.sub_(z.amax(-1, keepdim=True))
     weights = torch.exp(z)
-    chosen = z.argmax(-1) if greedy else sample_categorical(weights, generator)
-    log_total = weights.sum(-1, dtype=torch.float64).log().to(z.dtype)
-    return chosen, z.gather(-1, chosen[:, None]).squeeze(-1) - log_total
+    if greedy:
+        chosen, total = z.argmax(-1), weights.sum(-1, dtype=torch.float64)
+    else:
+        chosen, total = _sample_with_total(weights, generator)
+    return chosen, z.gather(-1, chosen[:, None]).squeeze(-1) - total.log().to(z.dtype)
 
 
 @dataclass
@@ -195,7 +197,7 @@ class FusedDecoder:
 
     def __init__(self, model: nn.Module, *, prepack: bool | None = None):
         check_supported(model)
-        base = _inner(model)
+        base = base_model(model)
         config = base.config
         self.config = config
         inner = base.model
