@@ -13,6 +13,10 @@
   ``F.linear`` (MKL) against the oneDNN-prepacked projection the ``fused`` engine uses.
 * ``test_sampler_step``: one step's sampling at 32 rows × 49k tokens, the ``fused`` engine's
   block inverse CDF against log-softmax plus an inverse CDF over the whole vocabulary.
+* ``test_vera_merge``: VeRA's merge of every projection, its oneDNN ``merge_weight`` against
+  peft's ``get_delta_weight`` plus an add.
+* ``test_allocator_page_faults``: minor page faults of one rollout with freed memory kept
+  (the default) and returned (``PEFTHUB_KEEP_FREED_MEMORY=0``), each in a fresh process.
 * ``test_method_rollout_speed[<method>]``: the ``fused`` rollout of a method (merge, decoder
   build, sampling, unmerge: the GRPO trainer's rollout path) against the base model's, both in
   every round in alternating order, for every mergeable method with its default config; with the
@@ -327,6 +331,80 @@ def test_sampler_step(benchmark):
                                  "full_vocabulary_over_pick_tokens": theirs / ours,
                                  "note": "pytest-benchmark's time is 50 steps of pick_tokens (one clone of the "
                                          "logits each, as the engine overwrites them)"})
+
+
+def test_vera_merge(benchmark):
+    """VeRA's merge (default r = 256) over every adapted projection of SmolLM2: its
+    ``merge_weight`` (oneDNN, add in cache) against peft's ``get_delta_weight`` plus an add (the
+    default ``PeftMethod.merge_weight``), on λ vectors moved away from their zero init."""
+    from pefthub.methods.peft_method import PeftMethod
+
+    cls = plugins.methods().get("vera")
+    method = cls(cls.config_class())
+    model = method.apply(load_model(EMBEDDED_MODEL).model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "vera_lambda" in name:
+                p.uniform_(-1, 1)
+    layers = [m for m in model.modules() if hasattr(m, "vera_lambda_d")]
+
+    def merge_all(merge):
+        def run():
+            with torch.no_grad():
+                for layer in layers:
+                    merge(layer, ["default"], layer.get_base_layer().weight.data)
+        return run
+
+    peft_path = merge_all(lambda *a: PeftMethod.merge_weight(method, *a))
+    peer = Alternating({"peft": peft_path}, warmup_rounds=1)
+    benchmark.group = "rollout: VeRA merge before each rollout (r = 256, every projection)"
+    benchmark.pedantic(merge_all(method.merge_weight), setup=peer, rounds=KERNEL_ROUNDS, warmup_rounds=1)
+    ours, theirs = benchmark.stats.stats.median, peer.median("peft")
+    benchmark.extra_info.update({"modules": len(layers), "r": method.config.r, "threads": torch.get_num_threads(),
+                                 "merge_weight_s": ours, "peft_delta_plus_add_s": theirs,
+                                 "peft_over_merge_weight": theirs / ours})
+
+
+FAULT_PROBE = """
+import resource, sys, torch
+torch.set_num_threads(2)
+sys.path.insert(0, {bench_dir!r})
+from test_rollout_speed import fused_runner, questions
+from pefthub.models import EMBEDDED_MODEL, load_model
+lm = load_model(EMBEDDED_MODEL)
+tok = lm.tokenizer
+prompts = [tok(tok.apply_chat_template([{{"role": "user", "content": q}}], add_generation_prompt=True, tokenize=False),
+               add_special_tokens=False)["input_ids"] for q in questions(8)]
+run = fused_runner(lm.model, tok, prompts, 4)
+run()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+run()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_allocator_page_faults(benchmark):
+    """Minor page faults of one steady-state ``fused`` rollout (8 × 4, second rollout of a fresh
+    process) with pefthub's malloc setting (the default) and without it
+    (``PEFTHUB_KEEP_FREED_MEMORY=0``), each in its own process since the setting is process-wide."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = FAULT_PROBE.format(bench_dir=str(Path(__file__).parent))
+
+    def faults(keep: str) -> int:
+        env = {**os.environ, "PEFTHUB_KEEP_FREED_MEMORY": keep}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+
+    counts = {}
+    benchmark.group = "rollout: page faults of a rollout, freed memory kept (default) or returned"
+    benchmark.pedantic(lambda: counts.update(kept=faults("1"), returned=faults("0")), rounds=1, iterations=1)
+    benchmark.extra_info.update({"minor_faults_kept": counts["kept"], "minor_faults_returned": counts["returned"],
+                                 "note": "pytest-benchmark's time is both probe processes (model load included)"})
 
 
 @pytest.fixture(scope="module")

@@ -45,10 +45,9 @@ class Vera(PeftMethod):
 
         Why: at the default r = 256 this product is ~54 GFLOP over SmolLM2's projections, before
         every rollout; peft's ``get_delta_weight`` runs it through MKL (no AVX-512 on AMD CPUs) and
-        then adds ``W`` in a second pass, ~0.4 s a rollout here against ~0.17 s for this
-        (``test_method_rollout_speed[vera]`` in docs/performance.md). Same product, regrouped:
-        equal to peft's up to float rounding (tests/test_methods.py checks it). Anything else
-        (other dtypes or devices, ``fan_in_fan_out``) takes peft's path.
+        then adds ``W`` in a second pass (``test_vera_merge`` in docs/performance.md times both).
+        Same product, regrouped: equal to peft's up to float rounding (tests/test_methods.py checks
+        it). Anything else (other dtypes or devices, ``fan_in_fan_out``) takes peft's path.
         """
         from pefthub.trainers.decoder import onednn_available
 

@@ -4,12 +4,11 @@ Why: every rollout allocates the same large buffers again (prepacked weights, ~0
 6 MB a decode step). glibc serves blocks above its mmap threshold (adaptive, at most 32 MB) with
 a fresh ``mmap`` and gives memory at the top of its heap back to the kernel past the trim
 threshold, so those buffers come back as new pages that the kernel must fault in and zero, one
-4 KB page at a time. Measured here on the embedded model, a ``fused`` rollout of 8 × 4 took
-0.3–0.45 million minor page faults and the decoder build of a merged adapter ~0.13 million
-(0.6–1.0 s against ~0.1 s without them); with the thresholds raised both fall to ~0 after the
-first rollout (``minor_faults_per_rollout`` in docs/performance.md). PyTorch's CPU tuning guide
-recommends the same thing through jemalloc or tcmalloc; this keeps glibc and sets two of its
-documented parameters (``mallopt(3)``).
+4 KB page at a time. On the embedded model, a steady-state ``fused`` rollout of 8 × 4 takes
+hundreds of thousands of minor faults without this and none with it
+(``test_allocator_page_faults`` in docs/performance.md). PyTorch's CPU tuning guide recommends the
+same thing through jemalloc or tcmalloc; this keeps glibc and sets two of its documented
+parameters (``mallopt(3)``).
 
 The setting is process-wide and stays: freed memory is kept for reuse rather than returned, so
 resident memory stays near its peak (the peak itself is unchanged: it is what the process needed
