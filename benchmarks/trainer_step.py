@@ -17,8 +17,12 @@ Settings that make the two engines do the same work:
 * SFT runs on the default task's worked solutions (``chain_sum``; prompt + solution are 78–93
   tokens, so nothing is cut at ``max_seq_len`` = 96); completion-only loss, no packing, padding to
   the longest row of the batch in both engines.
-* TRL gets the examples in the order pefthub's seeded ``BatchStream`` draws them, with its own
-  shuffling off, so both engines see the same batches.
+* TRL runs through pefthub's ``trl-grpo`` / ``trl-sft`` engine (pefthub/trainers/trl_engine.py),
+  which gives it the examples in the order pefthub's seeded ``BatchStream`` draws them with TRL's
+  sampler sequential, so both engines see the same batches (``trl-sft`` and ``sft`` compute the same
+  losses and parameters: tests/test_trl_engine.py).
+* TRL takes a step's rows in one per-device batch (the setting of the issue's reference figures);
+  pefthub uses its default micro-batches of 8.
 """
 
 from __future__ import annotations
@@ -27,9 +31,7 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,14 +52,6 @@ def task_for(trainer_name: str):
     return task_from_config(GRPO_TASK) if trainer_name == "grpo" else default_task()
 
 
-def examples_in_pefthub_order(task, steps: int, batch_size: int, seed: int = 0) -> list:
-    """The examples pefthub's trainers draw for ``steps`` steps, in the order they draw them."""
-    from pefthub.trainers import common
-
-    stream = common.BatchStream(task.examples("train", steps * batch_size), batch_size, seed)
-    return [ex for _ in range(steps) for ex in next(stream)]
-
-
 def build(method_name: str, params: int | None = None, config: dict | None = None):
     from pefthub import plugins
     from pefthub.models import load_model
@@ -72,97 +66,38 @@ def build(method_name: str, params: int | None = None, config: dict | None = Non
     return lm, method, method.apply(lm.model)
 
 
-def run_pefthub(trainer_name: str, steps: int) -> dict:
+def run(engine: str, trainer_name: str, steps: int) -> dict:
+    """``steps`` optimizer steps of ``trainer_name`` (sft, grpo) on ``engine``: pefthub's own loop,
+    or TRL's trainer through pefthub's ``trl-*`` engine (which only feeds TRL the same model,
+    examples and budget, and reads its clock and counts)."""
     from pefthub import plugins
     from pefthub.trainers.budget import Budget
 
     spec = GRPO if trainer_name == "grpo" else SFT
     lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
     task = task_for(trainer_name)
-    trainer_cls = plugins.trainers().get(trainer_name)
+    trainer_cls = plugins.trainers().get(trainer_name if engine == "pefthub" else f"trl-{trainer_name}")
+    # TRL takes the whole step in one per-device batch, as in the issue's reference figures;
+    # pefthub uses its default micro-batches.
+    micro = {} if engine == "pefthub" else {"micro_batch_size": 0}
     if trainer_name == "grpo":
-        trainer_cls.skip_zero_advantage_rows = False  # same work as TRL (see the module docstring)
-        trainer = trainer_cls(trainer_cls.options_class(temperature=spec["temperature"]))
+        if engine == "pefthub":
+            trainer_cls.skip_zero_advantage_rows = False  # same work as TRL (see the module docstring)
+        trainer = trainer_cls(trainer_cls.options_class(temperature=spec["temperature"], **micro))
         budget = Budget(steps=steps, batch_size=spec["batch_size"], generations=spec["generations"],
                         max_new_tokens=spec["max_new_tokens"], max_seq_len=512)
     else:
-        trainer = trainer_cls()
+        trainer = trainer_cls(trainer_cls.options_class(**micro))
         budget = Budget(steps=steps, batch_size=spec["batch_size"], max_seq_len=spec["max_seq_len"])
     outcome = trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=task, budget=budget,
                             learning_rate=spec["learning_rate"], seed=0)
     if outcome.status != "success":
-        raise SystemExit(f"pefthub {trainer_name} failed: {outcome.error}")
+        raise SystemExit(f"{trainer_cls.name} failed: {outcome.error}")
     spent = outcome.spent
     tokens = spent.tokens_generated if trainer_name == "grpo" else spent.tokens_trained
     return {"step_seconds": [p["seconds"] for p in outcome.curves], "tokens": tokens,
             "trainable": method.trainable_parameters(model),
             "rollout_backend": outcome.curves[0].get("rollout_backend")}
-
-
-def step_clock():
-    """A transformers TrainerCallback recording wall seconds between optimizer-step ends."""
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.seconds: list[float] = []
-            self._last = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            self._last = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            now = time.perf_counter()
-            self.seconds.append(now - self._last)
-            self._last = now
-
-    return StepClock()
-
-
-def run_trl(trainer_name: str, steps: int) -> dict:
-    from datasets import Dataset
-
-    spec = GRPO if trainer_name == "grpo" else SFT
-    lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
-    task = task_for(trainer_name)
-    examples = examples_in_pefthub_order(task, steps, spec["batch_size"])
-    out = tempfile.mkdtemp(prefix="pefthub-trl-bench-")
-    clock = step_clock()
-    common = dict(output_dir=out, max_steps=steps, learning_rate=spec["learning_rate"], lr_scheduler_type="constant",
-                  warmup_steps=0, report_to=[], use_cpu=True, save_strategy="no", bf16=False, logging_steps=1,
-                  dataloader_num_workers=0, seed=0, max_grad_norm=1.0, weight_decay=0.0, disable_tqdm=True)
-    if trainer_name == "grpo":
-        from trl import GRPOConfig, GRPOTrainer
-
-        from pefthub.rewards import reward_for_task
-
-        data = Dataset.from_list([{"prompt": task.messages(ex), "answer": ex.answer} for ex in examples])
-        (_, reward), = reward_for_task(task)  # the reward pefthub's GRPO trains with
-
-        args = GRPOConfig(per_device_train_batch_size=spec["batch_size"] * spec["generations"],
-                          num_generations=spec["generations"], max_completion_length=spec["max_new_tokens"],
-                          temperature=spec["temperature"], top_p=1.0, loss_type="dapo", beta=0.0,
-                          shuffle_dataset=False, **common)
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
-                              processing_class=lm.tokenizer, callbacks=[clock])
-        trainer.train()
-        completions = spec["batch_size"] * spec["generations"]
-        n_tokens = round(sum(log["completions/mean_length"] * completions for log in trainer.state.log_history
-                             if "completions/mean_length" in log))
-    else:
-        from trl import SFTConfig, SFTTrainer
-
-        data = Dataset.from_list([{"prompt": task.messages(ex),
-                                   "completion": [{"role": "assistant", "content": task.target(ex)}]}
-                                  for ex in examples])
-        args = SFTConfig(per_device_train_batch_size=spec["batch_size"], max_length=spec["max_seq_len"],
-                         packing=False, completion_only_loss=True, shuffle_dataset=False, **common)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=lm.tokenizer,
-                             callbacks=[clock])
-        trainer.train()
-        n_tokens = None
-    shutil.rmtree(out, ignore_errors=True)
-    return {"step_seconds": clock.seconds, "tokens": n_tokens, "trainable": method.trainable_parameters(model)}
 
 
 def peak_rss_bytes() -> int:
@@ -183,9 +118,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    run = run_pefthub if args.engine == "pefthub" else run_trl
     started = time.perf_counter()
-    report = run(args.trainer, args.steps)
+    report = run(args.engine, args.trainer, args.steps)
     report.update(engine=args.engine, trainer=args.trainer, threads=args.threads,
                   wall_seconds=time.perf_counter() - started,
                   peak_rss_bytes=peak_rss_bytes())

@@ -148,7 +148,7 @@ def prepare(config: dict) -> Prepared:
     if not isinstance(overrides, dict):
         raise ConfigError(f"config.method_config: must be an object (got {overrides!r})")
     method, _ = resolve_method(method_name, meta, params=params_target, overrides=overrides)
-    method.check_trainer(trainer_name)
+    method.check_trainer(trainer_name, trainer_cls.algorithm())
     method.apply(meta_model(config["model"]))  # UnsupportedError now, not after loading weights
 
     trainer = trainer_cls(trainer_cls.options_class.from_dict(config.get("trainer_options") or {}))

@@ -351,10 +351,13 @@ def resolve(suite: Suite) -> Resolution:
         except ConfigError as exc:
             raise ConfigError(f"{suite.file}: grid.methods: {exc}") from None
         for trainer in spec.trainers:
-            if trainer not in method_cls.supported_trainers:
+            trainer_cls = plugins.trainers().get(trainer)
+            kind = trainer_cls.algorithm()
+            if kind not in method_cls.supported_trainers:
+                runs = f" (a {kind} trainer)" if kind != trainer else ""
                 raise ConfigError(
                     f"{suite.file}: methods.{spec.name}.trainers: method '{spec.method}' does not support "
-                    f"trainer '{trainer}' (supported: {', '.join(method_cls.supported_trainers)})")
+                    f"trainer '{trainer}'{runs} (supported: {', '.join(method_cls.supported_trainers)})")
     methods = []
     for spec in suite.methods:
         for params in spec.params:

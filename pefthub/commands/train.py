@@ -28,7 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--params", type=int, help="trainable-parameter budget the method config is chosen for")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                         help="method config field, e.g. --set u=13 (repeatable)")
-    parser.add_argument("--trainer", default="grpo", help="sft or grpo (default: %(default)s)")
+    parser.add_argument("--trainer", default="grpo",
+                        help="a registered trainer: sft, grpo, or their TRL-backed engines trl-sft, trl-grpo "
+                             "(`pefthub plugins` lists all; default: %(default)s)")
     parser.add_argument("--option", dest="options", action="append", metavar="KEY=VALUE",
                         help="trainer option, e.g. --option beta=0.01 --option loss_type=dr_grpo (repeatable)")
     parser.add_argument("--task", help="task name (default: the embedded default task, see `pefthub tasks`)")

@@ -158,10 +158,14 @@ class Method:
     def adapter_bytes(self, model: nn.Module) -> AdapterBytes:
         return AdapterBytes.from_counts(self.trainable_parameters(model), self.frozen_adapter_elements(model))
 
-    def check_trainer(self, trainer: str) -> None:
-        if trainer not in self.supported_trainers:
+    def check_trainer(self, trainer: str, kind: str | None = None) -> None:
+        """Raise :class:`UnsupportedError` unless the method works with ``trainer``, whose algorithm
+        is ``kind`` (default: the trainer's name; ``trl-grpo`` runs ``grpo``)."""
+        kind = kind or trainer
+        if kind not in self.supported_trainers:
+            runs = f" (a {kind} trainer)" if kind != trainer else ""
             raise UnsupportedError(
-                f"method '{self.name}' does not support trainer '{trainer}' "
+                f"method '{self.name}' does not support trainer '{trainer}'{runs} "
                 f"(supported: {', '.join(self.supported_trainers)})"
             )
 

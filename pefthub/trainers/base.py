@@ -86,8 +86,15 @@ class Trainer:
     implement :meth:`train`."""
 
     name: ClassVar[str]
+    #: The algorithm the trainer runs ("sft", "grpo"): what a method's ``supported_trainers`` lists,
+    #: so another engine of the same algorithm (``trl-grpo``) serves the same methods. Default: ``name``.
+    kind: ClassVar[str] = ""
     options_class: ClassVar[type[TrainerOptions]] = TrainerOptions
     summary: ClassVar[str] = ""
+
+    @classmethod
+    def algorithm(cls) -> str:
+        return cls.kind or cls.name
 
     def __init__(self, options: TrainerOptions | None = None):
         self.options = options if options is not None else self.options_class()

@@ -206,6 +206,25 @@ def _score_reward(task: Any) -> Callable[..., list[float]]:
     return reward
 
 
+def score_completions(reward_name: str, reward_fn: Callable[..., list[float]], texts: list[str], rows: list[Any],
+                      step: int) -> torch.Tensor:
+    """Rewards of ``texts`` (one per example in ``rows``) as a float tensor; a reward function that
+    returns the wrong count, a non-number, NaN or inf fails the run with a one-line error."""
+    columns = {"answer": [ex.answer for ex in rows], "question": [ex.question for ex in rows],
+               "id": [ex.id for ex in rows], "solution": [ex.solution for ex in rows], "example": rows}
+    values = reward_fn(completions=texts, **columns)
+    if values is None or len(values) != len(texts):
+        got = "None" if values is None else f"{len(values)} values"
+        raise TrainingFailure(f"reward function '{reward_name}' returned {got} for {len(texts)} completions")
+    try:
+        rewards = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise TrainingFailure(f"reward function '{reward_name}' returned a non-number at step {step}") from None
+    if not torch.isfinite(rewards).all():
+        raise TrainingFailure(f"reward function '{reward_name}' returned NaN or inf at step {step}")
+    return rewards
+
+
 # ---- the trainer -----------------------------------------------------------------------------
 class _Reference:
     """Log-probs of the reference policy for the KL term: the model with its peft adapter disabled,
@@ -233,6 +252,7 @@ class _Reference:
 
 class GRPOTrainer(Trainer):
     name = "grpo"
+    kind = "grpo"
     options_class = GRPOOptions
     summary = "GRPO: group-relative policy optimisation with rollouts on merged weights"
     #: Leave zero-advantage rows out of the forward/backward when beta = 0 (exact: their loss and
@@ -326,19 +346,7 @@ class GRPOTrainer(Trainer):
     @staticmethod
     def _rewards(reward_name: str, reward_fn, rollouts: Rollouts, batch, generations: int, step: int) -> torch.Tensor:
         rows = [ex for ex in batch for _ in range(generations)]
-        columns = {"answer": [ex.answer for ex in rows], "question": [ex.question for ex in rows],
-                   "id": [ex.id for ex in rows], "solution": [ex.solution for ex in rows], "example": rows}
-        values = reward_fn(completions=rollouts.texts, **columns)
-        if values is None or len(values) != rollouts.size:
-            got = "None" if values is None else f"{len(values)} values"
-            raise TrainingFailure(f"reward function '{reward_name}' returned {got} for {rollouts.size} completions")
-        try:
-            rewards = torch.tensor([float(v) for v in values], dtype=torch.float32)
-        except (TypeError, ValueError):
-            raise TrainingFailure(f"reward function '{reward_name}' returned a non-number at step {step}") from None
-        if not torch.isfinite(rewards).all():
-            raise TrainingFailure(f"reward function '{reward_name}' returned NaN or inf at step {step}")
-        return rewards
+        return score_completions(reward_name, reward_fn, rollouts.texts, rows, step)
 
     def _optimise(self, model, method, reference, ro: Rollouts, advantages: torch.Tensor, correction: str,
                   budget: Budget, n_forward: int, n_trainable: int, spent: Spent) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def pad_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[to
 
 class SFTTrainer(Trainer):
     name = "sft"
+    kind = "sft"
     options_class = SFTOptions
     summary = "Supervised fine-tuning on the task's worked solutions (completion-only loss)"
 
