@@ -21,8 +21,8 @@ Settings that make the two engines do the same work:
   which gives it the examples in the order pefthub's seeded ``BatchStream`` draws them with TRL's
   sampler sequential, so both engines see the same batches (``trl-sft`` and ``sft`` compute the same
   losses and parameters: tests/test_trl_engine.py).
-* TRL takes a step's rows in one per-device batch (the setting of the issue's reference figures);
-  pefthub uses its default micro-batches of 8.
+* TRL runs with its defaults, as in the issue's reference figures: a step's rows in one per-device
+  batch, gradient checkpointing on. pefthub uses its defaults: micro-batches of 8, no checkpointing.
 """
 
 from __future__ import annotations

@@ -319,6 +319,7 @@ def resolve(suite: Suite) -> Resolution:
     every trainer's options to their full form (defaults filled in, so a changed default changes
     the run's identity, and `pefthub train` with the same settings gets the same run id)."""
     from pefthub import plugins
+    from pefthub.methods.base import trainer_refusal
     from pefthub.planning import plan_method
     from pefthub.trainers.budget import Budget
 
@@ -351,13 +352,9 @@ def resolve(suite: Suite) -> Resolution:
         except ConfigError as exc:
             raise ConfigError(f"{suite.file}: grid.methods: {exc}") from None
         for trainer in spec.trainers:
-            trainer_cls = plugins.trainers().get(trainer)
-            kind = trainer_cls.algorithm()
-            if kind not in method_cls.supported_trainers:
-                runs = f" (a {kind} trainer)" if kind != trainer else ""
-                raise ConfigError(
-                    f"{suite.file}: methods.{spec.name}.trainers: method '{spec.method}' does not support "
-                    f"trainer '{trainer}'{runs} (supported: {', '.join(method_cls.supported_trainers)})")
+            refusal = trainer_refusal(method_cls, trainer, plugins.trainers().get(trainer).algorithm())
+            if refusal:
+                raise ConfigError(f"{suite.file}: methods.{spec.name}.trainers: {refusal}")
     methods = []
     for spec in suite.methods:
         for params in spec.params:

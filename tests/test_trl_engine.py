@@ -9,8 +9,9 @@ import torch
 
 from pefthub import plugins
 from pefthub.errors import ConfigError, UnsupportedError
+from pefthub.models import base_model
 from pefthub.trainers.sft import SFTOptions, SFTTrainer
-from pefthub.trainers.trl_engine import TRLGRPOOptions, TRLGRPOTrainer, TRLSFTTrainer
+from pefthub.trainers.trl_engine import TRLGRPOOptions, TRLGRPOTrainer, TRLSFTOptions, TRLSFTTrainer
 
 from test_trainers import METHODS, LettersTask, adapt, budget, frozen_state, tiny_lm, trainable_state
 
@@ -35,7 +36,8 @@ def test_trl_trainers_are_registered_as_engines_of_the_built_in_algorithms():
 def _sft_run(trainer_cls, method_name):
     lm = tiny_lm()
     method, model = adapt(lm, method_name)
-    outcome = trainer_cls(SFTOptions(micro_batch_size=2)).train(
+    options = (SFTOptions if trainer_cls is SFTTrainer else TRLSFTOptions)(micro_batch_size=2)
+    outcome = trainer_cls(options).train(
         model=model, tokenizer=lm.tokenizer, method=method, task=LettersTask(),
         budget=budget(steps=3, schedule="cosine", warmup_ratio=0.34), learning_rate=1e-2, seed=0)
     assert outcome.status == "success", outcome.error
@@ -44,7 +46,8 @@ def _sft_run(trainer_cls, method_name):
 
 @pytest.mark.parametrize("method_name", METHODS)
 def test_trl_sft_matches_the_built_in_sft(method_name):
-    """Same examples, batches, loss, schedule and AdamW: the same curves and parameters, to float rounding."""
+    """Same examples, batches, loss, schedule and AdamW: the same curves and parameters, to float
+    rounding (TRL with its default gradient checkpointing, which recomputes the same values)."""
     ours, ours_params = _sft_run(SFTTrainer, method_name)
     trl, trl_params = _sft_run(TRLSFTTrainer, method_name)
     for a, b in zip(ours.curves, trl.curves, strict=True):
@@ -70,6 +73,7 @@ def test_trl_grpo_raises_mean_reward_and_leaves_frozen_weights_bit_identical():
     assert sum(rewards[-3:]) / 3 > sum(rewards[:2]) / 2 + 0.3, rewards
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert [e["step"] for e in events] == list(range(1, 9)) and all("reward" in e for e in events)
+    assert not base_model(model).is_gradient_checkpointing  # TRL's checkpointing is switched off again
 
 
 def test_trl_grpo_records_what_it_spent():
@@ -114,3 +118,27 @@ def test_bad_input_is_a_one_line_error_naming_what_is_wrong():
         TRLGRPOTrainer().train(budget=budget(steps=1, generations=1), **train)
     with pytest.raises(ConfigError, match=r"^trainer_options\.loss_type: must be one of dapo, grpo, dr_grpo"):
         TRLGRPOOptions(loss_type="sapo")
+
+
+def test_trl_grpo_scores_each_completion_against_its_own_example_in_pefthub_order(monkeypatch):
+    """TRL sees the prompts in the order pefthub's seeded batch stream draws them, each repeated
+    ``generations`` times, and the reward gets the example each completion was sampled for."""
+    from pefthub.trainers import trl_engine
+    from pefthub.trainers.common import BatchStream
+
+    scored: list[str] = []
+    original = trl_engine.score_completions
+
+    def spy(name, fn, texts, rows, step):
+        scored.extend(ex.id for ex in rows)
+        return original(name, fn, texts, rows, step)
+
+    monkeypatch.setattr(trl_engine, "score_completions", spy)
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    task, b = LettersTask(), budget(steps=3, batch_size=2, generations=3)
+    outcome = TRLGRPOTrainer(TRLGRPOOptions(micro_batch_size=3)).train(
+        model=model, tokenizer=lm.tokenizer, method=method, task=task, budget=b, learning_rate=1e-2, seed=5)
+    assert outcome.status == "success", outcome.error
+    stream = BatchStream(task.examples("train", 6), 2, 5)
+    assert scored == [ex.id for _ in range(3) for ex in next(stream) for _ in range(3)]

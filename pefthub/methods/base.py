@@ -94,6 +94,17 @@ class AdapterBytes:
         return dataclasses.asdict(self)
 
 
+def trainer_refusal(method_cls: type["Method"], trainer: str, kind: str | None = None) -> str | None:
+    """Why methods of ``method_cls`` cannot train with ``trainer`` (running algorithm ``kind``,
+    default: the trainer's name), in one line; None when they can."""
+    kind = kind or trainer
+    if kind in method_cls.supported_trainers:
+        return None
+    runs = f" (a {kind} trainer)" if kind != trainer else ""
+    return (f"method '{method_cls.name}' does not support trainer '{trainer}'{runs} "
+            f"(supported: {', '.join(method_cls.supported_trainers)})")
+
+
 class Method:
     """Base class of a fine-tuning method. Subclasses set the class attributes and implement
     :meth:`apply`, :meth:`save_adapter`, :meth:`load_adapter` and, when mergeable, :meth:`merged`.
@@ -161,13 +172,9 @@ class Method:
     def check_trainer(self, trainer: str, kind: str | None = None) -> None:
         """Raise :class:`UnsupportedError` unless the method works with ``trainer``, whose algorithm
         is ``kind`` (default: the trainer's name; ``trl-grpo`` runs ``grpo``)."""
-        kind = kind or trainer
-        if kind not in self.supported_trainers:
-            runs = f" (a {kind} trainer)" if kind != trainer else ""
-            raise UnsupportedError(
-                f"method '{self.name}' does not support trainer '{trainer}'{runs} "
-                f"(supported: {', '.join(self.supported_trainers)})"
-            )
+        refusal = trainer_refusal(type(self), trainer, kind)
+        if refusal:
+            raise UnsupportedError(refusal)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config.to_dict()}

@@ -6,8 +6,9 @@ depend on pefthub's implementation of the algorithm. They take the model already
 method (TRL never builds the adapter; the same trainable parameters train), the examples in the
 order pefthub's seeded :class:`~pefthub.trainers.common.BatchStream` draws them (TRL's own shuffling
 off), the budget's steps, batch, generations, token limits and schedule, and the same AdamW
-settings. The built-in trainers stay the default: side by side on these machines they take
-0.41× TRL's GRPO step time and 0.43× its SFT step time (docs/performance.md).
+settings. TRL's default gradient checkpointing stays on unless the options turn it off. The
+built-in trainers stay the default: they are faster and leaner, measured side by side with these
+engines by ``benchmarks/test_train_speed.py`` (figures in docs/performance.md).
 
 What is measured, not taken from TRL's logs alone:
 
@@ -71,9 +72,21 @@ def import_trl(*names: str) -> tuple[Any, ...]:
         return tuple(getattr(trl, name) for name in names)
 
 
+GRADIENT_CHECKPOINTING_HELP = ("recompute activations during the backward pass, as TRL does by default: less memory, "
+                                "more time, the same results")
+
+
+@dataclass
+class TRLSFTOptions(SFTOptions):
+    """``sft``'s options, and TRL's gradient checkpointing."""
+
+    gradient_checkpointing: bool = config_field(True, GRADIENT_CHECKPOINTING_HELP)
+
+
 @dataclass
 class TRLGRPOOptions(TrainerOptions):
-    """The options of ``grpo`` that TRL's GRPOTrainer can honour, with the same names and meaning."""
+    """The options of ``grpo`` that TRL's GRPOTrainer can honour, with the same names and meaning,
+    and TRL's gradient checkpointing."""
 
     temperature: float = config_field(1.0, "sampling temperature for rollouts (log-probs use the same)")
     loss_type: str = config_field("dapo", "aggregation of per-token losses: " + ", ".join(LOSS_TYPES)
@@ -93,6 +106,7 @@ class TRLGRPOOptions(TrainerOptions):
     adam_beta1: float = config_field(0.9, "AdamW beta1")
     adam_beta2: float = config_field(0.999, "AdamW beta2")
     adam_eps: float = config_field(1e-8, "AdamW epsilon")
+    gradient_checkpointing: bool = config_field(True, GRADIENT_CHECKPOINTING_HELP)
 
     def validate(self) -> None:
         self._require(self.temperature > 0, "temperature", "must be > 0")
@@ -227,10 +241,10 @@ def _args(budget: Budget, learning_rate: float, seed: int, options, model, out_d
         lr_scheduler_type=SCHEDULER_NAMES[budget.schedule], warmup_steps=budget.warmup_steps,
         max_grad_norm=options.max_grad_norm, weight_decay=options.weight_decay, adam_beta1=options.adam_beta1,
         adam_beta2=options.adam_beta2, adam_epsilon=options.adam_eps, optim="adamw_torch", seed=seed,
-        data_seed=seed, shuffle_dataset=False, train_sampling_strategy="sequential", report_to=[], save_strategy="no", logging_steps=1,
-        logging_nan_inf_filter=False, disable_tqdm=True, dataloader_num_workers=0,
+        data_seed=seed, shuffle_dataset=False, train_sampling_strategy="sequential", report_to=[],
+        save_strategy="no", logging_steps=1, logging_nan_inf_filter=False, disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=next(model.parameters()).device.type == "cpu", bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16, gradient_checkpointing=False, log_level="error")
+        fp16=dtype == torch.float16, gradient_checkpointing=options.gradient_checkpointing, log_level="error")
 
 
 def _split(total: int, micro: int, field_name: str, trainer: str) -> tuple[int, int]:
@@ -259,6 +273,10 @@ class _TRLTrainer(Trainer):
         finally:
             counter.close()
             shutil.rmtree(out_dir, ignore_errors=True)
+            if self.options.gradient_checkpointing:  # leave the model as it came: no checkpointing hooks
+                inner = base_model(model)
+                inner.gradient_checkpointing_disable()
+                inner.disable_input_require_grads()
             spent.train_flops += (forward_flops(n_forward, counter.no_grad)
                                   + train_step_flops(n_forward, n_trainable, counter.with_grad))
 
@@ -266,7 +284,7 @@ class _TRLTrainer(Trainer):
 class TRLSFTTrainer(_TRLTrainer):
     name = "trl-sft"
     kind = "sft"
-    options_class = SFTOptions
+    options_class = TRLSFTOptions
     summary = "SFT through TRL's SFTTrainer (cross-check engine; same budget, examples and options as sft)"
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
@@ -274,7 +292,7 @@ class TRLSFTTrainer(_TRLTrainer):
         from datasets import Dataset
         SFTConfig, SFTTrainer = import_trl("SFTConfig", "SFTTrainer")
 
-        o: SFTOptions = self.options
+        o: TRLSFTOptions = self.options
         per_device, accumulation = _split(budget.batch_size, o.micro_batch_size, "batch_size", self.name)
         common.seed_everything(seed)
         batches = common.BatchStream(task.examples("train", budget.steps * budget.batch_size), budget.batch_size, seed)
@@ -386,4 +404,4 @@ class TRLGRPOTrainer(_TRLTrainer):
             spent.prompts += budget.batch_size * spent.optimizer_steps
 
 
-__all__ = ["TRLSFTTrainer", "TRLGRPOTrainer", "TRLGRPOOptions", "PositionCounter"]
+__all__ = ["TRLSFTTrainer", "TRLSFTOptions", "TRLGRPOTrainer", "TRLGRPOOptions", "PositionCounter"]
