@@ -142,3 +142,19 @@ def test_trl_grpo_scores_each_completion_against_its_own_example_in_pefthub_orde
     assert outcome.status == "success", outcome.error
     stream = BatchStream(task.examples("train", 6), 2, 5)
     assert scored == [ex.id for _ in range(3) for ex in next(stream) for _ in range(3)]
+
+
+def test_cli_trainers_lists_each_engine_with_its_algorithm_and_options(capsys):
+    import json
+
+    from pefthub.cli import main
+
+    assert main(["trainers", "--json"]) == 0
+    listed = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    assert {n: t["algorithm"] for n, t in listed.items()} == {"sft": "sft", "grpo": "grpo", "trl-sft": "sft",
+                                                               "trl-grpo": "grpo"}
+    options = {o["name"]: o for o in listed["trl-grpo"]["options"]}
+    assert options["gradient_checkpointing"]["default"] is True and options["loss_type"]["help"]
+    assert "rollout_backend" in {o["name"] for o in listed["grpo"]["options"]} - set(options)
+    assert main(["trainers", "no-such-trainer"]) == 2
+    assert "no-such-trainer" in capsys.readouterr().err
