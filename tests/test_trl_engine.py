@@ -13,15 +13,8 @@ from pefthub.models import base_model
 from pefthub.trainers.sft import SFTOptions, SFTTrainer
 from pefthub.trainers.trl_engine import TRLGRPOOptions, TRLGRPOTrainer, TRLSFTOptions, TRLSFTTrainer
 
-from test_trainers import METHODS, LettersTask, adapt, budget, frozen_state, tiny_lm, trainable_state
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_trainers import (METHODS, LettersTask, adapt, budget, frozen_state, one_thread,  # noqa: F401 (autouse)
+                           tiny_lm, trainable_state)
 
 
 def test_trl_trainers_are_registered_as_engines_of_the_built_in_algorithms():

@@ -56,6 +56,14 @@ class BatchStream:
         return batch
 
 
+def examples_in_order(task: Any, steps: int, batch_size: int, seed: int) -> list[Any]:
+    """The ``steps × batch_size`` train examples in the order a :class:`BatchStream` seeded with
+    ``seed`` draws them: what an engine that takes a fixed list (TRL) must be given to see the
+    built-in trainers' batches."""
+    stream = BatchStream(task.examples("train", steps * batch_size), batch_size, seed)
+    return [example for _ in range(steps) for example in next(stream)]
+
+
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The chat-template text that ends where the assistant's answer begins."""
     if getattr(tokenizer, "chat_template", None) is None:

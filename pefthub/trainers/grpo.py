@@ -59,7 +59,10 @@ CORRECTIONS = ("auto", "none", "tis")
 
 
 @dataclass
-class GRPOOptions(TrainerOptions):
+class GRPOAlgorithmOptions(TrainerOptions):
+    """The options of the GRPO algorithm and its optimizer, whatever engine runs it (``grpo``,
+    ``trl-grpo``)."""
+
     temperature: float = config_field(1.0, "sampling temperature for rollouts (log-probs use the same)")
     loss_type: str = config_field(
         "dapo", "aggregation of per-token losses: 'dapo' (token-level: sum over all tokens / number of tokens; "
@@ -78,14 +81,6 @@ class GRPOOptions(TrainerOptions):
     epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped")
     epsilon_high: float = config_field(0.2, "upper clip range: ratios above 1 + epsilon_high are clipped "
                                             "(DAPO's clip-higher uses 0.28)")
-    rollout_backend: str = config_field(
-        "auto", "rollout engine: 'auto' ('fused' where it serves the model and the method merges, else 'hf'), "
-                + ", ".join(f"'{n}'" for n in backend_names()) + "; the engine used is in each curve point")
-    rollout_correction: str = config_field(
-        "auto", "'none' (the training forward's log-probs are the old log-probs), 'tis' (also weight each "
-                "token by min(exp(train − rollout log-prob), tis_cap)), 'auto' ('none' for engines whose "
-                "numerics match training (hf), else 'tis')")
-    tis_cap: float = config_field(2.0, "cap C of the truncated importance weight (Yao et al. 2025 use 2)")
     reward: str = config_field("", "reward function name from the reward registry; empty: the task's own")
     micro_batch_size: int = config_field(8, "completions per forward/backward chunk (gradients accumulate "
                                             "over chunks; bounds memory, not the result); 0 = all at once")
@@ -103,11 +98,6 @@ class GRPOOptions(TrainerOptions):
         self._require(self.beta >= 0, "beta", "must be >= 0")
         self._require(0 <= self.epsilon_low < 1, "epsilon_low", "must be within [0, 1)")
         self._require(self.epsilon_high >= 0, "epsilon_high", "must be >= 0")
-        self._require(self.rollout_backend in ("auto", *backend_names()), "rollout_backend",
-                      f"must be one of auto, {', '.join(backend_names())}")
-        self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
-                      f"must be one of {', '.join(CORRECTIONS)}")
-        self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")
         self._require(isinstance(self.reward, str), "reward", "must be a string")
         self._require(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 0, "micro_batch_size",
                       "must be an integer >= 0")
@@ -116,6 +106,39 @@ class GRPOOptions(TrainerOptions):
         self._require(0 <= self.adam_beta1 < 1, "adam_beta1", "must be within [0, 1)")
         self._require(0 <= self.adam_beta2 < 1, "adam_beta2", "must be within [0, 1)")
         self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
+
+
+@dataclass
+class GRPOOptions(GRPOAlgorithmOptions):
+    """The algorithm's options, and the rollout engine's."""
+
+    rollout_backend: str = config_field(
+        "auto", "rollout engine: 'auto' ('fused' where it serves the model and the method merges, else 'hf'), "
+                + ", ".join(f"'{n}'" for n in backend_names()) + "; the engine used is in each curve point")
+    rollout_correction: str = config_field(
+        "auto", "'none' (the training forward's log-probs are the old log-probs), 'tis' (also weight each "
+                "token by min(exp(train − rollout log-prob), tis_cap)), 'auto' ('none' for engines whose "
+                "numerics match training (hf), else 'tis')")
+    tis_cap: float = config_field(2.0, "cap C of the truncated importance weight (Yao et al. 2025 use 2)")
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(self.rollout_backend in ("auto", *backend_names()), "rollout_backend",
+                      f"must be one of auto, {', '.join(backend_names())}")
+        self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
+                      f"must be one of {', '.join(CORRECTIONS)}")
+        self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")
+
+
+def check_group_budget(trainer_name: str, budget: Budget) -> None:
+    """Raise :class:`ConfigError` for a budget no GRPO engine can use: fewer than 2 completions per
+    prompt (no group to compare), or no room left for the prompt."""
+    if budget.generations < 2:
+        raise ConfigError(f"budget.generations: {trainer_name} needs at least 2 completions per prompt to compare "
+                          f"(got {budget.generations})")
+    if budget.max_new_tokens >= budget.max_seq_len:
+        raise ConfigError(f"budget.max_new_tokens ({budget.max_new_tokens}) must be smaller than "
+                          f"budget.max_seq_len ({budget.max_seq_len}): nothing would be left for the prompt")
 
 
 # ---- the algorithm's pure parts (also what the conformance test checks) ---------------------------
@@ -260,12 +283,7 @@ class GRPOTrainer(Trainer):
     skip_zero_advantage_rows = True
 
     def check_budget(self, budget: Budget) -> None:
-        if budget.generations < 2:
-            raise ConfigError(f"budget.generations: grpo needs at least 2 completions per prompt to compare "
-                              f"(got {budget.generations})")
-        if budget.max_new_tokens >= budget.max_seq_len:
-            raise ConfigError(f"budget.max_new_tokens ({budget.max_new_tokens}) must be smaller than "
-                              f"budget.max_seq_len ({budget.max_seq_len}): nothing would be left for the prompt")
+        check_group_budget(self.name, budget)
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
                   spent: Spent, curves: list[dict], progress) -> None:

@@ -55,12 +55,18 @@ class SFTOptions(TrainerOptions):
         self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
 
 
-def encode_example(tokenizer, task, example, max_seq_len: int) -> tuple[list[int], list[int]]:
-    """(prompt ids, target ids) of one example, cut to ``max_seq_len`` (prompt from the left,
-    target from the right; at least one target token survives)."""
+def sft_target(task, example) -> str:
+    """The worked solution SFT trains on; a task without one for ``example`` is a one-line error."""
     target = task.target(example)
     if not target:
         raise ConfigError(f"task '{task.name}' gives no SFT target for example {example.id}")
+    return target
+
+
+def encode_example(tokenizer, task, example, max_seq_len: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, target ids) of one example, cut to ``max_seq_len`` (prompt from the left,
+    target from the right; at least one target token survives)."""
+    target = sft_target(task, example)
     prompt_text, completion_text = common.render_completion(tokenizer, task.messages(example), target)
     prompt = common.encode(tokenizer, prompt_text)
     completion = common.encode(tokenizer, completion_text)

@@ -50,10 +50,10 @@ import torch
 from pefthub.errors import ConfigError
 from pefthub.models import base_model
 from pefthub.trainers import common
-from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
+from pefthub.trainers.base import Trainer, config_field
 from pefthub.trainers.budget import Budget, Spent, forward_flops, forward_params, train_step_flops, trainable_params
-from pefthub.trainers.grpo import LOSS_TYPES, SCALE_REWARDS, resolve_reward, score_completions
-from pefthub.trainers.sft import SFTOptions
+from pefthub.trainers.grpo import GRPOAlgorithmOptions, check_group_budget, resolve_reward, score_completions
+from pefthub.trainers.sft import SFTOptions, sft_target
 
 #: Budget schedules as transformers' scheduler names (the built-in trainers use the same ones).
 SCHEDULER_NAMES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
@@ -84,46 +84,12 @@ class TRLSFTOptions(SFTOptions):
 
 
 @dataclass
-class TRLGRPOOptions(TrainerOptions):
-    """The options of ``grpo`` that TRL's GRPOTrainer can honour, with the same names and meaning,
-    and TRL's gradient checkpointing."""
+class TRLGRPOOptions(GRPOAlgorithmOptions):
+    """The options of ``grpo`` that TRL's GRPOTrainer can honour (all but the rollout engine's), with
+    the same names and meaning, and TRL's gradient checkpointing. ``micro_batch_size`` becomes TRL's
+    per-device batch, so it must divide the step's batch_size × generations."""
 
-    temperature: float = config_field(1.0, "sampling temperature for rollouts (log-probs use the same)")
-    loss_type: str = config_field("dapo", "aggregation of per-token losses: " + ", ".join(LOSS_TYPES)
-                                  + " (as the built-in grpo's loss_type)")
-    scale_rewards: str = config_field("group", "advantage scaling: " + ", ".join(SCALE_REWARDS)
-                                      + " (as the built-in grpo's scale_rewards)")
-    beta: float = config_field(0.0, "weight of the KL penalty to the reference (the base model)")
-    kl_bias_correction: bool = config_field(False, "multiply the per-token KL by the policy ratio "
-                                                   "(TRL's use_bias_correction_kl)")
-    epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped")
-    epsilon_high: float = config_field(0.2, "upper clip range: ratios above 1 + epsilon_high are clipped")
-    reward: str = config_field("", "reward function name from the reward registry; empty: the task's own")
-    micro_batch_size: int = config_field(8, "completions per forward/backward chunk (TRL's per-device batch; "
-                                            "must divide batch_size × generations); 0 = all at once")
-    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)")
-    weight_decay: float = config_field(0.0, "AdamW weight decay")
-    adam_beta1: float = config_field(0.9, "AdamW beta1")
-    adam_beta2: float = config_field(0.999, "AdamW beta2")
-    adam_eps: float = config_field(1e-8, "AdamW epsilon")
     gradient_checkpointing: bool = config_field(True, GRADIENT_CHECKPOINTING_HELP)
-
-    def validate(self) -> None:
-        self._require(self.temperature > 0, "temperature", "must be > 0")
-        self._require(self.loss_type in LOSS_TYPES, "loss_type", f"must be one of {', '.join(LOSS_TYPES)}")
-        self._require(self.scale_rewards in SCALE_REWARDS, "scale_rewards",
-                      f"must be one of {', '.join(SCALE_REWARDS)}")
-        self._require(self.beta >= 0, "beta", "must be >= 0")
-        self._require(0 <= self.epsilon_low < 1, "epsilon_low", "must be within [0, 1)")
-        self._require(self.epsilon_high >= 0, "epsilon_high", "must be >= 0")
-        self._require(isinstance(self.reward, str), "reward", "must be a string")
-        self._require(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 0, "micro_batch_size",
-                      "must be an integer >= 0")
-        self._require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
-        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        self._require(0 <= self.adam_beta1 < 1, "adam_beta1", "must be within [0, 1)")
-        self._require(0 <= self.adam_beta2 < 1, "adam_beta2", "must be within [0, 1)")
-        self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
 
 
 # ---- accounting shared by both engines --------------------------------------------------------
@@ -172,11 +138,8 @@ def _step_callback(budget: Budget, spent: Spent, curves: list[dict], progress, e
             self.started = time.perf_counter()
 
         def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kw):
-            step = state.global_step + 1
-            grads = [p.grad.detach() for p in model.parameters() if p.requires_grad and p.grad is not None]
-            norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))) \
-                if grads else 0.0
-            common.require_finite(norm, "gradient norm", step)
+            norm = common.grad_norm_and_clip(common.trainable(model), 0.0)  # 0: measure, do not clip again
+            common.require_finite(norm, "gradient norm", state.global_step + 1)
             self.lr = float(optimizer.param_groups[0]["lr"])
 
         def on_step_end(self, args, state, control, **kw):
@@ -295,14 +258,8 @@ class TRLSFTTrainer(_TRLTrainer):
         o: TRLSFTOptions = self.options
         per_device, accumulation = _split(budget.batch_size, o.micro_batch_size, "batch_size", self.name)
         common.seed_everything(seed)
-        batches = common.BatchStream(task.examples("train", budget.steps * budget.batch_size), budget.batch_size, seed)
-        examples = [ex for _ in range(budget.steps) for ex in next(batches)]
-        rows = []
-        for ex in examples:
-            target = task.target(ex)
-            if not target:
-                raise ConfigError(f"task '{task.name}' gives no SFT target for example {ex.id}")
-            rows.append({"prompt": task.messages(ex), "completion": [{"role": "assistant", "content": target}]})
+        rows = [{"prompt": task.messages(ex), "completion": [{"role": "assistant", "content": sft_target(task, ex)}]}
+                for ex in common.examples_in_order(task, budget.steps, budget.batch_size, seed)]
 
         class CountingSFTTrainer(SFTTrainer):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -330,12 +287,7 @@ class TRLGRPOTrainer(_TRLTrainer):
     summary = "GRPO through TRL's GRPOTrainer (cross-check engine; rollouts by generate on the unmerged adapter)"
 
     def check_budget(self, budget: Budget) -> None:
-        if budget.generations < 2:
-            raise ConfigError(f"budget.generations: {self.name} needs at least 2 completions per prompt to compare "
-                              f"(got {budget.generations})")
-        if budget.max_new_tokens >= budget.max_seq_len:
-            raise ConfigError(f"budget.max_new_tokens ({budget.max_new_tokens}) must be smaller than "
-                              f"budget.max_seq_len ({budget.max_seq_len}): nothing would be left for the prompt")
+        check_group_budget(self.name, budget)
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
                   spent: Spent, curves: list[dict], progress) -> None:
@@ -353,8 +305,7 @@ class TRLGRPOTrainer(_TRLTrainer):
         rows_per_step = budget.batch_size * budget.generations
         per_device, accumulation = _split(rows_per_step, o.micro_batch_size, "batch_size × generations", self.name)
         common.seed_everything(seed)
-        batches = common.BatchStream(task.examples("train", budget.steps * budget.batch_size), budget.batch_size, seed)
-        examples = [ex for _ in range(budget.steps) for ex in next(batches)]
+        examples = common.examples_in_order(task, budget.steps, budget.batch_size, seed)
         max_prompt = budget.max_seq_len - budget.max_new_tokens
         for ex in examples:
             length = len(common.encode(tokenizer, common.render_prompt(tokenizer, task.messages(ex))))
