@@ -496,3 +496,52 @@ def interval_text(c: Comparison) -> str:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, allow_nan=False, default=str)
+
+
+@dataclass
+class Power:
+    """What a suite of n test items and S seeds can tell apart from its base model (80% power, α .05)."""
+
+    n_items: int
+    seeds: int
+    base_accuracy: float
+    base_source: str                     # "measured (run …)" | "given"
+    one_way: float | None                # detectable Δ if the row only fixes base errors (best case)
+    independent: float | None            # detectable Δ if its errors are independent of base's
+
+    @property
+    def smoke(self) -> bool:
+        """Too small to separate rows by less than about ten points even in the best case."""
+        return self.one_way is None or self.one_way > 0.1
+
+    def sentence(self) -> str:
+        both = (f"{fmt_pct(self.one_way)} points if the row only fixes base errors, "
+                f"{fmt_pct(self.independent)} if its errors are independent of the base model's"
+                if self.one_way is not None and self.independent is not None else "no difference")
+        text = (f"{self.n_items} test items, {self.seeds} seed{'s' if self.seeds != 1 else ''}, base accuracy "
+                f"{fmt_pct(self.base_accuracy)}% ({self.base_source}): at 80% power (two-sided α 0.05) it detects "
+                f"a gain over base of {both}")
+        if self.smoke:
+            text += (". A smoke run: it can tell a method that clearly learned the task from one that did not, "
+                     "not methods a few points apart; a null here is not evidence of no effect")
+        return text + "."
+
+
+def power(n_items: int, seeds: int, base_accuracy: float, base_source: str) -> Power:
+    """The suite-level power summary (exact McNemar on n items; seeds assumed not to shrink item-level
+    disagreement, so the figures hold for any seed count and are conservative for several seeds)."""
+    return Power(n_items, seeds, base_accuracy, base_source,
+                 detectable_difference(n_items, base_accuracy, assumption="one-way"),
+                 detectable_difference(n_items, base_accuracy, assumption="independent"))
+
+
+def suite_power(rows: Sequence[StatRow]) -> Power | None:
+    """:func:`power` for a suite's rows, the base accuracy measured from its base row."""
+    base = next((r for r in rows if r.is_base), None)
+    scored = [r for r in rows if r.docs and accuracy(r.docs[0]) is not None]
+    if base is None or not scored or accuracy(base.docs[0]) is None:
+        return None
+    n = (base.docs[0]["evaluation"]["test"].get("n") or 0)
+    seeds = max(len(r.docs) for r in scored if not r.is_base) if len(scored) > 1 else 1
+    return power(int(n), seeds, statistics.fmean(accuracy(d) for d in base.docs),
+                 f"measured, run {base.docs[0]['run_id']}")
