@@ -211,6 +211,13 @@ class ItemScores:
         return len(self.ids)
 
 
+def _natural(text: str) -> list:
+    """``item-2`` before ``item-10``."""
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
 def _protocol(doc: dict) -> dict:
     block = (doc.get("evaluation") or {}).get("test") or {}
     protocol = block.get("protocol") if isinstance(block.get("protocol"), dict) else {}
@@ -243,9 +250,9 @@ def item_scores(row: StatRow, split: str = "test") -> ItemScores:
         if not items:
             raise PairingError(f"{row.label}: run {doc['run_id']} has no {split} items with an id in {Path(path).name}")
         per_seed.append(items)
-    ids = sorted(per_seed[0])
+    ids = sorted(per_seed[0], key=_natural)
     for doc, items in zip(row.docs[1:], per_seed[1:]):
-        if sorted(items) != ids:
+        if sorted(items, key=_natural) != ids:
             raise PairingError(f"{row.label}: its seeds were scored on different items (run {doc['run_id']})")
     scores = np.array([[1.0 if items[i]["correct"] is True else 0.0 for items in per_seed] for i in ids])
     return ItemScores(row.label, ids, scores, [d["config"].get("seed") for d in row.docs],
@@ -545,3 +552,11 @@ def suite_power(rows: Sequence[StatRow]) -> Power | None:
     seeds = max(len(r.docs) for r in scored if not r.is_base) if len(scored) > 1 else 1
     return power(int(n), seeds, statistics.fmean(accuracy(d) for d in base.docs),
                  f"measured, run {base.docs[0]['run_id']}")
+
+
+def rows_in(results_dir: str | Path) -> list[StatRow]:
+    """The rows of one results directory (successful runs, learning rate selected), samples beside them."""
+    from pefthub.results import load_results_dir, samples_path
+
+    pairs, _ = load_results_dir(results_dir, with_paths=True)
+    return rows_from_docs((doc, samples_path(results_dir, doc["run_id"])) for _, doc in pairs)

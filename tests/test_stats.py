@@ -170,3 +170,38 @@ def test_cli_summary_and_site_report_identical_numbers(tmp_path):
         theirs, mine = row.vs_base, mine.vs_base
         assert (theirs.delta, theirs.low, theirs.high, theirs.p_value, theirs.p_holm, theirs.verdict) == (
             mine.delta, mine.low, mine.high, mine.p_value, mine.p_holm, mine.verdict)
+
+
+# ---- pefthub compare ------------------------------------------------------------------------------------
+def run_cli(capsys, *argv):
+    from pefthub.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_rows_of_a_suite(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "compare", "full/sft", "base", "--suite", "quick", "--results", str(QUICK),
+                             "--show", "2")
+    assert code == 0, err
+    assert "19" in out and "6" in out and "McNemar exact, 19 vs 6 discordant items" in out
+    assert "first 2; --json lists all" in out
+    code, out, err = run_cli(capsys, "compare", "full/sft", "base", "--results", str(QUICK), "--json")
+    doc = json.loads(out)
+    assert (doc["a_only"], doc["b_only"], doc["both_right"], doc["both_wrong"]) == (19, 6, 9, 30)
+    assert doc["p_value"] == pytest.approx(stats.mcnemar_p(19, 6))
+    assert len(doc["disagreements"]) == 25 and doc["runs_b"] == ["e5501a31c81086e0"]
+
+
+def test_compare_run_ids_and_bad_input(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "compare", "a0b759edac48102c", "e5501a31c81086e0", "--results", str(QUICK))
+    assert code == 0 and "lora/sft (run a0b759edac48102c)" in out
+    for argv, message in [
+        (("lora", "base"), "'lora' is not a run id (16 hex digits); row names need --suite"),
+        (("lora/x", "base", "--suite", "quick", "--results", str(QUICK)), "no row 'lora/x' in suite quick"),
+        (("base", "base", "--results", str(QUICK)), "the same run"),
+        (("lora/sft", "base", "--results", str(tmp_path / "none")), "does not exist"),
+    ]:
+        code, out, err = run_cli(capsys, "compare", *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
