@@ -479,7 +479,7 @@ def detectable_difference(n: int, base_accuracy: float, *, assumption: str, powe
         p1 = base_accuracy + delta
         psi = delta if assumption == "one-way" else base_accuracy * (1 - p1) + p1 * (1 - base_accuracy)
         if mcnemar_power(n, delta, psi, alpha) >= power:
-            return delta
+            return round(delta, 6)
         delta += step
     return None
 

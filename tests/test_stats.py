@@ -205,3 +205,26 @@ def test_compare_run_ids_and_bad_input(capsys, tmp_path):
     ]:
         code, out, err = run_cli(capsys, "compare", *argv)
         assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+# ---- pefthub plan <suite>: power --------------------------------------------------------------------------
+def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_path):
+    from pefthub import suites
+    from pefthub.commands.plan import suite_power
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    code, out, err = run_cli(capsys, "plan", "quick", "--json")
+    assert code == 0, err
+    power = json.loads(out)["power"]
+    expected_one_way = stats.detectable_difference(64, 15 / 64, assumption="one-way")
+    assert power["test_items"] == 64 and power["seeds"] == 1 and power["base_accuracy"] == 15 / 64
+    assert power["detectable_gain_one_way"] == expected_one_way and power["smoke"] is True
+    assert "not methods a few points apart" in power["summary"]
+    code, out, err = run_cli(capsys, "plan", "quick", "--base-accuracy", "1.5")
+    assert code == 2 and err.startswith("error: --base-accuracy must be a fraction")
+    suite = suites.load("quick")
+    monkeypatch.chdir(tmp_path)   # no stored results: the base accuracy must be given
+    assert suite_power(suite, None) is None
+    given = suite_power(suite, 0.5)
+    assert given.base_source == "given" and given.independent == stats.detectable_difference(
+        64, 0.5, assumption="independent")

@@ -283,7 +283,7 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
         console.print(f"[red]failed[/] {escape(label)}: {escape(err)}")
 
 
-def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:
+def print_suite_plan(suite_ref, *, as_json: bool = False, extra: dict | None = None) -> int:
     """The suite form of `pefthub plan`: every method × params budget with its exact config, count
     and bytes on the meta device, plus the budget, trainer options and resource requests."""
     import json
@@ -308,7 +308,7 @@ def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:
                          "adapter_bytes": m.adapter_bytes, "total_params": m.total_params,
                          "trainers": m.spec.trainers, "learning_rates": m.spec.learning_rates,
                          "resources": m.spec.resources} for m in resolution.methods],
-            "trainer_options": resolution.trainer_options,
+            "trainer_options": resolution.trainer_options, **(extra or {}),
         }, indent=1))
         return 0
     print_budget(console, suite)
