@@ -446,7 +446,7 @@ def trainer_pairs(rows: Sequence[StatRow]) -> list[tuple[StatRow, StatRow]]:
     pairs = []
     for members in groups.values():
         members = sorted(members, key=lambda r: (order.get(r.trainer, 2), r.trainer))
-        pairs += [(x, y) for i, x in enumerate(members) for y in members[i + 1:]]
+        pairs += [(x, y) for i, x in enumerate(members) for y in members[i + 1:] if x.trainer != y.trainer]
     return pairs
 
 
