@@ -81,3 +81,13 @@ def test_findings_of_a_suite_without_results_is_one_error(capsys, tmp_path):
     assert main(["findings", "nosuch", "--results", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: results directory") and err.count("\n") == 1
+
+
+def test_the_docs_worked_example_is_generated_from_the_quick_results():
+    rows = stats.rows_in(REPO / "leaderboards" / "quick" / "results")
+    text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    example = findings.worked_example("quick", rows)
+    assert findings.replace_worked_example(text, example) == text, \
+        "stale: pefthub findings quick --worked-example docs/benchmarks.md"
+    c = stats.versus_base(rows, next(r for r in rows if r.is_base))["full/sft"]
+    assert f"({c.a_only} − {c.b_only}) / 64" in example and stats.fmt_p(c.p_holm) in example

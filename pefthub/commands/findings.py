@@ -5,6 +5,7 @@ The file is generated; rerun the command after new results instead of editing it
 
   pefthub findings quick
   pefthub findings cpu-paper-shape --stdout
+  pefthub findings quick --worked-example docs/benchmarks.md   # also refresh the docs' worked example
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                         help="output file (default: docs/findings/<suite>.md)")
     parser.add_argument("--stdout", action="store_true", help="print the Markdown instead of writing it")
+    parser.add_argument("--worked-example", type=Path, default=None, metavar="FILE",
+                        help="also rewrite the generated worked example between the markers in FILE")
 
 
 def run(args) -> int:
@@ -38,6 +41,13 @@ def run(args) -> int:
     if not rows:
         raise ConfigError(f"no successful result in {directory}: nothing to report")
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix())
+    if args.worked_example is not None:
+        if not args.worked_example.is_file():
+            raise ConfigError(f"--worked-example: no file {args.worked_example}")
+        updated = findings.replace_worked_example(args.worked_example.read_text(encoding="utf-8"),
+                                                  findings.worked_example(name, rows))
+        atomic_write_text(args.worked_example, updated)
+        print(f"updated the worked example in {args.worked_example}")
     if args.stdout:
         print(text, end="")
         return 0
