@@ -99,7 +99,10 @@ def run(args) -> int:
                 executor.close()
     docs = bench.grid_documents(plan.experiments, results_dir)
     rows = bench.summarize(docs)
-    print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
+    from pefthub import health
+
+    healths = health.assess_all(docs, health.samples_in(results_dir))
+    print_results(console, suite, rows, total=len(plan.experiments), have=len(docs), health=healths)
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
 
@@ -228,8 +231,14 @@ def print_grid(console, suite, plan) -> None:
     console.print(f"{len(plan.todo)} run(s) would run; nothing was run (--dry-run)")
 
 
-def print_results(console, suite, rows, *, total: int, have: int) -> None:
+def print_results(console, suite, rows, *, total: int, have: int, health: dict | None = None) -> None:
+    """The results table; rows with run-health flags (``health``: run id -> Health) get a ⚑ marker
+    after their name and one line each below the table."""
     from rich.table import Table
+
+    from pefthub.health import MEANING, row_flags
+
+    flagged = {row.label: row_flags((health or {}).get(rid) for rid in row.run_ids) for row in rows}
 
     table = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
                         f"({have} of {total} runs have results)")
@@ -242,12 +251,24 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
         ci = "-" if row.ci_low is None else f"{_fmt_acc(row.ci_low)}–{_fmt_acc(row.ci_high)} ({row.ci_method})"
         adapter = (row.adapter_bytes or {}).get("trainable_fp32")
         name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
+        if flagged[row.label]:
+            name += " ⚑ " + ",".join(f.name for f in flagged[row.label])
         table.add_row(name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
                       "-" if row.best_lr is None else f"{row.best_lr:g}", row.selection, str(row.seeds),
                       _fmt_acc(row.test_mean), ci,
                       _fmt_acc(best.validation_mean if best else None),
                       f"{row.failed}/{row.runs}" if row.failed else "")
     console.print(table)
+    from rich.markup import escape
+
+    for label, flags in flagged.items():
+        for f in flags:
+            colour = "red" if f.severity == "error" else "yellow"
+            console.print(f"[{colour}]⚑ {f.name}[/] {escape(label)}: {escape(f.detail)}")
+    if any(flagged.values()):
+        console.print("flags: " + "; ".join(f"{n}: {m}" for n, m in MEANING.items()
+                                            if any(f.name == n for fs in flagged.values() for f in fs))
+                      + " (`pefthub health` shows the measures of every run)")
     errors = [(row.label, err) for row in rows for err in row.errors]
     for label, err in errors[:20]:
         console.print(f"[red]failed[/] {label}: {err}")
