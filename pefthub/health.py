@@ -130,52 +130,61 @@ def at_token_cap(completion: Any, max_new_tokens: int | None) -> bool:
     return len(completion) >= max_new_tokens and not text.endswith(TERMINAL)
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _test_block(doc: dict) -> dict:
+    return _dict(_dict(doc.get("evaluation")).get("test"))
+
+
 def _share(k: int | None, n: int | None) -> float | None:
     return None if k is None or not n else k / n
 
 
 def _eval_max_new_tokens(doc: dict) -> int | None:
-    test = ((doc.get("evaluation") or {}).get("test") or {})
-    value = (test.get("protocol") or {}).get("max_new_tokens") if isinstance(test.get("protocol"), dict) else None
+    value = _dict(_test_block(doc).get("protocol")).get("max_new_tokens")
     if not isinstance(value, int):
-        value = (doc.get("config", {}).get("eval") or {}).get("max_new_tokens")
-    return value if isinstance(value, int) and value > 0 else None
+        value = _dict(_dict(doc.get("config")).get("eval")).get("max_new_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _strict(doc: dict) -> float | None:
-    metrics = (((doc.get("evaluation") or {}).get("test") or {}).get("metrics") or {})
-    value = metrics.get(STRICT_METRIC) if isinstance(metrics, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number(_dict(_test_block(doc).get("metrics")).get(STRICT_METRIC))
 
 
 def _accuracy(doc: dict) -> float | None:
-    value = ((doc.get("evaluation") or {}).get("test") or {}).get("accuracy")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number(_test_block(doc).get("accuracy"))
 
 
 def _grpo_signal(doc: dict) -> tuple[float | None, float | None]:
     """(mean reward over steps, share of groups with zero advantage) from the training log."""
-    curves = [c for c in (doc.get("curves") or []) if isinstance(c, dict)]
-    rewards = [c["reward"] for c in curves if isinstance(c.get("reward"), (int, float))]
-    zero = [c["zero_advantage_groups"] for c in curves if isinstance(c.get("zero_advantage_groups"), (int, float))]
-    groups = (doc.get("config", {}).get("budget") or {}).get("batch_size")
+    curves = [c for c in (doc.get("curves") or []) if isinstance(c, dict)] if isinstance(doc.get("curves"), list) else []
+    rewards = [_number(c.get("reward")) for c in curves if _number(c.get("reward")) is not None]
+    zero = [_number(c.get("zero_advantage_groups")) for c in curves if _number(c.get("zero_advantage_groups")) is not None]
+    groups = _dict(_dict(doc.get("config")).get("budget")).get("batch_size")
     reward = statistics.fmean(rewards) if rewards else None
-    share = sum(zero) / (len(zero) * groups) if zero and isinstance(groups, int) and groups > 0 else None
+    share = (sum(zero) / (len(zero) * groups) if zero and isinstance(groups, int) and not isinstance(groups, bool)
+             and groups > 0 else None)
     return reward, share
 
 
 def stopped_early(doc: dict) -> dict | None:
     """The trainer's own early-stop record (``doc["training"]["stopped_early"]``), if any."""
-    record = (doc.get("training") or {}).get("stopped_early") if isinstance(doc.get("training"), dict) else None
+    record = _dict(doc.get("training")).get("stopped_early")
     return record if isinstance(record, dict) else None
 
 
 def comparable(doc: dict, base: dict) -> bool:
     """Same model, task and test protocol (the test limit may differ: items are matched by id)."""
-    a, b = doc.get("config", {}), base.get("config", {})
+    a, b = _dict(doc.get("config")), _dict(base.get("config"))
     ignore = ("limit", "validation_limit")
-    eval_a = {k: v for k, v in (a.get("eval") or {}).items() if k not in ignore}
-    eval_b = {k: v for k, v in (b.get("eval") or {}).items() if k not in ignore}
+    eval_a = {k: v for k, v in _dict(a.get("eval")).items() if k not in ignore}
+    eval_b = {k: v for k, v in _dict(b.get("eval")).items() if k not in ignore}
     return a.get("model") == b.get("model") and a.get("task") == b.get("task") and eval_a == eval_b
 
 
@@ -204,8 +213,8 @@ def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
         m["base_n"] = len(theirs)
         m["base_no_answer"] = sum(not has_answer(s) for s in theirs)
         m["base_at_cap"] = sum(at_token_cap(s.get("completion"), _eval_max_new_tokens(base)) for s in theirs)
-    by_id = {s["id"]: s for s in theirs if "id" in s}
-    pairs = [(s, by_id[s["id"]]) for s in mine if s.get("id") in by_id]
+    by_id = {s["id"]: s for s in theirs if isinstance(s.get("id"), (str, int))}
+    pairs = [(s, by_id[s["id"]]) for s in mine if isinstance(s.get("id"), (str, int)) and s["id"] in by_id]
     if pairs:
         m["shared"] = len(pairs)
         m["identical"] = sum(a.get("completion") == b.get("completion") for a, b in pairs)
@@ -221,7 +230,7 @@ def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
     why = []
     stop = stopped_early(doc)
     if stop and stop.get("reason") == COLLAPSED:
-        detail = f": {stop['detail']}" if stop.get("detail") else ""
+        detail = f": {stop['detail']}" if isinstance(stop.get("detail"), str) and stop["detail"] else ""
         why.append(f"trainer stopped early at step {stop.get('step', '?')}{detail}")
     share_na, base_na = _share(m["no_answer"], m["n"]), _share(m["base_no_answer"], m["base_n"])
     if share_na is not None and share_na - (base_na or 0.0) >= t.no_answer_excess:
@@ -253,7 +262,7 @@ def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
 
 
 def is_base(doc: dict) -> bool:
-    return doc.get("config", {}).get("method") == BASE_METHOD
+    return _dict(doc.get("config")).get("method") == BASE_METHOD
 
 
 def pick_base(doc: dict, docs: Iterable[dict]) -> dict | None:
