@@ -241,6 +241,12 @@ def test_generated_health_page_is_current(capsys, monkeypatch):
         "docs/run-health.md is stale: pefthub health quick --markdown > docs/run-health.md"
 
 
+def test_benchmarks_doc_states_the_thresholds_in_the_code():
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    for name, value, _ in THRESHOLDS.rationale():
+        assert f"`{name}` = {value:g}" in text, f"docs/benchmarks.md does not state {name} = {value:g}"
+
+
 @pytest.mark.slow
 def test_token_cap_proxy_matches_the_tokenizer_on_committed_results():
     from transformers import AutoTokenizer

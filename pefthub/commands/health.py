@@ -128,12 +128,12 @@ def markdown(suite: str, docs: list[dict], healths: dict) -> str:
              "[benchmarks.md](benchmarks.md#run-health).", ""]
     if base_ids:
         lines += [f"Base-model run compared against: {', '.join(f'`{b}`' for b in sorted(base_ids))}.", ""]
-    m = [h.measures for _, h in runs]
-    same_score = [(label, h) for label, h in runs if h.measures["shared"] and h.measures["correct"] == h.measures["base_correct"]]
-    if runs and m[0]["shared"]:
+    compared = [(label, h.measures) for label, h in runs if h.measures["shared"]]
+    same_score = [label for label, m in compared if m["correct"] == m["base_correct"]]
+    if compared:
+        scores = sorted({_frac(m["base_correct"], m["shared"]) for _, m in compared})
         lines.append(f"- {len(same_score)} of {len(runs)} trained runs score exactly the base model's "
-                     f"{_frac(same_score[0][1].measures['base_correct'] if same_score else m[0]['base_correct'], m[0]['shared'])} "
-                     "on the same test items: " + (", ".join(f"{label}" for label, _ in same_score) or "none") + ".")
+                     f"{' / '.join(scores)} on the same test items: {', '.join(same_score) or 'none'}.")
         ident = sorted(((h.measures["identical"], label, h.measures["shared"]) for label, h in runs
                         if h.measures["identical"] is not None), reverse=True)
         lines.append("- Test completions byte-identical to the base model's on the same items: "

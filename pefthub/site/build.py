@@ -125,7 +125,8 @@ def _write_suite(staging: Path, env, suite: Suite, view: SuiteView, slug: str, r
         _write(staging / links.raw(run.run_id),
                json.dumps(run.doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
         _write(staging / links.run(run.run_id),
-               render.render_run(env, run, links, samples=samples, samples_problem=problem, health=view.health.get(run.run_id),
+               render.render_run(env, run, links, samples=samples, samples_problem=problem,
+                                 health=view.health.get(run.run_id),
                                  samples_copied=samples_copied, max_samples=max_samples, n_result_files=n_files))
         pages += 1
     _write(staging / "downloads" / f"{slug}.csv", table_csv(view))

@@ -307,10 +307,13 @@ def _health(health: run_health.Health | None) -> dict | None:
     def frac(k, n):
         return f"{k}/{n}" if k is not None and n else MISSING
 
+    def pair(key, n, base_key, base_n):
+        return f"{frac(m[key], m[n])} ({frac(m[base_key], m[base_n])})"
+
     measures = [("Test completions byte-identical to base", frac(m["identical"], m["shared"])),
-                ("Correct (base) on the same items", f"{frac(m['correct'], m['shared'])} ({frac(m['base_correct'], m['shared'])})"),
-                ("No extractable answer (base)", f"{frac(m['no_answer'], m['n'])} ({frac(m['base_no_answer'], m['base_n'])})"),
-                ("Cut off by the token cap (base)", f"{frac(m['at_cap'], m['n'])} ({frac(m['base_at_cap'], m['base_n'])})")]
+                ("Correct (base) on the same items", pair("correct", "shared", "base_correct", "shared")),
+                ("No extractable answer (base)", pair("no_answer", "n", "base_no_answer", "base_n")),
+                ("Cut off by the token cap (base)", pair("at_cap", "n", "base_at_cap", "base_n"))]
     if m["reward_mean"] is not None:
         measures.append(("Mean GRPO training reward", f"{m['reward_mean']:.3f}"))
     if m["zero_advantage_share"] is not None:
