@@ -281,17 +281,27 @@ def test_bench_results_table_marks_flagged_rows():
     from rich.console import Console
 
     from pefthub import bench
-    from pefthub.commands.bench import print_results
+    from pefthub.commands.bench import print_health, print_results
 
     docs, _ = R.load_results_dir(QUICK)
     console = Console(record=True, width=250)
     suite = SimpleNamespace(name="quick", model="smollm2-135m-instruct", task={"name": "basic_arithmetic"})
-    print_results(console, suite, bench.summarize(docs), total=15, have=15,
-                  health=health.assess_all(docs, health.samples_in(QUICK)))
-    text = console.export_text()
-    assert "vera ⚑ no-op" in text and "lora ⚑ runaway" in text
-    assert "⚑ no-op vera/grpo: 62/64 test completions byte-identical to base; same score (15/64)" in text
-    assert "bitfit ⚑" not in text
+    healths = health.assess_all(docs, health.samples_in(QUICK))
+    rows = bench.summarize(docs)
+    for row in rows:
+        row.flags = [f.name for f in health.row_flags(healths.get(rid) for rid in row.run_ids)]
+    print_results(console, suite, rows, total=15, have=15)
+    print_health(console, rows, healths)
+    lines = console.export_text().splitlines()
+    def flags_cell(name, trainer):
+        line = next(x for x in lines if x.startswith(f"│ {name} ") and f"│ {trainer} " in x)
+        return line.split("│")[-2].strip()
+
+    assert flags_cell("vera", "grpo") == "no-op"
+    assert flags_cell("full", "grpo") == "no-op, no-signal"
+    assert flags_cell("bitfit", "sft") == ""
+    assert "⚑ no-op vera/grpo: 62/64 test completions byte-identical to base; same score (15/64)" in lines
+    assert "⚑ runaway lora/grpo: 19/64 test completions cut off by the token cap (base 0/64)" in lines
 
 
 def test_site_downloads_carry_the_flags(tmp_path):
@@ -304,7 +314,7 @@ def test_site_downloads_carry_the_flags(tmp_path):
     build_site(tmp_path / "lb", tmp_path / "site")
     data = json.loads((tmp_path / "site" / "downloads" / "t.json").read_text())
     row = next(r for r in data["rows"] if r["method"] == "tinylora")
-    assert [f["name"] for f in row["flags"]] == [COLLAPSED, NO_SIGNAL]
+    assert row["flags"] == [COLLAPSED, NO_SIGNAL]
     assert data["health"]["runs"][doc["run_id"]]["measures"]["no_answer"] == 308
     with open(tmp_path / "site" / "downloads" / "t.csv", newline="") as fh:
         flags = {r["method"]: r["flags"] for r in csv.DictReader(fh)}

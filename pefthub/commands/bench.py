@@ -102,7 +102,10 @@ def run(args) -> int:
     from pefthub import health
 
     healths = health.assess_all(docs, health.samples_in(results_dir))
-    print_results(console, suite, rows, total=len(plan.experiments), have=len(docs), health=healths)
+    for row in rows:
+        row.flags = [f.name for f in health.row_flags(healths.get(rid) for rid in row.run_ids)]
+    print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
+    print_health(console, rows, healths)
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
 
@@ -231,14 +234,8 @@ def print_grid(console, suite, plan) -> None:
     console.print(f"{len(plan.todo)} run(s) would run; nothing was run (--dry-run)")
 
 
-def print_results(console, suite, rows, *, total: int, have: int, health: dict | None = None) -> None:
-    """The results table; rows with run-health flags (``health``: run id -> Health) get a ⚑ marker
-    after their name and one line each below the table."""
+def print_results(console, suite, rows, *, total: int, have: int) -> None:
     from rich.table import Table
-
-    from pefthub.health import MEANING, row_flags
-
-    flagged = {row.label: row_flags((health or {}).get(rid) for rid in row.run_ids) for row in rows}
 
     table = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
                         f"({have} of {total} runs have results)")
@@ -246,32 +243,41 @@ def print_results(console, suite, rows, *, total: int, have: int, health: dict |
                          ("best lr", "right"), ("lr chosen by", "left"), ("seeds", "right"),
                          ("test %", "right"), ("95% CI", "right"), ("val %", "right"), ("failed", "right")):
         table.add_column(col, justify=justify)
+    flagged = any(row.flags for row in rows)
+    if flagged:
+        table.add_column("flags", justify="left")
     for row in rows:
         best = next((s for s in row.learning_rates if s.learning_rate == row.best_lr), None)
         ci = "-" if row.ci_low is None else f"{_fmt_acc(row.ci_low)}–{_fmt_acc(row.ci_high)} ({row.ci_method})"
         adapter = (row.adapter_bytes or {}).get("trainable_fp32")
         name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
-        if flagged[row.label]:
-            name += " ⚑ " + ",".join(f.name for f in flagged[row.label])
         table.add_row(name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
                       "-" if row.best_lr is None else f"{row.best_lr:g}", row.selection, str(row.seeds),
                       _fmt_acc(row.test_mean), ci,
                       _fmt_acc(best.validation_mean if best else None),
-                      f"{row.failed}/{row.runs}" if row.failed else "")
+                      f"{row.failed}/{row.runs}" if row.failed else "", *([", ".join(row.flags)] if flagged else []))
     console.print(table)
-    from rich.markup import escape
-
-    for label, flags in flagged.items():
-        for f in flags:
-            colour = "red" if f.severity == "error" else "yellow"
-            console.print(f"[{colour}]⚑ {f.name}[/] {escape(label)}: {escape(f.detail)}")
-    if any(flagged.values()):
-        console.print("flags: " + "; ".join(f"{n}: {m}" for n, m in MEANING.items()
-                                            if any(f.name == n for fs in flagged.values() for f in fs))
-                      + " (`pefthub health` shows the measures of every run)")
     errors = [(row.label, err) for row in rows for err in row.errors]
     for label, err in errors[:20]:
         console.print(f"[red]failed[/] {label}: {err}")
+
+
+def print_health(console, rows, health: dict) -> None:
+    """One line per run-health flag of a row (``health``: run id -> :class:`pefthub.health.Health`)
+    under the results table, and what the flags shown mean."""
+    from rich.markup import escape
+
+    from pefthub.health import MEANING, row_flags
+
+    shown = set()
+    for row in rows:
+        for f in row_flags(health.get(rid) for rid in row.run_ids):
+            colour = "red" if f.severity == "error" else "yellow"
+            console.print(f"[{colour}]⚑ {f.name}[/] {escape(row.label)}: {escape(f.detail)}")
+            shown.add(f.name)
+    if shown:
+        console.print("flags: " + "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in shown)
+                      + " (`pefthub health` shows the measures of every run)")
 
 
 def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:

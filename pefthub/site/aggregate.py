@@ -52,7 +52,8 @@ class Row:
     peak_memory_bytes: float | None
     delta_vs_base: float | None = None
     is_base: bool = False
-    flags: list[run_health.Flag] = field(default_factory=list)   # run-health flags of its runs (pefthub.health)
+    flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
+    flag_details: list[run_health.Flag] = field(default_factory=list)   # the same with severity and detail
 
     @property
     def seeds(self) -> int:
@@ -78,7 +79,7 @@ class Row:
             "lr_selection": self.lr_selection, "validation_accuracy": self.validation_accuracy,
             "seeds": self.seeds, "run_ids": self.run_ids, "reference": self.is_base,
             "method_config": self.method_config,
-            "flags": [f.as_record() for f in self.flags],
+            "flags": list(self.flags),
         }
 
 
@@ -213,7 +214,8 @@ def view_suite(suite: Suite) -> SuiteView:
             row.delta_vs_base = row.accuracy - base.accuracy
     healths = suite_health(successes)
     for row in rows:
-        row.flags = run_health.row_flags(healths.get(r.run_id) for r in row.runs)
+        row.flag_details = run_health.row_flags(healths.get(r.run_id) for r in row.runs)
+        row.flags = [f.name for f in row.flag_details]
     trained = [r for r in suite.runs if not r.is_base] or suite.runs
     started = [r.doc.get("started_at") for r in suite.runs if isinstance(r.doc.get("started_at"), str)]
     finished = [r.doc.get("finished_at") for r in suite.runs if isinstance(r.doc.get("finished_at"), str)]

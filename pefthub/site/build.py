@@ -67,7 +67,7 @@ def table_csv(view: SuiteView) -> str:
         record = row.as_record()
         record.update(suite=view.suite.name, run_ids=" ".join(record["run_ids"]),
                       method_config=json.dumps(record["method_config"], sort_keys=True))
-        record["flags"] = " ".join(f["name"] for f in record["flags"])
+        record["flags"] = " ".join(record["flags"])
         writer.writerow({k: _spreadsheet_safe(record.get(k)) for k in CSV_FIELDS})
     return buf.getvalue()
 

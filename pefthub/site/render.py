@@ -181,7 +181,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
                      "link": links.run(row.runs[0].run_id), "variant": _variant(row), "cells": _cells(row),
                      "lr_text": lr_text, "lr_note": lr_note, "lr_sort": lr_sort, "lr_title": lr_title,
                      "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else ""})
-        rows[-1]["flags"] = [f.as_record() for f in row.flags]
+        rows[-1]["health_flags"] = [f.as_record() for f in row.flag_details]
     params_plot, n_points, skipped = plots.params_accuracy_plot(view.rows, view.base, styles)
     memory = lambda r: r.peak_memory_bytes  # noqa: E731
     seconds = lambda r: r.train_seconds  # noqa: E731
