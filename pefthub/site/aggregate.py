@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from pefthub import stats
+from pefthub import health as run_health
+from pefthub.results import ResultFileError, read_samples
 from pefthub.site.load import Run, Suite
 
 LR_SELECTED, LR_SINGLE, LR_UNSELECTED = stats.LR_SELECTED, stats.LR_SINGLE, stats.LR_UNSELECTED
@@ -48,6 +50,7 @@ class Row:
     vs_base: stats.Comparison | None = None    # paired Δ against the base row, Holm verdict
     vs_base_note: str | None = None            # why there is no paired comparison
     flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
+    flag_details: list[run_health.Flag] = field(default_factory=list)   # the same with severity and detail
 
     @property
     def label(self) -> str:
@@ -108,6 +111,7 @@ class SuiteView:
     first_started: str | None = None
     last_finished: str | None = None
     trainer_pairs: list[stats.Comparison | tuple[str, str, str]] = field(default_factory=list)
+    health: dict[str, run_health.Health] = field(default_factory=dict)   # run id -> flags and measures
 
     @property
     def ranked(self) -> list[Row]:
@@ -194,6 +198,10 @@ def view_suite(suite: Suite) -> SuiteView:
             pairs.append(stats.compare_rows(a, b))
         except stats.PairingError as exc:
             pairs.append((a.label, b.label, str(exc)))
+    healths = suite_health(successes)
+    for row in rows:
+        row.flag_details = run_health.row_flags(healths.get(r.run_id) for r in row.runs)
+        row.flags = [f.name for f in row.flag_details]
     trained = [r for r in suite.runs if not r.is_base] or suite.runs
     started = [r.doc.get("started_at") for r in suite.runs if isinstance(r.doc.get("started_at"), str)]
     finished = [r.doc.get("finished_at") for r in suite.runs if isinstance(r.doc.get("finished_at"), str)]
@@ -203,9 +211,25 @@ def view_suite(suite: Suite) -> SuiteView:
         tasks=[t for t, _ in _most_common(r.config.get("task") for r in suite.runs)],
         budgets=_most_common(r.config.get("budget") for r in trained),
         evals=_most_common(r.config.get("eval") for r in suite.runs),
-        first_started=min(started, default=None), last_finished=max(finished, default=None),
+        first_started=min(started, default=None), last_finished=max(finished, default=None), health=healths,
         trainer_pairs=pairs,
     )
+
+
+def _run_samples(run: Run) -> list[dict] | None:
+    path = run.samples_file()
+    if path is None:
+        return None
+    try:
+        return [r for r in read_samples(path) if isinstance(r, dict)]
+    except ResultFileError:
+        return None  # the build reports the unreadable file when it copies the samples
+
+
+def suite_health(runs: list[Run]) -> dict[str, run_health.Health]:
+    """Run-health flags of every successful trained run, against the suite's base-model run."""
+    by_id = {r.run_id: r for r in runs}
+    return run_health.assess_all([r.doc for r in runs], lambda doc: _run_samples(by_id[doc["run_id"]]))
 
 
 def pareto_front(rows: list[Row], cost: Callable[[Row], float | None]) -> list[Row]:
