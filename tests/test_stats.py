@@ -228,3 +228,21 @@ def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_p
     given = suite_power(suite, 0.5)
     assert given.base_source == "given" and given.independent == stats.detectable_difference(
         64, 0.5, assumption="independent")
+
+
+def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from pefthub import bench
+    from pefthub.commands.bench import print_results
+
+    docs = [doc for _, doc in results.load_results_dir(QUICK, with_paths=True)[0]]
+    rows = bench.summarize(docs, results_dir=QUICK)
+    console = Console(record=True, width=220)
+    print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), rows, total=15, have=15)
+    text = console.export_text()
+    full = next(r for r in rows if r.label == "full/sft").vs_base
+    assert stats.interval_text(full) in text and "≈ base" in text and "Holm's correction over 14 rows" in text
+    assert "Smoke run: 64 test items, 1 seed" in " ".join(text.split())

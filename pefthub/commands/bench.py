@@ -252,7 +252,7 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
                ("Δ vs base [95% CI]", "right"), ("p (Holm)", "right"), ("vs base", "left")] + (
                [("failed", "right")] if failed else []) + ([("flags", "left")] if flagged else [])
     for col, justify in columns:
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col not in ("method", "flags"))
     for row in rows:
         best = next((s for s in row.learning_rates if s.learning_rate == row.best_lr), None)
         test = "-" if row.test_mean is None else _fmt_acc(row.test_mean) + (
@@ -260,13 +260,13 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
         adapter = (row.adapter_bytes or {}).get("trainable_fp32")
         name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
         c = row.vs_base
-        verdict = {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "indistinguishable"}.get(
+        verdict = {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(
             c.verdict if c else None, "reference" if row.method == stats.BASE_METHOD else "-")
         cells = [name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
                  "-" if row.best_lr is None else f"{row.best_lr:g}"] + ([row.selection] if chose else []) + [
                  str(row.seeds), test] + ([_fmt_acc(best.validation_mean if best else None)] if validated else []) + [
                  stats.interval_text(c) if c else "-",
-                 f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})" if c else "-", verdict] + (
+                 f"{c.p_value:.2g} ({c.p_holm:.2g})" if c else "-", verdict] + (
                  [f"{row.failed}/{row.runs}" if row.failed else ""] if failed else []) + (
                  [", ".join(row.flags)] if flagged else [])
         table.add_row(*[escape(x) for x in cells])
@@ -275,7 +275,7 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
     if paired:
         console.print(f"Δ vs base: paired on the same {paired[0].n_items} test items; p is exact McNemar for one seed, "
                       f"t over items × seeds otherwise; verdicts use Holm's correction over {len(paired)} rows "
-                      "(docs/benchmarks.md, 'Reading the numbers').")
+                      "(≈ base: indistinguishable from base; docs/benchmarks.md, 'Reading the numbers').")
     base = next((r for r in rows if r.method == stats.BASE_METHOD and r.test_mean is not None), None)
     if paired and base is not None:
         summary = stats.power(paired[0].n_items, max(r.seeds for r in rows), base.test_mean,
