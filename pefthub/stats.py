@@ -294,7 +294,8 @@ def paired_variance(a, b):
     independent data sets). Var = s²(d̄ᵢ)/n + Σ_rows max(0, MS_seed − MS_resid)/(n·S), d̄ᵢ the
     per-item difference of seed means: the crossed items × seeds random-effects variance of the
     grand mean, written per row so unequal seed counts need no pairing of unrelated seeds. With one
-    seed on each side it is Miller's (2024) paired-difference variance.
+    seed on each side it is Miller's (2024) paired-difference variance. Hand-written because no
+    library offers this crossed-design variance vectorised over many data sets (the coverage test).
     """
     import numpy as np
 
@@ -453,7 +454,8 @@ def trainer_pairs(rows: Sequence[StatRow]) -> list[tuple[StatRow, StatRow]]:
 # ---- power ---------------------------------------------------------------------------------------------
 def mcnemar_power(n: int, delta: float, discordance: float, alpha: float = ALPHA) -> float:
     """Power of the two-sided exact McNemar test on n items when the rows disagree on a share
-    ``discordance`` of them and the first is right on ``(discordance + delta)/2`` of them."""
+    ``discordance`` of them and the first is right on ``(discordance + delta)/2`` of them.
+    Hand-written (a sum over scipy binomials): statsmodels' power tools have no exact McNemar."""
     import numpy as np
     from scipy.stats import binom
 
