@@ -142,6 +142,7 @@ class RowResult:
     vs_base: stats.Comparison | None = None     # paired Δ against the base row (Holm verdict)
     vs_base_note: str | None = None             # why there is no paired comparison
     flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
+    lr_at_edge: str | None = None               # stats.LR_EDGE_LOW | LR_EDGE_HIGH: chosen rate at its grid's edge
 
     @property
     def name(self) -> str:
@@ -210,6 +211,7 @@ def _summarize_row(docs: list[dict]) -> RowResult:
         test_mean=interval.mean, ci_low=interval.low, ci_high=interval.high, ci_method=interval.method,
         run_ids=[d["run_id"] for d in chosen], runs=len(docs), failed=sum(d["status"] == "failed" for d in docs),
         errors=sorted({d["error"] for d in docs if d["status"] != "success" and d.get("error")}),
+        lr_at_edge=selection.at_edge if selection else None,
     )
 
 

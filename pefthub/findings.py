@@ -166,8 +166,8 @@ def render_markdown(suite: str, rows: Sequence[stats.StatRow], source: str) -> s
              f"Model {', '.join(f'`{m}`' for m in models)}; task {', '.join(f'`{t}`' for t in tasks)}.", ""]
     if power is not None:
         lines += [f"**{'Smoke run' if power.smoke else 'Power'}.** {power.sentence()}", ""]
-    lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points, 95% interval over items "
-              "and seeds); p-values are Holm-corrected over the comparisons on this page. A claim is *supported* when "
+    lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points; 95% interval exact for "
+              "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise); p-values are Holm-corrected over the comparisons on this page. A claim is *supported* when "
               "the difference is significant with the paper's sign, *contradicted* when significant with the opposite "
               "sign. The published figures come from larger models, other tasks and full budgets: they give the "
               "direction to test, not a number to reproduce.", ""]
@@ -195,16 +195,12 @@ EXAMPLE_END = "<!-- end of worked example -->"
 
 def worked_example(suite: str, rows: Sequence[stats.StatRow]) -> str:
     """Markdown that walks through one row's comparison with base step by step (the row with the smallest p)."""
-    import math
-
     base = next((r for r in rows if r.is_base), None)
     family = {label: c for label, c in stats.versus_base(rows, base).items() if isinstance(c, stats.Comparison)}
     if not family:
         return "(no row of this suite can be paired with a base row)"
     label, c = min(family.items(), key=lambda kv: (kv[1].p_value, kv[0]))
     n, m = c.n_items, c.a_only + c.b_only
-    sd = c.se * math.sqrt(n)
-    t = stats.t_quantile(c.df)
     ranks = sorted(family.values(), key=lambda x: x.p_value)
     rank = ranks.index(c)
     lines = [
@@ -215,10 +211,7 @@ def worked_example(suite: str, rows: Sequence[stats.StatRow]) -> str:
         f"1. **Accuracies**: A {stats.fmt_pct(c.accuracy_a)}%, B {stats.fmt_pct(c.accuracy_b)}%. "
         f"**Δ** = ({c.a_only} − {c.b_only}) / {n} = {stats.fmt_pct(c.delta, sign=True)} points: only the "
         f"{m} items where they disagree move it.",
-        f"2. **Standard error**: the per-item differences dᵢ ∈ {{+1, 0, −1}} have standard deviation "
-        f"{sd:.3f}, so SE = {sd:.3f} / √{n} = {100 * c.se:.2f} points.",
-        f"3. **95% interval**: Δ ± t₀.₉₇₅ with {c.df:.0f} df × SE = {stats.fmt_pct(c.delta, sign=True)} ± "
-        f"{t:.2f} × {100 * c.se:.2f} = [{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}].",
+        *interval_steps(c),
         f"4. **McNemar**: of the {m} discordant items A wins {c.a_only}; if neither row were better each would "
         f"be a fair coin, and a split at least as lopsided as {c.a_only}–{c.b_only} (either way) has probability "
         f"p = {stats.fmt_p(c.p_value)}.",
@@ -231,6 +224,34 @@ def worked_example(suite: str, rows: Sequence[stats.StatRow]) -> str:
     if power is not None:
         lines.append(f"6. **Power**: {power.sentence()}")
     return "\n".join(lines)
+
+
+def interval_steps(c: stats.Comparison) -> list[str]:
+    """Steps 2 and 3 of the worked example: how the comparison's 95% interval was computed."""
+    import math
+
+    from scipy.stats import binomtest
+
+    n, m = c.n_items, c.a_only + c.b_only
+    interval = f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]"
+    if c.interval != stats.EXACT_INTERVAL:
+        sd = c.se * math.sqrt(n)
+        return [f"2. **Standard error**: the per-item differences dᵢ have standard deviation {sd:.3f} over items "
+                f"and seeds, so SE = {100 * c.se:.2f} points.",
+                f"3. **95% interval**: Δ ± t₀.₉₇₅ with {c.df:.0f} df × SE = {stats.fmt_pct(c.delta, sign=True)} ± "
+                f"{stats.t_quantile(c.df):.2f} × {100 * c.se:.2f} = {interval}."]
+    psi = binomtest(m, n).proportion_ci(stats.LEVEL, method="exact")
+    if m == 0:
+        return ["2. **Exact interval**: the rows agree on every item, so Δ = 0 and the discordant split is undefined.",
+                f"3. **95% interval**: the share of items on which they could disagree is at most "
+                f"{psi.high:.3f} (Clopper–Pearson, 0 of {n}), so |Δ| ≤ that: {interval}."]
+    pi = binomtest(c.a_only, m).proportion_ci(stats.LEVEL, method="exact")
+    return [f"2. **Exact interval**: Δ = ψ·(2π − 1), ψ the share of items on which the rows disagree and π the share "
+            f"of those A wins. Clopper–Pearson 95% intervals: π ∈ [{pi.low:.3f}, {pi.high:.3f}] "
+            f"({c.a_only} of {m}; the exact McNemar test's own model), ψ ∈ [{psi.low:.3f}, {psi.high:.3f}] "
+            f"({m} of {n}).",
+            f"3. **95% interval**: the smallest and largest ψ·(2π − 1) over those ranges: {interval}. It contains 0 "
+            "exactly when π's interval contains ½, i.e. exactly when the McNemar p below is ≥ 0.05."]
 
 
 def replace_worked_example(text: str, example: str) -> str:

@@ -24,6 +24,9 @@ LR_SELECTED = "validation"      # best mean validation accuracy of several rates
 LR_SINGLE = "single"            # only one rate ran
 LR_UNSELECTED = "unselected"    # several rates ran, one lacks validation scores: none is chosen
 
+#: Where a rate chosen on validation sits in its row's grid when it is the smallest or largest one.
+LR_EDGE_LOW, LR_EDGE_HIGH = "low", "high"
+
 #: Verdicts of a row against the base model after Holm's correction.
 BETTER, WORSE, SAME = "better than base", "worse than base", "indistinguishable from base"
 
@@ -65,6 +68,16 @@ class Selection:
     rule: str                            # LR_SELECTED | LR_SINGLE | LR_UNSELECTED
     candidates: list[float | None]       # rates with at least one successful run, ascending
     chosen: dict[Any, list[dict]]        # rate -> its successful docs (one rate unless unselected)
+
+    @property
+    def at_edge(self) -> str | None:
+        """``"low"``/``"high"`` when the rate chosen on validation is the smallest/largest of several that
+        ran (the best may lie outside the grid), else ``None``."""
+        rates = [lr for lr in self.candidates if _is_number(lr)]
+        if self.rule != LR_SELECTED or len(rates) < 2:
+            return None
+        (lr,) = self.chosen
+        return LR_EDGE_LOW if lr == rates[0] else LR_EDGE_HIGH if lr == rates[-1] else None
 
 
 def select_learning_rate(successes: Iterable[dict]) -> Selection | None:
@@ -322,11 +335,39 @@ def paired_variance(a, b):
 
 
 def mcnemar_p(a_only: int, b_only: int) -> float:
-    """Exact two-sided McNemar p-value: the discordant pairs against a fair coin (1.0 if none)."""
+    """Exact two-sided McNemar p-value: the discordant pairs against a fair coin (1.0 if none).
+
+    scipy's two-sided p sums the outcomes no likelier than the observed one; under a fair coin the
+    binomial is symmetric, so that equals twice the smaller tail, the p that the equal-tailed
+    Clopper–Pearson interval of :func:`exact_paired_interval` inverts (tests/test_stats.py checks both).
+    """
     from scipy.stats import binomtest
 
     m = a_only + b_only
     return 1.0 if m == 0 else float(binomtest(a_only, m, 0.5).pvalue)
+
+
+EXACT_INTERVAL = "exact: Clopper–Pearson on the discordant split × on the discordance"
+
+
+def exact_paired_interval(a_only: int, b_only: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The single-seed interval of Δ = (a_only − b_only)/n that agrees with :func:`mcnemar_p`.
+
+    Δ = ψ(2π − 1), ψ the share of discordant items and π the share of those that A wins. Clopper–Pearson
+    intervals for π (a_only of m, the exact test's own conditional model) and for ψ (m of n) give the
+    box of Δ values; it contains 0 exactly when π's interval contains ½, that is when p ≥ 1 − level.
+    With no discordant item π is undefined and the box is ±ψ's upper bound: the items show no
+    difference, but as much disagreement as ψ_high could hide one that large.
+    """
+    from scipy.stats import binomtest
+
+    m = a_only + b_only
+    psi = binomtest(m, n).proportion_ci(level, method="exact")
+    if m == 0:
+        return -float(psi.high), float(psi.high)
+    pi = binomtest(a_only, m).proportion_ci(level, method="exact")
+    lo, hi = 2 * pi.low - 1, 2 * pi.high - 1
+    return (float(lo * (psi.high if lo < 0 else psi.low)), float(hi * (psi.high if hi > 0 else psi.low)))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -357,6 +398,7 @@ class Comparison:
     high: float
     p_value: float
     test: str                            # "McNemar exact" | "t, items × seeds"
+    interval: str                        # EXACT_INTERVAL (one seed each) | "t, items × seeds"
     both_right: int                      # item counts on seed-averaged scores
     a_only: int
     b_only: int
@@ -390,17 +432,19 @@ def compare(a: ItemScores, b: ItemScores, level: float = LEVEL) -> Comparison:
     ma, mb = a.scores.mean(axis=1), b.scores.mean(axis=1)
     a_only, b_only = int((ma > mb).sum()), int((mb > ma).sum())
     both_right, both_wrong = int(((ma == 1) & (mb == 1)).sum()), int(((ma == 0) & (mb == 0)).sum())
+    low, high = delta - half, delta + half
     if a.scores.shape[1] == 1 and b.scores.shape[1] == 1:
         p, test = mcnemar_p(a_only, b_only), "McNemar exact"
+        (low, high), interval = exact_paired_interval(a_only, b_only, a.n, level), EXACT_INTERVAL
     else:
         p = 1.0 if se == 0 else float(2 * t.sf(abs(delta) / se, df))
-        test = "t, items × seeds"
+        test = interval = "t, items × seeds"
     disagreements = [{"id": i, "a": float(x), "b": float(y), "a_answers": _record_summary(a.records, i)["extracted"],
                       "b_answers": _record_summary(b.records, i)["extracted"],
                       "gold": _record_summary(a.records, i)["gold"]}
                      for i, x, y in zip(a.ids, ma, mb) if x != y]
     return Comparison(a.label, b.label, a.n, a.scores.shape[1], b.scores.shape[1], float(np.mean(a.scores)),
-                      float(np.mean(b.scores)), delta, se, df, delta - half, delta + half, p, test,
+                      float(np.mean(b.scores)), delta, se, df, low, high, p, test, interval,
                       both_right, a_only, b_only, both_wrong, a.n - a_only - b_only - both_right - both_wrong,
                       disagreements)
 

@@ -338,10 +338,15 @@ def test_downloads_hold_the_table_as_raw_numbers(built):
     assert len(base) == 1 and float(base[0]["accuracy"]) == pytest.approx(0.3)
     lora = [r for r in rows if r["method"] == "lora" and r["trainer"] == "grpo"][0]
     assert int(lora["seeds"]) == 2 and len(lora["run_ids"].split()) == 2
+    # tinylora@13/grpo chose 1e-3, the smaller of its two rates, on validation: at the grid's low edge.
+    tiny13 = [r for r in rows if r["method"] == "tinylora" and r["trainer"] == "grpo" and r["trainable_params"] == "13"]
+    assert [r["lr_at_edge"] for r in tiny13] == ["low"] and lora["lr_at_edge"] == ""
     data = json.loads((out / "downloads" / "demo.json").read_text(encoding="utf-8"))
     assert len(data["rows"]) == expected["table_rows"] and len(data["failed"]) == expected["failures"]
     assert {f["status"] for f in data["failed"]} == {"failed", "cancelled"}
     assert any(r["method"] == XSS_METHOD for r in data["rows"])  # data kept verbatim in JSON
+    edges = {(r["method"], r["trainer"], r["trainable_params"]): r["lr_at_edge"] for r in data["rows"]}
+    assert edges[("tinylora", "grpo", 13)] == "low" and edges[("lora", "grpo", lora["trainable_params"] and int(lora["trainable_params"]))] is None
 
 
 def test_csv_quotes_text_that_spreadsheets_would_run_as_a_formula(tmp_path):

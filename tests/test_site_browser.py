@@ -221,6 +221,11 @@ def test_health_badge_and_filter(site, browser):
     flagged = rows.evaluate_all("rows => rows.filter(r => r.getAttribute('data-flags')).length")
     assert flagged >= 1
 
+    # The learning rate chosen at the low edge of its grid (tinylora@13/grpo: 1e-3 of 1e-3, 5e-3) has a badge.
+    edge = page.locator("table.board tbody tr td .badge.lr-edge")
+    assert edge.count() == 1 and edge.inner_text() == "low edge" and edge.is_visible()
+    assert "smallest of the 2 rates tried" in edge.get_attribute("title")
+
     page.locator(".health-filter").select_option("hide")
     assert row.is_hidden()
     visible = page.locator("table.board tbody tr:not([hidden])")

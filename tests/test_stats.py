@@ -32,7 +32,38 @@ def test_holm_by_hand():
     assert stats.holm([]) == []
 
 
-def test_single_seed_interval_is_the_paired_difference_t_interval():
+def test_exact_interval_by_hand():
+    # Clopper–Pearson at k = 0 or k = m has a closed form: 0 of m -> [0, 1 - 0.025 ** (1 / m)].
+    q = 0.025 ** (1 / 5)
+    # 5 of 5 items won by A, none by B: pi in [q, 1], psi in [q, 1]; 2q - 1 < 0 takes the larger psi.
+    assert stats.exact_paired_interval(5, 0, 5) == pytest.approx((2 * q - 1, 1.0))
+    assert stats.exact_paired_interval(0, 5, 5) == pytest.approx((-1.0, 1 - 2 * q))
+    # No discordant item of 64: pi undefined, |delta| <= psi_high = 1 - 0.025 ** (1 / 64).
+    assert stats.exact_paired_interval(0, 0, 64) == pytest.approx((-(1 - 0.025 ** (1 / 64)), 1 - 0.025 ** (1 / 64)))
+    # p = 2/32 >= .05 and the interval holds 0; 6 of 6 gives p = 2/64 < .05 and excludes it.
+    assert stats.mcnemar_p(5, 0) == pytest.approx(2 / 32)
+    # (2 q6 - 1 > 0 takes the smaller psi, q6 of 6 of 6.)
+    q6 = 0.025 ** (1 / 6)
+    assert stats.mcnemar_p(6, 0) == pytest.approx(2 / 64)
+    assert stats.exact_paired_interval(6, 0, 6) == pytest.approx(((2 * q6 - 1) * q6, 1.0)) and 2 * q6 - 1 > 0
+
+
+def test_exact_interval_agrees_with_the_mcnemar_p_for_every_split():
+    """0 is inside the interval exactly when p >= .05, for every split of up to 40 discordant items, and
+    scipy's two-sided p ("minlike") equals twice the smaller tail (what the equal-tailed interval inverts)."""
+    from scipy.stats import binom
+
+    n = 100
+    for m in range(1, 41):
+        for b in range(m + 1):
+            p = stats.mcnemar_p(b, m - b)
+            low, high = stats.exact_paired_interval(b, m - b, n)
+            assert (low <= 0 <= high) == (p >= 0.05), (b, m, p, low, high)
+            assert low <= (2 * b - m) / n <= high
+            assert p == pytest.approx(min(1.0, 2 * min(binom.cdf(b, m, 0.5), binom.sf(b - 1, m, 0.5))), rel=1e-9)
+
+
+def test_single_seed_variance_is_millers_paired_difference_variance():
     a = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0], float)[:, None]
     b = np.array([0, 1, 0, 0, 0, 1, 0, 0, 0, 1], float)[:, None]
     delta, var, df = stats.paired_variance(a, b)
@@ -103,6 +134,25 @@ def test_interval_covers_the_true_difference_95_percent_of_the_time(n, seeds_a, 
     assert 0.93 <= covered <= 0.97, covered
 
 
+@pytest.mark.parametrize("n, effect, shift_sd, bound", [(150, 0.3, 0.5, 0.99), (100, 0.0, 0.5, 0.985),
+                                                        (64, 1.0, 0.1, 0.999)])
+def test_single_seed_exact_interval_is_conservative(n, effect, shift_sd, bound):
+    """One run against one (or the greedy base): the exact interval covers the true difference in at least
+    95% of 4,000 data sets by construction (both Clopper–Pearson ranges are conservative) and at most
+    ``bound``, the ceiling measured here: about 98% for a moderate effect, 96–97% for none (π's interval
+    alone matters then), 99.5–99.9% for a large one-way effect (ψ's range then widens it most)."""
+    from functools import lru_cache
+
+    interval = lru_cache(maxsize=None)(stats.exact_paired_interval)
+    rng = np.random.default_rng(20261203)
+    a, b, truth = simulate(rng, 4000, n, 1, 1, effect=effect, shift_sd=shift_sd)
+    a_only = ((a == 1) & (b == 0)).sum(axis=(1, 2))
+    b_only = ((a == 0) & (b == 1)).sum(axis=(1, 2))
+    bounds = np.array([interval(int(x), int(y), n) for x, y in zip(a_only, b_only)])
+    covered = np.mean((bounds[:, 0] <= truth) & (truth <= bounds[:, 1]))
+    assert 0.95 <= covered <= bound, covered
+
+
 # ---- on the committed quick results -------------------------------------------------------------------
 def quick_rows(directory=QUICK):
     pairs, _ = results.load_results_dir(directory, with_paths=True)
@@ -118,6 +168,8 @@ def test_quick_rows_against_base_are_paired_and_holm_corrected():
         assert c.both_right + c.a_only + c.b_only + c.both_wrong == 64
         assert c.delta == pytest.approx((c.a_only - c.b_only) / 64)
         assert c.p_value == pytest.approx(stats.mcnemar_p(c.a_only, c.b_only))
+        assert (c.low, c.high) == stats.exact_paired_interval(c.a_only, c.b_only, 64)
+        assert (c.low <= 0 <= c.high) == (c.p_value >= 0.05) and c.interval == stats.EXACT_INTERVAL
         assert c.p_holm >= c.p_value
         assert c.verdict in (stats.BETTER, stats.WORSE, stats.SAME)
         assert len(c.disagreements) == c.a_only + c.b_only
@@ -246,3 +298,47 @@ def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
     full = next(r for r in rows if r.label == "full/sft").vs_base
     assert stats.interval_text(full) in text and "≈ base" in text and "Holm's correction over 14 rows" in text
     assert "Smoke run: 64 test items, 1 seed" in " ".join(text.split())
+
+
+# ---- learning rate at the edge of its grid ------------------------------------------------------------------
+def lr_docs(best: int, rates=(1e-4, 1e-3, 1e-2)):
+    """Made-up result documents (test input): one point at three rates, the ``best``-th best on validation
+    and the worst on test, so only validation can pick it."""
+    docs = []
+    for i, lr in enumerate(rates):
+        config = {"method": "lora", "trainer": "sft", "model": "m", "task": {"name": "t"}, "learning_rate": lr, "seed": 0}
+        docs.append({"run_id": f"{i:016x}", "status": "success", "config": config, "method": {"trainable_params": 8},
+                     "evaluation": {"validation": {"accuracy": 0.6 if i == best else 0.3},
+                                    "test": {"accuracy": 0.1 if i == best else 0.5, "ci_low": 0.0, "ci_high": 0.9}}})
+    return docs
+
+
+@pytest.mark.parametrize("best, edge", [(0, "low"), (1, None), (2, "high")])
+def test_chosen_rate_at_the_edge_of_its_grid_is_flagged(best, edge):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from pefthub import bench
+    from pefthub.commands.bench import print_results
+
+    docs = lr_docs(best)
+    selection = stats.select_learning_rate(docs)
+    assert selection.rule == stats.LR_SELECTED and list(selection.chosen) == [(1e-4, 1e-3, 1e-2)[best]]
+    assert selection.at_edge == edge
+    (row,) = bench.summarize(docs)
+    assert row.lr_at_edge == edge and row.best_lr == (1e-4, 1e-3, 1e-2)[best]
+    console = Console(record=True, width=220)
+    print_results(console, SimpleNamespace(name="s", model="m", task={"name": "t"}), [row], total=3, have=3)
+    text = console.export_text()
+    marked = {"low": "0.0001 ◂", "high": "0.01 ▸"}.get(edge)
+    assert (marked in text) if edge else ("◂" not in text and "▸" not in text)
+    assert ("lr ◂ / ▸: the rate chosen on validation is the smallest / largest" in " ".join(text.split())) == bool(edge)
+
+
+def test_no_edge_without_a_choice_on_validation():
+    docs = lr_docs(0)
+    assert stats.select_learning_rate(docs[:1]).at_edge is None                 # one rate: nothing to be at the edge of
+    del docs[1]["evaluation"]["validation"]
+    assert stats.select_learning_rate(docs).rule == stats.LR_UNSELECTED
+    assert stats.select_learning_rate(docs).at_edge is None

@@ -234,6 +234,10 @@ def print_grid(console, suite, plan) -> None:
     console.print(f"{len(plan.todo)} run(s) would run; nothing was run (--dry-run)")
 
 
+#: The marker beside a learning rate chosen at the smallest or largest rate of its row's grid.
+EDGE_MARK = {"low": " ◂", "high": " ▸"}
+
+
 def print_results(console, suite, rows, *, total: int, have: int) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -263,7 +267,7 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
         verdict = {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(
             c.verdict if c else None, "reference" if row.method == stats.BASE_METHOD else "-")
         cells = [name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
-                 "-" if row.best_lr is None else f"{row.best_lr:g}"] + ([row.selection] if chose else []) + [
+                 "-" if row.best_lr is None else f"{row.best_lr:g}{EDGE_MARK.get(row.lr_at_edge, '')}"] + ([row.selection] if chose else []) + [
                  str(row.seeds), test] + ([_fmt_acc(best.validation_mean if best else None)] if validated else []) + [
                  stats.interval_text(c) if c else "-",
                  f"{c.p_value:.2g} ({c.p_holm:.2g})" if c else "-", verdict] + (
@@ -271,10 +275,14 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
                  [", ".join(row.flags)] if flagged else [])
         table.add_row(*[escape(x) for x in cells])
     console.print(table)
+    if any(row.lr_at_edge for row in rows):
+        console.print("lr ◂ / ▸: the rate chosen on validation is the smallest / largest of the row's grid; "
+                      "a better rate may lie outside it (widen the grid).")
     paired = [r.vs_base for r in rows if r.vs_base]
     if paired:
-        console.print(f"Δ vs base: paired on the same {paired[0].n_items} test items; p is exact McNemar for one seed, "
-                      f"t over items × seeds otherwise; verdicts use Holm's correction over {len(paired)} rows "
+        console.print(f"Δ vs base: paired on the same {paired[0].n_items} test items; with one seed p is exact "
+                      "McNemar and the interval inverts the same test (it contains 0 exactly when p ≥ 0.05), "
+                      f"otherwise t over items × seeds; verdicts use Holm's correction over {len(paired)} rows "
                       "(≈ base: indistinguishable from base; docs/benchmarks.md, 'Reading the numbers').")
     base = next((r for r in rows if r.method == stats.BASE_METHOD and r.test_mean is not None), None)
     if paired and base is not None:

@@ -113,7 +113,8 @@ def print_comparison(c, *, show: int) -> None:
     console.print(f"accuracy: A {stats.fmt_pct(c.accuracy_a)}%, B {stats.fmt_pct(c.accuracy_b)}%")
     console.print(f"Δ (A − B): {stats.fmt_pct(c.delta, sign=True)} points, 95% CI "
                   f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}] "
-                  f"(t with {c.df:.1f} df over items × seeds)")
+                  + (f"({c.interval}, agreeing with the p-value)" if c.interval == stats.EXACT_INTERVAL
+                     else f"(t with {c.df:.1f} df over items × seeds)"))
     detail = f", {c.a_only} vs {c.b_only} discordant items" if c.test == "McNemar exact" else ""
     console.print(f"p = {stats.fmt_p(c.p_value)} ({c.test}{detail}); "
                   + ("not distinguishable at α 0.05" if c.p_value >= stats.ALPHA else "different at α 0.05"))

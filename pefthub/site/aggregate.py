@@ -51,6 +51,7 @@ class Row:
     vs_base_note: str | None = None            # why there is no paired comparison
     flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
     flag_details: list[run_health.Flag] = field(default_factory=list)   # the same with severity and detail
+    lr_at_edge: str | None = None              # stats.LR_EDGE_LOW | LR_EDGE_HIGH: chosen rate at its grid's edge
 
     @property
     def label(self) -> str:
@@ -81,13 +82,15 @@ class Row:
             "accuracy": self.accuracy, "ci_low": self.ci_low, "ci_high": self.ci_high, "ci_method": self.ci_method,
             "delta_vs_base": self.delta_vs_base, "train_seconds": self.train_seconds,
             "peak_memory_bytes": self.peak_memory_bytes, "learning_rate": self.learning_rate,
-            "lr_selection": self.lr_selection, "validation_accuracy": self.validation_accuracy,
+            "lr_selection": self.lr_selection, "lr_at_edge": self.lr_at_edge,
+            "validation_accuracy": self.validation_accuracy,
             "seeds": self.seeds, "run_ids": self.run_ids, "reference": self.is_base,
             "method_config": self.method_config,
             "delta_low": self.vs_base.low if self.vs_base else None,
             "delta_high": self.vs_base.high if self.vs_base else None,
             "delta_p": self.vs_base.p_value if self.vs_base else None,
             "delta_test": self.vs_base.test if self.vs_base else None,
+            "delta_interval": self.vs_base.interval if self.vs_base else None,
             "delta_p_holm": self.vs_base.p_holm if self.vs_base else None,
             "verdict": self.vs_base.verdict if self.vs_base else None,
             "paired_items": self.vs_base.n_items if self.vs_base else None,
@@ -123,7 +126,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _row(runs: list[Run], selection: str, candidates: list[float]) -> Row:
+def _row(runs: list[Run], selection: str, candidates: list[float], at_edge: str | None = None) -> Row:
     interval = stats.seed_interval([r.doc for r in runs])
     params = Counter(r.trainable_params for r in runs).most_common(1)[0][0]
     return Row(
@@ -136,7 +139,7 @@ def _row(runs: list[Run], selection: str, candidates: list[float]) -> Row:
         saved_adapter_bytes=_mean(r.saved_adapter_bytes for r in runs),
         train_seconds=_mean(r.train_seconds for r in runs),
         peak_memory_bytes=_mean(r.peak_memory_bytes for r in runs),
-        is_base=runs[0].is_base,
+        is_base=runs[0].is_base, lr_at_edge=at_edge,
     )
 
 
@@ -151,7 +154,7 @@ def select_rows(runs: list[Run]) -> list[Row]:
         selection = stats.select_learning_rate(r.doc for r in members)
         candidates = [lr for lr in selection.candidates if lr is not None]
         for docs in selection.chosen.values():
-            rows.append(_row([by_doc[id(d)] for d in docs], selection.rule, candidates))
+            rows.append(_row([by_doc[id(d)] for d in docs], selection.rule, candidates, selection.at_edge))
     return rows
 
 

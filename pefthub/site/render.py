@@ -119,7 +119,7 @@ def _cells(row: Row) -> dict[str, Cell]:
     if row.vs_base is not None:
         c = row.vs_base
         delta.sub = f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]"
-        delta.title = (f"paired on {c.n_items} test items; 95% CI over items and seeds; p {stats.fmt_p(c.p_value)} "
+        delta.title = (f"paired on {c.n_items} test items; 95% CI {c.interval}; p {stats.fmt_p(c.p_value)} "
                        f"({c.test}), Holm {stats.fmt_p(c.p_holm)}")
     elif row.vs_base_note and not row.is_base:
         delta.title = f"no paired interval: {row.vs_base_note}"
@@ -187,6 +187,15 @@ def _lr_cell(row: Row) -> tuple[str, str, str, str]:
     return lr, "", sort_value(row.learning_rate), "the only learning rate run"
 
 
+def lr_edge(row: Row) -> dict | None:
+    """The badge beside a learning rate chosen at the smallest or largest rate of its grid, or ``None``."""
+    if row.lr_at_edge is None:
+        return None
+    side = "smallest" if row.lr_at_edge == stats.LR_EDGE_LOW else "largest"
+    return {"text": f"{row.lr_at_edge} edge", "title": f"the {side} of the {len(row.lr_candidates)} rates tried was "
+            "best on validation: a better rate may lie outside the grid"}
+
+
 def _variant(row: Row) -> str:
     """The small print under a row's name: its method (for a named variant) and method config."""
     if row.is_base:
@@ -234,6 +243,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         rows.append({"method": row.name, "trainer": row.trainer, "is_base": row.is_base,
                      "link": links.run(row.runs[0].run_id), "variant": _variant(row), "cells": _cells(row),
                      "lr_text": lr_text, "lr_note": lr_note, "lr_sort": lr_sort, "lr_title": lr_title,
+                     "lr_edge": lr_edge(row),
                      "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else "",
                      "verdict": _verdict(row)})
         rows[-1]["health_flags"] = [f.as_record() for f in row.flag_details]
