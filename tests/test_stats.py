@@ -296,8 +296,10 @@ def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
     print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), rows, total=15, have=15)
     text = console.export_text()
     full = next(r for r in rows if r.label == "full/sft").vs_base
-    assert stats.interval_text(full) in text and "≈ base" in text and "Holm's correction over 14 rows" in text
-    assert "Smoke run: 64 test items, 1 seed" in " ".join(text.split())
+    flat = " ".join(text.split())
+    assert stats.interval_text(full) in text and "≈ base" in text and "Holm's correction over 14 rows" in flat
+    assert "the interval inverts the same test (it contains 0 exactly when p ≥ 0.05)" in flat
+    assert "Smoke run: 64 test items, 1 seed" in flat
 
 
 # ---- learning rate at the edge of its grid ------------------------------------------------------------------
