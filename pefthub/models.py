@@ -184,9 +184,10 @@ def meta_model(name: str) -> "nn.Module":
     from transformers import AutoModelForCausalLM
 
     config = load_config(name)
-    config.name_or_path = name  # named in budget errors
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config)
+    model.pefthub_name = name  # for messages (config.name_or_path would send peft to the hub)
+    return model
 
 
 def load_model(name: str, *, dtype: "torch.dtype | str" = "float32", device: str = "cpu", seed: int = 0) -> LoadedModel:

@@ -80,7 +80,7 @@ def resolve_method(method_name: str, model: nn.Module, *, params: int | None = N
     else:
         config = method_cls.config_class.from_dict(overrides)
     count = method_cls.count_params(model, config)
-    if count > largest:
+    if overrides and count > largest:  # a budget alone was checked above (its nearest config may round past)
         raise ConfigError(
             f"method '{method_name}' with {config_summary(config)} would train {count:,} parameters on {where}; "
             f"the largest budget it supports there is {largest:,}")
@@ -93,7 +93,7 @@ def resolve_method(method_name: str, model: nn.Module, *, params: int | None = N
 
 def _model_label(model: nn.Module) -> str:
     """The model's name for messages (``meta_model`` records it), else its class name."""
-    name = getattr(getattr(model, "config", None), "name_or_path", "")
+    name = getattr(model, "pefthub_name", "")
     return f"{name} ({type(model).__name__})" if name else type(model).__name__
 
 

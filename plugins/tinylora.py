@@ -74,12 +74,12 @@ class TinyLora(PeftMethod):
 
     @classmethod
     def plan_adapter_bytes(cls, model: nn.Module, config: TinyLoraMethodConfig) -> AdapterBytes:
-        # Frozen per module: A (r×in), B (out×r) and P (u×r×r), r cut to the weight's smaller side.
+        # Frozen per module, as peft saves them: A (r×in) and B (out×r) always, P (u×r×r) with
+        # save_projection; r cut to the weight's smaller side.
         frozen = 0
-        if config.save_projection:
-            for _, linear in matching_linears(model, config.target_modules):
-                r = min(config.r, linear.in_features, linear.out_features)
-                frozen += r * (linear.in_features + linear.out_features) + config.u * r * r
+        for _, linear in matching_linears(model, config.target_modules):
+            r = min(config.r, linear.in_features, linear.out_features)
+            frozen += r * (linear.in_features + linear.out_features) + (config.u * r * r if config.save_projection else 0)
         return AdapterBytes.from_counts(cls.count_params(model, config), frozen)
 
     @staticmethod
