@@ -8,6 +8,10 @@ Names:
 * a local directory, or a hub id already in the local HF cache.
 * ``qwen2.5-7b-instruct``, ``qwen2.5-0.5b-instruct``: architecture only (shipped ``config.json``),
   for ``pefthub plan`` on the meta device.
+
+Names resolve locally first (:func:`resolve_name`); the hub is asked only for ``owner/name`` ids
+that are not cached, and only when it is allowed and reachable. Anything else is one line
+suggesting the closest known names.
 """
 
 from __future__ import annotations
