@@ -175,3 +175,33 @@ def test_allowlisted_names_matching_no_plugin_are_warned_about(monkeypatch, caps
         "warning: PEFTHUB_LOAD_PLUGINS names 'no_such_plugin', which matches no installed plugin or distribution",
         "warning: PEFTHUB_LOAD_PLUGINS names 'other-missing', which matches no installed plugin or distribution",
     ]
+
+
+# ---- docs/plugins.md: the method that is not built on peft ------------------------------------
+def test_the_documented_non_peft_method_meets_the_contract():
+    """Runs the code block of docs/plugins.md section 5 itself (not a copy) through check_method."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    from pefthub.testing import check_method
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    section = guide.split("## 5. A method without peft", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    module = types.ModuleType("pefthub_docs_norm_tuning")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        exec(compile(code, "docs/plugins.md#5", "exec"), module.__dict__)
+        cls = module.NormTuning
+        for model in ("tiny-random", "tiny-random-qwen2"):
+            report = check_method(cls, model=model)
+            assert report.trainable_params == 64  # hidden_size of the tiny models
+            assert {"count", "identity-at-init", "learns", "save-load", "bytes", "merge"} <= set(report.checks)
+            assert "base-frozen" not in report.checks  # trains_base_weights: it trains a base weight
+        host = plugins.PluginHost(load_entry_points=False)
+        host.add(module, "norm_tuning", distribution="docs")
+        assert "norm_tuning" in host.collect("register_methods", plugins._class_name_key)
+    finally:
+        del sys.modules[module.__name__]

@@ -35,6 +35,9 @@ def run(args) -> int:
         return suites.print_plan(args.suite, as_json=args.json)
     if not args.model:
         raise ConfigError("plan needs a suite directory or --model (see pefthub plan --help)")
+    from pefthub.models import resolve_name
+
+    resolve_name(args.model)  # an unknown name fails here, before torch and the plugins load
     return _plan_methods(args)
 
 
