@@ -280,7 +280,15 @@ BAD_ARGUMENTS = {
     "trainers": ([], {"": _WORD.map(lambda w: "zz" + w)}),
     "bench": (["--dry-run"], {"": _WORD.map(lambda w: "zz-no-suite-" + w)}),
     "site": (["build", "leaderboards"], {"--max-samples": st.integers(max_value=-1).map(str)}),
+    "health": ([], {"": _WORD.map(lambda w: "zz-no-results-" + w)}),
+    "plugins": ([], {"": _WORD.map(lambda w: "zz" + w)}),  # takes no argument: argparse refuses it
 }
+
+
+def test_every_command_gets_bad_arguments():
+    from pefthub.cli import _command_modules
+
+    assert {m.NAME for m in _command_modules()} == set(BAD_ARGUMENTS)
 
 
 @st.composite
