@@ -282,6 +282,10 @@ BAD_ARGUMENTS = {
     "site": (["build", "leaderboards"], {"--max-samples": st.integers(max_value=-1).map(str)}),
     "health": ([], {"": _WORD.map(lambda w: "zz-no-results-" + w)}),
     "plugins": ([], {"": _WORD.map(lambda w: "zz" + w)}),  # takes no argument: argparse refuses it
+    "compare": (["base", "--suite", "quick"], {
+        "": _WORD.map(lambda w: "zz-no-row-" + w), "--suite": _WORD.map(lambda w: "zz-no-suite-" + w),
+        "--show": _NEGATIVE}),
+    "findings": (["--stdout"], {"": _WORD.map(lambda w: "zz-no-suite-" + w)}),
 }
 
 
