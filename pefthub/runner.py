@@ -27,7 +27,7 @@ NO_TRAINER = "none"
 CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
                "learning_rate", "seed", "budget", "eval", "variant"}
 EVAL_KEYS = {"split", "limit", "max_new_tokens", "backend", "validation_limit"}
-EVAL_DEFAULTS: dict[str, Any] = {"split": "test", "limit": 100, "max_new_tokens": 256, "backend": "hf",
+EVAL_DEFAULTS: dict[str, Any] = {"split": "test", "limit": 100, "max_new_tokens": 256, "backend": "auto",
                                  "validation_limit": 0}
 EVAL_BATCH_SIZE = 32
 #: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's

@@ -40,7 +40,7 @@ def test_minimal_suite_gets_defaults(tmp_path):
     assert suite.seeds == [0] and suite.include_base is True
     assert [m.name for m in suite.methods] == ["lora", "tinylora"]
     assert all(m.params == [None] and m.trainers == ["sft", "grpo"] for m in suite.methods)
-    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "hf"
+    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "auto"
 
 
 def test_per_method_overrides(tmp_path):

@@ -38,7 +38,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=400, help="first N problems of the split (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="generation batch size (default: %(default)s)")
-    parser.add_argument("--backend", default="hf", help="hf or vllm (default: %(default)s)")
+    parser.add_argument("--backend", default="auto",
+                        help="fused (pefthub's decoder), hf, vllm, or auto: fused where it serves the model, else hf "
+                             "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: %(default)s)")
 
 
