@@ -293,7 +293,8 @@ class FusedDecoder:
         group = hq // hkv
         end = start + tokens
         scale = hd ** -0.5
-        if tokens == 1:  # one mask row per (row, kv head), shared by the layers and the group's queries
+        decode = attn_mask.dtype != torch.bool  # a one-token prefill (a one-token prompt) takes the SDPA path
+        if decode:  # one mask row per (row, kv head), shared by the layers and the group's queries
             attn_mask = attn_mask.expand(rows, hkv, 1, end).reshape(rows * hkv, 1, end)
         for layer, (k_cache, v_cache) in zip(self.layers, cache):
             x = F.rms_norm(hidden, (d,), layer.norm1, self.eps)
@@ -306,7 +307,7 @@ class FusedDecoder:
                 k_cache[:, :, start:end] = _rotate_pairs(k, rope)
             v_cache[:, :, start:end] = qkv[..., (hq + hkv) * hd:].view(rows, tokens, hkv, hd).transpose(1, 2)
             keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-            if tokens == 1:  # decode: ~35% faster than SDPA's CPU kernel for one query
+            if decode:  # ~35% faster than SDPA's CPU kernel for one query
                 # (rows, kv heads) merge into one batch dimension as views of the cache: no copies.
                 keys, values = keys.reshape(rows * hkv, end, hd), values.reshape(rows * hkv, end, hd)
                 scores = torch.baddbmm(attn_mask, q.reshape(rows * hkv, group, hd), keys.transpose(1, 2), alpha=scale)
