@@ -260,7 +260,8 @@ def _eval(c: _Checker, table: Any) -> dict[str, Any]:
     evaluation = {**EVAL_DEFAULTS, **table}
     c.integer(evaluation["limit"], "eval.limit", 1)
     c.integer(evaluation["validation_limit"], "eval.validation_limit", 0)
-    c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
+    if evaluation["max_new_tokens"] != "task":  # "task": sized from the task (pefthub.evaluation.task_max_new_tokens)
+        c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
     c.string(evaluation["backend"], "eval.backend", EVAL_BACKENDS)
     return evaluation
 

@@ -18,6 +18,24 @@ from pefthub.tasks.base import SPLITS, Task
 #: the model, else ``hf`` (lm-eval's HF model, transformers ``generate``); ``vllm`` is lm-eval's vLLM model.
 BACKENDS = ("auto", "fused", "hf", "vllm")
 DEFAULT_BACKEND = "auto"
+#: ``max_new_tokens = "task"``: sized by :func:`task_max_new_tokens` from the task's worked solutions.
+TASK_SIZED = "task"
+DEFAULT_MAX_NEW_TOKENS = 256
+#: Training examples whose worked solutions size a ``"task"`` token cap, and the slack over the longest.
+TASK_SIZE_EXAMPLES, TASK_SIZE_FACTOR = 64, 1.5
+
+
+def task_max_new_tokens(task: Task, tokenizer: Any, at_least: int = 0) -> int:
+    """A token cap sized from ``task``: 1.5x its longest worked solution (the SFT target, answer line
+    included) among the first 64 training examples, rounded up to a multiple of 8, so a model that
+    never stops costs about what a healthy one does; 256 for a task without worked solutions; never
+    below ``at_least`` (a trained model's rollout cap)."""
+    try:
+        examples = task.examples("train", TASK_SIZE_EXAMPLES)
+        longest = max(len(tokenizer.encode(task.target(ex), add_special_tokens=False)) for ex in examples)
+    except ConfigError:
+        return max(DEFAULT_MAX_NEW_TOKENS, at_least)
+    return max(-(-int(TASK_SIZE_FACTOR * longest) // 8) * 8, at_least)
 STRICT = "exact_match,strict-match"
 FLEXIBLE = "exact_match,flexible-extract"
 #: The accuracy a result reports: exact match after the flexible extractor (as lm-eval's gsm8k).
@@ -98,7 +116,7 @@ def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: A
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     for name, value, low in (("limit", limit, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
-        if name == "limit" and value is None:
+        if (name == "limit" and value is None) or (name == "max_new_tokens" and value == TASK_SIZED):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"evaluation {name} must be an integer >= {low} (got {value!r})")
@@ -125,7 +143,7 @@ def resolve_backend(model: Any, backend: str) -> tuple[str, str | None]:
 
 
 def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limit: int | None = None,
-             max_new_tokens: int = 256, batch_size: int = 16, backend: str = DEFAULT_BACKEND,
+             max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 16, backend: str = DEFAULT_BACKEND,
              merged: bool | None = None) -> EvalResult:
     """Score ``model`` on the first ``limit`` examples of ``task``'s ``split`` with lm-eval.
 
@@ -136,9 +154,12 @@ def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limi
     and evaluates it with lm-eval's vLLM model (see :mod:`pefthub.evaluation.vllm_backend`);
     ``fused`` runs lm-eval's ``pefthub`` model (:mod:`pefthub.evaluation.fused_backend`), and ``auto``
     takes it where it serves the model, else ``hf`` (the protocol records the backend that ran and
-    why it fell back).
+    why it fell back). ``max_new_tokens="task"`` sizes the cap from the task
+    (:func:`task_max_new_tokens`); the protocol records the number used.
     """
     task = _check(task, split, limit, max_new_tokens, batch_size, backend)
+    if max_new_tokens == TASK_SIZED:
+        max_new_tokens = task_max_new_tokens(task, tokenizer)
     if getattr(tokenizer, "chat_template", None) is None:
         raise ConfigError("the tokenizer has no chat template; pefthub evaluates chat (instruct) models")
     merged = is_merged(model) if merged is None else bool(merged)
