@@ -178,3 +178,21 @@ def test_loglikelihood_and_sampling_are_refused_in_one_line():
         lm.loglikelihood([])
     with pytest.raises(UnsupportedError, match="decodes greedily only"):
         lm.generate_until(requests(["x"], do_sample=True, temperature=0.7))
+
+
+def test_token_cap_sized_from_the_task():
+    """``max_new_tokens="task"``: 1.5x the longest worked solution, rounded up to 8, at least the
+    rollout cap; the protocol records the number used; suites and configs accept it."""
+    from pefthub.evaluation import task_max_new_tokens
+    from pefthub.runner import _evaluation
+
+    lm = load_model("tiny-random")
+    task = get_task("chain_sum", **SMALL)
+    longest = max(len(lm.tokenizer.encode(task.target(ex), add_special_tokens=False))
+                  for ex in task.examples("train", 64))
+    cap = task_max_new_tokens(task, lm.tokenizer)
+    assert cap % 8 == 0 and 1.5 * longest <= cap < 1.5 * longest + 8
+    assert task_max_new_tokens(task, lm.tokenizer, at_least=cap + 100) == cap + 100
+    result = evaluate(lm.model, lm.tokenizer, task, limit=2, max_new_tokens="task", batch_size=2)
+    assert result.summary["protocol"]["max_new_tokens"] == cap
+    assert _evaluation({"max_new_tokens": "task"})["max_new_tokens"] == "task"

@@ -87,7 +87,7 @@ def test_per_method_overrides(tmp_path):
     (MINIMAL + "[methods.lora]\nrank = 3\n", "methods.lora.rank: unknown key"),
     (MINIMAL + "[methods.lora]\nparams = [0]\n", "methods.lora.params: must be >= 1"),
     (MINIMAL + "[methods.lora]\nmethod = 'base'\n", "'base' is the untrained reference row"),
-    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of hf, vllm"),
+    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of auto, fused, hf, vllm"),
     (MINIMAL + "[eval]\nlimit = 0\n", "eval.limit: must be >= 1"),
     (MINIMAL + "[resources]\nnum_gpus = -1\n", "resources.num_gpus: must be >= 0"),
     (MINIMAL + "[trainer_options.ppo]\nbeta = 1\n", "trainer_options.ppo: unknown key"),
