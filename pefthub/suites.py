@@ -22,14 +22,14 @@ from pefthub.results import run_id as compute_run_id
 SUITE_FILE = "suite.toml"
 BASE_METHOD = "base"
 BASE_TRAINER = "none"
-EVAL_BACKENDS = ("hf", "vllm")
+EVAL_BACKENDS = ("auto", "fused", "hf", "vllm")  # pefthub.evaluation.BACKENDS (not imported here: it loads lm-eval)
 
 # Budget keys and their defaults; every run of a suite gets the same declared budget.
 BUDGET_DEFAULTS: dict[str, Any] = {
     "steps": None, "batch_size": 8, "generations": 4, "max_new_tokens": 64, "max_seq_len": 384,
     "schedule": "constant", "warmup_ratio": 0.0,
 }
-EVAL_DEFAULTS: dict[str, Any] = {"limit": 100, "validation_limit": 0, "max_new_tokens": 256, "backend": "hf"}
+EVAL_DEFAULTS: dict[str, Any] = {"limit": 100, "validation_limit": 0, "max_new_tokens": 256, "backend": "auto"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods"}
@@ -276,7 +276,8 @@ def _eval(c: _Checker, table: Any) -> dict[str, Any]:
     evaluation = {**EVAL_DEFAULTS, **table}
     c.integer(evaluation["limit"], "eval.limit", 1)
     c.integer(evaluation["validation_limit"], "eval.validation_limit", 0)
-    c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
+    if evaluation["max_new_tokens"] != "task":  # "task": sized from the task (pefthub.evaluation.task_max_new_tokens)
+        c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
     c.string(evaluation["backend"], "eval.backend", EVAL_BACKENDS)
     return evaluation
 

@@ -40,7 +40,7 @@ def test_minimal_suite_gets_defaults(tmp_path):
     assert suite.seeds == [0] and suite.include_base is True
     assert [m.name for m in suite.methods] == ["lora", "tinylora"]
     assert all(m.params == [None] and m.trainers == ["sft", "grpo"] for m in suite.methods)
-    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "hf"
+    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "auto"
 
 
 def test_per_method_overrides(tmp_path):
@@ -89,7 +89,7 @@ def test_per_method_overrides(tmp_path):
     (MINIMAL + "[methods.lora]\nrank = 3\n", "methods.lora.rank: unknown key"),
     (MINIMAL + "[methods.lora]\nparams = [0]\n", "methods.lora.params: must be >= 1"),
     (MINIMAL + "[methods.lora]\nmethod = 'base'\n", "'base' is the untrained reference row"),
-    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of hf, vllm"),
+    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of auto, fused, hf, vllm"),
     (MINIMAL + "[eval]\nlimit = 0\n", "eval.limit: must be >= 1"),
     (MINIMAL + "[resources]\nnum_gpus = -1\n", "resources.num_gpus: must be >= 0"),
     (MINIMAL + "[trainer_options.ppo]\nbeta = 1\n", "trainer_options.ppo: unknown key"),
