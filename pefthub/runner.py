@@ -27,7 +27,7 @@ NO_TRAINER = "none"
 CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
                "learning_rate", "seed", "budget", "eval", "variant"}
 EVAL_KEYS = {"split", "limit", "max_new_tokens", "backend", "validation_limit"}
-EVAL_DEFAULTS: dict[str, Any] = {"split": "test", "limit": 100, "max_new_tokens": 256, "backend": "hf",
+EVAL_DEFAULTS: dict[str, Any] = {"split": "test", "limit": 100, "max_new_tokens": 256, "backend": "auto",
                                  "validation_limit": 0}
 EVAL_BATCH_SIZE = 32
 #: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's
@@ -102,7 +102,7 @@ def _evaluation(value: Any) -> dict:
         raise ConfigError(f"config.eval.split: must be 'test' or 'validation' (got {out['split']!r})")
     for key, low in (("limit", 1), ("max_new_tokens", 1), ("validation_limit", 0)):
         v = out[key]
-        if v is None and key == "limit":
+        if (v is None and key == "limit") or (v == "task" and key == "max_new_tokens"):
             continue
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise ConfigError(f"config.eval.{key}: must be an integer >= {low} (got {v!r})")
@@ -246,8 +246,14 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
             splits.append(("validation", prepared.evaluation["validation_limit"]))
         for split, limit in splits:
             _emit(progress, {"phase": "eval", "split": split, "limit": limit})
+            evaluation = dict(prepared.evaluation)
+            if evaluation["max_new_tokens"] == "task":  # sized from the task, never below the rollout cap
+                from pefthub.evaluation import task_max_new_tokens
+
+                rollout_cap = prepared.budget.max_new_tokens if prepared.budget is not None else 0
+                evaluation["max_new_tokens"] = task_max_new_tokens(prepared.task, lm.tokenizer, rollout_cap)
             summary, split_samples = _evaluate(model, lm.tokenizer, method, prepared.task, split, limit,
-                                               prepared.evaluation, spent)
+                                               evaluation, spent)
             doc["evaluation"][split] = summary
             samples.extend(split_samples)
         doc["status"], doc["error"] = "success", None

@@ -22,14 +22,14 @@ from pefthub.results import run_id as compute_run_id
 SUITE_FILE = "suite.toml"
 BASE_METHOD = "base"
 BASE_TRAINER = "none"
-EVAL_BACKENDS = ("hf", "vllm")
+EVAL_BACKENDS = ("auto", "fused", "hf", "vllm")  # pefthub.evaluation.BACKENDS (not imported here: it loads lm-eval)
 
 # Budget keys and their defaults; every run of a suite gets the same declared budget.
 BUDGET_DEFAULTS: dict[str, Any] = {
     "steps": None, "batch_size": 8, "generations": 4, "max_new_tokens": 64, "max_seq_len": 384,
     "schedule": "constant", "warmup_ratio": 0.0,
 }
-EVAL_DEFAULTS: dict[str, Any] = {"limit": 100, "validation_limit": 0, "max_new_tokens": 256, "backend": "hf"}
+EVAL_DEFAULTS: dict[str, Any] = {"limit": 100, "validation_limit": 0, "max_new_tokens": 256, "backend": "auto"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods"}
@@ -213,6 +213,8 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     seeds = [c.integer(s, "grid.seeds", 0) for s in c.nonempty_list(grid.get("seeds", [0]), "grid.seeds")]
 
     overrides = data.get("methods", {})
+    if isinstance(overrides, dict) and set(overrides) - set(method_names):
+        _orphan_overrides(c, method_names, overrides)
     c.keys(overrides, set(method_names), "methods")
     specs = []
     for name in method_names:
@@ -243,6 +245,20 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base)
 
 
+def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:
+    """A ``[methods.<x>]`` table whose ``x`` is not in grid.methods: most often grid.methods names an
+    unregistered method (a typo), so name that first, with the registered methods."""
+    from pefthub import plugins
+
+    registry = plugins.methods()
+    for name in method_names:
+        table = overrides.get(name)
+        if name not in registry and not (isinstance(table, dict) and "method" in table):
+            c.fail("grid.methods", f"unknown method '{name}' (registered: {', '.join(registry)})")
+    orphan = sorted(set(overrides) - set(method_names))[0]
+    c.fail(f"methods.{orphan}", f"configures a method that grid.methods does not list ({', '.join(method_names)})")
+
+
 def _budget(c: _Checker, table: Any) -> dict[str, Any]:
     from pefthub.trainers.budget import Budget  # the trainers' own validation, so both agree
 
@@ -260,7 +276,8 @@ def _eval(c: _Checker, table: Any) -> dict[str, Any]:
     evaluation = {**EVAL_DEFAULTS, **table}
     c.integer(evaluation["limit"], "eval.limit", 1)
     c.integer(evaluation["validation_limit"], "eval.validation_limit", 0)
-    c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
+    if evaluation["max_new_tokens"] != "task":  # "task": sized from the task (pefthub.evaluation.task_max_new_tokens)
+        c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
     c.string(evaluation["backend"], "eval.backend", EVAL_BACKENDS)
     return evaluation
 

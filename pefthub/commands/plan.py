@@ -45,6 +45,9 @@ def run(args) -> int:
         raise ConfigError("--base-accuracy applies to a suite (pefthub plan <suite> --base-accuracy P)")
     if not args.model:
         raise ConfigError("plan needs a suite directory or --model (see pefthub plan --help)")
+    from pefthub.models import resolve_name
+
+    resolve_name(args.model)  # an unknown name fails here, before torch and the plugins load
     return _plan_methods(args)
 
 
