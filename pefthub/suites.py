@@ -428,9 +428,3 @@ def label_of(config: dict[str, Any]) -> str:
     lr_text = f"{lr:g}" if isinstance(lr, (int, float)) else str(lr)
     return f"{method_label(name, config.get('params_target'))}/{config.get('trainer')}/lr={lr_text}/seed={config.get('seed')}"
 
-
-def print_plan(suite: str | Path, *, as_json: bool = False) -> int:
-    """`pefthub plan <suite>`: validate the suite offline and print its grid with exact counts/bytes."""
-    from pefthub.commands.bench import print_suite_plan
-
-    return print_suite_plan(suite, as_json=as_json)

@@ -30,9 +30,9 @@ def run(args) -> int:
     from pefthub.errors import ConfigError
 
     if args.suite:
-        from pefthub import suites
+        from pefthub.commands.bench import print_suite_plan
 
-        return suites.print_plan(args.suite, as_json=args.json)
+        return print_suite_plan(args.suite, as_json=args.json)
     if not args.model:
         raise ConfigError("plan needs a suite directory or --model (see pefthub plan --help)")
     return _plan_methods(args)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pefthub.executors import EventSink, failure_document
+from pefthub.executors.base import EventSink, failure_document
 from pefthub.executors.worker import DEFAULT_RUN_FUNCTION, child_main, run_isolated
 from pefthub.results import ResultFileError, read_result, result_path, utc_now, write_result
 

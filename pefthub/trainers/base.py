@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+import torch
 from torch import nn
 
 from pefthub.errors import ConfigError
@@ -27,6 +28,17 @@ Progress = Callable[[dict], None]
 
 class TrainingFailure(Exception):
     """The run cannot honour its budget (NaN/inf loss or gradient, out of memory); one-line message."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the host or an accelerator running out of memory (recorded as a failed run)."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text)
 
 
 @dataclass
@@ -116,7 +128,6 @@ class Trainer:
         error and the curves and spending recorded up to that point; other exceptions propagate.
         """
         from pefthub.trainers.budget import MemoryMeter
-        from pefthub.trainers.common import is_out_of_memory
 
         self.check_budget(budget)
         spent = spent if spent is not None else Spent()
