@@ -111,6 +111,10 @@ def test_expand_resolves_the_grid_on_the_meta_device(tmp_path):
     ('methods = ["nosuch"]\nlearning_rates = [1e-3]', "grid.methods: unknown method 'nosuch'"),
     ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\nparams = [13]', "impossible budget"),
     ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\nconfig = { rank = 4 }', "unknown field(s) rank"),
+    ('methods = ["lora"]\ntrainers = ["ppo"]\nlearning_rates = [1e-3]',
+     "grid.trainers: unknown trainer 'ppo' (registered: grpo, sft, trl-grpo, trl-sft)"),
+    ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\ntrainers = ["sft", "ppo"]',
+     "methods.lora.trainers: unknown trainer 'ppo'"),
 ])
 def test_bad_grids_fail_with_one_line(tmp_path, capsys, grid, expected):
     path = tiny_suite(tmp_path, grid)
@@ -118,6 +122,14 @@ def test_bad_grids_fail_with_one_line(tmp_path, capsys, grid, expected):
     err = capsys.readouterr().err
     assert expected in err and str(path / "suite.toml") in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_options_for_an_unregistered_trainer_fail_with_one_line(tmp_path, capsys):
+    path = tiny_suite(tmp_path, 'methods = ["lora"]\nlearning_rates = [1e-3]', extra="[trainer_options.ppo]\nbeta = 1")
+    assert main(["bench", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path / 'suite.toml'}: trainer_options.ppo: unknown trainer 'ppo' (registered: " in err
+    assert err.count("\n") == 1
 
 
 def test_input_errors_are_one_line(tmp_path, capsys):

@@ -12,9 +12,9 @@ from pefthub.errors import ConfigError
 from pefthub.evaluation import glue
 from pefthub.evaluation.render import render
 from pefthub.evaluation.stats import wilson_interval
+from pefthub.schema import EVAL_BACKENDS as BACKENDS  # the config schema owns the list
 from pefthub.tasks.base import SPLITS, Task
 
-BACKENDS = ("hf", "vllm")
 STRICT = "exact_match,strict-match"
 FLEXIBLE = "exact_match,flexible-extract"
 #: The accuracy a result reports: exact match after the flexible extractor (as lm-eval's gsm8k).

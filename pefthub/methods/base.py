@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from pefthub import schema
 from pefthub.errors import ConfigError, UnsupportedError
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -50,26 +51,12 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
-            )
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}: {exc}") from None
+        return schema.build(cls, data, cls.__name__)
 
     @classmethod
     def field_help(cls) -> list[tuple[str, str, Any]]:
         """(name, help, default) for each field, for CLI listings and generated docs."""
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            out.append((f.name, f.metadata.get("help", ""), default))
-        return out
+        return schema.field_help(cls)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from pefthub import schema
 from pefthub.errors import ConfigError
 from pefthub.methods.base import config_field
 from pefthub.trainers.budget import Budget, Spent
@@ -61,26 +62,12 @@ class TrainerOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrainerOptions":
-        data = dict(data or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"trainer_options: unknown field(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(names)) or 'none'})")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"trainer_options: {exc}") from None
+        return schema.build(cls, data, "trainer_options")
 
     @classmethod
     def field_help(cls) -> list[tuple[str, str, Any]]:
         """(name, help, default) for each field, for CLI listings and generated docs."""
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            out.append((f.name, f.metadata.get("help", ""), default))
-        return out
+        return schema.field_help(cls)
 
 
 @dataclass
