@@ -80,10 +80,9 @@ def _bound_text(minimum: float | None, below: float | None) -> str:
 def check_bounds(obj: Any, where: str) -> None:
     """Check every :func:`setting` field of ``obj`` against its type, bounds and choices; floats
     given as integers become floats (1 and 1.0 are one setting, one config hash)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        if "minimum" not in f.metadata:
-            continue
+    checked = [f for f in dataclasses.fields(obj) if "minimum" in f.metadata]
+    hints = typing.get_type_hints(type(obj)) if checked else {}
+    for f in checked:
         value, annotation = getattr(obj, f.name), hints[f.name]
         if value is None and _allows_none(annotation):
             continue
@@ -117,7 +116,42 @@ def learning_rate(value: Any, where: str) -> float:
 
 
 @dataclass
-class Budget:
+class Settings:
+    """Base of a config dataclass (method configs, trainer options, budget, evaluation): fields with
+    ``help`` metadata, validated on construction, read from and written to plain dicts."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field when a value is invalid (default: the
+        :func:`setting` bounds)."""
+        check_bounds(self, self.where())
+
+    @classmethod
+    def where(cls) -> str:
+        """How errors name this object (``<where>.<field>: ...``)."""
+        return cls.__name__
+
+    def _require(self, condition: bool, field_name: str, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"{self.where()}.{field_name}: {message} (got {getattr(self, field_name)!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Any:
+        return build(cls, data, cls.where())
+
+    @classmethod
+    def field_help(cls) -> list[tuple[str, str, Any]]:
+        """(name, help, default) for each field, for CLI listings and generated docs."""
+        return field_help(cls)
+
+
+@dataclass
+class Budget(Settings):
     """What every method gets in a comparison (the ``budget`` object of a result's config)."""
 
     steps: int = setting(20, "optimizer steps", minimum=1)
@@ -131,27 +165,17 @@ class Budget:
                             choices=SCHEDULES)
     warmup_ratio: float = setting(0.0, "share of steps with linear warmup from 0, in [0, 1)", minimum=0.0, below=1.0)
 
-    def __post_init__(self) -> None:
-        check_bounds(self, "budget")
+    @classmethod
+    def where(cls) -> str:
+        return "budget"
 
     @property
     def warmup_steps(self) -> int:
         return int(round(self.warmup_ratio * self.steps))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Budget":
-        return build(cls, data, "budget")
-
-    @classmethod
-    def field_help(cls) -> list[tuple[str, str, Any]]:
-        return field_help(cls)
-
 
 @dataclass
-class Evaluation:
+class Evaluation(Settings):
     """How a run is scored (the ``eval`` object of a result's config)."""
 
     split: str = setting("test", "the split whose accuracy is the run's result", choices=EVAL_SPLITS)
@@ -161,12 +185,6 @@ class Evaluation:
     max_new_tokens: int = setting(256, "longest evaluation answer", minimum=1)
     backend: str = setting("hf", "evaluation engine", choices=EVAL_BACKENDS)
 
-    def __post_init__(self) -> None:
-        check_bounds(self, "eval")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Evaluation":
-        return build(cls, data, "eval")
+    def where(cls) -> str:
+        return "eval"

@@ -32,31 +32,9 @@ def config_field(default: Any = dataclasses.MISSING, help: str = "", **kwargs: A
 
 
 @dataclass
-class MethodConfig:
-    """Base class for method configs: a small dataclass validated in ``__post_init__``."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the field when a value is invalid."""
-
-    # Validation helpers, so every config words its errors the same way.
-    def _require(self, condition: bool, field_name: str, message: str) -> None:
-        if not condition:
-            raise ConfigError(f"{type(self).__name__}.{field_name}: {message} (got {getattr(self, field_name)!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
-        return schema.build(cls, data, cls.__name__)
-
-    @classmethod
-    def field_help(cls) -> list[tuple[str, str, Any]]:
-        """(name, help, default) for each field, for CLI listings and generated docs."""
-        return schema.field_help(cls)
+class MethodConfig(schema.Settings):
+    """Base class for method configs: a small dataclass validated in ``__post_init__``; errors name
+    ``<ConfigClass>.<field>``."""
 
 
 @dataclass(frozen=True)

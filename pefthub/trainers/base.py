@@ -9,7 +9,6 @@ returns ``status="failed"`` with a one-line error instead of a silent partial re
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -43,31 +42,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 @dataclass
-class TrainerOptions:
+class TrainerOptions(schema.Settings):
     """Base class of a trainer's options: a dataclass with ``metadata={"help": ...}`` fields,
-    validated in ``__post_init__`` (errors name the field)."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the field when a value is invalid."""
-
-    def _require(self, condition: bool, field_name: str, message: str) -> None:
-        if not condition:
-            raise ConfigError(f"trainer_options.{field_name}: {message} (got {getattr(self, field_name)!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    validated in ``__post_init__``; errors name ``trainer_options.<field>``."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "TrainerOptions":
-        return schema.build(cls, data, "trainer_options")
-
-    @classmethod
-    def field_help(cls) -> list[tuple[str, str, Any]]:
-        """(name, help, default) for each field, for CLI listings and generated docs."""
-        return schema.field_help(cls)
+    def where(cls) -> str:
+        return "trainer_options"
 
 
 @dataclass
