@@ -150,6 +150,7 @@ class RowResult:
     runs: int
     failed: int
     errors: list[str]
+    flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
 
     @property
     def name(self) -> str:

@@ -99,7 +99,13 @@ def run(args) -> int:
                 executor.close()
     docs = bench.grid_documents(plan.experiments, results_dir)
     rows = bench.summarize(docs)
+    from pefthub import health
+
+    healths = health.assess_all(docs, health.samples_in(results_dir))
+    for row in rows:
+        row.flags = [f.name for f in health.row_flags(healths.get(rid) for rid in row.run_ids)]
     print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
+    print_health(console, rows, healths)
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
 
@@ -237,6 +243,9 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
                          ("best lr", "right"), ("lr chosen by", "left"), ("seeds", "right"),
                          ("test %", "right"), ("95% CI", "right"), ("val %", "right"), ("failed", "right")):
         table.add_column(col, justify=justify)
+    flagged = any(row.flags for row in rows)
+    if flagged:
+        table.add_column("flags", justify="left")
     for row in rows:
         best = next((s for s in row.learning_rates if s.learning_rate == row.best_lr), None)
         ci = "-" if row.ci_low is None else f"{_fmt_acc(row.ci_low)}–{_fmt_acc(row.ci_high)} ({row.ci_method})"
@@ -246,11 +255,29 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
                       "-" if row.best_lr is None else f"{row.best_lr:g}", row.selection, str(row.seeds),
                       _fmt_acc(row.test_mean), ci,
                       _fmt_acc(best.validation_mean if best else None),
-                      f"{row.failed}/{row.runs}" if row.failed else "")
+                      f"{row.failed}/{row.runs}" if row.failed else "", *([", ".join(row.flags)] if flagged else []))
     console.print(table)
     errors = [(row.label, err) for row in rows for err in row.errors]
     for label, err in errors[:20]:
         console.print(f"[red]failed[/] {label}: {err}")
+
+
+def print_health(console, rows, health: dict) -> None:
+    """One line per run-health flag of a row (``health``: run id -> :class:`pefthub.health.Health`)
+    under the results table, and what the flags shown mean."""
+    from rich.markup import escape
+
+    from pefthub.health import MEANING, row_flags
+
+    shown = set()
+    for row in rows:
+        for f in row_flags(health.get(rid) for rid in row.run_ids):
+            colour = "red" if f.severity == "error" else "yellow"
+            console.print(f"[{colour}]⚑ {f.name}[/] {escape(row.label)}: {escape(f.detail)}")
+            shown.add(f.name)
+    if shown:
+        console.print("flags: " + "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in shown)
+                      + " (`pefthub health` shows the measures of every run)")
 
 
 def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:

@@ -19,6 +19,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from pefthub import health as run_health
+from pefthub.results import ResultFileError, read_samples
 from pefthub.site.load import Run, Suite
 from pefthub.site.metrics import is_number
 
@@ -50,6 +52,8 @@ class Row:
     peak_memory_bytes: float | None
     delta_vs_base: float | None = None
     is_base: bool = False
+    flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
+    flag_details: list[run_health.Flag] = field(default_factory=list)   # the same with severity and detail
 
     @property
     def seeds(self) -> int:
@@ -75,6 +79,7 @@ class Row:
             "lr_selection": self.lr_selection, "validation_accuracy": self.validation_accuracy,
             "seeds": self.seeds, "run_ids": self.run_ids, "reference": self.is_base,
             "method_config": self.method_config,
+            "flags": list(self.flags),
         }
 
 
@@ -93,6 +98,7 @@ class SuiteView:
     evals: list[tuple[Any, int]] = field(default_factory=list)
     first_started: str | None = None
     last_finished: str | None = None
+    health: dict[str, run_health.Health] = field(default_factory=dict)   # run id -> flags and measures
 
     @property
     def ranked(self) -> list[Row]:
@@ -206,6 +212,10 @@ def view_suite(suite: Suite) -> SuiteView:
     for row in rows:
         if base is not None and row.accuracy is not None:
             row.delta_vs_base = row.accuracy - base.accuracy
+    healths = suite_health(successes)
+    for row in rows:
+        row.flag_details = run_health.row_flags(healths.get(r.run_id) for r in row.runs)
+        row.flags = [f.name for f in row.flag_details]
     trained = [r for r in suite.runs if not r.is_base] or suite.runs
     started = [r.doc.get("started_at") for r in suite.runs if isinstance(r.doc.get("started_at"), str)]
     finished = [r.doc.get("finished_at") for r in suite.runs if isinstance(r.doc.get("finished_at"), str)]
@@ -215,8 +225,24 @@ def view_suite(suite: Suite) -> SuiteView:
         tasks=[t for t, _ in _most_common(r.config.get("task") for r in suite.runs)],
         budgets=_most_common(r.config.get("budget") for r in trained),
         evals=_most_common(r.config.get("eval") for r in suite.runs),
-        first_started=min(started, default=None), last_finished=max(finished, default=None),
+        first_started=min(started, default=None), last_finished=max(finished, default=None), health=healths,
     )
+
+
+def _run_samples(run: Run) -> list[dict] | None:
+    path = run.samples_file()
+    if path is None:
+        return None
+    try:
+        return [r for r in read_samples(path) if isinstance(r, dict)]
+    except ResultFileError:
+        return None  # the build reports the unreadable file when it copies the samples
+
+
+def suite_health(runs: list[Run]) -> dict[str, run_health.Health]:
+    """Run-health flags of every successful trained run, against the suite's base-model run."""
+    by_id = {r.run_id: r for r in runs}
+    return run_health.assess_all([r.doc for r in runs], lambda doc: _run_samples(by_id[doc["run_id"]]))
 
 
 def pareto_front(rows: list[Row], cost: Callable[[Row], float | None]) -> list[Row]:

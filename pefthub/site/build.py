@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pefthub import __version__
+from pefthub import health as run_health
 from pefthub.errors import ConfigError
 from pefthub.site import plots, render
 from pefthub.site.aggregate import SuiteView, view_suite
@@ -29,7 +30,7 @@ MARKER = ".pefthub-site"
 DEFAULT_MAX_SAMPLES = 200
 CSV_FIELDS = ["suite", "name", "method", "trainer", "trainable_params", "adapter_bytes", "saved_adapter_bytes", "accuracy",
               "ci_low", "ci_high", "ci_method", "delta_vs_base", "train_seconds", "peak_memory_bytes", "learning_rate",
-              "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config"]
+              "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config", "flags"]
 
 
 @dataclass
@@ -66,6 +67,7 @@ def table_csv(view: SuiteView) -> str:
         record = row.as_record()
         record.update(suite=view.suite.name, run_ids=" ".join(record["run_ids"]),
                       method_config=json.dumps(record["method_config"], sort_keys=True))
+        record["flags"] = " ".join(record["flags"])
         writer.writerow({k: _spreadsheet_safe(record.get(k)) for k in CSV_FIELDS})
     return buf.getvalue()
 
@@ -76,6 +78,8 @@ def table_json(view: SuiteView) -> str:
               for r in view.failures]
     doc = {"suite": view.suite.name, "generated_by": f"pefthub {__version__}", "models": view.models,
            "rows": [dict(r.as_record(), suite=view.suite.name) for r in view.rows], "failed": failed}
+    doc["health"] = {"thresholds": {name: value for name, value, _ in run_health.THRESHOLDS.rationale()},
+                     "runs": {rid: h.as_record() for rid, h in sorted(view.health.items())}}
     return json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -122,6 +126,7 @@ def _write_suite(staging: Path, env, suite: Suite, view: SuiteView, slug: str, r
                json.dumps(run.doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
         _write(staging / links.run(run.run_id),
                render.render_run(env, run, links, samples=samples, samples_problem=problem,
+                                 health=view.health.get(run.run_id),
                                  samples_copied=samples_copied, max_samples=max_samples, n_result_files=n_files))
         pages += 1
     _write(staging / "downloads" / f"{slug}.csv", table_csv(view))

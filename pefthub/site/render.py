@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from pefthub import __version__
+from pefthub import health as run_health
 from pefthub.site import plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
 from pefthub.site.load import Problem, Run
@@ -180,6 +181,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
                      "link": links.run(row.runs[0].run_id), "variant": _variant(row), "cells": _cells(row),
                      "lr_text": lr_text, "lr_note": lr_note, "lr_sort": lr_sort, "lr_title": lr_title,
                      "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else ""})
+        rows[-1]["health_flags"] = [f.as_record() for f in row.flag_details]
     params_plot, n_points, skipped = plots.params_accuracy_plot(view.rows, view.base, styles)
     memory = lambda r: r.peak_memory_bytes  # noqa: E731
     seconds = lambda r: r.train_seconds  # noqa: E731
@@ -194,6 +196,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         "dates": date_range(view.first_started, view.last_finished),
         "n_success": len(view.successes), "n_failed": len(view.failures),
         "trainers": sorted({r.trainer for r in view.rows if not r.is_base}),
+        "n_flagged": sum(1 for r in view.rows if r.flags), "flag_meaning": run_health.MEANING,
         "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
         "pareto_memory": pareto_memory, "pareto_time": pareto_time,
         "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.name, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
@@ -295,8 +298,33 @@ def _samples(records: list[dict], limit: int) -> tuple[list[dict], int]:
     return shown, len(records)
 
 
+def _health(health: run_health.Health | None) -> dict | None:
+    """The run page's health box: flags, and the measures behind them as short text."""
+    if health is None:
+        return None
+    m = health.measures
+
+    def frac(k, n):
+        return f"{k}/{n}" if k is not None and n else MISSING
+
+    def pair(key, n, base_key, base_n):
+        return f"{frac(m[key], m[n])} ({frac(m[base_key], m[base_n])})"
+
+    measures = [("Test completions byte-identical to base", frac(m["identical"], m["shared"])),
+                ("Correct (base) on the same items", pair("correct", "shared", "base_correct", "shared")),
+                ("No extractable answer (base)", pair("no_answer", "n", "base_no_answer", "base_n")),
+                ("Cut off by the token cap (base)", pair("at_cap", "n", "base_at_cap", "base_n"))]
+    if m["reward_mean"] is not None:
+        measures.append(("Mean GRPO training reward", f"{m['reward_mean']:.3f}"))
+    if m["zero_advantage_share"] is not None:
+        measures.append(("GRPO groups at zero advantage", f"{100 * m['zero_advantage_share']:.0f}%"))
+    return {"flags": [dict(f.as_record(), meaning=run_health.MEANING[f.name]) for f in health.flags],
+            "measures": measures, "base_run_id": health.base_run_id}
+
+
 def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list[dict], samples_problem: Problem | None,
-               samples_copied: bool, max_samples: int, n_result_files: int) -> str:
+               samples_copied: bool, max_samples: int, n_result_files: int,
+               health: run_health.Health | None = None) -> str:
     prefix = "../../"
     declared = run.config.get("budget")
     budget_block = run.doc.get("budget") if isinstance(run.doc.get("budget"), dict) else {}
@@ -331,5 +359,6 @@ def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list
         samples_problem=str(samples_problem.reason) if samples_problem else "",
         config_json=json.dumps(run.config, indent=2, sort_keys=True, ensure_ascii=False, default=str),
         environment=json.dumps(env_block, indent=2, sort_keys=True, ensure_ascii=False, default=str) if env_block else "",
-        n_result_files=n_result_files,
+        n_result_files=n_result_files, health=_health(health),
+        base_link=links.run(health.base_run_id, prefix) if health and health.base_run_id else "",
     )
