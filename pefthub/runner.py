@@ -219,8 +219,14 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
             splits.append(("validation", prepared.evaluation["validation_limit"]))
         for split, limit in splits:
             _emit(progress, {"phase": "eval", "split": split, "limit": limit})
+            evaluation = dict(prepared.evaluation)
+            if evaluation["max_new_tokens"] == "task":  # sized from the task, never below the rollout cap
+                from pefthub.evaluation import task_max_new_tokens
+
+                rollout_cap = prepared.budget.max_new_tokens if prepared.budget is not None else 0
+                evaluation["max_new_tokens"] = task_max_new_tokens(prepared.task, lm.tokenizer, rollout_cap)
             summary, split_samples = _evaluate(model, lm.tokenizer, method, prepared.task, split, limit,
-                                               prepared.evaluation, spent)
+                                               evaluation, spent)
             doc["evaluation"][split] = summary
             samples.extend(split_samples)
         doc["status"], doc["error"] = "success", None

@@ -15,14 +15,18 @@ from pefthub.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "linear")
 EVAL_SPLITS = ("test", "validation")
-EVAL_BACKENDS = ("hf", "vllm")
+#: ``auto`` takes ``fused`` (pefthub's decoder) where it serves the model, else ``hf``; ``vllm`` is lm-eval's vLLM model.
+EVAL_BACKENDS = ("auto", "fused", "hf", "vllm")
+#: ``eval.max_new_tokens = "task"``: the cap is sized from the task's worked solutions at run time.
+TASK_SIZED = "task"
 
 
 def setting(default: Any, help: str, *, minimum: float | None = None, below: float | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
+            choices: tuple[str, ...] | None = None, also: tuple[Any, ...] = ()) -> Any:
     """A schema field: its default, help text and bounds (``minimum`` inclusive, ``below`` exclusive)
-    or ``choices``, checked by :func:`check_bounds`."""
-    return field(default=default, metadata={"help": help, "minimum": minimum, "below": below, "choices": choices})
+    or ``choices``, and ``also`` the special values accepted besides, checked by :func:`check_bounds`."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "below": below, "choices": choices,
+                                            "also": also})
 
 
 def default_of(f: dataclasses.Field) -> Any:
@@ -84,7 +88,7 @@ def check_bounds(obj: Any, where: str) -> None:
     hints = typing.get_type_hints(type(obj)) if checked else {}
     for f in checked:
         value, annotation = getattr(obj, f.name), hints[f.name]
-        if value is None and _allows_none(annotation):
+        if (value is None and _allows_none(annotation)) or value in f.metadata["also"]:
             continue
         kind = next(t for t in (int, float, str) if t is annotation or t in typing.get_args(annotation))
         minimum, below, choices = f.metadata["minimum"], f.metadata["below"], f.metadata["choices"]
@@ -182,8 +186,9 @@ class Evaluation(Settings):
     limit: int | None = setting(100, "examples of that split to score (None: all)", minimum=1)
     validation_limit: int = setting(0, "validation examples scored too, for learning-rate selection (0: none)",
                                     minimum=0)
-    max_new_tokens: int = setting(256, "longest evaluation answer", minimum=1)
-    backend: str = setting("hf", "evaluation engine", choices=EVAL_BACKENDS)
+    max_new_tokens: int | str = setting(256, "longest evaluation answer; \"task\": sized from the task's worked "
+                                             "solutions", minimum=1, also=(TASK_SIZED,))
+    backend: str = setting("auto", "evaluation engine", choices=EVAL_BACKENDS)
 
     @classmethod
     def where(cls) -> str:

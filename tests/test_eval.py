@@ -152,7 +152,7 @@ def test_summary_follows_the_result_schema(tiny):
     assert (s["ci_low"], s["ci_high"]) == pytest.approx(wilson_interval(s["correct"], s["n"]))
     p = s["protocol"]
     assert p["harness"] == "lm-eval" and p["lm_eval_version"].startswith("0.4")
-    assert p["generation"] == "greedy" and p["chat_template"] is True and p["backend"] == "hf"
+    assert p["generation"] == "greedy" and p["chat_template"] is True and p["backend"] == "fused"  # auto: fused serves it
     assert p["max_new_tokens"] == 2 and p["merged"] is True and len(p["task_config_hash"]) == 64
     assert json.loads(json.dumps(result.samples)) == result.samples  # the samples file is plain JSON
 

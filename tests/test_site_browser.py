@@ -176,7 +176,32 @@ def test_index_plot_sort_filter_and_run_page(site, browser):
 
     watch.check()
     page.close()
-    assert len(list(shots.glob("*.png"))) == 5
+    assert len(list(shots.glob("*.png"))) >= 5
+
+
+def test_compare_view_pairs_trainers_and_refuses_different_items(site, browser):
+    out, _ = site
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    table = page.locator("#suite-demo-compare-table")
+    assert table.is_visible()
+    # tinylora@13: GRPO 16/40 (the validation-selected rate) vs SFT 12/40 on the same 40 items.
+    pair = table.locator("tr.pair", has_text="tinylora@13/grpo")
+    assert pair.count() == 1 and "tinylora@13/sft" in pair.inner_text()
+    assert pair.locator("td.delta").inner_text() == "+10.0"
+    # Two-seed LoRA/GRPO against one-seed LoRA/SFT: paired all the same.
+    lora = table.locator("tr.pair", has_text="lora@27648/grpo")
+    assert lora.locator("td.delta").inner_text() == "+13.8"          # (21 + 24) / 80 − 17 / 40
+    assert table.locator("tr.pair").count() == 5                    # full/grpo vs each unselected SFT rate
+    # Every trained row shows its paired interval under Δ vs base.
+    delta_subs = page.locator("table.board tbody tr:not(.ref) td:nth-child(6) .sub").all_inner_texts()
+    assert delta_subs and all(t.startswith("[") for t in delta_subs)
+    assert page.locator("table.findings tbody tr").count() == 9
+    page.locator("#suite-demo-compare-table").screenshot(path=str(out / "screenshots" / "compare.png"))
+    watch.check()
+    page.close()
 
 
 def test_health_badge_and_filter(site, browser):
@@ -268,6 +293,24 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
     assert page.locator("svg.params-plot .base-ref .base-line").count() == 1
     assert page.locator("table.board tbody tr").count() == len(configurations) + 1  # + the base row
     page.screenshot(path=str(shots / "quick-index.png"), full_page=True)
+
+    # It says it is a smoke run, every trained row has a verdict against base, and the compare view
+    # pairs GRPO with SFT for each method with the numbers `pefthub compare` prints.
+    power = page.locator("#suite-quick-power")
+    assert power.is_visible() and "Smoke run" in power.inner_text() and "64 test items, 1 seed" in power.inner_text()
+    verdicts = page.locator("table.board tbody tr:not(.ref) td.verdict .badge").all_inner_texts()
+    assert len(verdicts) == len(configurations) and set(verdicts) <= {
+        "better than base", "worse than base", "indistinguishable from base"}
+    pairs = page.locator("#suite-quick-compare-table tbody tr.pair")
+    assert pairs.count() == len({(m, p) for m, p, _ in configurations})
+    from pefthub import stats
+    rows = {r.label: r for r in stats.rows_in(QUICK_RESULTS)}
+    expected = stats.compare_rows(rows["full/grpo"], rows["full/sft"])
+    full = pairs.filter(has_text="full/grpo")
+    assert full.locator("td.delta").inner_text() == stats.fmt_pct(expected.delta, sign=True)
+    page.locator("#suite-quick-compare-table").screenshot(path=str(shots / "quick-compare.png"))
+    assert page.locator("#suite-quick-findings-table tbody tr").count() == 9
+    assert page.locator("a[href='downloads/quick-findings.md']").count() == 1
 
     first = page.locator("table.board tbody a[href^='runs/quick/']").first
     first.click()

@@ -40,7 +40,7 @@ def test_minimal_suite_gets_defaults(tmp_path):
     assert suite.seeds == [0] and suite.include_base is True
     assert [m.name for m in suite.methods] == ["lora", "tinylora"]
     assert all(m.params == [None] and m.trainers == ["sft", "grpo"] for m in suite.methods)
-    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "hf"
+    assert suite.eval["validation_limit"] == 0 and suite.eval["backend"] == "auto"
 
 
 def test_per_method_overrides(tmp_path):
@@ -83,11 +83,13 @@ def test_per_method_overrides(tmp_path):
     (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [1e-3]\nseeds = [-1]"), "grid.seeds: must be >= 0"),
     (MINIMAL.replace("learning_rates = [1e-3]", "learning_rates = [1e-3, 1e-4]"),
      "eval.validation_limit: is 0 but method 'lora' has 2 learning rates"),
-    (MINIMAL + "[methods.vera]\nparams = [3]\n", "methods.vera: unknown key"),
+    (MINIMAL + "[methods.vera]\nparams = [3]\n", "methods.vera: configures a method that grid.methods does not list"),
+    (MINIMAL.replace('"tinylora"]', '"no_such_method"]') + "[methods.tinylora]\nparams = [3]\n",
+     "grid.methods: unknown method 'no_such_method' (registered: bitfit, full, lora,"),
     (MINIMAL + "[methods.lora]\nrank = 3\n", "methods.lora.rank: unknown key"),
     (MINIMAL + "[methods.lora]\nparams = [0]\n", "methods.lora.params: must be >= 1"),
     (MINIMAL + "[methods.lora]\nmethod = 'base'\n", "'base' is the untrained reference row"),
-    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of hf, vllm"),
+    (MINIMAL + "[eval]\nbackend = 'tgi'\n", "eval.backend: must be one of auto, fused, hf, vllm"),
     (MINIMAL + "[eval]\nlimit = 0\n", "eval.limit: must be a positive integer (got 0)"),
     (MINIMAL + "[resources]\nnum_gpus = -1\n", "resources.num_gpus: must be >= 0"),
     (MINIMAL + "[eval]\nsplit = 'validation'\n", "eval.split: unknown key"),

@@ -36,10 +36,18 @@ def add_arguments(parser) -> None:
                         help="task parameter; VALUE is JSON when it parses, else a string (repeatable)")
     parser.add_argument("--split", default="test", help="test, validation or train (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=400, help="first N problems of the split (default: %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=tokens_or_task, default="task",
+                        help="longest answer in tokens, or 'task': 1.5x the task's longest worked solution "
+                             "(256 without solutions) (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="generation batch size (default: %(default)s)")
-    parser.add_argument("--backend", default="hf", help="hf or vllm (default: %(default)s)")
+    parser.add_argument("--backend", default="auto",
+                        help="fused (pefthub's decoder), hf, vllm, or auto: fused where it serves the model, else hf "
+                             "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: %(default)s)")
+
+
+def tokens_or_task(text: str) -> int | str:
+    return text if text == "task" else int(text)
 
 
 def parse_value(text: str) -> Any:
@@ -80,10 +88,15 @@ def output_stem(model: str, config: dict[str, Any], split: str, config_hash: str
 def run(args) -> int:
     from rich.console import Console
 
-    from pefthub.models import load_model
+    from pefthub.evaluation.core import check_settings
+    from pefthub.models import check_loadable, load_model
     from pefthub.results import atomic_write_text
     from pefthub.tasks import task_from_config
 
+    # Every argument is checked before the dataset or the model loads.
+    check_settings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                   batch_size=args.batch_size, backend=args.backend)
+    check_loadable(args.model)
     config = task_config(args.task, args.params)
     task = task_from_config(config)
     task.examples(args.split, 1)  # an empty split fails here, before the model loads
@@ -109,7 +122,8 @@ def run(args) -> int:
     out.print(f"strict-match {s['metrics']['exact_match,strict-match']:.1%}, "
               f"flexible-extract {s['metrics']['exact_match,flexible-extract']:.1%}; "
               f"lm-eval {s['protocol']['lm_eval_version']}, task config {s['protocol']['task_config_hash'][:12]}, "
-              f"greedy, max {args.max_new_tokens} new tokens, {s['seconds']:.0f} s")
+              f"greedy, max {s['protocol']['max_new_tokens']} new tokens, backend {s['protocol']['backend']}, "
+              f"{s['seconds']:.0f} s")
     out.print(f"samples: {samples_path}")
     out.print(f"summary: {summary_path}")
     return 0

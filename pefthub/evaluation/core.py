@@ -15,6 +15,27 @@ from pefthub.evaluation.stats import wilson_interval
 from pefthub.schema import EVAL_BACKENDS as BACKENDS  # the config schema owns the list
 from pefthub.tasks.base import SPLITS, Task
 
+#: ``auto`` takes ``fused`` (pefthub's decoder, :mod:`pefthub.evaluation.fused_backend`) where it serves
+#: the model, else ``hf`` (lm-eval's HF model, transformers ``generate``); ``vllm`` is lm-eval's vLLM model.
+DEFAULT_BACKEND = "auto"
+#: ``max_new_tokens = "task"``: sized by :func:`task_max_new_tokens` from the task's worked solutions.
+TASK_SIZED = "task"
+DEFAULT_MAX_NEW_TOKENS = 256
+#: Training examples whose worked solutions size a ``"task"`` token cap, and the slack over the longest.
+TASK_SIZE_EXAMPLES, TASK_SIZE_FACTOR = 64, 1.5
+
+
+def task_max_new_tokens(task: Task, tokenizer: Any, at_least: int = 0) -> int:
+    """A token cap sized from ``task``: 1.5x its longest worked solution (the SFT target, answer line
+    included) among the first 64 training examples, rounded up to a multiple of 8, so a model that
+    never stops costs about what a healthy one does; 256 for a task without worked solutions; never
+    below ``at_least`` (a trained model's rollout cap)."""
+    try:
+        examples = task.examples("train", TASK_SIZE_EXAMPLES)
+        longest = max(len(tokenizer.encode(task.target(ex), add_special_tokens=False)) for ex in examples)
+    except ConfigError:
+        return max(DEFAULT_MAX_NEW_TOKENS, at_least)
+    return max(-(-int(TASK_SIZE_FACTOR * longest) // 8) * 8, at_least)
 STRICT = "exact_match,strict-match"
 FLEXIBLE = "exact_match,flexible-extract"
 #: The accuracy a result reports: exact match after the flexible extractor (as lm-eval's gsm8k).
@@ -92,20 +113,42 @@ def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: A
         task = task_from_config(task)
     if not isinstance(task, Task):
         raise ConfigError(f"evaluate needs a pefthub Task (got {type(task).__name__})")
+    check_settings(split=split, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend)
+    return task
+
+
+def check_settings(*, split: str, limit: Any, max_new_tokens: Any, batch_size: Any, backend: str) -> None:
+    """Raise :class:`ConfigError` naming the first invalid evaluation setting (nothing is loaded)."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     for name, value, low in (("limit", limit, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
-        if name == "limit" and value is None:
+        if (name == "limit" and value is None) or (name == "max_new_tokens" and value == TASK_SIZED):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"evaluation {name} must be an integer >= {low} (got {value!r})")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})")
-    return task
+
+
+def resolve_backend(model: Any, backend: str) -> tuple[str, str | None]:
+    """(backend to run, note) for a requested ``backend``: ``auto`` becomes ``fused`` where the fused
+    engine serves ``model`` and ``hf`` otherwise, with the reason as the note; ``fused`` on a model
+    it cannot serve raises :class:`UnsupportedError` with that reason."""
+    if backend not in ("auto", "fused"):
+        return backend, None
+    from pefthub.errors import UnsupportedError
+    from pefthub.evaluation.fused_backend import unsupported_reason
+
+    reason = unsupported_reason(model)
+    if reason is None:
+        return "fused", None
+    if backend == "fused":
+        raise UnsupportedError(f"evaluation backend 'fused': {reason}; use backend 'hf'")
+    return "hf", f"evaluated with backend 'hf' ({reason})"
 
 
 def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limit: int | None = None,
-             max_new_tokens: int = 256, batch_size: int = 16, backend: str = "hf",
+             max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 16, backend: str = DEFAULT_BACKEND,
              merged: bool | None = None) -> EvalResult:
     """Score ``model`` on the first ``limit`` examples of ``task``'s ``split`` with lm-eval.
 
@@ -113,15 +156,24 @@ def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limi
     Fold mergeable adapters in before calling (``with method.merged(model) as m: evaluate(m, ...)``);
     prompt tuning cannot be merged and is evaluated as the ``PeftModel``. ``merged`` is recorded in
     the protocol; None detects it (:func:`is_merged`). ``backend="vllm"`` saves the (merged) model
-    and evaluates it with lm-eval's vLLM model (see :mod:`pefthub.evaluation.vllm_backend`).
+    and evaluates it with lm-eval's vLLM model (see :mod:`pefthub.evaluation.vllm_backend`);
+    ``fused`` runs lm-eval's ``pefthub`` model (:mod:`pefthub.evaluation.fused_backend`), and ``auto``
+    takes it where it serves the model, else ``hf`` (the protocol records the backend that ran and
+    why it fell back). ``max_new_tokens="task"`` sizes the cap from the task
+    (:func:`task_max_new_tokens`); the protocol records the number used.
     """
     task = _check(task, split, limit, max_new_tokens, batch_size, backend)
+    if max_new_tokens == TASK_SIZED:
+        max_new_tokens = task_max_new_tokens(task, tokenizer)
     if getattr(tokenizer, "chat_template", None) is None:
         raise ConfigError("the tokenizer has no chat template; pefthub evaluates chat (instruct) models")
     merged = is_merged(model) if merged is None else bool(merged)
     if backend == "vllm" and not merged:
         raise ConfigError("the vllm backend evaluates merged weights only; this model has an unmerged "
                           "adapter (prompt tuning cannot be merged): use backend 'hf'")
+    backend, note = resolve_backend(model, backend)
+    if note:
+        logging.getLogger("pefthub").warning(note)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -131,13 +183,20 @@ def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limi
                 from pefthub.evaluation.hf_backend import make_hflm
 
                 lm, cleanup = make_hflm(model, tokenizer, batch_size, max_new_tokens), contextlib.nullcontext()
+            elif backend == "fused":
+                from pefthub.evaluation.fused_backend import make_fused_lm
+
+                lm, cleanup = make_fused_lm(model, tokenizer, batch_size, max_new_tokens), contextlib.nullcontext()
             else:
                 from pefthub.evaluation.vllm_backend import make_vllm_lm
 
                 lm, cleanup = make_vllm_lm(model, tokenizer, batch_size, max_new_tokens)
             with cleanup:
-                return evaluate_lm(lm, task, split=split, limit=limit, max_new_tokens=max_new_tokens,
-                                   batch_size=batch_size, backend=backend, merged=merged)
+                result = evaluate_lm(lm, task, split=split, limit=limit, max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size, backend=backend, merged=merged)
+        if note:
+            result.summary["protocol"]["backend_note"] = note
+        return result
     finally:
         if was_training:
             model.train()

@@ -18,19 +18,20 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pefthub import __version__
+from pefthub import __version__, findings
 from pefthub import health as run_health
 from pefthub.errors import ConfigError
 from pefthub.site import plots, render
 from pefthub.site.aggregate import SuiteView, view_suite
-from pefthub.site.load import Problem, Suite, find_suites, load_leaderboards, read_samples
+from pefthub.site.load import RESULTS_SUBDIR, Problem, Suite, find_suites, load_leaderboards, read_samples
 
 ASSETS = Path(__file__).with_name("assets")
 MARKER = ".pefthub-site"
 DEFAULT_MAX_SAMPLES = 200
 CSV_FIELDS = ["suite", "name", "method", "trainer", "trainable_params", "adapter_bytes", "saved_adapter_bytes", "accuracy",
               "ci_low", "ci_high", "ci_method", "delta_vs_base", "train_seconds", "peak_memory_bytes", "learning_rate",
-              "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config", "flags"]
+              "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config", "delta_low",
+              "delta_high", "delta_p", "delta_test", "delta_p_holm", "verdict", "paired_items", "vs_base_note", "flags"]
 
 
 @dataclass
@@ -76,8 +77,11 @@ def table_json(view: SuiteView) -> str:
     failed = [{"run_id": r.run_id, "name": r.name, "method": r.method, "trainer": r.trainer, "status": r.status,
                "error": r.doc.get("error"), "learning_rate": r.learning_rate, "seed": r.seed}
               for r in view.failures]
+    pairs = [dict(p.as_dict(items=False)) if not isinstance(p, tuple) else {"a": p[0], "b": p[1], "error": p[2]}
+             for p in view.trainer_pairs]
     doc = {"suite": view.suite.name, "generated_by": f"pefthub {__version__}", "models": view.models,
-           "rows": [dict(r.as_record(), suite=view.suite.name) for r in view.rows], "failed": failed}
+           "rows": [dict(r.as_record(), suite=view.suite.name) for r in view.rows], "failed": failed,
+           "trainer_pairs": pairs}
     doc["health"] = {"thresholds": {name: value for name, value, _ in run_health.THRESHOLDS.rationale()},
                      "runs": {rid: h.as_record() for rid, h in sorted(view.health.items())}}
     return json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
@@ -131,6 +135,9 @@ def _write_suite(staging: Path, env, suite: Suite, view: SuiteView, slug: str, r
         pages += 1
     _write(staging / "downloads" / f"{slug}.csv", table_csv(view))
     _write(staging / "downloads" / f"{slug}.json", table_json(view))
+    _write(staging / "downloads" / f"{slug}-findings.md",
+           findings.render_markdown(suite.name, render.view_stat_rows(view),
+                                    source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}"))
     return pages
 
 

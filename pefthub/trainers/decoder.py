@@ -10,7 +10,7 @@ serves it. Design and measurements: docs/trainers.md, docs/performance.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -258,7 +258,8 @@ class FusedDecoder:
         group = hq // hkv
         end = start + tokens
         scale = hd ** -0.5
-        if tokens == 1:  # one mask row per (row, kv head), shared by the layers and the group's queries
+        decode = attn_mask.dtype != torch.bool  # a one-token prefill (a one-token prompt) takes the SDPA path
+        if decode:  # one mask row per (row, kv head), shared by the layers and the group's queries
             attn_mask = attn_mask.expand(rows, hkv, 1, end).reshape(rows * hkv, 1, end)
         for layer, (k_cache, v_cache) in zip(self.layers, cache):
             x = F.rms_norm(hidden, (d,), layer.norm1, self.eps)
@@ -271,7 +272,7 @@ class FusedDecoder:
                 k_cache[:, :, start:end] = _rotate_pairs(k, rope)
             v_cache[:, :, start:end] = qkv[..., (hq + hkv) * hd:].view(rows, tokens, hkv, hd).transpose(1, 2)
             keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-            if tokens == 1:  # decode: ~35% faster than SDPA's CPU kernel for one query
+            if decode:  # ~35% faster than SDPA's CPU kernel for one query
                 # (rows, kv heads) merge into one batch dimension as views of the cache: no copies.
                 keys, values = keys.reshape(rows * hkv, end, hd), values.reshape(rows * hkv, end, hd)
                 scores = torch.baddbmm(attn_mask, q.reshape(rows * hkv, group, hd), keys.transpose(1, 2), alpha=scale)
@@ -299,27 +300,51 @@ class FusedDecoder:
         hidden, rope, mask = self._prefill_inputs(input_ids, attention_mask)
         return self._logits(self._forward(hidden, rope, cache, 0, mask))
 
-    def _prefill_inputs(self, ids: torch.Tensor, valid: torch.Tensor):
+    def _prefill_inputs(self, ids: torch.Tensor, valid: torch.Tensor, embeds: torch.Tensor | None = None):
         valid = valid.bool()
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         width = ids.shape[1]
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         # A padding query may see only itself (a row of all-False would give NaN); no real token sees it.
         mask = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
-        return F.embedding(ids, self.embed), self._rope(positions), mask[:, None]
+        return F.embedding(ids, self.embed) if embeds is None else embeds, self._rope(positions), mask[:, None]
+
+    def _with_prefix(self, ids: torch.Tensor, valid: torch.Tensor,
+                     prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, valid, input embeddings) of left-padded rows with ``prefix`` (virtual tokens, (V, d))
+        placed between each row's padding and its first real token, so that the virtual tokens take
+        positions 0..V-1 and the prompt V.. (as peft's prompt tuning computes an unpadded row)."""
+        rows, width = ids.shape
+        virtual = prefix.shape[0]
+        pads = (~valid).sum(-1, keepdim=True)  # left padding per row
+        j = torch.arange(width + virtual, device=self.device)[None, :]
+        # Source column in cat([prefix, embed(ids)]): pads first, then the prefix, then the prompt.
+        source = torch.where(j < pads, virtual + j, torch.where(j < pads + virtual, j - pads, j))
+        table = torch.cat([prefix.to(self.dtype).expand(rows, virtual, -1), F.embedding(ids, self.embed)], dim=1)
+        embeds = table.gather(1, source[..., None].expand(rows, width + virtual, table.shape[-1]))
+        ext_ids = torch.cat([ids.new_zeros(rows, virtual), ids], dim=1).gather(1, source)
+        ext_valid = torch.cat([valid.new_ones(rows, virtual), valid], dim=1).gather(1, source)
+        return ext_ids, ext_valid, embeds
 
     # ---- sampling ----------------------------------------------------------------------------
     @torch.inference_mode()
     def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, generations: int, max_new_tokens: int,
                temperature: float, eos_ids: set[int], pad_id: int, generator: torch.Generator,
-               greedy: bool = False) -> Samples:
+               greedy: bool = False, prefix: torch.Tensor | None = None,
+               stop: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Samples:
         """Sample ``generations`` continuations of each left-padded prompt row (rows grouped by prompt).
 
-        ``greedy`` takes the arg-max instead of sampling (for tests against ``generate``); the
-        recorded log-probs are then those of the arg-max token.
+        ``greedy`` takes the arg-max instead of sampling (evaluation, and tests against
+        ``generate``); the recorded log-probs are then those of the arg-max token. ``prefix``
+        (V, d) are input embeddings put before every prompt (prompt tuning's virtual tokens).
+        ``stop(rows, tokens)`` is called after each step with the output rows still running and their
+        tokens so far, and returns which of them end there (e.g. on a stop string), like an end token.
         """
         ids = prompt_ids.to(self.device)
         valid = prompt_mask.to(self.device).bool()
+        embeds = None
+        if prefix is not None:
+            ids, valid, embeds = self._with_prefix(ids, valid, prefix.to(self.device))
         prompts, width = ids.shape
         n = prompts * generations
         slots = width + max_new_tokens
@@ -327,7 +352,7 @@ class FusedDecoder:
 
         # Prefill each distinct prompt once, then give each of its rows a copy of its KV.
         prefill_cache = self._new_cache(prompts, width)
-        hidden, rope, mask = self._prefill_inputs(ids, valid)
+        hidden, rope, mask = self._prefill_inputs(ids, valid, embeds)
         last = self._logits(self._forward(hidden, rope, prefill_cache, 0, mask)[:, -1])
         cache = self._new_cache(n, slots)
         for (k, v), (pk, pv) in zip(cache, prefill_cache):
@@ -352,6 +377,9 @@ class FusedDecoder:
             logprobs[live, step] = chosen_logprobs[alive]
             lengths[live] = step + 1
             alive = alive & ~torch.isin(chosen, eos)
+            if stop is not None and bool(alive.any()):
+                running = alive.nonzero().squeeze(-1)
+                alive[running[stop(rows[running], tokens[rows[running], : step + 1])]] = False
             if step == max_new_tokens - 1 or not bool(alive.any()):
                 break
             if int((~alive).sum()) >= max(2, COMPACT_SHARE * len(rows)):  # drop ended rows from the batch
