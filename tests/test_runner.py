@@ -151,5 +151,5 @@ def test_pefthub_train_cli_writes_and_prints_the_result(tmp_path, capsys):
 def test_pefthub_train_bad_input_is_one_line(tmp_path, capsys):
     code = main(["train", "--model", "tiny-random", "--steps", "0", "--results", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "error: budget.steps: must be a positive integer (got 0)"
+    assert code == 2 and err.strip() == "error: config.budget.steps: must be a positive integer (got 0)"
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []

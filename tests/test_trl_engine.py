@@ -151,3 +151,17 @@ def test_cli_trainers_lists_each_engine_with_its_algorithm_and_options(capsys):
     assert "rollout_backend" in {o["name"] for o in listed["grpo"]["options"]} - set(options)
     assert main(["trainers", "no-such-trainer"]) == 2
     assert "no-such-trainer" in capsys.readouterr().err
+
+
+def test_a_trl_run_that_ends_short_of_the_budget_is_a_failure():
+    """TRL's SFTTrainer runs no step at all when every row is longer than max_length; the engine
+    records that as a failed run instead of a success that trained nothing."""
+    from pefthub.tasks import DEFAULT_TASK, task_from_config
+
+    lm = tiny_lm()
+    method, model = adapt(lm, "lora")
+    outcome = TRLSFTTrainer(TRLSFTOptions()).train(
+        model=model, tokenizer=lm.tokenizer, method=method, task=task_from_config(dict(DEFAULT_TASK)),
+        budget=budget(steps=1, batch_size=2, max_seq_len=160), learning_rate=1e-3, seed=0)
+    assert outcome.status == "failed" and outcome.spent.optimizer_steps == 0
+    assert outcome.error == "trl-sft ran 0 of the budget's 1 optimizer steps (TRL ended training early)"

@@ -20,9 +20,9 @@ DEFAULT_RESULTS = Path("leaderboards") / "adhoc" / "results"
 
 def add_arguments(parser) -> None:
     from pefthub.models import EMBEDDED_MODEL
-    from pefthub.trainers.budget import SCHEDULES, Budget
+    from pefthub.schema import EVAL_BACKENDS, SCHEDULES, Budget, Evaluation, defaults as schema_defaults
 
-    defaults = Budget()
+    budget, evaluation = schema_defaults(Budget), schema_defaults(Evaluation)
     parser.add_argument("--method", default="tinylora", help="method name, or 'base' for the untrained model "
                                                              "(default: %(default)s)")
     parser.add_argument("--params", type=int, help="trainable-parameter budget the method config is chosen for")
@@ -38,24 +38,26 @@ def add_arguments(parser) -> None:
                         help="task parameter, e.g. --task-param max_digits=3 (repeatable; with --task)")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="model name or path (default: %(default)s)")
     parser.add_argument("--lr", type=float, help="learning rate (default: a per-method default, see docs/trainers.md)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    parser.add_argument("--steps", type=int, default=budget["steps"], help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=budget["batch_size"],
                         help="prompts (grpo) or examples (sft) per step (default: %(default)s)")
-    parser.add_argument("--generations", type=int, default=defaults.generations,
+    parser.add_argument("--generations", type=int, default=budget["generations"],
                         help="completions per prompt, grpo (default: %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+    parser.add_argument("--max-new-tokens", type=int, default=budget["max_new_tokens"],
                         help="longest rollout, grpo (default: %(default)s)")
-    parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len,
+    parser.add_argument("--max-seq-len", type=int, default=budget["max_seq_len"],
                         help="longest prompt + completion (default: %(default)s)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+    parser.add_argument("--schedule", choices=SCHEDULES, default=budget["schedule"],
                         help="learning-rate shape after warmup (default: %(default)s)")
-    parser.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio,
+    parser.add_argument("--warmup-ratio", type=float, default=budget["warmup_ratio"],
                         help="share of steps with linear warmup (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
-    parser.add_argument("--eval-limit", type=int, default=100, help="test examples to evaluate (default: %(default)s)")
-    parser.add_argument("--eval-max-new-tokens", type=int, default=256,
+    parser.add_argument("--eval-limit", type=int, default=evaluation["limit"],
+                        help="test examples to evaluate (default: %(default)s)")
+    parser.add_argument("--eval-max-new-tokens", type=int, default=evaluation["max_new_tokens"],
                         help="longest evaluation answer (default: %(default)s)")
-    parser.add_argument("--eval-backend", default="hf", help="evaluation engine (default: %(default)s)")
+    parser.add_argument("--eval-backend", choices=EVAL_BACKENDS, default=evaluation["backend"],
+                        help="evaluation engine (default: %(default)s)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="directory for the result file (default: %(default)s)")
 
@@ -83,8 +85,7 @@ def build_config(args) -> dict:
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "generations": args.generations,
                    "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len,
                    "schedule": args.schedule, "warmup_ratio": args.warmup_ratio},
-        "eval": {"split": "test", "limit": args.eval_limit, "max_new_tokens": args.eval_max_new_tokens,
-                 "backend": args.eval_backend, "validation_limit": 0},
+        "eval": {"limit": args.eval_limit, "max_new_tokens": args.eval_max_new_tokens, "backend": args.eval_backend},
     }
     return resolve_config(config)
 

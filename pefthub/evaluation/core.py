@@ -12,11 +12,11 @@ from pefthub.errors import ConfigError
 from pefthub.evaluation import glue
 from pefthub.evaluation.render import render
 from pefthub.evaluation.stats import wilson_interval
+from pefthub.schema import EVAL_BACKENDS as BACKENDS  # the config schema owns the list
 from pefthub.tasks.base import SPLITS, Task
 
 #: ``auto`` takes ``fused`` (pefthub's decoder, :mod:`pefthub.evaluation.fused_backend`) where it serves
 #: the model, else ``hf`` (lm-eval's HF model, transformers ``generate``); ``vllm`` is lm-eval's vLLM model.
-BACKENDS = ("auto", "fused", "hf", "vllm")
 DEFAULT_BACKEND = "auto"
 #: ``max_new_tokens = "task"``: sized by :func:`task_max_new_tokens` from the task's worked solutions.
 TASK_SIZED = "task"

@@ -11,37 +11,12 @@ file and a rerun does them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol
-
 from pefthub.errors import ConfigError
-from pefthub.results import new_result, utc_now
+from pefthub.executors.base import EventSink, Executor, failure_document, one_line
 
-#: Called with (experiment, event); events are dicts with a "phase" key: "start", "train", "eval",
-#: "done" (with "status" and "error") -- plus whatever the trainer reports.
-EventSink = Callable[[Any, dict], None]
+__all__ = ["EXECUTORS", "EventSink", "Executor", "failure_document", "make_executor", "one_line"]
 
 EXECUTORS = ("local", "ray")
-
-
-class Executor(Protocol):
-    name: str
-
-    def run(self, experiments: list, *, suite: str, results_dir, events: EventSink) -> Iterator[dict]:
-        """Run ``experiments``; yield each result document once its file is written."""
-
-
-def failure_document(experiment: Any, suite: str, error: str, *, status: str = "failed",
-                     started_at: str | None = None) -> dict:
-    """The result of a run that ended without the runner writing one (crash, kill, cancel)."""
-    return new_result(experiment.config, suite=suite, status=status, error=error,
-                      started_at=started_at, finished_at=utc_now())
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Errors in result files are one line (the schema's rule); keep the last meaningful line."""
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    line = lines[-1] if lines else "unknown error"
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def make_executor(name: str, *, address: str | None = None, isolation: str = "process") -> Executor:

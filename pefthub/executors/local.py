@@ -4,7 +4,7 @@ Why a child process per run (the default, ``isolation="process"``): a run that s
 killed by the kernel's OOM killer or leaks memory must not take the sweep down or slow the next
 run; a fresh process also returns all of a run's memory to the system between runs. The children
 come from a ``multiprocessing`` fork server that has imported torch, transformers and the runner
-once, so a run starts in milliseconds instead of paying the ~7 s import each time (the server
+once, so a run starts without paying that import each time (the server
 never runs torch code itself, so forking it is safe). ``isolation="inline"`` runs in this process
 (for debugging with --debug and pdb).
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pefthub.executors import EventSink, failure_document
+from pefthub.executors.base import EventSink, failure_document
 from pefthub.executors.worker import DEFAULT_RUN_FUNCTION, child_main, run_isolated
 from pefthub.results import ResultFileError, read_result, result_path, utc_now, write_result
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from pefthub.errors import ConfigError, PefthubError
-from pefthub.executors import EventSink, failure_document, one_line
+from pefthub.executors.base import EventSink, failure_document, one_line
 from pefthub.executors.worker import DEFAULT_RUN_FUNCTION
 from pefthub.results import read_result, read_samples, result_path, samples_path, write_result
 

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from pefthub.executors import failure_document, one_line
+from pefthub.executors.base import failure_document, one_line
 from pefthub.results import utc_now, write_result
 
 DEFAULT_RUN_FUNCTION = "pefthub.runner:run_experiment"

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from pefthub import schema
 from pefthub.errors import ConfigError, UnsupportedError
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -31,45 +32,9 @@ def config_field(default: Any = dataclasses.MISSING, help: str = "", **kwargs: A
 
 
 @dataclass
-class MethodConfig:
-    """Base class for method configs: a small dataclass validated in ``__post_init__``."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the field when a value is invalid."""
-
-    # Validation helpers, so every config words its errors the same way.
-    def _require(self, condition: bool, field_name: str, message: str) -> None:
-        if not condition:
-            raise ConfigError(f"{type(self).__name__}.{field_name}: {message} (got {getattr(self, field_name)!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
-            )
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}: {exc}") from None
-
-    @classmethod
-    def field_help(cls) -> list[tuple[str, str, Any]]:
-        """(name, help, default) for each field, for CLI listings and generated docs."""
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            out.append((f.name, f.metadata.get("help", ""), default))
-        return out
+class MethodConfig(schema.Settings):
+    """Base class for method configs: a small dataclass validated in ``__post_init__``; errors name
+    ``<ConfigClass>.<field>``."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pefthub import schema
 from pefthub.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -66,12 +67,7 @@ class TaskParams:
     @classmethod
     def field_help(cls) -> list[tuple[str, str, Any]]:
         """(name, help, default) per parameter, for `pefthub tasks` and docs/tasks.md."""
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            out.append((f.name, f.metadata.get("help", ""), _plain(default)))
-        return out
+        return [(name, help, _plain(default)) for name, help, default in schema.field_help(cls)]
 
 
 def _plain(value: Any) -> Any:
@@ -143,11 +139,7 @@ class Task:
 
     @classmethod
     def params_from_dict(cls, data: dict[str, Any]) -> TaskParams:
-        known = [f.name for f in dataclasses.fields(cls.params_class)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"task '{cls.name}': unknown parameter(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(known) or 'none'})")
+        schema.check_known(cls.params_class, data, f"task '{cls.name}'", noun="parameter")
         try:
             return cls.params_class(**data)
         except ConfigError as exc:

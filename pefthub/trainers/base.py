@@ -9,12 +9,13 @@ returns ``status="failed"`` with a one-line error instead of a silent partial re
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+import torch
 from torch import nn
 
+from pefthub import schema
 from pefthub.errors import ConfigError
 from pefthub.methods.base import config_field
 from pefthub.trainers.budget import Budget, Spent
@@ -29,46 +30,25 @@ class TrainingFailure(Exception):
     """The run cannot honour its budget (NaN/inf loss or gradient, out of memory); one-line message."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the host or an accelerator running out of memory (recorded as a failed run)."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text)
+
+
 @dataclass
-class TrainerOptions:
+class TrainerOptions(schema.Settings):
     """Base class of a trainer's options: a dataclass with ``metadata={"help": ...}`` fields,
-    validated in ``__post_init__`` (errors name the field)."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the field when a value is invalid."""
-
-    def _require(self, condition: bool, field_name: str, message: str) -> None:
-        if not condition:
-            raise ConfigError(f"trainer_options.{field_name}: {message} (got {getattr(self, field_name)!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    validated in ``__post_init__``; errors name ``trainer_options.<field>``."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "TrainerOptions":
-        data = dict(data or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"trainer_options: unknown field(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(names)) or 'none'})")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"trainer_options: {exc}") from None
-
-    @classmethod
-    def field_help(cls) -> list[tuple[str, str, Any]]:
-        """(name, help, default) for each field, for CLI listings and generated docs."""
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            out.append((f.name, f.metadata.get("help", ""), default))
-        return out
+    def where(cls) -> str:
+        return "trainer_options"
 
 
 @dataclass
@@ -116,7 +96,6 @@ class Trainer:
         error and the curves and spending recorded up to that point; other exceptions propagate.
         """
         from pefthub.trainers.budget import MemoryMeter
-        from pefthub.trainers.common import is_out_of_memory
 
         self.check_budget(budget)
         spent = spent if spent is not None else Spent()

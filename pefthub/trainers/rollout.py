@@ -13,8 +13,8 @@ The RL trainer talks to a :class:`RolloutBackend` only, so an engine other than 
   copy of the weights can refresh it.
 
 Built in: ``hf`` (transformers ``generate``, any architecture and every method), ``fused``
-(pefthub's own sampler for Llama-family models, :mod:`pefthub.trainers.decoder`; ~3x faster on
-CPU) and, lazily, ``vllm``. ``auto`` (the GRPO default) takes ``fused`` where it serves the model
+(pefthub's own sampler for Llama-family models, :mod:`pefthub.trainers.decoder`) and, lazily,
+``vllm``. ``auto`` (the GRPO default) takes ``fused`` where it serves the model
 and the method, else ``hf``.
 
 HF ``generate`` runs inside ``method.merged(model)`` (adapter folded into the base weights) so a
@@ -197,7 +197,7 @@ class HFGenerateBackend(RolloutBackend):
 
 class FusedRolloutBackend(RolloutBackend):
     """pefthub's own sampler (:mod:`pefthub.trainers.decoder`) on merged weights: Llama, Qwen2 and
-    Mistral models, ~3x faster than ``generate`` on CPU (docs/performance.md). Its log-probs come
+    Mistral models (speed against ``generate``: docs/performance.md). Its log-probs come
     from the model's own computation, fused differently: they match the training forward to float
     rounding, like merged-weight ``generate``, so no importance-sampling correction is needed."""
 

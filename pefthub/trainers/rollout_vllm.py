@@ -1,7 +1,7 @@
 """The vLLM rollout backend: GRPO rollouts from a vLLM engine holding the merged policy.
 
 At construction the model (with the method's adapter folded in) is saved as a plain checkpoint
-and an engine is started on it (:mod:`pefthub.vllm_engine`; in-process, ~5-40 s on CPU). After
+and an engine is started on it (:mod:`pefthub.vllm_engine`, in-process). After
 every optimizer step :meth:`VLLMRolloutBackend.sync` pushes the freshly merged weights into the
 running engine, so it never restarts. Each call samples ``generations`` completions per prompt
 (vLLM's ``n``, so a prompt's prefill can be shared) and returns the engine's own log-probability of

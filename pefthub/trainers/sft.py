@@ -1,21 +1,7 @@
 """Supervised fine-tuning on the task's worked solutions: a lean, hand-written loop.
 
-Why not TRL's ``SFTTrainer``: it took 7.5 s per step of 8 × 96 tokens with LoRA r8 here (see
-/work/shared/paper-notes.md), and its dataset pipeline, collators and Trainer callbacks make the
-budget hard to account exactly (examples seen, tokens trained, seconds per phase). This loop does
-only what the algorithm needs; ``benchmarks/`` measures it against ``SFTTrainer`` side by side.
-
-One optimizer step:
-
-1. take ``budget.batch_size`` examples (task train split, reshuffled every pass, seeded);
-2. render ``task.messages(example)`` with the tokenizer's chat template and append
-   ``task.target(example)`` as the assistant turn, closed as the template closes a turn (so the
-   model learns to stop); cut the prompt from the left and the target from the right to fit
-   ``budget.max_seq_len``;
-3. next-token cross-entropy on the target tokens only (prompt and padding masked), averaged over
-   all target tokens of the batch; right padding, micro-batches accumulate into one gradient and
-   the model projects only positions from the first target token on through the LM head;
-4. clip the gradient norm, AdamW step, schedule step (warmup, then constant / cosine / linear).
+Each optimizer step trains ``budget.batch_size`` examples with next-token cross-entropy on the
+target tokens only; the step and why it is hand-written rather than TRL's are in docs/trainers.md.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ import torch
 from pefthub.errors import ConfigError
 from pefthub.models import base_model
 from pefthub.trainers import common
-from pefthub.trainers.base import Trainer, config_field
+from pefthub.trainers.base import Trainer, TrainingFailure, config_field
 from pefthub.trainers.budget import Budget, Spent, forward_flops, forward_params, train_step_flops, trainable_params
 from pefthub.trainers.grpo import GRPOAlgorithmOptions, check_group_budget, resolve_reward, score_completions
 from pefthub.trainers.sft import SFTOptions, sft_target
@@ -222,7 +222,7 @@ def _split(total: int, micro: int, field_name: str, trainer: str) -> tuple[int, 
 class _TRLTrainer(Trainer):
     """What both TRL engines share: a scratch output directory and the position counter."""
 
-    def _run(self, build, model, spent: Spent, n_forward: int, n_trainable: int) -> None:
+    def _run(self, build, model, spent: Spent, n_forward: int, n_trainable: int, steps: int) -> None:
         out_dir = tempfile.mkdtemp(prefix=f"pefthub-{self.name}-")
         counter = PositionCounter(model)
         try:
@@ -233,6 +233,9 @@ class _TRLTrainer(Trainer):
             for printer in (PrinterCallback, ProgressCallback):  # pefthub reports progress itself
                 trainer.remove_callback(printer)
             trainer.train()
+            if spent.optimizer_steps != steps:  # a budget not honoured is a failed run, never a silent success
+                raise TrainingFailure(f"{self.name} ran {spent.optimizer_steps} of the budget's {steps} optimizer "
+                                      "steps (TRL ended training early)")
         finally:
             counter.close()
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -276,7 +279,7 @@ class TRLSFTTrainer(_TRLTrainer):
                                       processing_class=tokenizer, callbacks=[callback])
 
         with spent.timing("train"):
-            self._run(build, model, spent, forward_params(model), trainable_params(model))
+            self._run(build, model, spent, forward_params(model), trainable_params(model), budget.steps)
         spent.examples += budget.batch_size * spent.optimizer_steps
 
 
@@ -349,7 +352,7 @@ class TRLGRPOTrainer(_TRLTrainer):
         started = time.perf_counter()
         generation_before = spent.seconds_generation
         try:
-            self._run(build, model, spent, forward_params(model), trainable_params(model))
+            self._run(build, model, spent, forward_params(model), trainable_params(model), budget.steps)
         finally:
             spent.seconds_train += time.perf_counter() - started - (spent.seconds_generation - generation_before)
             spent.prompts += budget.batch_size * spent.optimizer_steps

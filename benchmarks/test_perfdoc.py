@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pefthub import perfdoc
+import perfdoc
 from pefthub.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ The ``--performance-doc`` option (benchmarks/conftest.py) merges the run into th
 the page (``docs/performance.json``) and re-renders the page from it, so running one benchmark file
 updates its rows and keeps the others'. From saved JSON files instead (a fresh page)::
 
-    python -m pefthub.perfdoc .benchmarks/latest.json [more.json ...] -o docs/performance.md
+    python benchmarks/perfdoc.py .benchmarks/latest.json [more.json ...] -o docs/performance.md
 
 Conventions the benchmarks follow so the page reads well: ``extra_info`` values are flat (numbers,
 strings, booleans); a key ``note`` is shown under the table rather than as a column.
@@ -97,7 +97,7 @@ def render(data: dict[str, Any]) -> str:
         groups.setdefault(bench.get("group") or Path(bench.get("fullname", "")).stem.split("::")[0] or "other",
                           []).append(bench)
     lines = [f"# {TITLE}", "",
-             "Generated from pytest-benchmark output by `pefthub/perfdoc.py`; do not edit by hand. Every figure "
+             "Generated from pytest-benchmark output by `benchmarks/perfdoc.py`; do not edit by hand. Every figure "
              "is measured by the benchmark that reports it (benchmarks/); ratios compare peers measured in the "
              "same run. Regenerate with:", "", "```", COMMAND, "```", ""]
     lines += _provenance(data)
@@ -164,7 +164,7 @@ def write(data: dict[str, Any], output: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pefthub.perfdoc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/perfdoc.py", description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="+", help="pytest-benchmark JSON file(s) (--benchmark-json output)")
     parser.add_argument("-o", "--output", default="docs/performance.md", help="page to write")
     args = parser.parse_args(argv)
