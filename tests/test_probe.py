@@ -72,6 +72,11 @@ def test_probe_file_is_written_once_and_reused(tmp_path, capsys):
     first = path.read_text()
     assert cli.main(["probe", "--from", str(source), "--out", str(out)]) == 0
     assert path.read_text() == first and "stored" in capsys.readouterr().out
+    report = tmp_path / "probes.md"
+    assert cli.main(["probe", "--from", str(source), "--out", str(out), "--report", str(report)]) == 0
+    doc = json.loads(first)
+    row = report.read_text().splitlines()[-1]
+    assert f"{doc['summary']['informative_groups']}/3" in row and path.name in row and "T" not in row[:2]
 
 
 def test_unknown_key_in_a_probe_file_names_it(tmp_path, capsys):
