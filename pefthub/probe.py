@@ -10,6 +10,7 @@ can be chosen where most groups are informative. Its JSON document is the only r
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,7 +94,7 @@ def probe(settings: ProbeSettings, progress: Callable[[int, int], None] | None =
     from pefthub.trainers import common
     from pefthub.trainers.rollout import auto_backend, rollout_backend
 
-    started_at, started = utc_now(), time.perf_counter()
+    started_at, started, load_before = utc_now(), time.perf_counter(), os.getloadavg()[0]
     examples = task.examples("train", settings.prompts)
     if len(examples) < settings.prompts:
         raise ConfigError(f"prompts: the task's train split has only {len(examples)} examples")
@@ -133,6 +134,8 @@ def probe(settings: ProbeSettings, progress: Callable[[int, int], None] | None =
         "settings": {**asdict(settings), "task": task.config()},
         "rollout_backend": engine, "started_at": started_at, "finished_at": utc_now(),
         "seconds": time.perf_counter() - started, "generation_seconds": generation_seconds,
+        # 1-minute load averages around the probe: its seconds are comparable only when these are low.
+        "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
         "summary": summarize(per_prompt, settings.generations), "per_prompt": per_prompt,
         "environment": environment(),
     }
