@@ -1,0 +1,156 @@
+"""Task difficulty at the rollout temperature: how often the untrained model solves each training
+prompt when sampled as GRPO samples, and what share of GRPO's groups would carry a gradient.
+
+A GRPO group (one prompt, ``generations`` samples) teaches nothing when every sample gets the same
+reward. Before a sweep, :func:`probe` measures that share on the task's train split with the same
+rollout engine, prompt rendering, reward and temperature the trainer uses, so a task configuration
+can be chosen where most groups are informative. Its JSON document is the only record of a probe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from pefthub.errors import ConfigError
+
+PROBE_SCHEMA = "pefthub.probe"
+PROBE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What a probe samples: model, task, temperature, group size, number of prompts, token cap."""
+
+    model: str
+    task: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    generations: int = 4
+    prompts: int = 128
+    max_new_tokens: int = 64
+    seed: int = 0
+    rollout_backend: str = "auto"
+    chunk: int = 16
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field (before anything is loaded)."""
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise ConfigError(f"temperature: must be a number > 0 (got {self.temperature!r})")
+        for name, low in (("generations", 2), ("prompts", 1), ("max_new_tokens", 1), ("chunk", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{name}: must be an integer >= {low} (got {value!r})")
+
+
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(per_prompt: list[dict], generations: int) -> dict:
+    """Pass rate (interval clustered by prompt), informative-group share (Wilson), cap and no-answer shares."""
+    from scipy.stats import t
+
+    n = len(per_prompt)
+    rates = [p["correct"] / generations for p in per_prompt]
+    mean = statistics.fmean(rates)
+    half = t.ppf(0.975, n - 1) * statistics.stdev(rates) / math.sqrt(n) if n > 1 else math.nan
+    informative = sum(0 < p["correct"] < generations for p in per_prompt)
+    all_right = sum(p["correct"] == generations for p in per_prompt)
+    samples = n * generations
+    low, high = wilson(informative, n)
+    return {
+        "prompts": n, "samples": samples,
+        "pass_rate": mean, "pass_rate_ci": [max(0.0, mean - half), min(1.0, mean + half)],
+        "informative_groups": informative, "informative_share": informative / n,
+        "informative_share_ci": [low, high],
+        "all_wrong_groups": n - informative - all_right, "all_right_groups": all_right,
+        "capped_share": sum(p["capped"] for p in per_prompt) / samples,
+        "no_answer_share": sum(p["no_answer"] for p in per_prompt) / samples,
+        "mean_completion_tokens": statistics.fmean(p["tokens"] / generations for p in per_prompt),
+    }
+
+
+def probe(settings: ProbeSettings, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Sample ``generations`` completions for each of the first ``prompts`` train examples and score them."""
+    settings.validate()
+    from pefthub.runner import make_task
+
+    task = make_task(settings.task)  # ConfigError here: nothing loaded yet
+    import torch
+
+    from pefthub.models import load_model
+    from pefthub.results import environment, utc_now
+    from pefthub.trainers import common
+    from pefthub.trainers.rollout import auto_backend, rollout_backend
+
+    started_at, started, load_before = utc_now(), time.perf_counter(), os.getloadavg()[0]
+    examples = task.examples("train", settings.prompts)
+    if len(examples) < settings.prompts:
+        raise ConfigError(f"prompts: the task's train split has only {len(examples)} examples")
+    torch.manual_seed(settings.seed)
+    lm = load_model(settings.model, seed=settings.seed)
+    identity = _Untrained()
+    engine = auto_backend(lm.model, identity) if settings.rollout_backend == "auto" else settings.rollout_backend
+    backend = rollout_backend(engine)(lm.model, lm.tokenizer, identity)
+    per_prompt: list[dict] = []
+    generation_seconds = 0.0
+    try:
+        for first in range(0, len(examples), settings.chunk):
+            batch = examples[first:first + settings.chunk]
+            prompts = [common.encode(lm.tokenizer, common.render_prompt(lm.tokenizer, task.messages(ex)))
+                       for ex in batch]
+            tick = time.perf_counter()
+            ro = backend.generate(prompts, generations=settings.generations, max_new_tokens=settings.max_new_tokens,
+                                  temperature=settings.temperature, seed=common.step_seed(settings.seed, first + 1))
+            generation_seconds += time.perf_counter() - tick
+            lengths = ro.completion_mask.sum(1).tolist()
+            for i, ex in enumerate(batch):
+                rows = range(i * settings.generations, (i + 1) * settings.generations)
+                texts = [ro.texts[r] for r in rows]
+                per_prompt.append({
+                    "id": ex.id,
+                    "correct": int(sum(task.score(text, ex) > 0 for text in texts)),
+                    "capped": int(sum(lengths[r] >= settings.max_new_tokens for r in rows)),
+                    "no_answer": int(sum(task.extract(text) is None for text in texts)),
+                    "tokens": int(sum(lengths[r] for r in rows)),
+                })
+            if progress is not None:
+                progress(len(per_prompt), len(examples))
+    finally:
+        backend.close()
+    return {
+        "schema": PROBE_SCHEMA, "version": PROBE_VERSION,
+        "settings": {**asdict(settings), "task": task.config()},
+        "rollout_backend": engine, "started_at": started_at, "finished_at": utc_now(),
+        "seconds": time.perf_counter() - started, "generation_seconds": generation_seconds,
+        # 1-minute load averages around the probe: its seconds are comparable only when these are low.
+        "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
+        "summary": summarize(per_prompt, settings.generations), "per_prompt": per_prompt,
+        "environment": environment(),
+    }
+
+
+class _Untrained:
+    """The method slot of a rollout backend for the untrained model: nothing to merge."""
+
+    name = "base"
+    mergeable = True
+
+    def merged(self, model):
+        import contextlib
+
+        return contextlib.nullcontext(model)
+
+
+__all__ = ["PROBE_SCHEMA", "PROBE_VERSION", "ProbeSettings", "probe", "summarize", "wilson"]
