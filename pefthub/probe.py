@@ -84,8 +84,10 @@ def summarize(per_prompt: list[dict], generations: int) -> dict:
 def probe(settings: ProbeSettings, progress: Callable[[int, int], None] | None = None) -> dict:
     """Sample ``generations`` completions for each of the first ``prompts`` train examples and score them."""
     settings.validate()
+    from pefthub.models import check_loadable
     from pefthub.runner import make_task
 
+    check_loadable(settings.model)
     task = make_task(settings.task)  # ConfigError here: nothing loaded yet
     import torch
 

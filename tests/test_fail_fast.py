@@ -286,6 +286,11 @@ BAD_ARGUMENTS = {
         "": _WORD.map(lambda w: "zz-no-row-" + w), "--suite": _WORD.map(lambda w: "zz-no-suite-" + w),
         "--show": _NEGATIVE}),
     "findings": (["--stdout"], {"": _WORD.map(lambda w: "zz-no-suite-" + w)}),
+    "probe": (["--model", "tiny-random"], {
+        "--model": _UNKNOWN_MODEL, "--task": _UNKNOWN_TASK, "--generations": st.integers(max_value=1).map(str),
+        "--prompts": _NON_POSITIVE, "--max-new-tokens": _NON_POSITIVE, "--seed": _NEGATIVE,
+        "--temperature": st.floats(max_value=0.0).map(repr), "--task-param": _BAD_KV,
+        "--from": _WORD.map(lambda w: "zz-no-file-" + w + ".toml")}),
 }
 
 

@@ -98,9 +98,12 @@ def run(args) -> int:
     from pefthub.results import atomic_write_text
     from pefthub.runner import make_task
 
+    from pefthub.models import check_loadable
+
     todo = _settings_list(args)
-    for settings in todo:
-        make_task(settings.task)  # every task checked before any model is loaded
+    for settings in todo:  # every model name and task checked before anything is loaded
+        check_loadable(settings.model)
+        make_task(settings.task)
     out = console()
     args.out.mkdir(parents=True, exist_ok=True)
     docs = []
