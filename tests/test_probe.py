@@ -84,3 +84,19 @@ def test_unknown_key_in_a_probe_file_names_it(tmp_path, capsys):
     source.write_text("[[probe]]\ntemperatur = 1.0\n")
     assert cli.main(["probe", "--from", str(source), "--out", str(tmp_path)]) == 2
     assert "unknown key(s) temperatur" in capsys.readouterr().err
+
+
+def test_default_task_train_split_is_mostly_three_term_questions():
+    """The distribution shift docs/benchmarks.md ("Pilots") describes: the small two-term space is
+    used up by the test and validation splits, so train prompts are nearly all three-term."""
+    from pefthub.runner import default_task, make_task
+
+    task = make_task(default_task())
+
+    def two_term_share(split, n):
+        examples = task.examples(split, n)
+        return sum(task.user_prompt(e).count(" + ") + task.user_prompt(e).count(" - ") == 1
+                   for e in examples) / len(examples)
+
+    assert two_term_share("test", 500) > 0.25
+    assert two_term_share("train", 1000) < 0.02
