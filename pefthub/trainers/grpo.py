@@ -34,6 +34,10 @@ Departures, all documented in docs/trainers.md: rows with zero advantage are lef
 forward/backward when β = 0 (their loss and gradient are exactly zero, so the result is identical;
 the per-token normaliser still counts them); entropy and the log-prob gap are measured on the rows
 that went through the forward pass.
+
+Options: DAPO's dynamic sampling (``dynamic_sampling``: train only on informative groups, rolling
+out fresh prompts to find them) and an early stop when the rollouts degenerate
+(``stop_on_collapse``, :class:`CollapseWatch`), both documented in docs/trainers.md.
 """
 
 from __future__ import annotations
