@@ -7,34 +7,23 @@ Resume policy (what a rerun does with each run of the grid, found by its config 
 * ``failed``: kept by default -- a divergence or an unsupported combination is a result, and
   rerunning it would usually fail the same way; ``--retry-failed`` reruns failed runs.
 
-Selection and aggregation (pure functions of result documents, shared with the site):
-
-* Rows are (method [variant], params budget, trainer): all of a config except learning rate
-  and seed.
-* The learning rate of a row is chosen on the **validation** split, never on test: the highest
-  mean validation accuracy over the successful seeds, ties to the smaller learning rate. With one
-  learning rate there is nothing to choose; when several were run and one lacks validation scores,
-  nothing is selected.
-* The test score of a row is the mean over seeds at that learning rate with a 95% Student-t
-  interval over seeds, widened to the runs' mean per-run (Wilson) interval when that is wider:
-  every seed is scored on the same test problems, so more seeds do not shrink that part of the
-  uncertainty. With a single seed, the run's own Wilson interval over test problems.
-
-These are the rules the leaderboard site applies too (``pefthub/site/aggregate.py``, docs/site.md);
-a test checks that both give the same rows.
+Selection and aggregation (pure functions of result documents) are :mod:`pefthub.stats`' rules,
+the same the leaderboard site applies: rows are (method [variant], params budget, trainer), the
+learning rate is chosen on validation, the test score is the mean over seeds with a 95% interval,
+and each row is compared item by item with the base row (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pefthub.results import ResultFileError, canonical_json, clean_temp_files, read_result, result_path
-from pefthub.suites import BASE_METHOD, Experiment, label_of, method_label
+from pefthub import stats
+from pefthub.results import ResultFileError, clean_temp_files, read_result, result_path, samples_path
+from pefthub.suites import Experiment, label_of, method_label
 
 DEFAULT_RESULTS_ROOT = Path("leaderboards")
 
@@ -140,47 +129,53 @@ class RowResult:
     adapter_bytes: dict[str, int] | None
     learning_rates: list[LearningRateScore]
     best_lr: float | None
-    selection: str                  # "validation" | "single" | "no-validation" | "none"
+    selection: str                  # stats.LR_SELECTED | LR_SINGLE | LR_UNSELECTED, or "none"
     seeds: int                      # successful runs behind the test score
     test_mean: float | None
     ci_low: float | None
     ci_high: float | None
-    ci_method: str | None           # "t-over-seeds" | "wilson" | None
+    ci_method: str | None
     run_ids: list[str]              # the runs behind the test score
     runs: int
     failed: int
     errors: list[str]
+    vs_base: stats.Comparison | None = None     # paired Δ against the base row (Holm verdict)
+    vs_base_note: str | None = None             # why there is no paired comparison
+    flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
 
     @property
     def name(self) -> str:
         return self.variant or self.method
 
 
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean over seeds, clipped to [0, 1] (accuracies)."""
-    from scipy.stats import t
+def summarize(docs: Iterable[dict], results_dir: Path | None = None) -> list[RowResult]:
+    """Rows in order of first appearance (pass documents in grid order); see the module docstring.
 
-    n = len(values)
-    mean = statistics.fmean(values)
-    half = t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return max(0.0, mean - half), min(1.0, mean + half)
-
-
-def _accuracy(doc: dict, split: str) -> float | None:
-    block = (doc.get("evaluation") or {}).get(split)
-    return block.get("accuracy") if isinstance(block, dict) else None
-
-
-def _row_key(config: dict) -> str:
-    return canonical_json({k: v for k, v in config.items() if k not in ("learning_rate", "seed")})
-
-
-def summarize(docs: Iterable[dict]) -> list[RowResult]:
-    """Rows in order of first appearance (pass documents in grid order); see the module docstring."""
+    With ``results_dir`` (where the samples files are) every row also gets its paired comparison
+    with the base row, Holm-corrected over the suite (:func:`pefthub.stats.versus_base`).
+    """
     groups: dict[str, list[dict]] = {}
     for doc in docs:
-        groups.setdefault(_row_key(doc["config"]), []).append(doc)
-    return [_summarize_row(group) for group in groups.values()]
+        groups.setdefault(stats.point_key(doc["config"]), []).append(doc)
+    rows = [_summarize_row(group) for group in groups.values()]
+    if results_dir is not None:
+        _compare_with_base(rows, [d for group in groups.values() for d in group], Path(results_dir))
+    return rows
+
+
+def _compare_with_base(rows: list[RowResult], docs: list[dict], results_dir: Path) -> None:
+    chosen = {rid for row in rows for rid in row.run_ids}
+    stat_rows = stats.rows_from_docs((d, samples_path(results_dir, d["run_id"])) for d in docs if d["run_id"] in chosen)
+    base = next((r for r in stat_rows if r.is_base), None)
+    by_label = {r.label: r for r in rows}
+    for label, outcome in stats.versus_base(stat_rows, base).items():
+        row = by_label.get(label)
+        if row is None:
+            continue
+        if isinstance(outcome, stats.Comparison):
+            row.vs_base = outcome
+        else:
+            row.vs_base_note = outcome
 
 
 def _summarize_row(docs: list[dict]) -> RowResult:
@@ -192,54 +187,28 @@ def _summarize_row(docs: list[dict]) -> RowResult:
         score.runs += 1
         if doc["status"] == "success":
             score.successes += 1
-            val, test = _accuracy(doc, "validation"), _accuracy(doc, "test")
+            val, test = stats.accuracy(doc, "validation"), stats.accuracy(doc, "test")
             if val is not None:
                 score.validation.append(val)
             if test is not None:
                 score.test.append(test)
-    scores = list(by_lr.values())
-    usable = [s for s in scores if s.successes]
-    best: LearningRateScore | None = None
-    if len(scores) == 1:
-        best, selection = (usable[0], "single") if usable else (None, "none")
-    elif all(s.validation for s in usable) and usable:
-        best = max(usable, key=lambda s: (s.validation_mean, -(s.learning_rate or 0.0)))
-        selection = "validation"
-    else:
-        selection = "no-validation" if usable else "none"
-    chosen = [d for d in docs if best is not None and d["config"].get("learning_rate") == best.learning_rate
-              and d["status"] == "success" and _accuracy(d, "test") is not None]
-    test_values = [_accuracy(d, "test") for d in chosen]
-    mean = low = high = method = None
-    if len(test_values) >= 2:
-        mean = statistics.fmean(test_values)
-        low, high = t_interval(test_values)
-        method = "t-over-seeds"
-        blocks = [d["evaluation"]["test"] for d in chosen]
-        run_lows = [b.get("ci_low") for b in blocks]
-        run_highs = [b.get("ci_high") for b in blocks]
-        if all(isinstance(x, (int, float)) for x in run_lows + run_highs):
-            eval_low, eval_high = statistics.fmean(run_lows), statistics.fmean(run_highs)
-            if eval_low < low or eval_high > high:
-                low, high = min(low, eval_low), max(high, eval_high)
-                method = "t-over-seeds, widened to the per-run interval"
-    elif len(test_values) == 1:
-        block = chosen[0]["evaluation"]["test"]
-        mean, low, high = test_values[0], block.get("ci_low"), block.get("ci_high")
-        method = block.get("ci_method") or "wilson"
     successes = [d for d in docs if d["status"] == "success"]
+    selection = stats.select_learning_rate(successes)
+    chosen: list[dict] = []
+    best_lr = None
+    if selection is not None and selection.rule != stats.LR_UNSELECTED:
+        ((best_lr, chosen),) = selection.chosen.items()
+        chosen = [d for d in chosen if stats.accuracy(d, "test") is not None]
+    interval = stats.seed_interval(chosen)
     info = (chosen or successes or [{}])[0].get("method") or {}
-    name = config.get("variant") or config.get("method")
-    label = (f"{BASE_METHOD}" if config.get("method") == BASE_METHOD
-             else f"{method_label(name, config.get('params_target'))}/{config.get('trainer')}")
     return RowResult(
-        label=label, method=config.get("method"), variant=config.get("variant"),
+        label=stats.row_label(config), method=config.get("method"), variant=config.get("variant"),
         params_target=config.get("params_target"), trainer=config.get("trainer"),
         trainable_params=info.get("trainable_params"), adapter_bytes=info.get("adapter_bytes"),
-        learning_rates=sorted(scores, key=lambda s: s.learning_rate or 0.0),
-        best_lr=best.learning_rate if best else None, selection=selection, seeds=len(test_values),
-        test_mean=mean, ci_low=low, ci_high=high, ci_method=method, run_ids=[d["run_id"] for d in chosen],
-        runs=len(docs), failed=sum(d["status"] == "failed" for d in docs),
+        learning_rates=sorted(by_lr.values(), key=lambda s: s.learning_rate or 0.0),
+        best_lr=best_lr, selection=selection.rule if selection else "none", seeds=interval.seeds,
+        test_mean=interval.mean, ci_low=interval.low, ci_high=interval.high, ci_method=interval.method,
+        run_ids=[d["run_id"] for d in chosen], runs=len(docs), failed=sum(d["status"] == "failed" for d in docs),
         errors=sorted({d["error"] for d in docs if d["status"] != "success" and d.get("error")}),
     )
 
@@ -251,8 +220,7 @@ def grid_documents(experiments: list[Experiment], results_dir: Path) -> list[dic
 
 
 __all__ = ["DEFAULT_RESULTS_ROOT", "LearningRateScore", "RowResult", "StoreState", "grid_documents", "label_of",
-           "matches", "needs_run", "prepare_store", "results_dir_for", "scan", "select", "summarize",
-           "t_interval"]
+           "matches", "needs_run", "prepare_store", "results_dir_for", "scan", "select", "summarize"]
 
 
 # ---- execution ---------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ Names:
 * a local directory, or a hub id already in the local HF cache.
 * ``qwen2.5-7b-instruct``, ``qwen2.5-0.5b-instruct``: architecture only (shipped ``config.json``),
   for ``pefthub plan`` on the meta device.
+
+Names resolve locally first (:func:`resolve_name`); the hub is asked only for ``owner/name`` ids
+that are not cached, and only when it is allowed and reachable. Anything else is one line
+suggesting the closest known names.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -74,16 +79,101 @@ def load_config(name: str):
 
     if name in TINY_MODELS:
         return _tiny_config(name, vocab_size=len(byte_tokenizer()))
-    shipped = _shipped_config_path(name)
-    if shipped is not None:
+    shipped = _shipped_config_path(name) if isinstance(name, str) else None
+    if shipped is not None:  # the architecture, even when weights are cached or embedded
         data = json.loads(shipped.read_text())
         return AutoConfig.for_model(data.pop("model_type"), **data)
-    if name == EMBEDDED_MODEL:
-        return AutoConfig.from_pretrained(embedded_model_dir())
+    kind, where = resolve_name(name)
     try:
-        return AutoConfig.from_pretrained(name)
+        return AutoConfig.from_pretrained(where, local_files_only=kind != "hub")
     except Exception as exc:
         raise ConfigError(_not_found(name, exc)) from None
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_name(name: str) -> tuple[str, Any]:
+    """Where model ``name`` comes from, decided locally and at once: ``("tiny", name)``,
+    ``("shipped", config path)``, ``("embedded", name)``, ``("local", directory)``, ``("cached", hub
+    id)`` or ``("hub", hub id)``. The hub is asked only for names shaped ``owner/name`` and only when
+    it is allowed (no ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``) and reachable; anything else that
+    is not known here is a :class:`ConfigError` suggesting the closest known names.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"model name must be a non-empty string (got {name!r})")
+    if name in TINY_MODELS:
+        return "tiny", name
+    if name == EMBEDDED_MODEL:
+        return "embedded", name
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ConfigError(f"model directory '{name}' has no config.json")
+        return "local", name
+    shipped = _shipped_config_path(name)
+    if HUB_ID.match(name) and _in_hf_cache(name):
+        return "cached", name
+    if shipped is not None:
+        return "shipped", shipped
+    if HUB_ID.match(name):
+        blocked = _hub_blocked()
+        if blocked is None:
+            return "hub", name
+        raise ConfigError(f"model '{name}' is not in the local Hugging Face cache and the hub is {blocked}; "
+                          f"download it where the hub is reachable, or pass a local directory")
+    raise ConfigError(f"unknown model '{name}': not a shipped name, a local directory or a hub id (owner/name)"
+                      f"{_suggest(name)}")
+
+
+def check_loadable(name: str) -> None:
+    """Raise :class:`ConfigError` unless :func:`load_model` can find weights for ``name`` (decided
+    locally, without loading anything)."""
+    kind, _ = resolve_name(name)
+    if kind == "shipped":
+        raise ConfigError(f"model '{name}' is known only by its architecture here (no weights); "
+                          f"use it with `pefthub plan`, or pass a local directory with its weights")
+
+
+def known_names() -> list[str]:
+    """Model names usable here without a network: shipped, tiny and hub ids in the local cache."""
+    return sorted({EMBEDDED_MODEL, *TINY_MODELS, *shipped_config_names(), *_cached_hub_ids()})
+
+
+def _suggest(name: str) -> str:
+    import difflib
+
+    known = known_names()
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    return f" (known here: {', '.join(known)})"
+
+
+def _cached_hub_ids() -> list[str]:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return [d.name[len("models--"):].replace("--", "/") for d in Path(HF_HUB_CACHE).glob("models--*")]
+    except Exception:
+        return []
+
+
+def _hub_blocked() -> str | None:
+    """Why the hub cannot be asked (offline by setting, or unreachable), or None when it can."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"off ({var} is set)"
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub.constants import ENDPOINT
+
+    url = urlparse(ENDPOINT)
+    try:  # one quick probe instead of the hub client's retries with back-off
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as exc:
+        return f"not reachable from here ({url.hostname}: {exc.strerror or type(exc).__name__})"
+    return None
 
 
 def base_model(model: "nn.Module") -> "nn.Module":
@@ -99,7 +189,9 @@ def meta_model(name: str) -> "nn.Module":
 
     config = load_config(name)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config)
+    model.pefthub_name = name  # for messages (config.name_or_path would send peft to the hub)
+    return model
 
 
 def load_model(name: str, *, dtype: "torch.dtype | str" = "float32", device: str = "cpu", seed: int = 0) -> LoadedModel:
@@ -121,18 +213,13 @@ def load_model(name: str, *, dtype: "torch.dtype | str" = "float32", device: str
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         return LoadedModel(model.to(device=device, dtype=dtype).eval(), tokenizer, name, "random")
-    if name == EMBEDDED_MODEL:
-        path = embedded_model_dir()
-    elif Path(name).is_dir():
-        path = Path(name)
-    elif _shipped_config_path(name) is not None and not _in_hf_cache(name):
-        raise ConfigError(f"model '{name}' is known only by its architecture here (no weights); "
-                          f"use it with `pefthub plan`, or pass a local directory with its weights")
-    else:
-        path = name
+    check_loadable(name)
+    kind, where = resolve_name(name)
+    path = embedded_model_dir() if kind == "embedded" else where
+    local_only = kind != "hub"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local_only).to(device)
     except OSError as exc:
         raise ConfigError(_not_found(name, exc)) from None
     if tokenizer.pad_token is None:
@@ -150,9 +237,8 @@ def _in_hf_cache(name: str) -> bool:
 
 
 def _not_found(name: str, exc: Exception) -> str:
-    return (f"model '{name}' could not be loaded: it is not a local directory, a shipped name "
-            f"({EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}) or a hub id in the local cache, and no hub is "
-            f"reachable here ({type(exc).__name__})")
+    lines = str(exc).strip().splitlines()
+    return f"model '{name}' could not be loaded: {type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
 def embedded_model_dir() -> Path:

@@ -15,7 +15,7 @@ from torch import nn
 
 from pefthub import plugins
 from pefthub.errors import ConfigError
-from pefthub.methods import Method, MethodConfig
+from pefthub.methods import Method, MethodConfig, model_size
 
 #: A budget the method cannot get within this relative distance of is impossible, not "nearest".
 BUDGET_TOLERANCE = 0.5
@@ -58,25 +58,43 @@ def resolve_method(method_name: str, model: nn.Module, *, params: int | None = N
                    tolerance: float = BUDGET_TOLERANCE) -> tuple[Method, int]:
     """The method instance for a budget and/or explicit config fields, and its exact trainable count.
 
-    ``model`` may be on the meta device. Explicit ``overrides`` win over what the budget picks.
-    Raises :class:`ConfigError` when the budget is impossible for the method on this model.
+    ``model`` may be on the meta device; nothing here allocates weights. Explicit ``overrides`` win
+    over what the budget picks. Raises :class:`ConfigError` when the budget is impossible for the
+    method on this model, or the config trains more than the method supports on it (checked
+    before any config is built or counted, so a huge budget fails at once).
     """
     method_cls: type[Method] = plugins.methods().get(method_name)
     overrides = dict(overrides or {})
+    where = _model_label(model)
+    largest = method_cls.max_params(model)
     if params is not None:
         if not isinstance(params, int) or isinstance(params, bool) or params <= 0:
             raise ConfigError(f"params budget must be a positive integer (got {params!r})")
+        if largest < (1 - tolerance) * params:
+            raise ConfigError(
+                f"impossible budget: method '{method_name}' cannot train ~{params:,} parameters on {where}; "
+                f"the largest budget it supports there is {largest:,}")
         config = method_cls.config_for_params(model, params)
         if overrides:
             config = method_cls.config_class.from_dict({**config.to_dict(), **overrides})
     else:
         config = method_cls.config_class.from_dict(overrides)
     count = method_cls.count_params(model, config)
+    if overrides and count > largest:  # a budget alone was checked above (its nearest config may round past)
+        raise ConfigError(
+            f"method '{method_name}' with {config_summary(config)} would train {count:,} parameters on {where}; "
+            f"the largest budget it supports there is {largest:,}")
     if params is not None and abs(count - params) > tolerance * params:
         raise ConfigError(
             f"impossible budget: method '{method_name}' cannot train ~{params:,} parameters on "
-            f"{type(model).__name__} (nearest config trains {count:,})")
+            f"{where} (nearest config trains {count:,})")
     return method_cls(config), count
+
+
+def _model_label(model: nn.Module) -> str:
+    """The model's name for messages (``meta_model`` records it), else its class name."""
+    name = getattr(model, "pefthub_name", "")
+    return f"{name} ({type(model).__name__})" if name else type(model).__name__
 
 
 def plan_method(model_name: str, method_name: str, params: int | None = None,
@@ -85,12 +103,12 @@ def plan_method(model_name: str, method_name: str, params: int | None = None,
     from pefthub.models import meta_model
 
     model = meta_model(model_name)
-    total = sum(p.numel() for p in model.parameters())
+    total = model_size(model)
     method, count = resolve_method(method_name, model, params=params, overrides=overrides)
-    adapted = method.apply(meta_model(model_name))
+    sizes = type(method).plan_adapter_bytes(model, method.config)
     return MethodPlan(
         model=model_name, method=method_name, config=method.config.to_dict(), params_target=params,
-        trainable_params=count, total_params=total, adapter_bytes=method.adapter_bytes(adapted).to_dict(),
+        trainable_params=count, total_params=total, adapter_bytes=sizes.to_dict(),
         exact=params is None or count == params, mergeable=method.mergeable,
         identity_at_init=method.identity_at_init)
 

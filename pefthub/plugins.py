@@ -9,7 +9,9 @@ llm:
 * ``PEFTHUB_DISABLE_PLUGIN_AUTOLOAD=1``: load no third-party plugin (same as an empty allowlist).
 
 Every failure (a plugin that raises at import or inside a hook, a hook with a wrong signature, an
-unknown hook, a duplicate name) becomes one :class:`~pefthub.errors.PluginError` naming the plugin.
+unknown hook, a duplicate name) is one line naming the plugin and its distribution; when several
+plugins are broken, one :class:`~pefthub.errors.PluginError` reports them all. Allowlisted names
+that match no installed plugin are kept in :attr:`PluginHost.unmatched_allowlist`.
 """
 
 from __future__ import annotations
@@ -66,12 +68,19 @@ class PluginHost:
         self.pm = pluggy.PluginManager("pefthub")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
+        #: Names in PEFTHUB_LOAD_PLUGINS that match no installed entry point or distribution.
+        self.unmatched_allowlist: list[str] = []
         if load_entry_points:
             self._load_entry_points()
 
     def _load_entry_points(self) -> None:
         allow = _allowlist()
-        for ep in _entry_points():
+        entry_points = _entry_points()
+        if allow:
+            installed = {ep.name for ep in entry_points} | {ep.dist.name for ep in entry_points if ep.dist}
+            self.unmatched_allowlist = sorted(allow - installed)
+        broken: list[str] = []
+        for ep in entry_points:
             dist = ep.dist.name if ep.dist else "?"
             builtin = dist == BUILTIN_DISTRIBUTION
             if not builtin and allow is not None and ep.name not in allow and dist not in allow:
@@ -79,45 +88,96 @@ class PluginHost:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must not take the whole tool down silently
-                raise PluginError(
-                    f"plugin '{ep.name}' (from {dist}) failed to import: {type(exc).__name__}: {exc}"
-                ) from exc
+                broken.append(f"plugin '{ep.name}' (from {dist}) failed to import: {_exc_line(exc)}")
+                continue
             version = ep.dist.version if ep.dist else "?"
-            self.add(module, ep.name, distribution=dist, version=version, builtin=builtin)
+            try:
+                self.add(module, ep.name, distribution=dist, version=version, builtin=builtin)
+            except PluginError as exc:
+                broken.append(str(exc))
+        _raise_all(broken)
 
     def add(self, plugin: Any, name: str, *, distribution: str = "(in-process)", version: str = "",
             builtin: bool = False) -> None:
         """Register a plugin object (module or instance). Used for entry points and by tests."""
         if name in self.info:
-            raise PluginError(f"plugin '{name}' is registered twice")
+            raise PluginError(f"plugin '{name}' (from {distribution}) is registered twice")
+        problems = self._hook_problems(plugin)
+        if problems:
+            raise PluginError(f"plugin '{name}' (from {distribution}) " + "; ".join(problems))
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
+        except pluggy.PluginValidationError as exc:  # anything the check above did not foresee
             self.pm.unregister(name=name)
-            raise PluginError(f"plugin '{name}' (from {distribution}) is invalid: {exc}") from exc
+            raise PluginError(f"plugin '{name}' (from {distribution}) is invalid: {' '.join(str(exc).split())}") from exc
         hooks = sorted(c.name for c in (self.pm.get_hookcallers(plugin) or []))
         self.info[name] = PluginInfo(name, distribution, version, getattr(plugin, "__name__", repr(plugin)),
                                      builtin, hooks)
 
+    def _hook_problems(self, plugin: Any) -> list[str]:
+        """What is wrong with the plugin's hook implementations, one phrase each (pluggy's own
+        messages span several lines and stop at the first problem)."""
+        import difflib
+        import inspect
+
+        problems = []
+        for attr in dir(plugin):
+            if self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                continue
+            if attr not in HOOK_NAMES:
+                close = difflib.get_close_matches(attr, HOOK_NAMES, n=1)
+                problems.append(f"implements unknown hook '{attr}'"
+                                + (f" (did you mean '{close[0]}'?)" if close else f" (hooks: {', '.join(HOOK_NAMES)})"))
+                continue
+            try:
+                signature = inspect.signature(getattr(plugin, attr))
+            except (TypeError, ValueError):
+                continue
+            params = [n for n, p in signature.parameters.items()  # pluggy passes only these
+                      if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            expected = list(getattr(self.pm.hook, attr).spec.argnames)
+            if not set(params) <= set(expected):
+                problems.append(f"implements {attr}({', '.join(params)}), but the hook is {attr}({', '.join(expected)})")
+        return problems
+
     def collect(self, hook_name: str, key: Callable[..., str]) -> "Registry":
-        """Call every implementation of ``hook_name`` with a register callable; combine results."""
+        """Call every implementation of ``hook_name`` with a register callable; combine results.
+
+        Every plugin is called even when an earlier one fails; all failures are raised together.
+        """
         registry = Registry(hook_name.removeprefix("register_"))
+        broken: list[str] = []
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin_name = impl.plugin_name
+            info = self.info.get(plugin_name)
+            origin = f"plugin '{plugin_name}' (from {info.distribution if info else '?'})"
 
-            def register(*args: Any, _plugin: str = plugin_name) -> None:
-                registry.add(key(*args), args[-1], _plugin)
+            def register(*args: Any, _plugin: str = plugin_name, _origin: str = origin) -> None:
+                registry.add(key(*args), args[-1], _plugin, origin=_origin)
 
             try:
                 impl.function(register=register)
-            except PluginError:
-                raise
+            except PluginError as exc:
+                broken.append(str(exc))
             except Exception as exc:
-                raise PluginError(
-                    f"plugin '{plugin_name}' raised in {hook_name}: {type(exc).__name__}: {exc}"
-                ) from exc
+                broken.append(f"{origin} raised in {hook_name}: {_exc_line(exc)}")
+        _raise_all(broken)
         return registry
+
+
+def _exc_line(exc: BaseException) -> str:
+    """``Type: message`` on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _raise_all(broken: list[str]) -> None:
+    """One :class:`PluginError` (one line) reporting every broken plugin."""
+    if len(broken) == 1:
+        raise PluginError(broken[0])
+    if broken:
+        raise PluginError(f"{len(broken)} plugins are broken: " + "; ".join(broken))
 
 
 class Registry:
@@ -127,16 +187,20 @@ class Registry:
         self.kind = kind
         self.items: dict[str, Any] = {}
         self.owner: dict[str, str] = {}
+        self.origin: dict[str, str] = {}
 
-    def add(self, name: str, obj: Any, plugin: str) -> None:
+    def add(self, name: str, obj: Any, plugin: str, *, origin: str | None = None) -> None:
+        """Record ``obj`` under ``name`` for ``plugin``; ``origin`` names it in errors (plugin and distribution)."""
+        origin = origin or f"plugin '{plugin}'"
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin '{plugin}' registered a {self.kind[:-1]} without a name: {obj!r}")
+            raise PluginError(f"{origin} registered a {self.kind[:-1]} without a name: {obj!r}")
         if name in self.items:
             raise PluginError(
-                f"{self.kind[:-1]} '{name}' is registered by both plugin '{self.owner[name]}' and plugin '{plugin}'"
+                f"{self.kind[:-1]} '{name}' is registered by both {self.origin[name]} and {origin}"
             )
         self.items[name] = obj
         self.owner[name] = plugin
+        self.origin[name] = origin
 
     def get(self, name: str) -> Any:
         try:

@@ -213,6 +213,8 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     seeds = [c.integer(s, "grid.seeds", 0) for s in c.nonempty_list(grid.get("seeds", [0]), "grid.seeds")]
 
     overrides = data.get("methods", {})
+    if isinstance(overrides, dict) and set(overrides) - set(method_names):
+        _orphan_overrides(c, method_names, overrides)
     c.keys(overrides, set(method_names), "methods")
     specs = []
     for name in method_names:
@@ -241,6 +243,20 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base)
+
+
+def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:
+    """A ``[methods.<x>]`` table whose ``x`` is not in grid.methods: most often grid.methods names an
+    unregistered method (a typo), so name that first, with the registered methods."""
+    from pefthub import plugins
+
+    registry = plugins.methods()
+    for name in method_names:
+        table = overrides.get(name)
+        if name not in registry and not (isinstance(table, dict) and "method" in table):
+            c.fail("grid.methods", f"unknown method '{name}' (registered: {', '.join(registry)})")
+    orphan = sorted(set(overrides) - set(method_names))[0]
+    c.fail(f"methods.{orphan}", f"configures a method that grid.methods does not list ({', '.join(method_names)})")
 
 
 def _budget(c: _Checker, table: Any) -> dict[str, Any]:

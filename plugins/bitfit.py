@@ -96,6 +96,21 @@ class BitFit(Method):
         yield model
 
     @classmethod
+    def count_params(cls, model: nn.Module, config: BitFitMethodConfig) -> int:
+        # Closed form: one bias element per output of each target that has, or gets, a bias.
+        count = sum(m.out_features for _, m in matching_linears(model, config.target_modules)
+                    if m.bias is not None or config.add_missing_biases)
+        if count == 0:
+            raise UnsupportedError(f"method 'bitfit' has nothing to train: {type(model).__name__} has no biases "
+                                   f"on {list(config.target_modules)} and add_missing_biases is False")
+        return count
+
+    @classmethod
+    def max_params(cls, model: nn.Module) -> int:
+        # Every output of every paper target has (or gets) a bias: no config trains more.
+        return cls.count_params(model, cls.config_class())
+
+    @classmethod
     def config_for_params(cls, model: nn.Module, params: int):
         """Nearest count over subsets of the seven module types (Σ out_features per chosen type)."""
         if params <= 0:

@@ -53,6 +53,12 @@ class Full(Method):
         return base_model
 
     @classmethod
+    def count_params(cls, model: nn.Module, config: FullMethodConfig) -> int:
+        # Closed form: every weight, less the (possibly tied) input embeddings when they stay frozen.
+        total = sum(p.numel() for p in model.parameters())
+        return total if config.train_embeddings else total - model.get_input_embeddings().weight.numel()
+
+    @classmethod
     def candidate_configs(cls, model: nn.Module, params: int) -> Iterator[FullMethodConfig]:
         yield cls.config_class(train_embeddings=True)
         yield cls.config_class(train_embeddings=False)

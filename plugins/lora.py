@@ -39,6 +39,11 @@ class Lora(PeftMethod):
                           target_modules=list(c.target_modules), task_type="CAUSAL_LM")
 
     @classmethod
+    def count_params(cls, model: nn.Module, config: LoraMethodConfig) -> int:
+        # Closed form r·Σ(in + out): one formula instead of wrapping every target on a meta copy.
+        return config.r * sum(m.in_features + m.out_features for _, m in matching_linears(model, config.target_modules))
+
+    @classmethod
     def candidate_configs(cls, model: nn.Module, params: int) -> Iterator[LoraMethodConfig]:
         # r·Σ(in + out) over the targets: the nearest rank is the only sensible candidate.
         base = cls.config_class()

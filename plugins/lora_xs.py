@@ -151,6 +151,18 @@ class LoraXS(Method):
                 layer.merged = False
 
     @classmethod
+    def count_params(cls, model: nn.Module, config: LoraXSMethodConfig) -> int:
+        # Closed form: one r×r matrix per adapted module, r cut to the weight's smaller side.
+        targets = _select(matching_linears(model, config.target_modules), config.n_modules)
+        return sum(min(config.r, m.in_features, m.out_features) ** 2 for _, m in targets)
+
+    @classmethod
+    def max_params(cls, model: nn.Module) -> int:
+        # Every paper target at full rank: r is cut to min(in, out), so no config trains more.
+        return sum(min(m.in_features, m.out_features) ** 2
+                   for _, m in matching_linears(model, cls.config_class().target_modules))
+
+    @classmethod
     def candidate_configs(cls, model: nn.Module, params: int) -> Iterator[LoraXSMethodConfig]:
         # Exact budgets: k modules × r² = params; prefer covering the most modules.
         n_all = len(matching_linears(model, cls.config_class().target_modules))

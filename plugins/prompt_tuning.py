@@ -60,6 +60,11 @@ class PromptTuning(PeftMethod):
         return logits[:, self.config.num_virtual_tokens:, :]
 
     @classmethod
+    def count_params(cls, model: nn.Module, config: PromptTuningMethodConfig) -> int:
+        # Closed form: one embedding row per virtual token.
+        return config.num_virtual_tokens * model.get_input_embeddings().embedding_dim
+
+    @classmethod
     def candidate_configs(cls, model: nn.Module, params: int) -> Iterator[PromptTuningMethodConfig]:
         hidden = model.get_input_embeddings().embedding_dim
         yield cls.config_class(num_virtual_tokens=max(1, round(params / hidden)))

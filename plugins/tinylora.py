@@ -13,7 +13,7 @@ from typing import Iterator
 from torch import nn
 
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, config_field, matching_linears
+from pefthub.methods import PAPER_TARGET_MODULES, AdapterBytes, MethodConfig, config_field, matching_linears
 from pefthub.methods.peft_method import PeftMethod
 
 #: Largest u a parameter budget is spread over before untying more modules: P is u×r×r per module,
@@ -65,6 +65,27 @@ class TinyLora(PeftMethod):
                 yield cls._config(groups, params // groups, n_modules)
         groups = min(n_modules, max(1, round(params / MAX_U_FOR_BUDGET)))
         yield cls._config(groups, max(1, round(params / groups)), n_modules)
+
+    @classmethod
+    def count_params(cls, model: nn.Module, config: TinyLoraMethodConfig) -> int:
+        # Closed form, because peft draws every module's P (u×r×r) from a CPU generator even on the
+        # meta device: groups × u, with peft's own group rule.
+        return cls._groups(len(matching_linears(model, config.target_modules)), config.weight_tying) * config.u
+
+    @classmethod
+    def plan_adapter_bytes(cls, model: nn.Module, config: TinyLoraMethodConfig) -> AdapterBytes:
+        # Frozen per module, as peft saves them: A (r×in) and B (out×r) always, P (u×r×r) with
+        # save_projection; r cut to the weight's smaller side.
+        frozen = 0
+        for _, linear in matching_linears(model, config.target_modules):
+            r = min(config.r, linear.in_features, linear.out_features)
+            frozen += r * (linear.in_features + linear.out_features) + (config.u * r * r if config.save_projection else 0)
+        return AdapterBytes.from_counts(cls.count_params(model, config), frozen)
+
+    @staticmethod
+    def _groups(n_modules: int, weight_tying: float) -> int:
+        """Tying groups over ``n_modules`` targets, exactly as peft's TinyLoRA forms them."""
+        return max(1, round(n_modules * (1.0 - weight_tying)))
 
     @classmethod
     def _config(cls, groups: int, u: int, n_modules: int) -> TinyLoraMethodConfig:

@@ -79,6 +79,11 @@ class Vera(PeftMethod):
         return entry[1]
 
     @classmethod
+    def count_params(cls, model: nn.Module, config: VeraMethodConfig) -> int:
+        # Closed form Σ(r + out): λ_d (r) and λ_b (out) per module.
+        return sum(config.r + m.out_features for _, m in matching_linears(model, config.target_modules))
+
+    @classmethod
     def candidate_configs(cls, model: nn.Module, params: int) -> Iterator[VeraMethodConfig]:
         # Σ(r + out) over the targets: r = (params − Σout) / n_modules, at least 1.
         targets = matching_linears(model, cls.config_class().target_modules)

@@ -120,7 +120,7 @@ def test_learning_rate_is_selected_on_validation_never_test():
     (row,) = bench.summarize(docs)
     assert row.selection == "validation"
     assert row.best_lr == 1e-3  # best on validation, although 1e-2 scores higher on test
-    assert row.seeds == 3 and row.ci_method == "t-over-seeds"
+    assert row.seeds == 3 and row.ci_method == "t over 3 seeds"
     tests = [0.5, 0.52, 0.54]
     assert row.test_mean == pytest.approx(sum(tests) / 3)
     from scipy import stats
@@ -152,13 +152,13 @@ def test_seed_interval_is_widened_to_the_per_run_interval():
     docs = [doc_for(experiment(seed=s), test=0.5) for s in range(3)]  # identical seeds: t width 0
     (row,) = bench.summarize(docs)
     assert (row.ci_low, row.ci_high) == (pytest.approx(0.45), pytest.approx(0.55))
-    assert row.ci_method == "t-over-seeds, widened to the per-run interval"
+    assert row.ci_method == "t over 3 seeds, widened to the per-run interval"
 
 
 def test_several_learning_rates_without_validation_select_nothing():
     docs = [doc_for(experiment(lr=lr), test=0.5) for lr in (1e-3, 1e-2)]
     (row,) = bench.summarize(docs)
-    assert row.selection == "no-validation" and row.best_lr is None and row.test_mean is None
+    assert row.selection == "unselected" and row.best_lr is None and row.test_mean is None
 
 
 def test_rows_split_by_method_params_and_trainer_in_order():

@@ -39,7 +39,8 @@ def test_methods_lists_all_seven_with_help_and_trainers(capsys):
      "error: impossible budget: method 'vera' cannot train ~13 parameters"),
     (["plan", "--model", "qwen2.5-7b-instruct", "--method", "lora", "--set", "rank=4"],
      "error: LoraMethodConfig: unknown field(s) rank"),
-    (["plan", "--model", "no/such-model", "--method", "lora"], "error: model 'no/such-model' could not be loaded"),
+    (["plan", "--model", "no/such-model", "--method", "lora"], "error: model 'no/such-model' is not in the local Hugging Face cache"),
+    (["plan", "--model", "no-such-model", "--method", "lora"], "error: unknown model 'no-such-model'"),
     (["plan"], "error: plan needs a suite directory or --model"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(args, message):

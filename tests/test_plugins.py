@@ -35,7 +35,7 @@ def test_builtins_load_through_the_entry_point_group():
 def test_duplicate_method_name_names_both_plugins():
     host = plugins.PluginHost()
     host.add(_module("third", register_methods=lambda register: register(_Dup)), "third-party-dup")
-    with pytest.raises(PluginError, match="method 'lora' is registered by both plugin 'lora' and plugin 'third-party-dup'"):
+    with pytest.raises(PluginError, match=r"method 'lora' is registered by both plugin 'lora' \(from pefthub\) and plugin 'third-party-dup' \(from \(in-process\)\)"):
         host.collect("register_methods", plugins._class_name_key)
 
 
@@ -45,20 +45,24 @@ def test_plugin_raising_inside_a_hook_is_named():
 
     host = plugins.PluginHost(load_entry_points=False)
     host.add(_module("boomer", register_methods=boom), "boomer")
-    with pytest.raises(PluginError, match="plugin 'boomer' raised in register_methods: RuntimeError: kaput"):
+    with pytest.raises(PluginError, match=r"^plugin 'boomer' \(from \(in-process\)\) raised in register_methods: RuntimeError: kaput$"):
         host.collect("register_methods", plugins._class_name_key)
 
 
 def test_wrong_hook_signature_is_named():
     host = plugins.PluginHost(load_entry_points=False)
-    with pytest.raises(PluginError, match="plugin 'sloppy'.*is invalid"):
-        host.add(_module("sloppy", register_methods=lambda registrar, extra: None), "sloppy")
+    with pytest.raises(PluginError) as err:
+        host.add(_module("sloppy", register_methods=lambda registrar, extra: None), "sloppy", distribution="pefthub-sloppy")
+    assert str(err.value) == ("plugin 'sloppy' (from pefthub-sloppy) implements register_methods(registrar, extra), "
+                              "but the hook is register_methods(register)")
 
 
 def test_unknown_hook_is_named():
     host = plugins.PluginHost(load_entry_points=False)
-    with pytest.raises(PluginError, match="plugin 'typo'.*is invalid"):
+    with pytest.raises(PluginError) as err:
         host.add(_module("typo", register_method=lambda register: None), "typo")
+    assert str(err.value) == ("plugin 'typo' (from (in-process)) implements unknown hook 'register_method' "
+                              "(did you mean 'register_methods'?)")
 
 
 def test_registering_a_nameless_method_is_named():
@@ -67,7 +71,7 @@ def test_registering_a_nameless_method_is_named():
 
     host = plugins.PluginHost(load_entry_points=False)
     host.add(_module("anon", register_methods=lambda register: register(Nameless)), "anon")
-    with pytest.raises(PluginError, match="plugin 'anon' registered a method without a name"):
+    with pytest.raises(PluginError, match=r"plugin 'anon' \(from \(in-process\)\) registered a method without a name"):
         host.collect("register_methods", plugins._class_name_key)
 
 
@@ -123,3 +127,81 @@ def test_cli_reports_a_broken_plugin_in_one_line(tmp_path):
     env["PEFTHUB_LOAD_PLUGINS"] = ""
     out = subprocess.run([sys.executable, "-m", "pefthub", "methods", "--json"], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
+
+
+def test_every_broken_plugin_is_reported_in_one_line(monkeypatch):
+    # Three third-party plugins broken three ways, plus a good one: one error line names all three.
+    sys.modules["pefthub_test_sloppy"] = _module("pefthub_test_sloppy", register_methods=lambda registrar, extra: None)
+    sys.modules["pefthub_test_good"] = _module("pefthub_test_good", register_methods=lambda register: None)
+    eps = [importlib.metadata.EntryPoint("missing", "pefthub_no_such_module_xyz", "pefthub"),
+           importlib.metadata.EntryPoint("sloppy", "pefthub_test_sloppy", "pefthub"),
+           importlib.metadata.EntryPoint("good", "pefthub_test_good", "pefthub"),
+           importlib.metadata.EntryPoint("typo", "pefthub_test_typo", "pefthub")]
+    sys.modules["pefthub_test_typo"] = _module("pefthub_test_typo", register_method=lambda register: None)
+    monkeypatch.setattr(plugins, "_entry_points", _fake_entry_points(eps))
+    monkeypatch.delenv("PEFTHUB_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("PEFTHUB_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    with pytest.raises(PluginError) as err:
+        plugins.PluginHost()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("3 plugins are broken: ")
+    for name in ("missing", "sloppy", "typo"):
+        assert f"plugin '{name}' (from " in message
+    assert "good" not in message
+
+
+def test_every_plugin_raising_in_a_hook_is_reported():
+    def boom(register):
+        raise RuntimeError("kaput\nsecond line")
+
+    host = plugins.PluginHost(load_entry_points=False)
+    host.add(_module("one", register_methods=boom), "one", distribution="dist-one")
+    host.add(_module("two", register_methods=boom), "two", distribution="dist-two")
+    with pytest.raises(PluginError) as err:
+        host.collect("register_methods", plugins._class_name_key)
+    message = str(err.value)
+    assert message.startswith("2 plugins are broken: ") and "\n" not in message
+    for name in ("one", "two"):
+        assert f"plugin '{name}' (from dist-{name}) raised in register_methods: RuntimeError: kaput second line" in message
+
+
+def test_allowlisted_names_matching_no_plugin_are_warned_about(monkeypatch, capsys, fresh_plugins):
+    from pefthub.cli import main
+
+    monkeypatch.setenv("PEFTHUB_LOAD_PLUGINS", "no_such_plugin,lora,other-missing")
+    assert main(["plugins", "--json"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert warnings == [
+        "warning: PEFTHUB_LOAD_PLUGINS names 'no_such_plugin', which matches no installed plugin or distribution",
+        "warning: PEFTHUB_LOAD_PLUGINS names 'other-missing', which matches no installed plugin or distribution",
+    ]
+
+
+# ---- docs/plugins.md: the method that is not built on peft ------------------------------------
+def test_the_documented_non_peft_method_meets_the_contract():
+    """Runs the code block of docs/plugins.md section 5 itself (not a copy) through check_method."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    from pefthub.testing import check_method
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    section = guide.split("## 5. A method without peft", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    module = types.ModuleType("pefthub_docs_norm_tuning")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        exec(compile(code, "docs/plugins.md#5", "exec"), module.__dict__)
+        cls = module.NormTuning
+        for model in ("tiny-random", "tiny-random-qwen2"):
+            report = check_method(cls, model=model)
+            assert report.trainable_params == 64  # hidden_size of the tiny models
+            assert {"count", "identity-at-init", "learns", "save-load", "bytes", "merge"} <= set(report.checks)
+            assert "base-frozen" not in report.checks  # trains_base_weights: it trains a base weight
+        host = plugins.PluginHost(load_entry_points=False)
+        host.add(module, "norm_tuning", distribution="docs")
+        assert "norm_tuning" in host.collect("register_methods", plugins._class_name_key)
+    finally:
+        del sys.modules[module.__name__]

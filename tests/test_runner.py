@@ -42,7 +42,7 @@ def config(**overrides):
     ({"eval": {"backend": "tgi"}}, "config.eval.backend"),
     ({"learning_rate": -1.0}, "config.learning_rate"),
     ({"task": {"name": "no_such_task"}}, "unknown task"),
-    ({"model": "no-such-model-anywhere"}, "could not be loaded"),
+    ({"model": "no-such-model-anywhere"}, "unknown model .no-such-model-anywhere."),
     ({"method_config": {"rank": 4}}, "unknown field"),
     ({"budget": {"steps": 2, "generations": 1}}, "budget.generations"),
     ({"colour": "blue"}, "unknown field.*colour"),

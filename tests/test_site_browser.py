@@ -9,6 +9,7 @@ is ever downloaded. Screenshots land in ``<build dir>/screenshots/`` for CI arti
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from pefthub.site import build_site
 from pefthub import results
-from test_site import XSS_METHOD, _config, write_demo_leaderboards
+from test_site import XSS_METHOD, _config, write_demo_leaderboards, write_run
 
 CHROMIUM = os.environ.get("PEFTHUB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -35,10 +36,26 @@ def site(tmp_path_factory):
     if root.exists():
         shutil.rmtree(root)
     expected = write_demo_leaderboards(root)
+    expected["collapsed_run"] = write_collapsed_run(root / expected["suite"] / "results")
+    expected["plot_points"] += 1
+    expected["table_rows"] += 1
     out = work / "site"
     build_site(root, out)
     (out / "screenshots").mkdir()
     return out, expected
+
+
+def write_collapsed_run(results_dir: Path) -> str:
+    """A made-up collapsed run added to the demo (test input): 35 of 40 completions "The.The.The…"
+    with no extractable answer, 1 correct. Returns its run id."""
+    doc = write_run(results_dir, random.Random(7), method="prompt_tuning", trainer="grpo", params=4608, lr=1e-2,
+                    test_correct=1, method_config={"num_virtual_tokens": 8})
+    samples = [{"split": "test", "id": f"basic_arithmetic-test-{i}", "prompt": f"What is {i} + {i}?",
+                "completion": "The." * 20 if i < 35 else f"The answer is {2 * i}.",
+                "extracted": None if i < 35 else str(2 * i + (0 if i == 39 else 1)), "gold": str(2 * i),
+                "correct": i == 39} for i in range(40)]
+    results.write_result(results_dir, doc, samples)
+    return doc["run_id"]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +176,68 @@ def test_index_plot_sort_filter_and_run_page(site, browser):
 
     watch.check()
     page.close()
-    assert len(list(shots.glob("*.png"))) == 5
+    assert len(list(shots.glob("*.png"))) >= 5
+
+
+def test_compare_view_pairs_trainers_and_refuses_different_items(site, browser):
+    out, _ = site
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    table = page.locator("#suite-demo-compare-table")
+    assert table.is_visible()
+    # tinylora@13: GRPO 16/40 (the validation-selected rate) vs SFT 12/40 on the same 40 items.
+    pair = table.locator("tr.pair", has_text="tinylora@13/grpo")
+    assert pair.count() == 1 and "tinylora@13/sft" in pair.inner_text()
+    assert pair.locator("td.delta").inner_text() == "+10.0"
+    # Two-seed LoRA/GRPO against one-seed LoRA/SFT: paired all the same.
+    lora = table.locator("tr.pair", has_text="lora@27648/grpo")
+    assert lora.locator("td.delta").inner_text() == "+13.8"          # (21 + 24) / 80 − 17 / 40
+    assert table.locator("tr.pair").count() == 5                    # full/grpo vs each unselected SFT rate
+    # Every trained row shows its paired interval under Δ vs base.
+    delta_subs = page.locator("table.board tbody tr:not(.ref) td:nth-child(6) .sub").all_inner_texts()
+    assert delta_subs and all(t.startswith("[") for t in delta_subs)
+    assert page.locator("table.findings tbody tr").count() == 9
+    page.locator("#suite-demo-compare-table").screenshot(path=str(out / "screenshots" / "compare.png"))
+    watch.check()
+    page.close()
+
+
+def test_health_badge_and_filter(site, browser):
+    """A collapsed run shows a red badge on its row and its page; the Health filter hides flagged
+    rows (never the base row) and can show only them."""
+    out, expected = site
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    rows = page.locator("table.board tbody tr")
+    link = f"runs/demo/{expected['collapsed_run']}.html"
+    row = page.locator("table.board tbody tr", has=page.locator(f"a[href='{link}']"))
+    badge = row.locator(".badge.flag.error")
+    assert badge.inner_text() == "collapsed" and badge.is_visible()
+    assert "no extractable answer in 35/40 (base 0/40)" in badge.get_attribute("title")
+    flagged = rows.evaluate_all("rows => rows.filter(r => r.getAttribute('data-flags')).length")
+    assert flagged >= 1
+
+    page.locator(".health-filter").select_option("hide")
+    assert row.is_hidden()
+    visible = page.locator("table.board tbody tr:not([hidden])")
+    assert visible.count() == expected["table_rows"] - flagged
+    assert visible.evaluate_all("rows => rows.every(r => !r.getAttribute('data-flags'))")
+    assert page.locator("table.board tbody tr.ref:not([hidden])").count() == 1
+    page.locator(".health-filter").select_option("only")
+    assert row.is_visible() and visible.count() == flagged + 1  # + the base row
+    page.locator(".health-filter").select_option("")
+    assert visible.count() == expected["table_rows"]
+
+    row.locator(f"a[href='{link}']").click()
+    page.wait_for_load_state("load")
+    assert page.locator("h1 .badge.flag.error").inner_text() == "collapsed"
+    assert "no extractable answer in 35/40" in page.locator("section.health").inner_text()
+    watch.check()
+    page.close()
 
 
 def test_content_security_policy_blocks_an_inline_script_that_slipped_through(site, browser):
@@ -215,6 +293,24 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
     assert page.locator("svg.params-plot .base-ref .base-line").count() == 1
     assert page.locator("table.board tbody tr").count() == len(configurations) + 1  # + the base row
     page.screenshot(path=str(shots / "quick-index.png"), full_page=True)
+
+    # It says it is a smoke run, every trained row has a verdict against base, and the compare view
+    # pairs GRPO with SFT for each method with the numbers `pefthub compare` prints.
+    power = page.locator("#suite-quick-power")
+    assert power.is_visible() and "Smoke run" in power.inner_text() and "64 test items, 1 seed" in power.inner_text()
+    verdicts = page.locator("table.board tbody tr:not(.ref) td.verdict .badge").all_inner_texts()
+    assert len(verdicts) == len(configurations) and set(verdicts) <= {
+        "better than base", "worse than base", "indistinguishable from base"}
+    pairs = page.locator("#suite-quick-compare-table tbody tr.pair")
+    assert pairs.count() == len({(m, p) for m, p, _ in configurations})
+    from pefthub import stats
+    rows = {r.label: r for r in stats.rows_in(QUICK_RESULTS)}
+    expected = stats.compare_rows(rows["full/grpo"], rows["full/sft"])
+    full = pairs.filter(has_text="full/grpo")
+    assert full.locator("td.delta").inner_text() == stats.fmt_pct(expected.delta, sign=True)
+    page.locator("#suite-quick-compare-table").screenshot(path=str(shots / "quick-compare.png"))
+    assert page.locator("#suite-quick-findings-table tbody tr").count() == 9
+    assert page.locator("a[href='downloads/quick-findings.md']").count() == 1
 
     first = page.locator("table.board tbody a[href^='runs/quick/']").first
     first.click()

@@ -98,8 +98,14 @@ def run(args) -> int:
             if hasattr(executor, "close"):
                 executor.close()
     docs = bench.grid_documents(plan.experiments, results_dir)
-    rows = bench.summarize(docs)
+    rows = bench.summarize(docs, results_dir=results_dir)
+    from pefthub import health
+
+    healths = health.assess_all(docs, health.samples_in(results_dir))
+    for row in rows:
+        row.flags = [f.name for f in health.row_flags(healths.get(rid) for rid in row.run_ids)]
     print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
+    print_health(console, rows, healths)
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
 
@@ -229,31 +235,79 @@ def print_grid(console, suite, plan) -> None:
 
 
 def print_results(console, suite, rows, *, total: int, have: int) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    from pefthub import stats
 
     table = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
                         f"({have} of {total} runs have results)")
-    for col, justify in (("method", "left"), ("trainer", "left"), ("trainable", "right"), ("adapter", "right"),
-                         ("best lr", "right"), ("lr chosen by", "left"), ("seeds", "right"),
-                         ("test %", "right"), ("95% CI", "right"), ("val %", "right"), ("failed", "right")):
-        table.add_column(col, justify=justify)
+    flagged = any(row.flags for row in rows)
+    chose = any(row.selection not in ("single", "none") for row in rows)
+    validated = any(s.validation for row in rows for s in row.learning_rates)
+    failed = any(row.failed for row in rows)
+    columns = [("method", "left"), ("trainer", "left"), ("trainable", "right"), ("adapter", "right"),
+               ("lr", "right")] + ([("lr chosen by", "left")] if chose else []) + [
+               ("seeds", "right"), ("test % [95% CI]", "right")] + ([("val %", "right")] if validated else []) + [
+               ("Δ vs base [95% CI]", "right"), ("p (Holm)", "right"), ("vs base", "left")] + (
+               [("failed", "right")] if failed else []) + ([("flags", "left")] if flagged else [])
+    for col, justify in columns:
+        table.add_column(col, justify=justify, no_wrap=col not in ("method", "flags"))
     for row in rows:
         best = next((s for s in row.learning_rates if s.learning_rate == row.best_lr), None)
-        ci = "-" if row.ci_low is None else f"{_fmt_acc(row.ci_low)}–{_fmt_acc(row.ci_high)} ({row.ci_method})"
+        test = "-" if row.test_mean is None else _fmt_acc(row.test_mean) + (
+            "" if row.ci_low is None else f" [{_fmt_acc(row.ci_low)}, {_fmt_acc(row.ci_high)}]")
         adapter = (row.adapter_bytes or {}).get("trainable_fp32")
         name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
-        table.add_row(name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
-                      "-" if row.best_lr is None else f"{row.best_lr:g}", row.selection, str(row.seeds),
-                      _fmt_acc(row.test_mean), ci,
-                      _fmt_acc(best.validation_mean if best else None),
-                      f"{row.failed}/{row.runs}" if row.failed else "")
+        c = row.vs_base
+        verdict = {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(
+            c.verdict if c else None, "reference" if row.method == stats.BASE_METHOD else "-")
+        cells = [name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
+                 "-" if row.best_lr is None else f"{row.best_lr:g}"] + ([row.selection] if chose else []) + [
+                 str(row.seeds), test] + ([_fmt_acc(best.validation_mean if best else None)] if validated else []) + [
+                 stats.interval_text(c) if c else "-",
+                 f"{c.p_value:.2g} ({c.p_holm:.2g})" if c else "-", verdict] + (
+                 [f"{row.failed}/{row.runs}" if row.failed else ""] if failed else []) + (
+                 [", ".join(row.flags)] if flagged else [])
+        table.add_row(*[escape(x) for x in cells])
     console.print(table)
+    paired = [r.vs_base for r in rows if r.vs_base]
+    if paired:
+        console.print(f"Δ vs base: paired on the same {paired[0].n_items} test items; p is exact McNemar for one seed, "
+                      f"t over items × seeds otherwise; verdicts use Holm's correction over {len(paired)} rows "
+                      "(≈ base: indistinguishable from base; docs/benchmarks.md, 'Reading the numbers').")
+    base = next((r for r in rows if r.method == stats.BASE_METHOD and r.test_mean is not None), None)
+    if paired and base is not None:
+        summary = stats.power(paired[0].n_items, max(r.seeds for r in rows), base.test_mean,
+                              f"measured, run {base.run_ids[0]}")
+        console.print(f"[bold]{'Smoke run' if summary.smoke else 'Power'}:[/] {escape(summary.sentence())}")
+    notes = sorted({r.vs_base_note for r in rows if r.vs_base_note and r.test_mean is not None})
+    for note in notes[:5]:
+        console.print(f"[yellow]no paired Δ:[/] {escape(note)}")
     errors = [(row.label, err) for row in rows for err in row.errors]
     for label, err in errors[:20]:
-        console.print(f"[red]failed[/] {label}: {err}")
+        console.print(f"[red]failed[/] {escape(label)}: {escape(err)}")
 
 
-def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:
+def print_health(console, rows, health: dict) -> None:
+    """One line per run-health flag of a row (``health``: run id -> :class:`pefthub.health.Health`)
+    under the results table, and what the flags shown mean."""
+    from rich.markup import escape
+
+    from pefthub.health import MEANING, row_flags
+
+    shown = set()
+    for row in rows:
+        for f in row_flags(health.get(rid) for rid in row.run_ids):
+            colour = "red" if f.severity == "error" else "yellow"
+            console.print(f"[{colour}]⚑ {f.name}[/] {escape(row.label)}: {escape(f.detail)}")
+            shown.add(f.name)
+    if shown:
+        console.print("flags: " + "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in shown)
+                      + " (`pefthub health` shows the measures of every run)")
+
+
+def print_suite_plan(suite_ref, *, as_json: bool = False, extra: dict | None = None) -> int:
     """The suite form of `pefthub plan`: every method × params budget with its exact config, count
     and bytes on the meta device, plus the budget, trainer options and resource requests."""
     import json
@@ -278,7 +332,7 @@ def print_suite_plan(suite_ref, *, as_json: bool = False) -> int:
                          "adapter_bytes": m.adapter_bytes, "total_params": m.total_params,
                          "trainers": m.spec.trainers, "learning_rates": m.spec.learning_rates,
                          "resources": m.spec.resources} for m in resolution.methods],
-            "trainer_options": resolution.trainer_options,
+            "trainer_options": resolution.trainer_options, **(extra or {}),
         }, indent=1))
         return 0
     print_budget(console, suite)

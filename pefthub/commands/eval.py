@@ -80,10 +80,15 @@ def output_stem(model: str, config: dict[str, Any], split: str, config_hash: str
 def run(args) -> int:
     from rich.console import Console
 
-    from pefthub.models import load_model
+    from pefthub.evaluation.core import check_settings
+    from pefthub.models import check_loadable, load_model
     from pefthub.results import atomic_write_text
     from pefthub.tasks import task_from_config
 
+    # Every argument is checked before the dataset or the model loads.
+    check_settings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                   batch_size=args.batch_size, backend=args.backend)
+    check_loadable(args.model)
     config = task_config(args.task, args.params)
     task = task_from_config(config)
     task.examples(args.split, 1)  # an empty split fails here, before the model loads

@@ -7,6 +7,7 @@ PEFTHUB_DISABLE_PLUGIN_AUTOLOAD=1 loads none.
 from __future__ import annotations
 
 import json
+import sys
 
 NAME = "plugins"
 HELP = "list installed plugins and the hooks they implement"
@@ -24,7 +25,11 @@ def run(args) -> int:
 
     from pefthub import plugins
 
-    infos = list(plugins.host().info.values())
+    host = plugins.host()
+    for name in host.unmatched_allowlist:
+        print(f"warning: PEFTHUB_LOAD_PLUGINS names '{name}', which matches no installed plugin or distribution",
+              file=sys.stderr)
+    infos = list(host.info.values())
     if args.json:
         print(json.dumps([asdict(i) for i in infos], indent=2))
         return 0

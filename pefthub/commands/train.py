@@ -93,9 +93,11 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from pefthub.console import console
+    from pefthub.models import check_loadable
     from pefthub.results import result_path
     from pefthub.runner import run_experiment
 
+    check_loadable(args.model)  # weights must exist before a run (and its result file) starts
     config = build_config(args)
     out = console()
     trained = config["trainer"] != "none"

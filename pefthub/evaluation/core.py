@@ -92,6 +92,12 @@ def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: A
         task = task_from_config(task)
     if not isinstance(task, Task):
         raise ConfigError(f"evaluate needs a pefthub Task (got {type(task).__name__})")
+    check_settings(split=split, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend)
+    return task
+
+
+def check_settings(*, split: str, limit: Any, max_new_tokens: Any, batch_size: Any, backend: str) -> None:
+    """Raise :class:`ConfigError` naming the first invalid evaluation setting (nothing is loaded)."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     for name, value, low in (("limit", limit, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
@@ -101,7 +107,6 @@ def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: A
             raise ConfigError(f"evaluation {name} must be an integer >= {low} (got {value!r})")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})")
-    return task
 
 
 def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limit: int | None = None,

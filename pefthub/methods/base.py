@@ -207,10 +207,35 @@ class Method:
 
     @classmethod
     def count_params(cls, model: nn.Module, config: MethodConfig) -> int:
-        """Trainable parameters ``config`` gives on ``model``, counted by applying it to a meta copy."""
-        meta = meta_copy(model)
-        adapted = cls(config).apply(meta)
-        return cls(config).trainable_parameters(adapted)
+        """Trainable parameters ``config`` gives on ``model``, without weights.
+
+        The default applies the method to a meta copy with tensor factories on the meta device; a
+        method whose :meth:`apply` would still allocate real tensors (random projections drawn from
+        a CPU generator) overrides this with its closed form.
+        """
+        method = cls(config)
+        with torch.device("meta"):
+            return method.trainable_parameters(method.apply(meta_copy(model)))
+
+    @classmethod
+    def plan_adapter_bytes(cls, model: nn.Module, config: MethodConfig) -> AdapterBytes:
+        """:meth:`adapter_bytes` of ``config`` on ``model``, without weights (same rule as :meth:`count_params`)."""
+        method = cls(config)
+        with torch.device("meta"):
+            return method.adapter_bytes(method.apply(meta_copy(model)))
+
+    @classmethod
+    def max_params(cls, model: nn.Module) -> int:
+        """The largest trainable count the method supports on ``model``; a budget above it is refused
+        before any config is built. The default is the model's own parameter count: full
+        fine-tuning is the right edge of every comparison, and no adapter is meant to pass it.
+        """
+        return model_size(model)
+
+
+def model_size(model: nn.Module) -> int:
+    """Parameters of ``model``, shared tensors once (works on the meta device)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def meta_copy(model: nn.Module) -> nn.Module:

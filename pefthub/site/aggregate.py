@@ -1,13 +1,10 @@
 """From a suite's runs to leaderboard rows: seeds averaged, learning rates selected, fronts found.
 
-Rules (also in docs/site.md):
-- A *point* is a config with its seed and learning rate removed. Seeds of the same point and
-  learning rate are averaged: mean test accuracy and a 95% interval (see :func:`seed_interval`).
-- Per point, the learning rate with the best mean *validation* accuracy is shown (ties go to the
-  smaller rate). Test accuracy never selects anything. When several rates were run and any of
-  them lacks a validation score, nothing is selected: every rate is shown, marked "unselected".
-- The base model (method ``base``) is the reference row; Δ vs base is measured against it.
-- Failed and cancelled runs never enter a row; they are listed apart.
+The rules are :mod:`pefthub.stats`' (also used by `pefthub bench`; docs/site.md, docs/benchmarks.md):
+seeds averaged with a 95% interval, learning rate chosen on validation (every rate shown, marked
+"unselected", when that is impossible), each row compared item by item with the base row (paired Δ,
+Holm verdict), rows differing only in trainer compared with each other. Failed and cancelled runs
+never enter a row; they are listed apart.
 """
 
 from __future__ import annotations
@@ -19,12 +16,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from pefthub import stats
+from pefthub import health as run_health
+from pefthub.results import ResultFileError, read_samples
 from pefthub.site.load import Run, Suite
-from pefthub.site.metrics import is_number
 
-LR_SELECTED = "validation"
-LR_SINGLE = "single"
-LR_UNSELECTED = "unselected"
+LR_SELECTED, LR_SINGLE, LR_UNSELECTED = stats.LR_SELECTED, stats.LR_SINGLE, stats.LR_UNSELECTED
 
 
 @dataclass
@@ -50,6 +47,18 @@ class Row:
     peak_memory_bytes: float | None
     delta_vs_base: float | None = None
     is_base: bool = False
+    vs_base: stats.Comparison | None = None    # paired Δ against the base row, Holm verdict
+    vs_base_note: str | None = None            # why there is no paired comparison
+    flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
+    flag_details: list[run_health.Flag] = field(default_factory=list)   # the same with severity and detail
+
+    @property
+    def label(self) -> str:
+        """``tinylora@13/grpo`` (as on the command line); unselected rates add ``/lr=…``."""
+        text = stats.row_label(self.runs[0].config)
+        if self.lr_selection == LR_UNSELECTED and self.learning_rate is not None:
+            text += f"/lr={self.learning_rate:g}"
+        return text
 
     @property
     def seeds(self) -> int:
@@ -75,6 +84,14 @@ class Row:
             "lr_selection": self.lr_selection, "validation_accuracy": self.validation_accuracy,
             "seeds": self.seeds, "run_ids": self.run_ids, "reference": self.is_base,
             "method_config": self.method_config,
+            "delta_low": self.vs_base.low if self.vs_base else None,
+            "delta_high": self.vs_base.high if self.vs_base else None,
+            "delta_p": self.vs_base.p_value if self.vs_base else None,
+            "delta_test": self.vs_base.test if self.vs_base else None,
+            "delta_p_holm": self.vs_base.p_holm if self.vs_base else None,
+            "verdict": self.vs_base.verdict if self.vs_base else None,
+            "paired_items": self.vs_base.n_items if self.vs_base else None,
+            "vs_base_note": self.vs_base_note, "flags": list(self.flags),
         }
 
 
@@ -93,6 +110,8 @@ class SuiteView:
     evals: list[tuple[Any, int]] = field(default_factory=list)
     first_started: str | None = None
     last_finished: str | None = None
+    trainer_pairs: list[stats.Comparison | tuple[str, str, str]] = field(default_factory=list)
+    health: dict[str, run_health.Health] = field(default_factory=dict)   # run id -> flags and measures
 
     @property
     def ranked(self) -> list[Row]:
@@ -104,56 +123,14 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def t_quantile(df: int, level: float = 0.95) -> float:
-    """Two-sided Student t critical value (scipy, imported lazily: only multi-seed rows need it)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.5 + level / 2, df))
-
-
-def seed_interval(runs: list[Run]) -> tuple[float | None, float | None, float | None, str | None]:
-    """(mean, low, high, method) of test accuracy over the runs (one per seed).
-
-    One run: its own interval as recorded (Wilson, from the evaluation). Several: the Student t
-    95% interval of the seed means, widened to at least the runs' mean recorded interval, because
-    every seed is scored on the same test problems and more seeds do not shrink that part of the
-    uncertainty (a t interval of identical seeds would otherwise have zero width).
-    """
-    scored = [r for r in runs if r.evaluation("test")]
-    if not scored:
-        return None, None, None, None
-    accs = [r.accuracy("test") for r in scored]
-    blocks = [r.evaluation("test") for r in scored]
-    lows = [b.get("ci_low") for b in blocks if is_number(b.get("ci_low"))]
-    highs = [b.get("ci_high") for b in blocks if is_number(b.get("ci_high"))]
-    mean = statistics.fmean(accs)
-    if len(scored) == 1:
-        method = blocks[0].get("ci_method") if isinstance(blocks[0].get("ci_method"), str) else None
-        return mean, (lows[0] if lows else None), (highs[0] if highs else None), method
-    half = t_quantile(len(accs) - 1) * statistics.stdev(accs) / math.sqrt(len(accs))
-    low, high = max(0.0, mean - half), min(1.0, mean + half)
-    method = f"t over {len(accs)} seeds"
-    if len(lows) == len(scored) and len(highs) == len(scored):
-        eval_low, eval_high = statistics.fmean(lows), statistics.fmean(highs)
-        if eval_low < low or eval_high > high:
-            low, high = min(low, eval_low), max(high, eval_high)
-            method += ", widened to the per-run interval"
-    return mean, low, high, method
-
-
-def point_key(run: Run) -> str:
-    """A run's config without seed and learning rate: seeds and rates of one point share it."""
-    config = {k: v for k, v in run.config.items() if k not in ("seed", "learning_rate")}
-    return json.dumps(config, sort_keys=True, default=str)
-
-
 def _row(runs: list[Run], selection: str, candidates: list[float]) -> Row:
-    mean, low, high, ci_method = seed_interval(runs)
+    interval = stats.seed_interval([r.doc for r in runs])
     params = Counter(r.trainable_params for r in runs).most_common(1)[0][0]
     return Row(
         name=runs[0].name, method=runs[0].method, trainer=runs[0].trainer, runs=sorted(runs, key=lambda r: str(r.seed)),
         learning_rate=runs[0].learning_rate, lr_selection=selection, lr_candidates=candidates,
-        trainable_params=params, accuracy=mean, ci_low=low, ci_high=high, ci_method=ci_method,
+        trainable_params=params, accuracy=interval.mean, ci_low=interval.low, ci_high=interval.high,
+        ci_method=interval.method,
         validation_accuracy=_mean(r.accuracy("validation") for r in runs),
         adapter_bytes=_mean(r.adapter_bytes for r in runs),
         saved_adapter_bytes=_mean(r.saved_adapter_bytes for r in runs),
@@ -164,24 +141,24 @@ def _row(runs: list[Run], selection: str, candidates: list[float]) -> Row:
 
 
 def select_rows(runs: list[Run]) -> list[Row]:
-    """Group successful runs into points, average seeds, select each point's learning rate."""
-    points: dict[str, dict[float | None, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    """Group successful runs into points, average seeds, select each point's learning rate (stats' rule)."""
+    points: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        points[point_key(run)][run.learning_rate].append(run)
+        points[stats.point_key(run.config)].append(run)
     rows = []
-    for by_lr in points.values():
-        candidates = sorted(lr for lr in by_lr if lr is not None)
-        if len(by_lr) == 1:
-            (group,) = by_lr.values()
-            rows.append(_row(group, LR_SINGLE, candidates))
-            continue
-        val = {lr: _mean(r.accuracy("validation") for r in group) for lr, group in by_lr.items()}
-        if all(v is not None for v in val.values()):
-            best = max(by_lr, key=lambda lr: (val[lr], -(lr if lr is not None else math.inf)))
-            rows.append(_row(by_lr[best], LR_SELECTED, candidates))
-        else:
-            rows.extend(_row(group, LR_UNSELECTED, candidates) for group in by_lr.values())
+    for members in points.values():
+        by_doc = {id(r.doc): r for r in members}
+        selection = stats.select_learning_rate(r.doc for r in members)
+        candidates = [lr for lr in selection.candidates if lr is not None]
+        for docs in selection.chosen.values():
+            rows.append(_row([by_doc[id(d)] for d in docs], selection.rule, candidates))
     return rows
+
+
+def stat_row(row: Row) -> stats.StatRow:
+    """The row as :mod:`pefthub.stats` compares it (its runs and their samples files)."""
+    label = row.label
+    return stats.StatRow(label, row.runs[0].config, [r.doc for r in row.runs], [r.samples_file() for r in row.runs])
 
 
 def _most_common(values: Iterable[Any]) -> list[tuple[Any, int]]:
@@ -206,6 +183,25 @@ def view_suite(suite: Suite) -> SuiteView:
     for row in rows:
         if base is not None and row.accuracy is not None:
             row.delta_vs_base = row.accuracy - base.accuracy
+    scored = [r for r in rows if r.accuracy is not None]
+    as_stat = {id(r): stat_row(r) for r in scored}
+    outcomes = stats.versus_base([as_stat[id(r)] for r in scored], as_stat.get(id(base)))
+    for row in scored:
+        outcome = outcomes.get(as_stat[id(row)].label)
+        if isinstance(outcome, stats.Comparison):
+            row.vs_base = outcome
+        elif outcome is not None:
+            row.vs_base_note = outcome
+    pairs: list[stats.Comparison | tuple[str, str, str]] = []
+    for a, b in stats.trainer_pairs([as_stat[id(r)] for r in scored]):
+        try:
+            pairs.append(stats.compare_rows(a, b))
+        except stats.PairingError as exc:
+            pairs.append((a.label, b.label, str(exc)))
+    healths = suite_health(successes)
+    for row in rows:
+        row.flag_details = run_health.row_flags(healths.get(r.run_id) for r in row.runs)
+        row.flags = [f.name for f in row.flag_details]
     trained = [r for r in suite.runs if not r.is_base] or suite.runs
     started = [r.doc.get("started_at") for r in suite.runs if isinstance(r.doc.get("started_at"), str)]
     finished = [r.doc.get("finished_at") for r in suite.runs if isinstance(r.doc.get("finished_at"), str)]
@@ -215,8 +211,25 @@ def view_suite(suite: Suite) -> SuiteView:
         tasks=[t for t, _ in _most_common(r.config.get("task") for r in suite.runs)],
         budgets=_most_common(r.config.get("budget") for r in trained),
         evals=_most_common(r.config.get("eval") for r in suite.runs),
-        first_started=min(started, default=None), last_finished=max(finished, default=None),
+        first_started=min(started, default=None), last_finished=max(finished, default=None), health=healths,
+        trainer_pairs=pairs,
     )
+
+
+def _run_samples(run: Run) -> list[dict] | None:
+    path = run.samples_file()
+    if path is None:
+        return None
+    try:
+        return [r for r in read_samples(path) if isinstance(r, dict)]
+    except ResultFileError:
+        return None  # the build reports the unreadable file when it copies the samples
+
+
+def suite_health(runs: list[Run]) -> dict[str, run_health.Health]:
+    """Run-health flags of every successful trained run, against the suite's base-model run."""
+    by_id = {r.run_id: r for r in runs}
+    return run_health.assess_all([r.doc for r in runs], lambda doc: _run_samples(by_id[doc["run_id"]]))
 
 
 def pareto_front(rows: list[Row], cost: Callable[[Row], float | None]) -> list[Row]:

@@ -18,18 +18,20 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pefthub import __version__
+from pefthub import __version__, findings
+from pefthub import health as run_health
 from pefthub.errors import ConfigError
 from pefthub.site import plots, render
 from pefthub.site.aggregate import SuiteView, view_suite
-from pefthub.site.load import Problem, Suite, find_suites, load_leaderboards, read_samples
+from pefthub.site.load import RESULTS_SUBDIR, Problem, Suite, find_suites, load_leaderboards, read_samples
 
 ASSETS = Path(__file__).with_name("assets")
 MARKER = ".pefthub-site"
 DEFAULT_MAX_SAMPLES = 200
 CSV_FIELDS = ["suite", "name", "method", "trainer", "trainable_params", "adapter_bytes", "saved_adapter_bytes", "accuracy",
               "ci_low", "ci_high", "ci_method", "delta_vs_base", "train_seconds", "peak_memory_bytes", "learning_rate",
-              "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config"]
+              "lr_selection", "validation_accuracy", "seeds", "run_ids", "reference", "method_config", "delta_low",
+              "delta_high", "delta_p", "delta_test", "delta_p_holm", "verdict", "paired_items", "vs_base_note", "flags"]
 
 
 @dataclass
@@ -66,6 +68,7 @@ def table_csv(view: SuiteView) -> str:
         record = row.as_record()
         record.update(suite=view.suite.name, run_ids=" ".join(record["run_ids"]),
                       method_config=json.dumps(record["method_config"], sort_keys=True))
+        record["flags"] = " ".join(record["flags"])
         writer.writerow({k: _spreadsheet_safe(record.get(k)) for k in CSV_FIELDS})
     return buf.getvalue()
 
@@ -74,8 +77,13 @@ def table_json(view: SuiteView) -> str:
     failed = [{"run_id": r.run_id, "name": r.name, "method": r.method, "trainer": r.trainer, "status": r.status,
                "error": r.doc.get("error"), "learning_rate": r.learning_rate, "seed": r.seed}
               for r in view.failures]
+    pairs = [dict(p.as_dict(items=False)) if not isinstance(p, tuple) else {"a": p[0], "b": p[1], "error": p[2]}
+             for p in view.trainer_pairs]
     doc = {"suite": view.suite.name, "generated_by": f"pefthub {__version__}", "models": view.models,
-           "rows": [dict(r.as_record(), suite=view.suite.name) for r in view.rows], "failed": failed}
+           "rows": [dict(r.as_record(), suite=view.suite.name) for r in view.rows], "failed": failed,
+           "trainer_pairs": pairs}
+    doc["health"] = {"thresholds": {name: value for name, value, _ in run_health.THRESHOLDS.rationale()},
+                     "runs": {rid: h.as_record() for rid, h in sorted(view.health.items())}}
     return json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -122,10 +130,14 @@ def _write_suite(staging: Path, env, suite: Suite, view: SuiteView, slug: str, r
                json.dumps(run.doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
         _write(staging / links.run(run.run_id),
                render.render_run(env, run, links, samples=samples, samples_problem=problem,
+                                 health=view.health.get(run.run_id),
                                  samples_copied=samples_copied, max_samples=max_samples, n_result_files=n_files))
         pages += 1
     _write(staging / "downloads" / f"{slug}.csv", table_csv(view))
     _write(staging / "downloads" / f"{slug}.json", table_json(view))
+    _write(staging / "downloads" / f"{slug}-findings.md",
+           findings.render_markdown(suite.name, render.view_stat_rows(view),
+                                    source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}"))
     return pages
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import jinja2
 
-from pefthub import __version__
+from pefthub import __version__, findings, stats
+from pefthub import health as run_health
 from pefthub.site import plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
 from pefthub.site.load import Problem, Run
@@ -114,7 +115,61 @@ def _cells(row: Row) -> dict[str, Cell]:
     if row.ci_low is not None and row.ci_high is not None:
         acc.sub = f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
         acc.title = f"95% CI ({row.ci_method or 'as recorded'})"
+    delta = cells["delta_vs_base"]
+    if row.vs_base is not None:
+        c = row.vs_base
+        delta.sub = f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]"
+        delta.title = (f"paired on {c.n_items} test items; 95% CI over items and seeds; p {stats.fmt_p(c.p_value)} "
+                       f"({c.test}), Holm {stats.fmt_p(c.p_holm)}")
+    elif row.vs_base_note and not row.is_base:
+        delta.title = f"no paired interval: {row.vs_base_note}"
     return cells
+
+
+VERDICT_CLASS = {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "same"}
+
+
+def _verdict(row: Row) -> dict:
+    """The row's verdict against base (Holm-corrected), for the "vs base" column."""
+    if row.is_base:
+        return {"text": "reference", "cls": "ref", "sort": "", "title": "the untrained base model"}
+    c = row.vs_base
+    if c is None:
+        return {"text": MISSING, "cls": "", "sort": "", "title": row.vs_base_note or ""}
+    return {"text": c.verdict, "cls": VERDICT_CLASS.get(c.verdict, ""), "sort": sort_value(c.p_holm),
+            "title": f"p {stats.fmt_p(c.p_value)} ({c.test}); Holm-adjusted over the suite's rows: {stats.fmt_p(c.p_holm)}"}
+
+
+def _pair(item) -> dict:
+    """One row of the compare view: a Comparison, or (A, B, why it could not be paired)."""
+    if isinstance(item, tuple):
+        a, b, why = item
+        return {"a": a, "b": b, "error": why}
+    return {"a": item.a, "b": item.b, "error": "", "acc_a": stats.fmt_pct(item.accuracy_a),
+            "acc_b": stats.fmt_pct(item.accuracy_b), "delta": stats.fmt_pct(item.delta, sign=True),
+            "ci": f"[{stats.fmt_pct(item.low, sign=True)}, {stats.fmt_pct(item.high, sign=True)}]",
+            "p": stats.fmt_p(item.p_value), "test": item.test, "n": item.n_items,
+            "table": f"{item.a_only} A only, {item.b_only} B only, {item.both_right} both right, "
+                     f"{item.both_wrong} both wrong",
+            "significant": item.p_value < stats.ALPHA}
+
+
+def findings_context(view: SuiteView) -> list[dict]:
+    """The paper's questions for the suite (:mod:`pefthub.findings`), ready for the template."""
+    out = []
+    for question, items in findings.check(view_stat_rows(view)):
+        out.append({"question": question, "items": [{
+            "a": f.a, "b": f.b, "verdict": f.verdict, "statement": findings.statement(f),
+            "delta": stats.interval_text(f.comparison) if f.comparison else MISSING,
+            "p": f"{stats.fmt_p(f.comparison.p_value)} (Holm {stats.fmt_p(f.comparison.p_holm)})" if f.comparison else MISSING,
+            "published": f.figure.text() if f.figure else "not reported in our notes"} for f in items]})
+    return out
+
+
+def view_stat_rows(view: SuiteView) -> list[stats.StatRow]:
+    from pefthub.site.aggregate import stat_row
+
+    return [stat_row(r) for r in view.rows if r.accuracy is not None]
 
 
 def _lr_cell(row: Row) -> tuple[str, str, str, str]:
@@ -179,7 +234,10 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         rows.append({"method": row.name, "trainer": row.trainer, "is_base": row.is_base,
                      "link": links.run(row.runs[0].run_id), "variant": _variant(row), "cells": _cells(row),
                      "lr_text": lr_text, "lr_note": lr_note, "lr_sort": lr_sort, "lr_title": lr_title,
-                     "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else ""})
+                     "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else "",
+                     "verdict": _verdict(row)})
+        rows[-1]["health_flags"] = [f.as_record() for f in row.flag_details]
+    power = stats.suite_power(view_stat_rows(view))
     params_plot, n_points, skipped = plots.params_accuracy_plot(view.rows, view.base, styles)
     memory = lambda r: r.peak_memory_bytes  # noqa: E731
     seconds = lambda r: r.train_seconds  # noqa: E731
@@ -194,10 +252,13 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         "dates": date_range(view.first_started, view.last_finished),
         "n_success": len(view.successes), "n_failed": len(view.failures),
         "trainers": sorted({r.trainer for r in view.rows if not r.is_base}),
+        "n_flagged": sum(1 for r in view.rows if r.flags), "flag_meaning": run_health.MEANING,
         "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
         "pareto_memory": pareto_memory, "pareto_time": pareto_time,
         "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.name, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
         "failures": [_run_brief(r, links) for r in view.failures],
+        "pairs": [_pair(p) for p in view.trainer_pairs], "findings": findings_context(view),
+        "power": power, "findings_link": f"downloads/{slug}-findings.md",
     }
 
 
@@ -295,8 +356,33 @@ def _samples(records: list[dict], limit: int) -> tuple[list[dict], int]:
     return shown, len(records)
 
 
+def _health(health: run_health.Health | None) -> dict | None:
+    """The run page's health box: flags, and the measures behind them as short text."""
+    if health is None:
+        return None
+    m = health.measures
+
+    def frac(k, n):
+        return f"{k}/{n}" if k is not None and n else MISSING
+
+    def pair(key, n, base_key, base_n):
+        return f"{frac(m[key], m[n])} ({frac(m[base_key], m[base_n])})"
+
+    measures = [("Test completions byte-identical to base", frac(m["identical"], m["shared"])),
+                ("Correct (base) on the same items", pair("correct", "shared", "base_correct", "shared")),
+                ("No extractable answer (base)", pair("no_answer", "n", "base_no_answer", "base_n")),
+                ("Cut off by the token cap (base)", pair("at_cap", "n", "base_at_cap", "base_n"))]
+    if m["reward_mean"] is not None:
+        measures.append(("Mean GRPO training reward", f"{m['reward_mean']:.3f}"))
+    if m["zero_advantage_share"] is not None:
+        measures.append(("GRPO groups at zero advantage", f"{100 * m['zero_advantage_share']:.0f}%"))
+    return {"flags": [dict(f.as_record(), meaning=run_health.MEANING[f.name]) for f in health.flags],
+            "measures": measures, "base_run_id": health.base_run_id}
+
+
 def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list[dict], samples_problem: Problem | None,
-               samples_copied: bool, max_samples: int, n_result_files: int) -> str:
+               samples_copied: bool, max_samples: int, n_result_files: int,
+               health: run_health.Health | None = None) -> str:
     prefix = "../../"
     declared = run.config.get("budget")
     budget_block = run.doc.get("budget") if isinstance(run.doc.get("budget"), dict) else {}
@@ -331,5 +417,6 @@ def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list
         samples_problem=str(samples_problem.reason) if samples_problem else "",
         config_json=json.dumps(run.config, indent=2, sort_keys=True, ensure_ascii=False, default=str),
         environment=json.dumps(env_block, indent=2, sort_keys=True, ensure_ascii=False, default=str) if env_block else "",
-        n_result_files=n_result_files,
+        n_result_files=n_result_files, health=_health(health),
+        base_link=links.run(health.base_run_id, prefix) if health and health.base_run_id else "",
     )

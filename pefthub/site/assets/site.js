@@ -36,12 +36,21 @@
     var trainer = document.querySelector('.trainer-filter[data-table="' + table.id + '"]');
     var needle = text ? text.value.trim().toLowerCase() : "";
     var wanted = trainer ? trainer.value : "";
+    var healthControl = document.querySelector('.health-filter[data-table="' + table.id + '"]');
+    var health = healthControl ? healthControl.value : "";
     Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
       if (row.classList.contains("ref")) { row.hidden = false; return; }  // the base model always shows
       var ok = (!needle || row.textContent.toLowerCase().indexOf(needle) !== -1) &&
-               (!wanted || row.getAttribute("data-trainer") === wanted);
+               (!wanted || row.getAttribute("data-trainer") === wanted) &&
+               healthOk(row.getAttribute("data-flags") || "", health);
       row.hidden = !ok;
     });
+  }
+
+  function healthOk(flags, wanted) {
+    if (wanted === "hide") return flags === "";
+    if (wanted === "only") return flags !== "";
+    return true;
   }
 
   document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -53,7 +62,7 @@
     });
   });
 
-  document.querySelectorAll(".table-filter, .trainer-filter").forEach(function (control) {
+  document.querySelectorAll(".table-filter, .trainer-filter, .health-filter").forEach(function (control) {
     var table = document.getElementById(control.getAttribute("data-table"));
     if (!table) return;
     control.addEventListener("input", function () { applyFilters(table); });

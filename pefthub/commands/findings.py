@@ -1,0 +1,58 @@
+"""Answer the paper's questions from a suite's results and write them to docs/findings/<suite>.md:
+for each, the paired Δ with its 95% interval, the verdict (supported / contradicted / not
+distinguishable at this size / not measured in this suite) and the published figure beside it.
+The file is generated; rerun the command after new results instead of editing it.
+
+  pefthub findings quick
+  pefthub findings cpu-paper-shape --stdout
+  pefthub findings quick --worked-example docs/benchmarks.md   # also refresh the docs' worked example
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "findings"
+HELP = "write docs/findings/<suite>.md: the paper's questions answered from a suite's results"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("suite", help="suite name (results in leaderboards/<suite>/results)")
+    parser.add_argument("--results", type=Path, default=None, metavar="DIR",
+                        help="results directory (default: leaderboards/<suite>/results)")
+    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                        help="output file (default: docs/findings/<suite>.md)")
+    parser.add_argument("--stdout", action="store_true", help="print the Markdown instead of writing it")
+    parser.add_argument("--worked-example", type=Path, default=None, metavar="FILE",
+                        help="also rewrite the generated worked example between the markers in FILE")
+
+
+def run(args) -> int:
+    from pefthub import findings, stats
+    from pefthub.bench import results_dir_for
+    from pefthub.errors import ConfigError
+    from pefthub.results import atomic_write_text
+
+    name = Path(args.suite).name
+    directory = args.results or results_dir_for(name)
+    if not Path(directory).is_dir():
+        raise ConfigError(f"results directory {directory} does not exist (run `pefthub bench {name}` first)")
+    rows = stats.rows_in(directory)
+    if not rows:
+        raise ConfigError(f"no successful result in {directory}: nothing to report")
+    text = findings.render_markdown(name, rows, source=Path(directory).as_posix())
+    if args.worked_example is not None:
+        if not args.worked_example.is_file():
+            raise ConfigError(f"--worked-example: no file {args.worked_example}")
+        updated = findings.replace_worked_example(args.worked_example.read_text(encoding="utf-8"),
+                                                  findings.worked_example(name, rows))
+        atomic_write_text(args.worked_example, updated)
+        print(f"updated the worked example in {args.worked_example}")
+    if args.stdout:
+        print(text, end="")
+        return 0
+    output = args.output or Path("docs") / "findings" / f"{name}.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, text)
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,320 @@
+"""Run health: flags saying a finished run did not change the model (``no-op``) or broke it
+(``collapsed``), plus two warnings (``runaway``, ``no-signal``).
+
+Every flag is a pure function of a run's result document, its test samples, its training log
+(``doc["curves"]``) and the base-model run of the same suite evaluated the same way. Flags never
+change a result's status and flagged runs stay in the store and the tables: they are shown beside
+the score (``pefthub bench``, the site, its downloads, ``pefthub health``). The thresholds live in
+:class:`Thresholds`, each with its rationale; docs/benchmarks.md explains them and
+``pefthub health quick --markdown`` (docs/run-health.md) lists the values measured on the
+committed results next to them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pefthub.results import ResultFileError, read_samples, samples_path
+
+BASE_METHOD = "base"
+NO_OP, COLLAPSED, RUNAWAY, NO_SIGNAL = "no-op", "collapsed", "runaway", "no-signal"
+#: Flag name -> severity ("error": the score does not measure the method; "warning": read with care).
+SEVERITY = {COLLAPSED: "error", NO_OP: "warning", RUNAWAY: "warning", NO_SIGNAL: "warning"}
+#: What each flag means, one line (CLI legends, site tooltips, docs).
+MEANING = {
+    NO_OP: "the run did not change the model: mostly byte-identical test completions to the base model's and the same score",
+    COLLAPSED: "the model's outputs degenerated (answers gone, strict format gone, or the trainer stopped on collapse)",
+    RUNAWAY: "many more test completions than the base model's run to the token cap (longer, costlier evaluation)",
+    NO_SIGNAL: "GRPO had almost no learning signal: reward near zero and nearly every group at zero advantage",
+}
+#: Characters that end a finished sentence; a completion at least as long (in characters) as the
+#: token cap that does not end with one of them is counted as cut off by the cap.
+TERMINAL = (".", "!", "?", ")", "]", "}", "\"", "'", "*", "`", "$")
+STRICT_METRIC = "exact_match,strict-match"
+
+
+def _rule(default: float, why: str):
+    return field(default=default, metadata={"why": why})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold a flag uses, in one place; ``metadata["why"]`` is its one-line rationale."""
+
+    noop_min_identical: float = _rule(
+        0.5, "no-op needs at least half the test completions byte-identical to base: the same score from "
+             "mostly different text is a different model that ties, not an untouched one")
+    no_answer_excess: float = _rule(
+        0.3, "collapsed when the share of completions with no extractable answer exceeds base's by this much: "
+             "a working run changes its answer format on a few items, a collapsed one on most")
+    strict_floor: float = _rule(
+        0.02, "collapsed when strict-match is at most this (about one item in fifty) while base's is not, "
+              "and flexible accuracy did not beat base: the format the task asks for is gone")
+    strict_base_min: float = _rule(
+        0.10, "the strict-match rule applies only when base's own strict-match is at least this, so a model "
+              "that never used the strict format is not called collapsed")
+    cap_excess_collapse: float = _rule(
+        0.5, "collapsed when the share of completions cut off by the token cap exceeds base's by this much "
+             "and the score fell below base: most answers ran on instead of ending")
+    cap_excess_runaway: float = _rule(
+        0.25, "runaway when the share cut off by the token cap exceeds base's by this much: evaluation cost "
+              "grows with it even when the answers are still there")
+    reward_floor: float = _rule(
+        0.05, "no-signal when the mean GRPO training reward over all steps is at most this (near zero)")
+    zero_advantage_min: float = _rule(
+        0.85, "no-signal when at least this share of GRPO groups had zero advantage (all completions scored "
+              "alike), so nearly no rollout carried a gradient")
+
+    def rationale(self) -> list[tuple[str, float, str]]:
+        """(name, value, why) for every threshold, in declaration order."""
+        return [(f.name, getattr(self, f.name), f.metadata["why"]) for f in fields(self)]
+
+
+THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One health flag on one run: its name, severity and a one-line measured detail."""
+
+    name: str
+    detail: str
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY[self.name]
+
+    def as_record(self) -> dict:
+        return {"name": self.name, "severity": self.severity, "detail": self.detail}
+
+
+@dataclass
+class Health:
+    """A run's flags and the measurements behind them (``None`` where a measure is unavailable)."""
+
+    run_id: str
+    base_run_id: str | None
+    flags: list[Flag]
+    measures: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.flags]
+
+    def as_record(self) -> dict:
+        return {"run_id": self.run_id, "base_run_id": self.base_run_id,
+                "flags": [f.as_record() for f in self.flags], "measures": dict(self.measures)}
+
+
+# ---- per-sample measures ---------------------------------------------------------------------
+def test_records(samples: Iterable[dict] | None) -> list[dict]:
+    """The test-split records (records without a split count as test)."""
+    return [s for s in (samples or []) if isinstance(s, dict) and s.get("split", "test") == "test"]
+
+
+def has_answer(sample: dict) -> bool:
+    extracted = sample.get("extracted")
+    return extracted is not None and str(extracted).strip() != ""
+
+
+def at_token_cap(completion: Any, max_new_tokens: int | None) -> bool:
+    """Tokenizer-free proxy for "generation ran to ``max_new_tokens``": at least that many characters
+    (a byte-level BPE token decodes to at least one character of ASCII text, so a shorter completion
+    cannot have used every token) and no sentence-ending character at the end (a cap cuts mid-text)."""
+    if not isinstance(completion, str) or not max_new_tokens:
+        return False
+    text = completion.rstrip()
+    return len(completion) >= max_new_tokens and not text.endswith(TERMINAL)
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _test_block(doc: dict) -> dict:
+    return _dict(_dict(doc.get("evaluation")).get("test"))
+
+
+def _share(k: int | None, n: int | None) -> float | None:
+    return None if k is None or not n else k / n
+
+
+def _eval_max_new_tokens(doc: dict) -> int | None:
+    value = _dict(_test_block(doc).get("protocol")).get("max_new_tokens")
+    if not isinstance(value, int):
+        value = _dict(_dict(doc.get("config")).get("eval")).get("max_new_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _strict(doc: dict) -> float | None:
+    return _number(_dict(_test_block(doc).get("metrics")).get(STRICT_METRIC))
+
+
+def _accuracy(doc: dict) -> float | None:
+    return _number(_test_block(doc).get("accuracy"))
+
+
+def _grpo_signal(doc: dict) -> tuple[float | None, float | None]:
+    """(mean reward over steps, share of groups with zero advantage) from the training log."""
+    curves = [c for c in (doc.get("curves") or []) if isinstance(c, dict)] if isinstance(doc.get("curves"), list) else []
+    rewards = [_number(c.get("reward")) for c in curves if _number(c.get("reward")) is not None]
+    zero = [_number(c.get("zero_advantage_groups")) for c in curves if _number(c.get("zero_advantage_groups")) is not None]
+    groups = _dict(_dict(doc.get("config")).get("budget")).get("batch_size")
+    reward = statistics.fmean(rewards) if rewards else None
+    share = (sum(zero) / (len(zero) * groups) if zero and isinstance(groups, int) and not isinstance(groups, bool)
+             and groups > 0 else None)
+    return reward, share
+
+
+def stopped_early(doc: dict) -> dict | None:
+    """The trainer's own early-stop record (``doc["training"]["stopped_early"]``), if any."""
+    record = _dict(doc.get("training")).get("stopped_early")
+    return record if isinstance(record, dict) else None
+
+
+def comparable(doc: dict, base: dict) -> bool:
+    """Same model, task and test protocol (the test limit may differ: items are matched by id)."""
+    a, b = _dict(doc.get("config")), _dict(base.get("config"))
+    ignore = ("limit", "validation_limit")
+    eval_a = {k: v for k, v in _dict(a.get("eval")).items() if k not in ignore}
+    eval_b = {k: v for k, v in _dict(b.get("eval")).items() if k not in ignore}
+    return a.get("model") == b.get("model") and a.get("task") == b.get("task") and eval_a == eval_b
+
+
+# ---- the assessment --------------------------------------------------------------------------
+def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
+           base_samples: Iterable[dict] | None = None, thresholds: Thresholds = THRESHOLDS) -> Health:
+    """Flags and measures of one successful run against the base-model run (``None``: no base)."""
+    t = thresholds
+    mine = test_records(samples)
+    cap = _eval_max_new_tokens(doc)
+    m: dict[str, Any] = {"n": len(mine) or None}
+    m["no_answer"] = sum(not has_answer(s) for s in mine) if mine else None
+    m["at_cap"] = sum(at_token_cap(s.get("completion"), cap) for s in mine) if mine else None
+    m["strict"] = _strict(doc)
+    m["accuracy"] = _accuracy(doc)
+    m["reward_mean"], m["zero_advantage_share"] = _grpo_signal(doc)
+    m.update(identical=None, shared=None, correct=None, base_correct=None, base_no_answer=None, base_at_cap=None,
+             base_n=None, base_strict=None, base_accuracy=None)
+    flags: list[Flag] = []
+
+    base_ok = base is not None and base.get("run_id") != doc.get("run_id") and comparable(doc, base)
+    theirs = test_records(base_samples) if base_ok else []
+    if base_ok:
+        m["base_strict"], m["base_accuracy"] = _strict(base), _accuracy(base)
+    if theirs:
+        m["base_n"] = len(theirs)
+        m["base_no_answer"] = sum(not has_answer(s) for s in theirs)
+        m["base_at_cap"] = sum(at_token_cap(s.get("completion"), _eval_max_new_tokens(base)) for s in theirs)
+    by_id = {s["id"]: s for s in theirs if isinstance(s.get("id"), (str, int))}
+    pairs = [(s, by_id[s["id"]]) for s in mine if isinstance(s.get("id"), (str, int)) and s["id"] in by_id]
+    if pairs:
+        m["shared"] = len(pairs)
+        m["identical"] = sum(a.get("completion") == b.get("completion") for a, b in pairs)
+        m["correct"] = sum(a.get("correct") is True for a, _ in pairs)
+        m["base_correct"] = sum(b.get("correct") is True for _, b in pairs)
+
+    # no-op: the model answered (nearly) as base did and scored the same on the same items.
+    if pairs and m["correct"] == m["base_correct"] and m["identical"] / m["shared"] >= t.noop_min_identical:
+        flags.append(Flag(NO_OP, f"{m['identical']}/{m['shared']} test completions byte-identical to base; "
+                                 f"same score ({m['correct']}/{m['shared']})"))
+
+    # collapsed: any one of these.
+    why = []
+    stop = stopped_early(doc)
+    if stop and stop.get("reason") == COLLAPSED:
+        detail = f": {stop['detail']}" if isinstance(stop.get("detail"), str) and stop["detail"] else ""
+        why.append(f"trainer stopped early at step {stop.get('step', '?')}{detail}")
+    share_na, base_na = _share(m["no_answer"], m["n"]), _share(m["base_no_answer"], m["base_n"])
+    if share_na is not None and share_na - (base_na or 0.0) >= t.no_answer_excess:
+        why.append(f"no extractable answer in {m['no_answer']}/{m['n']}"
+                   + (f" (base {m['base_no_answer']}/{m['base_n']})" if base_na is not None else ""))
+    if (m["strict"] is not None and m["base_strict"] is not None and m["strict"] <= t.strict_floor
+            and m["base_strict"] >= t.strict_base_min
+            and (m["accuracy"] is None or m["base_accuracy"] is None or m["accuracy"] <= m["base_accuracy"])):
+        why.append(f"strict-match {100 * m['strict']:.1f}% (base {100 * m['base_strict']:.1f}%)")
+    share_cap, base_cap = _share(m["at_cap"], m["n"]), _share(m["base_at_cap"], m["base_n"])
+    cap_excess = None if share_cap is None else share_cap - (base_cap or 0.0)
+    fell = m["accuracy"] is not None and m["base_accuracy"] is not None and m["accuracy"] < m["base_accuracy"]
+    if cap_excess is not None and cap_excess >= t.cap_excess_collapse and fell:
+        why.append(f"{m['at_cap']}/{m['n']} completions cut off by the token cap"
+                   + (f" (base {m['base_at_cap']}/{m['base_n']})" if base_cap is not None else "")
+                   + " and the score fell below base")
+    if why:
+        flags.append(Flag(COLLAPSED, "; ".join(why)))
+    elif cap_excess is not None and cap_excess >= t.cap_excess_runaway:
+        flags.append(Flag(RUNAWAY, f"{m['at_cap']}/{m['n']} test completions cut off by the token cap"
+                                   + (f" (base {m['base_at_cap']}/{m['base_n']})" if base_cap is not None else "")))
+
+    if (m["reward_mean"] is not None and m["zero_advantage_share"] is not None
+            and m["reward_mean"] <= t.reward_floor and m["zero_advantage_share"] >= t.zero_advantage_min):
+        flags.append(Flag(NO_SIGNAL, f"mean training reward {m['reward_mean']:.3f}; "
+                                     f"{100 * m['zero_advantage_share']:.0f}% of groups at zero advantage"))
+    return Health(run_id=doc.get("run_id", ""), base_run_id=base.get("run_id") if base_ok else None,
+                  flags=flags, measures=m)
+
+
+def is_base(doc: dict) -> bool:
+    return _dict(doc.get("config")).get("method") == BASE_METHOD
+
+
+def pick_base(doc: dict, docs: Iterable[dict]) -> dict | None:
+    """The successful base-model run comparable to ``doc`` (the most recently finished one)."""
+    candidates = [d for d in docs if is_base(d) and d.get("status") == "success" and comparable(doc, d)]
+    return max(candidates, key=lambda d: (str(d.get("finished_at") or ""), d.get("run_id", "")), default=None)
+
+
+def assess_all(docs: Iterable[dict], samples_of: Callable[[dict], list[dict] | None],
+               thresholds: Thresholds = THRESHOLDS) -> dict[str, Health]:
+    """Health of every successful non-base run, by run id; ``samples_of(doc)`` reads a run's samples."""
+    docs = list(docs)
+    cache: dict[str, list[dict] | None] = {}
+
+    def samples(d: dict) -> list[dict] | None:
+        if d["run_id"] not in cache:
+            cache[d["run_id"]] = samples_of(d)
+        return cache[d["run_id"]]
+
+    out = {}
+    for doc in docs:
+        if doc.get("status") != "success" or is_base(doc):
+            continue
+        base = pick_base(doc, docs)
+        out[doc["run_id"]] = assess(doc, samples(doc), base, samples(base) if base else None, thresholds)
+    return out
+
+
+def samples_in(results_dir: str | Path) -> Callable[[dict], list[dict] | None]:
+    """A ``samples_of`` reading ``<results_dir>/<run_id>.samples.jsonl`` (``None`` if absent or unreadable)."""
+    def read(doc: dict) -> list[dict] | None:
+        path = samples_path(results_dir, doc["run_id"])
+        if not path.is_file():
+            return None
+        try:
+            return [r for r in read_samples(path) if isinstance(r, dict)]
+        except ResultFileError:
+            return None
+    return read
+
+
+def row_flags(healths: Iterable[Health | None]) -> list[Flag]:
+    """A row's flags from its runs' (seeds'): each flag once, with how many seeds carry it."""
+    healths = [h for h in healths if h is not None]
+    out = []
+    for name in SEVERITY:
+        hits = [f for h in healths for f in h.flags if f.name == name]
+        if hits:
+            seeds = f" [{len(hits)} of {len(healths)} seeds]" if len(healths) > 1 else ""
+            out.append(Flag(name, hits[0].detail + seeds))
+    return out
+
+
+def flags_text(flags: Iterable[Flag]) -> str:
+    return ", ".join(f.name for f in flags)

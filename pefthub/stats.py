@@ -1,0 +1,564 @@
+"""Statistics of result documents: learning-rate selection, across-seed intervals, paired comparisons
+and power. The CLI (`pefthub bench`, `compare`, `plan`, `findings`) and the site call this one module,
+so they report the same numbers; docs/benchmarks.md ("Reading the numbers") explains each rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pefthub.errors import PefthubError
+from pefthub.results import canonical_json
+
+BASE_METHOD = "base"
+ALPHA = 0.05
+LEVEL = 0.95
+
+#: How a row's learning rate was chosen.
+LR_SELECTED = "validation"      # best mean validation accuracy of several rates
+LR_SINGLE = "single"            # only one rate ran
+LR_UNSELECTED = "unselected"    # several rates ran, one lacks validation scores: none is chosen
+
+#: Verdicts of a row against the base model after Holm's correction.
+BETTER, WORSE, SAME = "better than base", "worse than base", "indistinguishable from base"
+
+
+class PairingError(PefthubError):
+    """Two rows cannot be compared item by item; the message says why."""
+
+
+# ---- documents -----------------------------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def accuracy(doc: dict, split: str = "test") -> float | None:
+    block = (doc.get("evaluation") or {}).get(split)
+    value = block.get("accuracy") if isinstance(block, dict) else None
+    return float(value) if _is_number(value) else None
+
+
+def point_key(config: dict) -> str:
+    """A config without seed and learning rate: the seeds and rates of one leaderboard point share it."""
+    return canonical_json({k: v for k, v in config.items() if k not in ("learning_rate", "seed")})
+
+
+def row_label(config: dict) -> str:
+    """``tinylora@13/grpo``, ``lora/sft``, ``base``: how a row is named on the command line."""
+    if config.get("method") == BASE_METHOD:
+        return BASE_METHOD
+    name = config.get("variant") or config.get("method")
+    params = config.get("params_target")
+    return f"{name if params is None else f'{name}@{params}'}/{config.get('trainer')}"
+
+
+# ---- learning-rate selection and the across-seed interval -----------------------------------------
+@dataclass
+class Selection:
+    """The learning rate(s) of one point that reach the leaderboard, and why."""
+
+    rule: str                            # LR_SELECTED | LR_SINGLE | LR_UNSELECTED
+    candidates: list[float | None]       # rates with at least one successful run, ascending
+    chosen: dict[Any, list[dict]]        # rate -> its successful docs (one rate unless unselected)
+
+
+def select_learning_rate(successes: Iterable[dict]) -> Selection | None:
+    """Choose a point's learning rate on validation, never test; ``None`` if nothing succeeded.
+
+    Only successful runs count. One rate: it. Several, all with validation scores: the best mean
+    validation accuracy, ties to the smaller rate. Otherwise none is chosen (every rate is returned).
+    """
+    by_lr: dict[Any, list[dict]] = {}
+    for doc in successes:
+        by_lr.setdefault(doc["config"].get("learning_rate"), []).append(doc)
+    if not by_lr:
+        return None
+    candidates = sorted(by_lr, key=lambda lr: (lr is None, lr or 0.0))
+    if len(by_lr) == 1:
+        return Selection(LR_SINGLE, candidates, dict(by_lr))
+    val = {lr: [v for v in (accuracy(d, "validation") for d in docs) if v is not None] for lr, docs in by_lr.items()}
+    if all(val.values()):
+        best = max(by_lr, key=lambda lr: (statistics.fmean(val[lr]), -(lr if lr is not None else math.inf)))
+        return Selection(LR_SELECTED, candidates, {best: by_lr[best]})
+    return Selection(LR_UNSELECTED, candidates, {lr: by_lr[lr] for lr in candidates})
+
+
+@dataclass
+class Interval:
+    """Mean test accuracy over seeds with its 95% interval."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    method: str | None
+    seeds: int
+
+
+def t_quantile(df: float, level: float = LEVEL) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+def seed_interval(docs: Sequence[dict]) -> Interval:
+    """Test accuracy over runs (one per seed) with a 95% interval.
+
+    One run: its recorded (Wilson) interval over test problems. Several: the Student t interval of
+    the seed means, widened to at least the runs' mean recorded interval, because every seed is
+    scored on the same test problems and more seeds do not shrink that part of the uncertainty.
+    """
+    scored = [d for d in docs if accuracy(d, "test") is not None]
+    if not scored:
+        return Interval(None, None, None, None, 0)
+    accs = [accuracy(d, "test") for d in scored]
+    blocks = [d["evaluation"]["test"] for d in scored]
+    lows = [b.get("ci_low") for b in blocks if _is_number(b.get("ci_low"))]
+    highs = [b.get("ci_high") for b in blocks if _is_number(b.get("ci_high"))]
+    mean = statistics.fmean(accs)
+    if len(scored) == 1:
+        method = blocks[0].get("ci_method") if isinstance(blocks[0].get("ci_method"), str) else None
+        return Interval(mean, lows[0] if lows else None, highs[0] if highs else None, method, 1)
+    half = t_quantile(len(accs) - 1) * statistics.stdev(accs) / math.sqrt(len(accs))
+    low, high = max(0.0, mean - half), min(1.0, mean + half)
+    method = f"t over {len(accs)} seeds"
+    if len(lows) == len(scored) and len(highs) == len(scored):
+        eval_low, eval_high = statistics.fmean(lows), statistics.fmean(highs)
+        if eval_low < low or eval_high > high:
+            low, high = min(low, eval_low), max(high, eval_high)
+            method += ", widened to the per-run interval"
+    return Interval(mean, low, high, method, len(scored))
+
+
+# ---- rows for comparisons ---------------------------------------------------------------------------
+@dataclass
+class StatRow:
+    """A leaderboard row for comparisons: its selected runs and where their samples are."""
+
+    label: str
+    config: dict                         # the first run's config (seed and rate aside, shared)
+    docs: list[dict]
+    samples: list[Path | None]
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def is_base(self) -> bool:
+        return self.config.get("method") == BASE_METHOD
+
+    @property
+    def trainer(self) -> str:
+        return self.config.get("trainer")
+
+    @property
+    def name(self) -> str:
+        return self.config.get("variant") or self.config.get("method")
+
+    @property
+    def params_target(self) -> int | None:
+        return self.config.get("params_target")
+
+    @property
+    def trainable_params(self) -> int | None:
+        value = (self.docs[0].get("method") or {}).get("trainable_params") if self.docs else None
+        return int(value) if _is_number(value) else (0 if self.is_base else None)
+
+
+def rows_from_docs(pairs: Iterable[tuple[dict, Path | None]]) -> list[StatRow]:
+    """Rows (in order of first appearance) from ``(result document, samples file)`` pairs: successful
+    runs only, learning rate selected as :func:`select_learning_rate` does; unselected points give
+    one row per rate, labelled with the rate."""
+    groups: dict[str, list[tuple[dict, Path | None]]] = {}
+    for doc, path in pairs:
+        if doc.get("status") == "success":
+            groups.setdefault(point_key(doc["config"]), []).append((doc, path))
+    rows = []
+    for members in groups.values():
+        where = {id(d): p for d, p in members}
+        selection = select_learning_rate(d for d, _ in members)
+        for lr, docs in selection.chosen.items():
+            label = row_label(docs[0]["config"])
+            if selection.rule == LR_UNSELECTED:
+                label += f"/lr={lr:g}" if _is_number(lr) else f"/lr={lr}"
+            docs = sorted(docs, key=lambda d: str(d["config"].get("seed")))
+            rows.append(StatRow(label, docs[0]["config"], docs, [where[id(d)] for d in docs]))
+    return rows
+
+
+# ---- item scores ----------------------------------------------------------------------------------------
+#: Protocol fields that decide which items a run was scored on and how (``merged`` and timing do not).
+PROTOCOL_FIELDS = ("harness", "task_config_hash", "split", "generation", "max_new_tokens", "chat_template",
+                   "system_prompt")
+
+
+@dataclass
+class ItemScores:
+    """A row's 0/1 test scores, items × seeds, with what identifies its items."""
+
+    label: str
+    ids: list[str]
+    scores: Any                          # numpy array (n_items, n_seeds)
+    seeds: list[Any]
+    task: Any
+    protocol: dict
+    records: list[dict[str, dict]]       # per seed: item id -> sample record
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def _natural(text: str) -> list:
+    """``item-2`` before ``item-10``."""
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def _protocol(doc: dict) -> dict:
+    block = (doc.get("evaluation") or {}).get("test") or {}
+    protocol = block.get("protocol") if isinstance(block.get("protocol"), dict) else {}
+    out = {k: protocol[k] for k in PROTOCOL_FIELDS if k in protocol}
+    out["metric"] = block.get("metric")
+    eval_config = doc["config"].get("eval") or {}
+    for key in ("limit", "split"):
+        if key in eval_config:
+            out[f"eval.{key}"] = eval_config[key]
+    return out
+
+
+def item_scores(row: StatRow, split: str = "test") -> ItemScores:
+    """Read a row's per-item test scores from the samples files beside its results."""
+    import numpy as np
+
+    from pefthub.results import ResultFileError, read_samples
+
+    per_seed: list[dict[str, dict]] = []
+    for doc, path in zip(row.docs, row.samples):
+        if path is None or not Path(path).is_file():
+            raise PairingError(f"{row.label}: run {doc['run_id']} has no samples file beside its result, "
+                               "so it has no per-item scores to pair")
+        try:
+            records = read_samples(path)
+        except ResultFileError as exc:
+            raise PairingError(f"{row.label}: {exc}") from None
+        items = {str(r["id"]): r for r in records
+                 if isinstance(r, dict) and r.get("split", split) == split and "id" in r and "correct" in r}
+        if not items:
+            raise PairingError(f"{row.label}: run {doc['run_id']} has no {split} items with an id in {Path(path).name}")
+        per_seed.append(items)
+    ids = sorted(per_seed[0], key=_natural)
+    for doc, items in zip(row.docs[1:], per_seed[1:]):
+        if sorted(items, key=_natural) != ids:
+            raise PairingError(f"{row.label}: its seeds were scored on different items (run {doc['run_id']})")
+    scores = np.array([[1.0 if items[i]["correct"] is True else 0.0 for items in per_seed] for i in ids])
+    return ItemScores(row.label, ids, scores, [d["config"].get("seed") for d in row.docs],
+                      row.config.get("task"), _protocol(row.docs[0]), per_seed)
+
+
+def check_pairable(a: ItemScores, b: ItemScores) -> None:
+    """Raise :class:`PairingError` naming why ``a`` and ``b`` were not scored on the same items."""
+    if canonical_json(a.task) != canonical_json(b.task):
+        raise PairingError(f"cannot pair {a.label} with {b.label}: different task configs "
+                           f"({canonical_json(a.task)} vs {canonical_json(b.task)})")
+    for key in sorted(set(a.protocol) | set(b.protocol)):
+        if key in a.protocol and key in b.protocol and a.protocol[key] != b.protocol[key]:
+            raise PairingError(f"cannot pair {a.label} with {b.label}: different evaluation protocol "
+                               f"({key} {a.protocol[key]!r} vs {b.protocol[key]!r})")
+    if a.ids != b.ids:
+        only_a, only_b = len(set(a.ids) - set(b.ids)), len(set(b.ids) - set(a.ids))
+        raise PairingError(f"cannot pair {a.label} with {b.label}: evaluated on different items "
+                           f"({only_a} of {a.n} test items only in the first, {only_b} of {b.n} only in the second)")
+
+
+# ---- the paired difference ----------------------------------------------------------------------------
+def _seed_components(x):
+    """Per-row two-way (items × seeds) mean squares: (MS_seed, MS_resid), vectorised over leading axes."""
+    n, s = x.shape[-2], x.shape[-1]
+    grand = x.mean(axis=(-2, -1), keepdims=True)
+    item_means = x.mean(axis=-1, keepdims=True)
+    seed_means = x.mean(axis=-2, keepdims=True)
+    ms_seed = n * ((seed_means - grand) ** 2).sum(axis=(-2, -1)) / (s - 1)
+    resid = x - item_means - seed_means + grand
+    ms_resid = (resid ** 2).sum(axis=(-2, -1)) / ((n - 1) * (s - 1))
+    return ms_seed, ms_resid
+
+
+def paired_variance(a, b):
+    """Δ = mean(a) − mean(b), the variance of Δ over items and seeds, and its Satterthwaite df.
+
+    ``a`` is (..., n, S_a) and ``b`` (..., n, S_b) 0/1 scores on the same n items (leading axes are
+    independent data sets). Var = s²(d̄ᵢ)/n + Σ_rows max(0, MS_seed − MS_resid)/(n·S), d̄ᵢ the
+    per-item difference of seed means: the crossed items × seeds random-effects variance of the
+    grand mean, written per row so unequal seed counts need no pairing of unrelated seeds. With one
+    seed on each side it is Miller's (2024) paired-difference variance. Hand-written because no
+    library offers this crossed-design variance vectorised over many data sets (the coverage test).
+    """
+    import numpy as np
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n = a.shape[-2]
+    dbar = a.mean(axis=-1) - b.mean(axis=-1)
+    delta = dbar.mean(axis=-1)
+    v_item = dbar.var(axis=-1, ddof=1) / n
+    var = v_item.copy()
+    df_denominator = v_item ** 2 / (n - 1)
+    for x in (a, b):
+        s = x.shape[-1]
+        if s < 2:
+            continue
+        ms_seed, ms_resid = _seed_components(x)
+        component = (ms_seed - ms_resid) / (n * s)
+        keep = component > 0
+        var = var + np.where(keep, component, 0.0)
+        df_denominator = df_denominator + np.where(
+            keep, (ms_seed / (n * s)) ** 2 / (s - 1) + (ms_resid / (n * s)) ** 2 / ((n - 1) * (s - 1)), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(df_denominator > 0, var ** 2 / df_denominator, n - 1)
+    return delta, var, df
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar p-value: the discordant pairs against a fair coin (1.0 if none)."""
+    from scipy.stats import binomtest
+
+    m = a_only + b_only
+    return 1.0 if m == 0 else float(binomtest(a_only, m, 0.5).pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (hand-written: scipy has no Holm, and it is four lines)."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass
+class Comparison:
+    """Row A against row B on the same test items."""
+
+    a: str
+    b: str
+    n_items: int
+    seeds_a: int
+    seeds_b: int
+    accuracy_a: float
+    accuracy_b: float
+    delta: float                         # accuracy_a − accuracy_b
+    se: float
+    df: float
+    low: float
+    high: float
+    p_value: float
+    test: str                            # "McNemar exact" | "t, items × seeds"
+    both_right: int                      # item counts on seed-averaged scores
+    a_only: int
+    b_only: int
+    both_wrong: int
+    split_items: int                     # items where neither is 0/1 on every seed and they tie
+    disagreements: list[dict]
+    p_holm: float | None = None
+    verdict: str | None = None
+
+    def as_dict(self, *, items: bool = True) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "disagreements"}
+        if items:
+            out["disagreements"] = self.disagreements
+        return out
+
+
+def _record_summary(records: list[dict[str, dict]], item: str) -> dict:
+    first = records[0][item]
+    return {"extracted": [r[item].get("extracted") for r in records], "gold": first.get("gold")}
+
+
+def compare(a: ItemScores, b: ItemScores, level: float = LEVEL) -> Comparison:
+    """Paired Δ accuracy of ``a`` over ``b`` with its interval and p-value (see docs/benchmarks.md)."""
+    import numpy as np
+    from scipy.stats import t
+
+    check_pairable(a, b)
+    delta, var, df = (float(v) for v in paired_variance(a.scores, b.scores))
+    se = math.sqrt(max(var, 0.0))
+    half = t_quantile(df, level) * se
+    ma, mb = a.scores.mean(axis=1), b.scores.mean(axis=1)
+    a_only, b_only = int((ma > mb).sum()), int((mb > ma).sum())
+    both_right, both_wrong = int(((ma == 1) & (mb == 1)).sum()), int(((ma == 0) & (mb == 0)).sum())
+    if a.scores.shape[1] == 1 and b.scores.shape[1] == 1:
+        p, test = mcnemar_p(a_only, b_only), "McNemar exact"
+    else:
+        p = 1.0 if se == 0 else float(2 * t.sf(abs(delta) / se, df))
+        test = "t, items × seeds"
+    disagreements = [{"id": i, "a": float(x), "b": float(y), "a_answers": _record_summary(a.records, i)["extracted"],
+                      "b_answers": _record_summary(b.records, i)["extracted"],
+                      "gold": _record_summary(a.records, i)["gold"]}
+                     for i, x, y in zip(a.ids, ma, mb) if x != y]
+    return Comparison(a.label, b.label, a.n, a.scores.shape[1], b.scores.shape[1], float(np.mean(a.scores)),
+                      float(np.mean(b.scores)), delta, se, df, delta - half, delta + half, p, test,
+                      both_right, a_only, b_only, both_wrong, a.n - a_only - b_only - both_right - both_wrong,
+                      disagreements)
+
+
+def compare_rows(a: StatRow, b: StatRow) -> Comparison:
+    return compare(item_scores(a), item_scores(b))
+
+
+def versus_base(rows: Sequence[StatRow], base: StatRow | None, alpha: float = ALPHA
+                ) -> dict[str, Comparison | str]:
+    """Every non-base row against ``base``: a comparison with Holm-adjusted p and verdict, or the reason
+    it could not be paired. The family is the rows that could be paired."""
+    out: dict[str, Comparison | str] = {}
+    if base is None:
+        return {r.label: "no base-model row in this suite" for r in rows if not r.is_base}
+    try:
+        reference = item_scores(base)
+    except PairingError as exc:
+        return {r.label: str(exc) for r in rows if not r.is_base}
+    for row in rows:
+        if row.is_base or row is base:
+            continue
+        try:
+            out[row.label] = compare(item_scores(row), reference)
+        except PairingError as exc:
+            out[row.label] = str(exc)
+    family = [c for c in out.values() if isinstance(c, Comparison)]
+    for c, adjusted in zip(family, holm([c.p_value for c in family])):
+        c.p_holm = adjusted
+        c.verdict = SAME if adjusted >= alpha else (BETTER if c.delta > 0 else WORSE)
+    return out
+
+
+def trainer_pairs(rows: Sequence[StatRow]) -> list[tuple[StatRow, StatRow]]:
+    """Rows that differ only in trainer (same method, variant, config and parameter budget), GRPO first."""
+    groups: dict[str, list[StatRow]] = {}
+    for row in rows:
+        if row.is_base:
+            continue
+        key = canonical_json([row.config.get(k) for k in ("method", "variant", "method_config", "params_target",
+                                                           "model", "task", "eval")])
+        groups.setdefault(key, []).append(row)
+    order = {"grpo": 0, "sft": 1}
+    pairs = []
+    for members in groups.values():
+        members = sorted(members, key=lambda r: (order.get(r.trainer, 2), r.trainer))
+        pairs += [(x, y) for i, x in enumerate(members) for y in members[i + 1:] if x.trainer != y.trainer]
+    return pairs
+
+
+# ---- power ---------------------------------------------------------------------------------------------
+def mcnemar_power(n: int, delta: float, discordance: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided exact McNemar test on n items when the rows disagree on a share
+    ``discordance`` of them and the first is right on ``(discordance + delta)/2`` of them.
+    Hand-written (a sum over scipy binomials): statsmodels' power tools have no exact McNemar."""
+    import numpy as np
+    from scipy.stats import binom
+
+    if discordance <= 0 or abs(delta) > discordance + 1e-12:
+        return 0.0
+    m = np.arange(1, n + 1)
+    c = binom.ppf(alpha / 2, m, 0.5)                       # largest c with 2·P(X ≤ c) ≤ alpha ...
+    c = np.where(binom.cdf(c, m, 0.5) > alpha / 2, c - 1, c)
+    share = min(1.0, (discordance + abs(delta)) / (2 * discordance))
+    reject = np.where(c >= 0, binom.cdf(c, m, share) + binom.sf(m - c - 1, m, share), 0.0)
+    return float((binom.pmf(m, n, discordance) * reject).sum())
+
+
+def detectable_difference(n: int, base_accuracy: float, *, assumption: str, power: float = 0.8,
+                          alpha: float = ALPHA, step: float = 0.005) -> float | None:
+    """Smallest improvement over ``base_accuracy`` the exact McNemar test detects with ``power`` on n items.
+
+    ``assumption`` fixes the discordance rate ψ: ``"one-way"`` ψ = Δ (the row only fixes base errors;
+    the best case) or ``"independent"`` ψ = p₀(1−p₁) + p₁(1−p₀) (errors independent of base's).
+    """
+    delta = step
+    while base_accuracy + delta <= 1.0 + 1e-9:
+        p1 = base_accuracy + delta
+        psi = delta if assumption == "one-way" else base_accuracy * (1 - p1) + p1 * (1 - base_accuracy)
+        if mcnemar_power(n, delta, psi, alpha) >= power:
+            return round(delta, 6)
+        delta += step
+    return None
+
+
+def fmt_pct(x: float | None, digits: int = 1, sign: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:+.{digits}f}" if sign else f"{100 * x:.{digits}f}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def interval_text(c: Comparison) -> str:
+    """``+6.2 [-3.1, +15.5]`` (percentage points)."""
+    return f"{fmt_pct(c.delta, sign=True)} [{fmt_pct(c.low, sign=True)}, {fmt_pct(c.high, sign=True)}]"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=1, ensure_ascii=False, allow_nan=False, default=str)
+
+
+@dataclass
+class Power:
+    """What a suite of n test items and S seeds can tell apart from its base model (80% power, α .05)."""
+
+    n_items: int
+    seeds: int
+    base_accuracy: float
+    base_source: str                     # "measured (run …)" | "given"
+    one_way: float | None                # detectable Δ if the row only fixes base errors (best case)
+    independent: float | None            # detectable Δ if its errors are independent of base's
+
+    @property
+    def smoke(self) -> bool:
+        """Too small to separate rows by less than about ten points even in the best case."""
+        return self.one_way is None or self.one_way > 0.1
+
+    def sentence(self) -> str:
+        both = (f"{fmt_pct(self.one_way)} points if the row only fixes base errors, "
+                f"{fmt_pct(self.independent)} if its errors are independent of the base model's"
+                if self.one_way is not None and self.independent is not None else "no difference")
+        text = (f"{self.n_items} test items, {self.seeds} seed{'s' if self.seeds != 1 else ''}, base accuracy "
+                f"{fmt_pct(self.base_accuracy)}% ({self.base_source}): at 80% power (two-sided α 0.05) it detects "
+                f"a gain over base of {both}")
+        if self.smoke:
+            text += (". A smoke run: it can tell a method that clearly learned the task from one that did not, "
+                     "not methods a few points apart; a null here is not evidence of no effect")
+        return text + "."
+
+
+def power(n_items: int, seeds: int, base_accuracy: float, base_source: str) -> Power:
+    """The suite-level power summary (exact McNemar on n items; seeds assumed not to shrink item-level
+    disagreement, so the figures hold for any seed count and are conservative for several seeds)."""
+    return Power(n_items, seeds, base_accuracy, base_source,
+                 detectable_difference(n_items, base_accuracy, assumption="one-way"),
+                 detectable_difference(n_items, base_accuracy, assumption="independent"))
+
+
+def suite_power(rows: Sequence[StatRow]) -> Power | None:
+    """:func:`power` for a suite's rows, the base accuracy measured from its base row."""
+    base = next((r for r in rows if r.is_base), None)
+    scored = [r for r in rows if r.docs and accuracy(r.docs[0]) is not None]
+    if base is None or not scored or accuracy(base.docs[0]) is None:
+        return None
+    n = (base.docs[0]["evaluation"]["test"].get("n") or 0)
+    seeds = max(len(r.docs) for r in scored if not r.is_base) if len(scored) > 1 else 1
+    return power(int(n), seeds, statistics.fmean(accuracy(d) for d in base.docs),
+                 f"measured, run {base.docs[0]['run_id']}")
+
+
+def rows_in(results_dir: str | Path) -> list[StatRow]:
+    """The rows of one results directory (successful runs, learning rate selected), samples beside them."""
+    from pefthub.results import load_results_dir, samples_path
+
+    pairs, _ = load_results_dir(results_dir, with_paths=True)
+    return rows_from_docs((doc, samples_path(results_dir, doc["run_id"])) for _, doc in pairs)

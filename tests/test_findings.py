@@ -1,0 +1,93 @@
+"""`pefthub findings`: the paper's questions answered from results, verdicts from paired statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pefthub import findings, results, stats
+
+REPO = Path(__file__).resolve().parents[1]
+N = 120
+
+
+def write_row(directory: Path, method: str, params, trainer: str, correct: np.ndarray, seed: int = 0) -> None:
+    config = {"model": "tiny-random", "task": {"name": "t"}, "trainer": trainer, "trainer_options": {},
+              "method": method, "method_config": {}, "params_target": params,
+              "learning_rate": None if method == "base" else 1e-3, "seed": seed, "budget": {"steps": 2},
+              "eval": {"split": "test", "limit": N}}
+    doc = results.new_result(config, suite="synthetic", status="success", finished_at=results.utc_now())
+    doc["method"] = {"name": method, "trainable_params": params or 0}
+    acc = float(correct.mean())
+    doc["evaluation"] = {"test": {"accuracy": acc, "n": N, "ci_low": acc, "ci_high": acc, "ci_method": "wilson"}}
+    results.write_result(directory, doc, [{"split": "test", "id": f"t-{i}", "correct": bool(c)}
+                                          for i, c in enumerate(correct)])
+
+
+def synthetic_suite(directory: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(N) < 0.3
+    def better(x, k):   # fix k of the wrong items
+        y = x.copy()
+        y[np.flatnonzero(~x)[:k]] = True
+        return y
+    def worse(x, k):
+        y = x.copy()
+        y[np.flatnonzero(x)[:k]] = False
+        return y
+    write_row(directory, "base", None, "none", base)
+    write_row(directory, "tinylora", 1, "grpo", base)
+    write_row(directory, "tinylora", 13, "grpo", better(base, 30))          # 13 > 1 under GRPO: supported
+    write_row(directory, "tinylora", 120, "grpo", better(base, 31))         # ~120 vs 13: a null
+    write_row(directory, "tinylora", 13, "sft", worse(base, 25))            # below base: contradicts +7
+    write_row(directory, "lora", None, "sft", better(base, 40))             # tiny below LoRA under SFT: supported
+
+
+def test_verdicts_on_a_synthetic_suite(tmp_path):
+    synthetic_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    checked = {f.claim.key: f for _, fs in findings.check(rows) for f in fs}
+    assert checked["grpo:13-vs-1"].verdict == findings.SUPPORTED
+    assert checked["grpo:120-vs-13"].verdict == findings.NULL
+    assert checked["grpo:120-vs-13"].a == "tinylora@120/grpo"
+    assert checked["sft:13-vs-base"].verdict == findings.CONTRADICTED
+    assert checked["sft:13-vs-lora"].verdict == findings.SUPPORTED
+    assert checked["grpo:13-vs-full"].verdict == findings.NOT_MEASURED
+    assert checked["grpo:13-vs-full"].note == "no full/grpo row"
+    made = [f for f in checked.values() if f.comparison]
+    assert [f.comparison.p_holm for f in made] == pytest.approx(stats.holm([f.comparison.p_value for f in made]))
+    text = findings.render_markdown("synthetic", rows, "x")
+    assert "No difference is detectable at this size" in text and "**contradicted**" in text
+    assert findings.PAPER["grpo-vs-sft@13"].text().startswith("+8.0 (91% vs 83%")
+
+
+def test_committed_quick_findings_are_the_generated_ones(capsys, monkeypatch, tmp_path):
+    from pefthub.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["findings", "quick", "--stdout"]) == 0
+    generated = capsys.readouterr().out
+    assert generated == (REPO / "docs" / "findings" / "quick.md").read_text(encoding="utf-8")
+    assert "Smoke run" in generated and "not measured in this suite" in generated
+    assert main(["findings", "quick", "-o", str(tmp_path / "q.md")]) == 0
+    assert (tmp_path / "q.md").read_text(encoding="utf-8") == generated
+
+
+def test_findings_of_a_suite_without_results_is_one_error(capsys, tmp_path):
+    from pefthub.cli import main
+
+    assert main(["findings", "nosuch", "--results", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results directory") and err.count("\n") == 1
+
+
+def test_the_docs_worked_example_is_generated_from_the_quick_results():
+    rows = stats.rows_in(REPO / "leaderboards" / "quick" / "results")
+    text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    example = findings.worked_example("quick", rows)
+    assert findings.replace_worked_example(text, example) == text, \
+        "stale: pefthub findings quick --worked-example docs/benchmarks.md"
+    c = stats.versus_base(rows, next(r for r in rows if r.is_base))["full/sft"]
+    assert f"({c.a_only} − {c.b_only}) / 64" in example and stats.fmt_p(c.p_holm) in example

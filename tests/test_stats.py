@@ -1,0 +1,248 @@
+"""pefthub.stats: known answers computed by hand, the interval's coverage by simulation, refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from pefthub import results, stats
+
+QUICK = Path(__file__).resolve().parents[1] / "leaderboards" / "quick" / "results"
+
+
+# ---- known answers ----------------------------------------------------------------------------------
+def test_mcnemar_exact_by_hand():
+    # 1 vs 6 discordant pairs: P(X <= 1 | 7, 1/2) = (1 + 7) / 128, doubled.
+    assert stats.mcnemar_p(1, 6) == pytest.approx(16 / 128)
+    assert stats.mcnemar_p(6, 1) == pytest.approx(16 / 128)
+    assert stats.mcnemar_p(0, 5) == pytest.approx(2 / 32)
+    assert stats.mcnemar_p(0, 0) == 1.0
+
+
+def test_holm_by_hand():
+    # sorted: .005*4 = .02, .01*3 = .03, .03*2 = .06, .04*1 = .04 -> running max .06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == []
+
+
+def test_single_seed_interval_is_the_paired_difference_t_interval():
+    a = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0], float)[:, None]
+    b = np.array([0, 1, 0, 0, 0, 1, 0, 0, 0, 1], float)[:, None]
+    delta, var, df = stats.paired_variance(a, b)
+    # d = (1,0,1,0,0,0,0,0,0,-1): mean .1, s^2 = (3 - 10 * .01) / 9
+    assert delta == pytest.approx(0.1)
+    assert var == pytest.approx((3 - 0.1) / 9 / 10)
+    assert df == pytest.approx(9)
+
+
+def test_multi_seed_variance_and_satterthwaite_df_by_hand():
+    a = np.array([[1, 0], [1, 0], [0, 0]], float)    # 3 items x 2 seeds
+    b = np.array([[0], [0], [1]], float)             # a single greedy run, broadcast over seeds
+    delta, var, df = stats.paired_variance(a, b)
+    # item part: d-bar = (.5, .5, -1), s^2 = .75, / 3 = .25.
+    # seed part of a: MS_seed = 3 * 2 * (1/3)^2 = 2/3, MS_resid = (1/3) / 2 = 1/6 -> (2/3 - 1/6) / 6 = 1/12
+    assert delta == pytest.approx(0.0)
+    assert var == pytest.approx(0.25 + 1 / 12)
+    denominator = 0.25 ** 2 / 2 + (2 / 3 / 6) ** 2 / 1 + (1 / 6 / 6) ** 2 / 2
+    assert df == pytest.approx((0.25 + 1 / 12) ** 2 / denominator)
+
+
+def test_broadcast_single_run_equals_the_crossed_design_on_differences():
+    rng = np.random.default_rng(3)
+    a = (rng.random((40, 3)) < 0.5).astype(float)
+    b = (rng.random((40, 1)) < 0.4).astype(float)
+    _, var, _ = stats.paired_variance(a, b)
+    d = a - b                                          # items x seeds, crossed
+    n, s = d.shape
+    ms_item = s * d.mean(1).var(ddof=1)
+    ms_seed, ms_resid = stats._seed_components(d)
+    assert var == pytest.approx(max(ms_item + ms_seed - ms_resid, ms_item) / (n * s))
+
+
+def test_power_is_larger_when_errors_move_one_way():
+    one_way = stats.detectable_difference(64, 0.25, assumption="one-way")
+    independent = stats.detectable_difference(64, 0.25, assumption="independent")
+    assert 0 < one_way < independent < 0.5
+    assert stats.detectable_difference(400, 0.25, assumption="independent") < independent
+    # one-way at n = 64: 6 discordant pairs all one way reach p = 2 / 64 < .05; power .8 needs P(m >= 6) >= .8
+    assert stats.mcnemar_power(64, one_way, one_way) >= 0.8
+    assert stats.mcnemar_power(64, one_way - 0.005, one_way - 0.005) < 0.8
+
+
+# ---- coverage by simulation ---------------------------------------------------------------------------
+def simulate(rng, datasets, n, seeds_a, seeds_b, *, item_sd=1.0, shift_sd=0.5, seed_sd=0.2, mu=-0.3, effect=0.3):
+    """Probit model: item difficulty shared by both rows, a row-specific item shift, a per-seed run effect.
+    The population accuracy of a row is Φ(m / sqrt(1 + total latent variance)), so Δ is known exactly."""
+    theta = rng.normal(0, item_sd, (datasets, n, 1))
+    def row(mean, s):
+        latent = theta + rng.normal(0, shift_sd, (datasets, n, 1)) + rng.normal(0, seed_sd if s > 1 else 0.0,
+                                                                                 (datasets, 1, s)) + mean
+        return (rng.random((datasets, n, s)) < norm.cdf(latent)).astype(float)
+    a, b = row(mu + effect, seeds_a), row(mu, seeds_b)
+    truth = (norm.cdf((mu + effect) / math.sqrt(1 + item_sd ** 2 + shift_sd ** 2 + (seed_sd ** 2 if seeds_a > 1 else 0)))
+             - norm.cdf(mu / math.sqrt(1 + item_sd ** 2 + shift_sd ** 2 + (seed_sd ** 2 if seeds_b > 1 else 0))))
+    return a, b, truth
+
+
+@pytest.mark.parametrize("n, seeds_a, seeds_b", [(200, 3, 3), (150, 4, 1), (100, 3, 5)])
+def test_interval_covers_the_true_difference_95_percent_of_the_time(n, seeds_a, seeds_b):
+    rng = np.random.default_rng(20261203)
+    a, b, truth = simulate(rng, 2000, n, seeds_a, seeds_b)
+    delta, var, df = stats.paired_variance(a, b)
+    from scipy.stats import t
+
+    half = t.ppf(0.975, df) * np.sqrt(var)
+    covered = np.mean((delta - half <= truth) & (truth <= delta + half))
+    assert 0.93 <= covered <= 0.97, covered
+
+
+# ---- on the committed quick results -------------------------------------------------------------------
+def quick_rows(directory=QUICK):
+    pairs, _ = results.load_results_dir(directory, with_paths=True)
+    return stats.rows_from_docs((doc, results.samples_path(directory, doc["run_id"])) for _, doc in pairs)
+
+
+def test_quick_rows_against_base_are_paired_and_holm_corrected():
+    rows = quick_rows()
+    base = next(r for r in rows if r.is_base)
+    out = stats.versus_base(rows, base)
+    assert len(out) == 14 and all(isinstance(c, stats.Comparison) for c in out.values())
+    for c in out.values():
+        assert c.both_right + c.a_only + c.b_only + c.both_wrong == 64
+        assert c.delta == pytest.approx((c.a_only - c.b_only) / 64)
+        assert c.p_value == pytest.approx(stats.mcnemar_p(c.a_only, c.b_only))
+        assert c.p_holm >= c.p_value
+        assert c.verdict in (stats.BETTER, stats.WORSE, stats.SAME)
+        assert len(c.disagreements) == c.a_only + c.b_only
+
+
+def test_rows_on_different_items_refuse_with_one_reason(tmp_path):
+    rows = quick_rows()
+    base = next(r for r in rows if r.is_base)
+    other = next(r for r in rows if r.label == "lora/sft")
+    moved = tmp_path / "moved.samples.jsonl"
+    lines = other.samples[0].read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    records[0]["id"] = "chain_sum-test-9999"
+    moved.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    changed = stats.StatRow(other.label, other.config, other.docs, [moved])
+    with pytest.raises(stats.PairingError, match="different items.*1 of 64"):
+        stats.compare_rows(changed, base)
+    doc = json.loads(json.dumps(other.docs[0]))
+    doc["config"]["task"]["max_terms"] = 4
+    with pytest.raises(stats.PairingError, match="different task configs"):
+        stats.compare_rows(stats.StatRow(other.label, doc["config"], [doc], other.samples), base)
+    doc = json.loads(json.dumps(other.docs[0]))
+    doc["evaluation"]["test"]["protocol"]["max_new_tokens"] = 256
+    with pytest.raises(stats.PairingError, match="evaluation protocol.*max_new_tokens"):
+        stats.compare_rows(stats.StatRow(other.label, other.config, [doc], other.samples), base)
+    with pytest.raises(stats.PairingError, match="no samples file"):
+        stats.compare_rows(stats.StatRow(other.label, other.config, other.docs, [tmp_path / "none.jsonl"]), base)
+
+
+def test_cli_summary_and_site_report_identical_numbers(tmp_path):
+    """The committed quick results through `pefthub bench`'s summary and the site's aggregation."""
+    from pefthub import bench
+    from pefthub.site.aggregate import view_suite
+    from pefthub.site.load import load_leaderboards
+
+    root = tmp_path / "leaderboards" / "quick"
+    shutil.copytree(QUICK, root / "results")
+    docs = [doc for _, doc in results.load_results_dir(root / "results", with_paths=True)[0]]
+    ours = {r.label: r for r in bench.summarize(docs, results_dir=root / "results")}
+    (suite,), problems = load_leaderboards(tmp_path / "leaderboards")
+    assert problems == []
+    view = view_suite(suite)
+    assert len(view.rows) == len(ours) == 15
+    for row in view.rows:
+        mine = ours[row.label]
+        assert (row.accuracy, row.ci_low, row.ci_high, row.ci_method, row.learning_rate, row.lr_selection) == (
+            mine.test_mean, mine.ci_low, mine.ci_high, mine.ci_method, mine.best_lr, mine.selection)
+        if row.is_base:
+            continue
+        theirs, mine = row.vs_base, mine.vs_base
+        assert (theirs.delta, theirs.low, theirs.high, theirs.p_value, theirs.p_holm, theirs.verdict) == (
+            mine.delta, mine.low, mine.high, mine.p_value, mine.p_holm, mine.verdict)
+
+
+# ---- pefthub compare ------------------------------------------------------------------------------------
+def run_cli(capsys, *argv):
+    from pefthub.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_rows_of_a_suite(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "compare", "full/sft", "base", "--suite", "quick", "--results", str(QUICK),
+                             "--show", "2")
+    assert code == 0, err
+    assert "19" in out and "6" in out and "McNemar exact, 19 vs 6 discordant items" in out
+    assert "first 2; --json lists all" in out
+    code, out, err = run_cli(capsys, "compare", "full/sft", "base", "--results", str(QUICK), "--json")
+    doc = json.loads(out)
+    assert (doc["a_only"], doc["b_only"], doc["both_right"], doc["both_wrong"]) == (19, 6, 9, 30)
+    assert doc["p_value"] == pytest.approx(stats.mcnemar_p(19, 6))
+    assert len(doc["disagreements"]) == 25 and doc["runs_b"] == ["e5501a31c81086e0"]
+
+
+def test_compare_run_ids_and_bad_input(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "compare", "a0b759edac48102c", "e5501a31c81086e0", "--results", str(QUICK))
+    assert code == 0 and "lora/sft (run a0b759edac48102c)" in out
+    for argv, message in [
+        (("lora", "base"), "'lora' is not a run id (16 hex digits); row names need --suite"),
+        (("lora/x", "base", "--suite", "quick", "--results", str(QUICK)), "no row 'lora/x' in suite quick"),
+        (("base", "base", "--results", str(QUICK)), "the same run"),
+        (("lora/sft", "base", "--results", str(tmp_path / "none")), "does not exist"),
+    ]:
+        code, out, err = run_cli(capsys, "compare", *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+# ---- pefthub plan <suite>: power --------------------------------------------------------------------------
+def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_path):
+    from pefthub import suites
+    from pefthub.commands.plan import suite_power
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    code, out, err = run_cli(capsys, "plan", "quick", "--json")
+    assert code == 0, err
+    power = json.loads(out)["power"]
+    expected_one_way = stats.detectable_difference(64, 15 / 64, assumption="one-way")
+    assert power["test_items"] == 64 and power["seeds"] == 1 and power["base_accuracy"] == 15 / 64
+    assert power["detectable_gain_one_way"] == expected_one_way and power["smoke"] is True
+    assert "not methods a few points apart" in power["summary"]
+    code, out, err = run_cli(capsys, "plan", "quick", "--base-accuracy", "1.5")
+    assert code == 2 and err.startswith("error: --base-accuracy must be a fraction")
+    suite = suites.load("quick")
+    monkeypatch.chdir(tmp_path)   # no stored results: the base accuracy must be given
+    assert suite_power(suite, None) is None
+    given = suite_power(suite, 0.5)
+    assert given.base_source == "given" and given.independent == stats.detectable_difference(
+        64, 0.5, assumption="independent")
+
+
+def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from pefthub import bench
+    from pefthub.commands.bench import print_results
+
+    docs = [doc for _, doc in results.load_results_dir(QUICK, with_paths=True)[0]]
+    rows = bench.summarize(docs, results_dir=QUICK)
+    console = Console(record=True, width=220)
+    print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), rows, total=15, have=15)
+    text = console.export_text()
+    full = next(r for r in rows if r.label == "full/sft").vs_base
+    assert stats.interval_text(full) in text and "≈ base" in text and "Holm's correction over 14 rows" in text
+    assert "Smoke run: 64 test items, 1 seed" in " ".join(text.split())
