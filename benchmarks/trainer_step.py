@@ -108,10 +108,10 @@ def run(engine: str, trainer_name: str, steps: int) -> dict:
         raise SystemExit(f"{trainer_cls.name} failed: {outcome.error}")
     spent = outcome.spent
     tokens = spent.tokens_generated if trainer_name == "grpo" else spent.tokens_trained
-    if trainer_name == "grpo":  # completion tokens of each step (every row of a step is generated)
-        rows = budget.batch_size * budget.generations
-        step_tokens = [round(p["completion_length"] * rows) for p in outcome.curves]
-    else:  # the same batches every run; the per-step split is not recorded, so spread the total evenly
+    rows = budget.batch_size * budget.generations
+    if trainer_name == "grpo" and all(p.get("completion_length") is not None for p in outcome.curves):
+        step_tokens = [round(p["completion_length"] * rows) for p in outcome.curves]  # completion tokens per step
+    else:  # SFT (the same batches every run) or no per-step length logged: spread the total evenly
         step_tokens = [tokens / len(outcome.curves)] * len(outcome.curves)
     return {"step_seconds": [p["seconds"] for p in outcome.curves], "tokens": tokens, "step_tokens": step_tokens,
             "trainable": method.trainable_parameters(model),
