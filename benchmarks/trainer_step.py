@@ -1,6 +1,6 @@
 """Time optimizer steps of one trainer engine in a process of its own (run by test_train_speed.py).
 
-    python benchmarks/trainer_step.py {pefthub,trl} {grpo,sft} --steps 3
+    python benchmarks/trainer_step.py {pefthub,pefthub-hf,trl,trl-like-pefthub} {grpo,sft} --steps 3
 
 Each engine runs in a fresh process so that its peak RSS (``VmHWM``) is its own. Both engines
 get the same model (the embedded SmolLM2-135M-Instruct, fp32), the same method built by pefthub's
@@ -21,8 +21,16 @@ Settings that make the two engines do the same work:
   which gives it the examples in the order pefthub's seeded ``BatchStream`` draws them with TRL's
   sampler sequential, so both engines see the same batches (``trl-sft`` and ``sft`` compute the same
   losses and parameters: tests/test_trl_engine.py).
-* TRL runs with its defaults, as in the issue's reference figures: a step's rows in one per-device
-  batch, gradient checkpointing on. pefthub uses its defaults: micro-batches of 8, no checkpointing.
+* Engines (the first argument): ``trl`` is TRL with its defaults, as in the issue's reference
+  figures: a step's rows in one per-device batch, gradient checkpointing on. ``trl-like-pefthub``
+  is TRL set as pefthub runs: micro-batches of 8 (gradient accumulation over the step) and no
+  checkpointing, so the remaining difference is the engines'. ``pefthub`` uses its defaults
+  (micro-batches of 8, no checkpointing, the ``fused`` rollout engine); ``pefthub-hf`` is the same
+  with rollouts on HF ``generate`` (GRPO only), so the rollout engine's share of the gain shows.
+  SFT differs in one more way on purpose: pefthub projects only target positions through the LM
+  head (``logits_to_keep``), TRL all positions.
+* ``step_tokens`` lists each step's tokens (GRPO: completion tokens generated; SFT: target tokens
+  trained), so step times can be normalised per token.
 """
 
 from __future__ import annotations
@@ -76,18 +84,23 @@ def run(engine: str, trainer_name: str, steps: int) -> dict:
     spec = GRPO if trainer_name == "grpo" else SFT
     lm, method, model = build(spec["method"], spec.get("params"), spec.get("config"))
     task = task_for(trainer_name)
-    trainer_cls = plugins.trainers().get(trainer_name if engine == "pefthub" else f"trl-{trainer_name}")
-    # TRL takes the whole step in one per-device batch, as in the issue's reference figures;
-    # pefthub uses its default micro-batches.
-    micro = {} if engine == "pefthub" else {"micro_batch_size": 0}
+    ours = engine.startswith("pefthub")
+    trainer_cls = plugins.trainers().get(trainer_name if ours else f"trl-{trainer_name}")
+    # TRL defaults: the whole step in one per-device batch, checkpointing on (the issue's reference
+    # figures); TRL like pefthub: micro-batches of 8, no checkpointing; pefthub: its defaults.
+    options = {"trl": {"micro_batch_size": 0},
+               "trl-like-pefthub": {"micro_batch_size": 8, "gradient_checkpointing": False},
+               "pefthub": {}, "pefthub-hf": {"rollout_backend": "hf"}}[engine]
+    if engine == "pefthub-hf" and trainer_name != "grpo":
+        raise SystemExit("pefthub-hf changes the rollout engine: GRPO only")
     if trainer_name == "grpo":
-        if engine == "pefthub":
+        if ours:
             trainer_cls.skip_zero_advantage_rows = False  # same work as TRL (see the module docstring)
-        trainer = trainer_cls(trainer_cls.options_class(temperature=spec["temperature"], **micro))
+        trainer = trainer_cls(trainer_cls.options_class(temperature=spec["temperature"], **options))
         budget = Budget(steps=steps, batch_size=spec["batch_size"], generations=spec["generations"],
                         max_new_tokens=spec["max_new_tokens"], max_seq_len=512)
     else:
-        trainer = trainer_cls(trainer_cls.options_class(**micro))
+        trainer = trainer_cls(trainer_cls.options_class(**options))
         budget = Budget(steps=steps, batch_size=spec["batch_size"], max_seq_len=spec["max_seq_len"])
     outcome = trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=task, budget=budget,
                             learning_rate=spec["learning_rate"], seed=0)
@@ -95,7 +108,12 @@ def run(engine: str, trainer_name: str, steps: int) -> dict:
         raise SystemExit(f"{trainer_cls.name} failed: {outcome.error}")
     spent = outcome.spent
     tokens = spent.tokens_generated if trainer_name == "grpo" else spent.tokens_trained
-    return {"step_seconds": [p["seconds"] for p in outcome.curves], "tokens": tokens,
+    rows = budget.batch_size * budget.generations
+    if trainer_name == "grpo" and all(p.get("completion_length") is not None for p in outcome.curves):
+        step_tokens = [round(p["completion_length"] * rows) for p in outcome.curves]  # completion tokens per step
+    else:  # SFT (the same batches every run) or no per-step length logged: spread the total evenly
+        step_tokens = [tokens / len(outcome.curves)] * len(outcome.curves)
+    return {"step_seconds": [p["seconds"] for p in outcome.curves], "tokens": tokens, "step_tokens": step_tokens,
             "trainable": method.trainable_parameters(model),
             "rollout_backend": outcome.curves[0].get("rollout_backend")}
 
@@ -112,7 +130,7 @@ def peak_rss_bytes() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("engine", choices=["pefthub", "trl"])
+    parser.add_argument("engine", choices=["pefthub", "pefthub-hf", "trl", "trl-like-pefthub"])
     parser.add_argument("trainer", choices=["grpo", "sft"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

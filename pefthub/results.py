@@ -234,6 +234,13 @@ def validate(doc: Any) -> None:
             _require(value is None or _is_number(value), f"evaluation.{split}.{bound} is not a number")
     curves = doc.get("curves")
     _require(curves is None or isinstance(curves, list), "'curves' is not a list")
+    training = doc.get("training")
+    _require(training is None or isinstance(training, dict), "'training' is not an object")
+    stopped = (training or {}).get("stopped_early")
+    if stopped is not None:
+        _require(isinstance(stopped, dict) and isinstance(stopped.get("reason"), str) and _is_int(stopped.get("step"))
+                 and isinstance(stopped.get("detail"), str),
+                 "training.stopped_early needs a string 'reason', an integer 'step' and a string 'detail'")
 
 
 # ---- upgrades --------------------------------------------------------------------------------

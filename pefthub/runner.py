@@ -209,6 +209,8 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
                                              budget=prepared.budget, learning_rate=prepared.learning_rate,
                                              seed=prepared.seed, spent=spent, progress=progress)
             doc["curves"] = outcome.curves
+            if outcome.stopped_early is not None:  # still a success: the model is evaluated
+                doc["training"] = {"stopped_early": outcome.stopped_early}
             if outcome.status != "success":
                 doc["status"], doc["error"] = outcome.status, outcome.error
                 return doc

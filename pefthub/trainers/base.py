@@ -59,6 +59,9 @@ class TrainOutcome:
     spent: Spent
     curves: list[dict] = field(default_factory=list)
     error: str | None = None
+    #: Set when the trainer ended before ``budget.steps`` by its own rule, e.g.
+    #: ``{"reason": "collapsed", "step": 12, "detail": "..."}``; the run still succeeded.
+    stopped_early: dict | None = None
 
 
 class Trainer:
@@ -101,12 +104,14 @@ class Trainer:
         spent = spent if spent is not None else Spent()
         curves: list[dict] = []
         meter = None
+        stopped_early = None
         if spent.peak_rss_bytes is None:  # standalone use (no runner measuring): measure our own peak
             meter = MemoryMeter()
             meter.start()
         try:
-            self.run_steps(model=model, tokenizer=tokenizer, method=method, task=task, budget=budget,
-                           learning_rate=learning_rate, seed=seed, spent=spent, curves=curves, progress=progress)
+            stopped_early = self.run_steps(model=model, tokenizer=tokenizer, method=method, task=task, budget=budget,
+                                           learning_rate=learning_rate, seed=seed, spent=spent, curves=curves,
+                                           progress=progress)
             status, error = "success", None
         except TrainingFailure as exc:
             status, error = "failed", str(exc)
@@ -118,11 +123,13 @@ class Trainer:
             model.eval()
             if meter is not None:
                 meter.record(spent)
-        return TrainOutcome(status=status, spent=spent, curves=curves, error=error)
+        return TrainOutcome(status=status, spent=spent, curves=curves, error=error,
+                            stopped_early=stopped_early if status == "success" else None)
 
     def run_steps(self, *, model: nn.Module, tokenizer: Any, method: Any, task: Any, budget: Budget,
                   learning_rate: float, seed: int, spent: Spent, curves: list[dict],
-                  progress: Progress | None) -> None:
+                  progress: Progress | None) -> dict | None:
         """The training loop: update ``spent`` and append one dict per optimizer step to ``curves``;
-        raise :class:`TrainingFailure` when the budget cannot be honoured."""
+        raise :class:`TrainingFailure` when the budget cannot be honoured. Return None, or the
+        ``stopped_early`` record when the loop ended early by its own rule."""
         raise NotImplementedError

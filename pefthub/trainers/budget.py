@@ -29,6 +29,7 @@ class Spent:
     optimizer_steps: int = 0
     examples: int = 0
     prompts: int = 0
+    prompts_trained: int = 0
     completions: int = 0
     tokens_generated: int = 0
     tokens_trained: int = 0

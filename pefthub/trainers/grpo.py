@@ -3,14 +3,17 @@
 One optimizer step samples ``budget.generations`` completions per prompt on merged weights, scores
 them, and takes one clipped-ratio step (+ optional KL) through the real adapter; the algorithm, the
 reasons for a hand-written loop and every departure from the papers are in docs/trainers.md.
+Options: DAPO's dynamic sampling (``dynamic_sampling``) and an early stop when the rollouts
+degenerate (``stop_on_collapse``, :class:`CollapseWatch`), both documented in docs/trainers.md.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -89,6 +92,22 @@ class GRPOOptions(GRPOAlgorithmOptions):
                 "token by min(exp(train − rollout log-prob), tis_cap)), 'auto' ('none' for engines whose "
                 "numerics match training (hf), else 'tis')")
     tis_cap: float = config_field(2.0, "cap C of the truncated importance weight (Yao et al. 2025 use 2)")
+    dynamic_sampling: bool = config_field(
+        False, "DAPO's dynamic sampling (Yu et al. 2025): drop prompts whose completions all got the same reward "
+               "and roll out fresh batches of prompts until the step holds budget.batch_size informative groups "
+               "or max_sampling_rounds rollouts were spent; the step trains on the informative groups only")
+    max_sampling_rounds: int = config_field(
+        4, "with dynamic_sampling: at most this many rollouts of budget.batch_size prompts per optimizer step "
+           "(the per-step sampling cap)")
+    stop_on_collapse: bool = config_field(
+        True, "stop early and record 'collapsed' when the run's own rollouts degenerate for collapse_patience "
+              "consecutive steps, measured against its first steps (docs/trainers.md)")
+    collapse_patience: int = config_field(5, "consecutive degenerate steps before stop_on_collapse stops the run")
+
+    #: Options added after results were published: a resolved config carries them only when they
+    #: differ from their default, so the run ids of runs that do not use them stay what they were.
+    OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("dynamic_sampling", "max_sampling_rounds", "stop_on_collapse",
+                                                    "collapse_patience")
 
     def validate(self) -> None:
         super().validate()
@@ -97,6 +116,28 @@ class GRPOOptions(GRPOAlgorithmOptions):
         self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
                       f"must be one of {', '.join(CORRECTIONS)}")
         self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")
+        for name in ("dynamic_sampling", "stop_on_collapse"):
+            self._require(isinstance(getattr(self, name), bool), name, "must be true or false")
+        for name in ("max_sampling_rounds", "collapse_patience"):
+            value = getattr(self, name)
+            self._require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
+                          "must be an integer >= 1")
+        # A setting that changes nothing must not change the run's identity either.
+        self._require(self.dynamic_sampling or self.max_sampling_rounds == _default("max_sampling_rounds"),
+                      "max_sampling_rounds", "only applies with dynamic_sampling = true")
+        self._require(self.stop_on_collapse or self.collapse_patience == _default("collapse_patience"),
+                      "collapse_patience", "only applies with stop_on_collapse = true")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in self.OMIT_WHEN_DEFAULT:
+            if out[name] == _default(name):
+                del out[name]
+        return out
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(GRPOOptions) if f.name == name)
 
 
 def check_group_budget(trainer_name: str, budget: Budget) -> None:
@@ -217,6 +258,66 @@ def score_completions(reward_name: str, reward_fn: Callable[..., list[float]], t
     return rewards
 
 
+# ---- dynamic sampling and collapse -------------------------------------------------------------
+def round_seed(seed: int, step: int, round_index: int) -> int:
+    """The sampling seed of one rollout round of a step: round 0 is the step's own seed (so a run
+    without dynamic sampling samples exactly as before), later rounds are offset from it."""
+    return (common.step_seed(seed, step) + round_index * 104_729) % 2**63
+
+
+@dataclass
+class StepHealth:
+    """What one step's rollouts say about the policy (over every group the step sampled)."""
+
+    reward: float  # mean reward
+    zero_share: float  # share of groups whose rewards were all equal
+    unanswered_share: float  # share of completions with no extractable answer (no extractor: at the token cap)
+
+
+class CollapseWatch:
+    """Detects a policy whose rollouts degenerate, against the run's own first steps.
+
+    The baseline is the mean of the first :attr:`baseline_steps` steps (the policy nearest the
+    starting model). The run is collapsed at step k when, averaged over the ``patience`` steps up
+    to k (all after the baseline), its completions stop answering (the unanswered share rose by at
+    least :attr:`min_rise` and closed at least :attr:`gap_share` of the gap between the baseline
+    and 1), (almost) every group teaches nothing (zero-advantage share at least the baseline's and
+    at least :attr:`min_zero_share`) and the reward has not risen (at most the baseline's +
+    :attr:`reward_tolerance`). A hard task where few groups carry signal from the start does not
+    trigger it: its completions keep answering as they did at the start.
+    """
+
+    baseline_steps = 2
+    gap_share = 0.5
+    min_rise = 0.2
+    min_zero_share = 0.75
+    reward_tolerance = 0.05
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.history: list[StepHealth] = []
+
+    def observe(self, step: int, health: StepHealth) -> dict | None:
+        """Record one step; return the ``stopped_early`` record when the run has collapsed."""
+        self.history.append(health)
+        if len(self.history) < self.baseline_steps + self.patience:
+            return None
+
+        def mean(rows: list[StepHealth], name: str) -> float:
+            return sum(getattr(r, name) for r in rows) / len(rows)
+
+        first, recent = self.history[:self.baseline_steps], self.history[-self.patience:]
+        u0, z0, r0 = (mean(first, n) for n in ("unanswered_share", "zero_share", "reward"))
+        u, z, r = (mean(recent, n) for n in ("unanswered_share", "zero_share", "reward"))
+        degenerate = (u >= u0 + max(self.min_rise, self.gap_share * (1.0 - u0))
+                      and z >= max(z0, self.min_zero_share) and r <= r0 + self.reward_tolerance)
+        if not degenerate:
+            return None
+        detail = (f"steps {step - self.patience + 1}-{step}: {u:.0%} of completions without an answer (first {self.baseline_steps} steps: {u0:.0%}), {z:.0%} of groups at zero advantage "
+                  f"({z0:.0%}), mean reward {r:.3f} ({r0:.3f})")
+        return {"reason": "collapsed", "step": step, "detail": detail}
+
+
 # ---- the trainer -----------------------------------------------------------------------------
 class _Reference:
     """Log-probs of the reference policy for the KL term: the model with its peft adapter disabled,
@@ -255,11 +356,12 @@ class GRPOTrainer(Trainer):
         check_group_budget(self.name, budget)
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
-                  spent: Spent, curves: list[dict], progress) -> None:
+                  spent: Spent, curves: list[dict], progress) -> dict | None:
         o: GRPOOptions = self.options
         common.seed_everything(seed)
         reward_name, reward_fn = resolve_reward(task, o.reward)
-        examples = task.examples("train", budget.steps * budget.batch_size)
+        rounds_cap = o.max_sampling_rounds if o.dynamic_sampling else 1
+        examples = task.examples("train", budget.steps * budget.batch_size * rounds_cap)
         stream = common.BatchStream(examples, budget.batch_size, seed)
         engine = auto_backend(model, method) if o.rollout_backend == "auto" else o.rollout_backend
         backend = rollout_backend(engine)(model, tokenizer, method)
@@ -274,28 +376,69 @@ class GRPOTrainer(Trainer):
         n_forward, n_trainable = forward_params(model), trainable_params(model)
         max_prompt = budget.max_seq_len - budget.max_new_tokens
         prompt_cache: dict[str, list[int]] = {}
+        watch = CollapseWatch(o.collapse_patience) if o.stop_on_collapse else None
+        extract = getattr(task, "extract", None)
+
+        def encode_prompts(batch) -> list[list[int]]:
+            out = []
+            for ex in batch:
+                if ex.id not in prompt_cache:
+                    prompt_cache[ex.id] = common.encode(tokenizer, common.render_prompt(tokenizer, task.messages(ex)))
+                out.append(prompt_cache[ex.id][-max_prompt:])  # keep the end: the question and turn start
+            return out
+
         try:
             for step in range(1, budget.steps + 1):
                 started = time.perf_counter()
-                batch = next(stream)
-                prompts = []
-                for ex in batch:
-                    if ex.id not in prompt_cache:
-                        prompt_cache[ex.id] = common.encode(tokenizer, common.render_prompt(tokenizer, task.messages(ex)))
-                    prompts.append(prompt_cache[ex.id][-max_prompt:])  # keep the end: the question and turn start
-                with spent.timing("generation"):
-                    rollouts = backend.generate(prompts, generations=budget.generations,
-                                                max_new_tokens=budget.max_new_tokens, temperature=o.temperature,
-                                                seed=common.step_seed(seed, step))
-                if correction == "tis" and rollouts.logprobs is None:
-                    raise ConfigError(f"rollout_correction 'tis' needs log-probs from the rollout backend, "
-                                      f"and '{engine}' reports none")
-                spent.train_flops += forward_flops(n_forward, rollouts.positions_computed)
+                # Roll out batches of prompts; without dynamic sampling exactly one, whose groups all
+                # train. With it, keep only informative groups (rewards not all equal) and roll out
+                # fresh prompts until batch_size of them are kept or the per-step cap is reached.
+                parts: list[tuple[Rollouts, list[Any], torch.Tensor]] = []  # (rows kept, their prompts, rewards)
+                kept = rounds = sampled_prompts = n_zero = tokens = unanswered = capped = 0
+                all_rewards = []
+                while True:
+                    batch = next(stream)
+                    with spent.timing("generation"):
+                        rollouts = backend.generate(encode_prompts(batch), generations=budget.generations,
+                                                    max_new_tokens=budget.max_new_tokens, temperature=o.temperature,
+                                                    seed=round_seed(seed, step, rounds))
+                    rounds += 1
+                    if correction == "tis" and rollouts.logprobs is None:
+                        raise ConfigError(f"rollout_correction 'tis' needs log-probs from the rollout backend, "
+                                          f"and '{engine}' reports none")
+                    spent.train_flops += forward_flops(n_forward, rollouts.positions_computed)
+                    with spent.timing("train"):
+                        rewards = self._rewards(reward_name, reward_fn, rollouts, batch, budget.generations, step)
+                    _, zero_groups = group_advantages(rewards, budget.generations, o.scale_rewards)
+                    lengths = rollouts.completion_mask.sum(1)
+                    at_cap = lengths >= budget.max_new_tokens
+                    # No extractable answer; for a task that cannot say, running to the token cap.
+                    no_answer = (torch.tensor([extract(t) is None for t in rollouts.texts], dtype=torch.bool)
+                                 if extract is not None else at_cap)
+                    sampled_prompts += len(batch)
+                    n_zero += int(zero_groups.sum())
+                    tokens += int(lengths.sum())
+                    capped += int(at_cap.sum())
+                    unanswered += int(no_answer.sum())
+                    spent.completions += rollouts.size
+                    all_rewards.append(rewards)
+                    if not o.dynamic_sampling:
+                        parts.append((rollouts, batch, rewards))
+                        kept = len(batch)
+                        break
+                    groups = (~zero_groups).nonzero().flatten()[:budget.batch_size - kept].tolist()
+                    if groups:
+                        rows = torch.tensor([g * budget.generations + j for g in groups
+                                             for j in range(budget.generations)])
+                        parts.append((rollouts.take(rows), [batch[g] for g in groups], rewards[rows]))
+                        kept += len(groups)
+                    if kept >= budget.batch_size or rounds >= rounds_cap:
+                        break
                 with spent.timing("train"):
-                    rewards = self._rewards(reward_name, reward_fn, rollouts, batch, budget.generations, step)
-                    advantages, zero_groups = group_advantages(rewards, budget.generations, o.scale_rewards)
-                    row_stats = self._optimise(model, method, reference, rollouts, advantages, correction,
-                                               budget, n_forward, n_trainable, spent)
+                    advantages = (group_advantages(torch.cat([r for _, _, r in parts]), budget.generations,
+                                                   o.scale_rewards)[0] if parts else torch.zeros(0))
+                    row_stats = self._optimise_parts(model, method, reference, parts, advantages, correction,
+                                                     budget, n_forward, n_trainable, spent)
                     if row_stats["rows"] == 0:  # every row skipped: zero gradient; AdamW steps as without the skip
                         for p in params:
                             p.grad = torch.zeros_like(p)
@@ -307,11 +450,12 @@ class GRPOTrainer(Trainer):
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     backend.sync()
-                n_zero = int(zero_groups.sum())
+                rewards = torch.cat(all_rewards)
+                completions = rewards.numel()
                 spent.optimizer_steps += 1
-                spent.prompts += len(batch)
-                spent.completions += rollouts.size
-                spent.tokens_generated += int(rollouts.completion_mask.sum())
+                spent.prompts += sampled_prompts
+                spent.prompts_trained += kept
+                spent.tokens_generated += tokens
                 spent.zero_advantage_groups += n_zero
                 grouped = rewards.view(-1, budget.generations)
                 point = {
@@ -320,15 +464,53 @@ class GRPOTrainer(Trainer):
                     "entropy": row_stats["entropy"], "logprob_gap": row_stats["logprob_gap"],
                     "grad_norm": grad_norm, "seconds": time.perf_counter() - started,
                     "zero_advantage_groups": n_zero, "trained_completions": row_stats["rows"],
-                    "completion_length": float(rollouts.completion_mask.sum(1).float().mean()),
+                    "completion_length": tokens / completions,
                     "clip_ratio": row_stats["clip_ratio"], "rollout_backend": engine,
+                    "capped_completions": capped, "unanswered_completions": unanswered,
                 }
+                if o.dynamic_sampling:
+                    point.update(sampling_rounds=rounds, prompts_sampled=sampled_prompts, prompts_trained=kept)
                 curves.append(point)
                 if progress is not None:
                     progress({"phase": "train", "step": step, "steps": budget.steps, "reward": point["reward"],
                               "loss": point["loss"]})
+                if watch is not None:
+                    stop = watch.observe(step, StepHealth(reward=point["reward"], zero_share=n_zero / len(grouped),
+                                                          unanswered_share=unanswered / completions))
+                    if stop is not None:
+                        return stop
         finally:
             backend.close()
+        return None
+
+    def _optimise_parts(self, model, method, reference, parts, advantages: torch.Tensor, correction: str,
+                        budget: Budget, n_forward: int, n_trainable: int, spent: Spent) -> dict[str, Any]:
+        """:meth:`_optimise` over rollouts kept from several rounds: each part keeps the padding it
+        was sampled with (prompt tuning's output depends on it); the loss is normalised over all parts."""
+        if len(parts) == 1:
+            return self._optimise(model, method, reference, parts[0][0], advantages, correction, budget,
+                                  n_forward, n_trainable, spent)
+        total_sequences = sum(ro.size for ro, _, _ in parts)
+        total_tokens = float(sum(ro.completion_mask.sum() for ro, _, _ in parts))
+        out: dict[str, Any] = {"loss": 0.0, "rows": 0, "tokens": 0.0}
+        sums = {"kl": 0.0, "entropy": 0.0, "logprob_gap": 0.0, "clip_ratio": 0.0}
+        seen = {name: 0.0 for name in sums}
+        offset = 0
+        for ro, _, _ in parts:
+            stats = self._optimise(model, method, reference, ro, advantages[offset:offset + ro.size], correction,
+                                   budget, n_forward, n_trainable, spent, total_sequences=total_sequences,
+                                   total_tokens=total_tokens)
+            offset += ro.size
+            out["loss"] += stats["loss"]
+            out["rows"] += stats["rows"]
+            out["tokens"] += stats["tokens"]
+            for name in sums:
+                if stats[name] is not None:
+                    sums[name] += stats[name] * stats["tokens"]
+                    seen[name] += stats["tokens"]
+        for name in sums:
+            out[name] = sums[name] / seen[name] if seen[name] else None
+        return out
 
     @staticmethod
     def _rewards(reward_name: str, reward_fn, rollouts: Rollouts, batch, generations: int, step: int) -> torch.Tensor:
@@ -336,11 +518,13 @@ class GRPOTrainer(Trainer):
         return score_completions(reward_name, reward_fn, rollouts.texts, rows, step)
 
     def _optimise(self, model, method, reference, ro: Rollouts, advantages: torch.Tensor, correction: str,
-                  budget: Budget, n_forward: int, n_trainable: int, spent: Spent) -> dict[str, Any]:
-        """Forward/backward over the rows that carry gradient, in micro-batches; gradients accumulate."""
+                  budget: Budget, n_forward: int, n_trainable: int, spent: Spent, *,
+                  total_sequences: int | None = None, total_tokens: float | None = None) -> dict[str, Any]:
+        """Forward/backward over the rows that carry gradient, in micro-batches; gradients accumulate.
+        ``total_sequences``/``total_tokens``: the whole step's counts when ``ro`` is a part of it."""
         o: GRPOOptions = self.options
-        total_sequences = ro.size
-        total_tokens = float(ro.completion_mask.sum())
+        total_sequences = ro.size if total_sequences is None else total_sequences
+        total_tokens = float(ro.completion_mask.sum()) if total_tokens is None else total_tokens
         rows = torch.arange(ro.size)
         if o.beta == 0.0 and self.skip_zero_advantage_rows:  # zero loss and gradient: skip them
             rows = rows[advantages != 0]
@@ -395,7 +579,7 @@ class GRPOTrainer(Trainer):
             del logits, logps, loss
         seen = max(tokens_seen, 1.0)
         return {
-            "loss": loss_total, "rows": int(len(rows)),
+            "loss": loss_total, "rows": int(len(rows)), "tokens": tokens_seen,
             "kl": (kl_sum / seen if tokens_seen else 0.0) if o.beta > 0 else None,
             "entropy": ent_sum / seen if tokens_seen else None,
             "logprob_gap": gap_sum / seen if tokens_seen and ro.logprobs is not None else None,

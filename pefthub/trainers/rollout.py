@@ -51,6 +51,15 @@ class Rollouts:
     def size(self) -> int:
         return self.completion_ids.shape[0]
 
+    def take(self, rows: torch.Tensor) -> "Rollouts":
+        """These rollouts restricted to ``rows`` (indices), padding kept as sampled; the positions
+        the engine computed stay with the whole rollout, so the subset reports none."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return Rollouts(prompt_ids=self.prompt_ids[rows], prompt_mask=self.prompt_mask[rows],
+                        completion_ids=self.completion_ids[rows], completion_mask=self.completion_mask[rows],
+                        logprobs=None if self.logprobs is None else self.logprobs[rows],
+                        texts=[self.texts[i] for i in rows.tolist()], positions_computed=0)
+
 
 class RolloutBackend:
     """Base class of a rollout engine (see the module docstring)."""

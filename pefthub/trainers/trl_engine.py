@@ -356,6 +356,7 @@ class TRLGRPOTrainer(_TRLTrainer):
         finally:
             spent.seconds_train += time.perf_counter() - started - (spent.seconds_generation - generation_before)
             spent.prompts += budget.batch_size * spent.optimizer_steps
+            spent.prompts_trained += budget.batch_size * spent.optimizer_steps
 
 
 __all__ = ["TRLSFTTrainer", "TRLSFTOptions", "TRLGRPOTrainer", "TRLGRPOOptions", "PositionCounter"]
