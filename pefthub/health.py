@@ -165,12 +165,18 @@ def _grpo_signal(doc: dict) -> tuple[float | None, float | None]:
     """(mean reward over steps, share of groups with zero advantage) from the training log."""
     curves = [c for c in (doc.get("curves") or []) if isinstance(c, dict)] if isinstance(doc.get("curves"), list) else []
     rewards = [_number(c.get("reward")) for c in curves if _number(c.get("reward")) is not None]
-    zero = [_number(c.get("zero_advantage_groups")) for c in curves if _number(c.get("zero_advantage_groups")) is not None]
     groups = _dict(_dict(doc.get("config")).get("budget")).get("batch_size")
+    if not (isinstance(groups, int) and not isinstance(groups, bool) and groups > 0):
+        groups = None
+    zero, sampled = 0.0, 0.0
+    for c in curves:
+        n_zero = _number(c.get("zero_advantage_groups"))
+        # With dynamic sampling a step rolls out several batches: its groups are the prompts it sampled.
+        n_groups = _number(c.get("prompts_sampled")) or groups
+        if n_zero is not None and n_groups:
+            zero, sampled = zero + n_zero, sampled + n_groups
     reward = statistics.fmean(rewards) if rewards else None
-    share = (sum(zero) / (len(zero) * groups) if zero and isinstance(groups, int) and not isinstance(groups, bool)
-             and groups > 0 else None)
-    return reward, share
+    return reward, (zero / sampled if sampled else None)
 
 
 def stopped_early(doc: dict) -> dict | None:

@@ -173,6 +173,11 @@ def test_no_signal_needs_both_low_reward_and_zero_advantage():
     assert names(assess(make_doc(trainer="grpo", correct=5, curves=curves(0.05, 7)), None)) == [NO_SIGNAL]
     assert names(assess(make_doc(trainer="grpo", correct=5, curves=curves(0.06, 8)), None)) == []
     assert names(assess(make_doc(trainer="grpo", correct=5, curves=curves(0.0, 6)), None)) == []
+    # Dynamic sampling: a step's groups are the prompts it sampled, not the batch size.
+    dynamic = [{"step": s, "reward": 0.0, "zero_advantage_groups": 14, "prompts_sampled": 32} for s in (1, 2)]
+    assert names(assess(make_doc(trainer="grpo", correct=5, curves=dynamic), None)) == []
+    dynamic = [{"step": s, "reward": 0.0, "zero_advantage_groups": 30, "prompts_sampled": 32} for s in (1, 2)]
+    assert names(assess(make_doc(trainer="grpo", correct=5, curves=dynamic), None)) == [NO_SIGNAL]
 
 
 def test_a_healthy_run_has_no_flags(base):
