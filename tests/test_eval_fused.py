@@ -18,6 +18,8 @@ from pefthub.models import load_model
 from pefthub.tasks import get_task
 from pefthub.trainers import decoder
 
+from test_decoder import lively  # a tiny model whose continuations depend on the prompt
+
 SMALL = {"test_size": 12, "validation_size": 4, "train_size": 8, "min_terms": 2, "max_terms": 3, "max_digits": 2}
 TINY = ("tiny-random", "tiny-random-qwen2")
 CONTEXTS = ["<|im_start|>user\nwhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n", "hello there, general",
@@ -27,17 +29,6 @@ CONTEXTS = ["<|im_start|>user\nwhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTHUB_CACHE", str(tmp_path / "cache"))
-
-
-def lively(name):
-    """A tiny model whose layers outweigh the residual stream, so continuations vary with the prompt
-    (as tests/test_decoder.py)."""
-    lm = load_model(name, seed=0)
-    with torch.no_grad():
-        for key, p in lm.model.model.layers.named_parameters():
-            if "proj" in key:
-                p.mul_(8.0)
-    return lm
 
 
 def requests(contexts, **gen_kwargs):
@@ -184,7 +175,7 @@ def test_token_cap_sized_from_the_task():
     """``max_new_tokens="task"``: 1.5x the longest worked solution, rounded up to 8, at least the
     rollout cap; the protocol records the number used; suites and configs accept it."""
     from pefthub.evaluation import task_max_new_tokens
-    from pefthub.runner import _evaluation
+    from pefthub.schema import Evaluation
 
     lm = load_model("tiny-random")
     task = get_task("chain_sum", **SMALL)
@@ -195,4 +186,4 @@ def test_token_cap_sized_from_the_task():
     assert task_max_new_tokens(task, lm.tokenizer, at_least=cap + 100) == cap + 100
     result = evaluate(lm.model, lm.tokenizer, task, limit=2, max_new_tokens="task", batch_size=2)
     assert result.summary["protocol"]["max_new_tokens"] == cap
-    assert _evaluation({"max_new_tokens": "task"})["max_new_tokens"] == "task"
+    assert Evaluation.from_dict({"max_new_tokens": "task"}).to_dict()["max_new_tokens"] == "task"
