@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from pefthub.errors import ConfigError
+from pefthub.evaluation.stats import wilson_interval
 
 PROBE_SCHEMA = "pefthub.probe"
 PROBE_VERSION = 1
@@ -47,16 +48,6 @@ class ProbeSettings:
                 raise ConfigError(f"{name}: must be an integer >= {low} (got {value!r})")
 
 
-def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def summarize(per_prompt: list[dict], generations: int) -> dict:
     """Pass rate (interval clustered by prompt), informative-group share (Wilson), cap and no-answer shares."""
     from scipy.stats import t
@@ -68,7 +59,7 @@ def summarize(per_prompt: list[dict], generations: int) -> dict:
     informative = sum(0 < p["correct"] < generations for p in per_prompt)
     all_right = sum(p["correct"] == generations for p in per_prompt)
     samples = n * generations
-    low, high = wilson(informative, n)
+    low, high = wilson_interval(informative, n)
     return {
         "prompts": n, "samples": samples,
         "pass_rate": mean, "pass_rate_ci": [max(0.0, mean - half), min(1.0, mean + half)],
@@ -155,4 +146,4 @@ class _Untrained:
         return contextlib.nullcontext(model)
 
 
-__all__ = ["PROBE_SCHEMA", "PROBE_VERSION", "ProbeSettings", "probe", "summarize", "wilson"]
+__all__ = ["PROBE_SCHEMA", "PROBE_VERSION", "ProbeSettings", "probe", "summarize"]

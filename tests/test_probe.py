@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pefthub import cli
-from pefthub.probe import ProbeSettings, probe, summarize, wilson
+from pefthub.probe import ProbeSettings, probe, summarize
 
 ARITH = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
          "allow_negation": False, "test_size": 20, "validation_size": 5}
@@ -22,18 +22,12 @@ def test_summary_counts_groups_by_hand():
     assert s["pass_rate"] == pytest.approx((0 + 0.5 + 1 + 0.25) / 4)
     assert (s["informative_groups"], s["all_wrong_groups"], s["all_right_groups"]) == (2, 1, 1)
     assert s["informative_share"] == 0.5
+    assert s["informative_share_ci"] == pytest.approx([0.150, 0.850], abs=1e-3)  # Wilson 2/4, by hand
     assert s["capped_share"] == pytest.approx(5 / 16)
     assert s["no_answer_share"] == pytest.approx(5 / 16)
     assert s["mean_completion_tokens"] == pytest.approx((64 + 10 + 10 + 20) / 4)
     low, high = s["pass_rate_ci"]
     assert low < s["pass_rate"] < high
-
-
-def test_wilson_matches_known_values():
-    # 15/64, as in the committed quick suite's base row (evaluation.test.ci_low/ci_high there).
-    low, high = wilson(15, 64)
-    assert low == pytest.approx(0.1474989559392414, abs=1e-9)
-    assert high == pytest.approx(0.35133257582568644, abs=1e-9)
 
 
 def test_probe_on_a_tiny_model_counts_every_sample():
