@@ -36,14 +36,14 @@ class PairingError(PefthubError):
 
 
 # ---- documents -----------------------------------------------------------------------------------
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def accuracy(doc: dict, split: str = "test") -> float | None:
     block = (doc.get("evaluation") or {}).get(split)
     value = block.get("accuracy") if isinstance(block, dict) else None
-    return float(value) if _is_number(value) else None
+    return float(value) if is_number(value) else None
 
 
 def point_key(config: dict) -> str:
@@ -73,7 +73,7 @@ class Selection:
     def at_edge(self) -> str | None:
         """``"low"``/``"high"`` when the rate chosen on validation is the smallest/largest of several that
         ran (the best may lie outside the grid), else ``None``."""
-        rates = [lr for lr in self.candidates if _is_number(lr)]
+        rates = [lr for lr in self.candidates if is_number(lr)]
         if self.rule != LR_SELECTED or len(rates) < 2:
             return None
         (lr,) = self.chosen
@@ -130,8 +130,8 @@ def seed_interval(docs: Sequence[dict]) -> Interval:
         return Interval(None, None, None, None, 0)
     accs = [accuracy(d, "test") for d in scored]
     blocks = [d["evaluation"]["test"] for d in scored]
-    lows = [b.get("ci_low") for b in blocks if _is_number(b.get("ci_low"))]
-    highs = [b.get("ci_high") for b in blocks if _is_number(b.get("ci_high"))]
+    lows = [b.get("ci_low") for b in blocks if is_number(b.get("ci_low"))]
+    highs = [b.get("ci_high") for b in blocks if is_number(b.get("ci_high"))]
     mean = statistics.fmean(accs)
     if len(scored) == 1:
         method = blocks[0].get("ci_method") if isinstance(blocks[0].get("ci_method"), str) else None
@@ -177,7 +177,7 @@ class StatRow:
     @property
     def trainable_params(self) -> int | None:
         value = (self.docs[0].get("method") or {}).get("trainable_params") if self.docs else None
-        return int(value) if _is_number(value) else (0 if self.is_base else None)
+        return int(value) if is_number(value) else (0 if self.is_base else None)
 
 
 def rows_from_docs(pairs: Iterable[tuple[dict, Path | None]]) -> list[StatRow]:
@@ -195,7 +195,7 @@ def rows_from_docs(pairs: Iterable[tuple[dict, Path | None]]) -> list[StatRow]:
         for lr, docs in selection.chosen.items():
             label = row_label(docs[0]["config"])
             if selection.rule == LR_UNSELECTED:
-                label += f"/lr={lr:g}" if _is_number(lr) else f"/lr={lr}"
+                label += f"/lr={lr:g}" if is_number(lr) else f"/lr={lr}"
             docs = sorted(docs, key=lambda d: str(d["config"].get("seed")))
             rows.append(StatRow(label, docs[0]["config"], docs, [where[id(d)] for d in docs]))
     return rows

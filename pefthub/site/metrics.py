@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pefthub.stats import is_number  # noqa: F401 (re-exported: the site reads numbers by this rule)
+
 SCHEMA_FILE = Path(__file__).with_name("metrics.toml")
 FORMATS = ("percent", "pp", "count", "integer", "bytes", "duration", "sci", "float")
 MISSING = "—"
@@ -62,8 +64,6 @@ def metric(key: str) -> Metric:
     return Metric(key=key, name=key.replace("_", " ").capitalize(), short=key, format="float", description="")
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def format_value(kind: str, value: Any) -> str:
