@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from pefthub import stats
 from pefthub.results import ResultFileError, clean_temp_files, read_result, result_path, samples_path
-from pefthub.suites import Experiment, label_of, method_label
+from pefthub.suites import Experiment, RowTuning, Suite, expand, label_of, method_label
 
 DEFAULT_RESULTS_ROOT = Path("leaderboards")
 
@@ -31,6 +31,71 @@ DEFAULT_RESULTS_ROOT = Path("leaderboards")
 def results_dir_for(suite_name: str, root: str | Path = DEFAULT_RESULTS_ROOT) -> Path:
     """``leaderboards/<suite>/results``: where a suite's result files live."""
     return Path(root) / suite_name / "results"
+
+
+# ---- the grid, tuned on the first seed -------------------------------------------------------------
+FINISHED = ("success", "failed")
+
+
+def tuned_grid(suite: Suite, resolution, results_dir: Path) -> list[Experiment]:
+    """The suite's runs as far as its results decide them.
+
+    Without ``tune_on_first_seed`` this is the whole grid. With it, each row's rates run at the first
+    seed; once they have all finished, the rate :func:`pefthub.stats.select_learning_rate` picks is
+    either at an edge of the rates tried (and ``extend_edges`` allows more: the next rate beyond it,
+    one grid step further, is added) or it gets the remaining seeds. A row with no successful rate
+    gets no more runs.
+    """
+    tuning: dict[str, RowTuning] = {}
+    while True:
+        experiments = expand(suite, resolution, tuning)
+        if not suite.tune_on_first_seed:
+            return experiments
+        state = scan(experiments, results_dir)
+        changed = False
+        for row, runs in _first_seed_rows(experiments, suite.seeds[0]).items():
+            tune = tuning.setdefault(row, RowTuning())
+            docs = [state.docs.get(e.run_id) for e in runs]
+            if tune.chosen is not None or any(d is None or d["status"] not in FINISHED for d in docs):
+                continue
+            selection = stats.select_learning_rate(d for d in docs if d["status"] == "success")
+            if selection is None or selection.rule == stats.LR_UNSELECTED:
+                continue
+            (best,) = selection.chosen
+            beyond = _rate_beyond(sorted(e.config["learning_rate"] for e in runs), best)
+            if beyond is not None and len(tune.extra_rates) < suite.extend_edges:
+                tune.extra_rates.append(beyond)
+            else:
+                tune.chosen = best
+            changed = True
+        if not changed:
+            return experiments
+
+
+def _first_seed_rows(experiments: list[Experiment], seed: int) -> dict[str, list[Experiment]]:
+    rows: dict[str, list[Experiment]] = {}
+    for e in experiments:
+        if e.config["method"] != "base" and e.config["seed"] == seed:
+            rows.setdefault(e.group_label, []).append(e)
+    return rows
+
+
+def _rate_beyond(rates: list[float], best: float) -> float | None:
+    """The next rate past ``best`` when it is the smallest or largest tried (one step of the grid's
+    spacing at that edge, three significant digits), else ``None``."""
+    if len(rates) < 2 or best not in (rates[0], rates[-1]):
+        return None
+    rate = rates[0] ** 2 / rates[1] if best == rates[0] else rates[-1] ** 2 / rates[-2]
+    return float(f"{rate:.3g}")
+
+
+def awaiting_selection(suite: Suite, experiments: list[Experiment]) -> int:
+    """Rows of a ``tune_on_first_seed`` suite whose remaining seeds are not yet decided."""
+    if not suite.tune_on_first_seed or len(suite.seeds) < 2:
+        return 0
+    rows = _first_seed_rows(experiments, suite.seeds[0])
+    decided = {e.group_label for e in experiments if e.config["method"] != "base" and e.config["seed"] != suite.seeds[0]}
+    return len(set(rows) - decided)
 
 
 # ---- filtering ---------------------------------------------------------------------------------
@@ -221,7 +286,7 @@ def grid_documents(experiments: list[Experiment], results_dir: Path) -> list[dic
     return [state.docs[e.run_id] for e in experiments if e.run_id in state.docs]
 
 
-__all__ = ["DEFAULT_RESULTS_ROOT", "LearningRateScore", "RowResult", "StoreState", "grid_documents", "label_of",
+__all__ = ["DEFAULT_RESULTS_ROOT", "awaiting_selection", "tuned_grid", "LearningRateScore", "RowResult", "StoreState", "grid_documents", "label_of",
            "matches", "needs_run", "prepare_store", "results_dir_for", "scan", "select", "summarize"]
 
 

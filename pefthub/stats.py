@@ -84,7 +84,9 @@ def select_learning_rate(successes: Iterable[dict]) -> Selection | None:
     """Choose a point's learning rate on validation, never test; ``None`` if nothing succeeded.
 
     Only successful runs count. One rate: it. Several, all with validation scores: the best mean
-    validation accuracy, ties to the smaller rate. Otherwise none is chosen (every rate is returned).
+    validation accuracy over the seeds every rate has (all seeds when they share none; so a grid
+    tuned on its first seed is judged there), ties to the smaller rate. Otherwise none is chosen
+    (every rate is returned).
     """
     by_lr: dict[Any, list[dict]] = {}
     for doc in successes:
@@ -94,9 +96,13 @@ def select_learning_rate(successes: Iterable[dict]) -> Selection | None:
     candidates = sorted(by_lr, key=lambda lr: (lr is None, lr or 0.0))
     if len(by_lr) == 1:
         return Selection(LR_SINGLE, candidates, dict(by_lr))
-    val = {lr: [v for v in (accuracy(d, "validation") for d in docs) if v is not None] for lr, docs in by_lr.items()}
+    val = {lr: {str(d["config"].get("seed")): v for d in docs if (v := accuracy(d, "validation")) is not None}
+           for lr, docs in by_lr.items()}
     if all(val.values()):
-        best = max(by_lr, key=lambda lr: (statistics.fmean(val[lr]), -(lr if lr is not None else math.inf)))
+        shared = set.intersection(*(set(v) for v in val.values()))
+        mean = {lr: statistics.fmean(v[s] for s in shared) if shared else statistics.fmean(v.values())
+                for lr, v in val.items()}
+        best = max(by_lr, key=lambda lr: (mean[lr], -(lr if lr is not None else math.inf)))
         return Selection(LR_SELECTED, candidates, {best: by_lr[best]})
     return Selection(LR_UNSELECTED, candidates, {lr: by_lr[lr] for lr in candidates})
 

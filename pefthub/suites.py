@@ -29,7 +29,7 @@ SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods"}
-GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds"}
+GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
 #: registered trainer (``pefthub trainers``) may be named instead.
@@ -47,6 +47,11 @@ class MethodSpec:
     config: dict[str, Any]
     trainers: list[str]
     resources: dict[str, Any]
+    trainer_learning_rates: dict[str, list[float]] = field(default_factory=dict)  # per-trainer grids
+
+    def rates(self, trainer: str) -> list[float]:
+        """The learning-rate grid of this method under ``trainer``."""
+        return self.trainer_learning_rates.get(trainer, self.learning_rates)
 
 
 @dataclass
@@ -64,6 +69,10 @@ class Suite:
     seeds: list[int]
     include_base: bool
     trainers: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINERS))  # the grid's trainer axis
+    #: Learning rates are compared at the first seed only; the other seeds run at the rate it selects.
+    tune_on_first_seed: bool = False
+    #: With tune_on_first_seed: how many rates may be added beyond a grid edge the selection lands on.
+    extend_edges: int = 0
 
     @property
     def file(self) -> Path:
@@ -208,9 +217,15 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
             c.fail(f"grid.{key}", "missing (required)")
     method_names = [c.string(m, "grid.methods") for m in c.nonempty_list(grid["methods"], "grid.methods")]
     trainers = _trainers(c, grid.get("trainers", list(DEFAULT_TRAINERS)), "grid.trainers")
-    learning_rates = _learning_rates(c, grid["learning_rates"], "grid.learning_rates")
+    learning_rates, trainer_rates = _rate_grid(c, grid["learning_rates"], "grid.learning_rates", trainers)
     params = _params(c, grid.get("params", []), "grid.params")
     seeds = [c.integer(s, "grid.seeds", 0) for s in c.nonempty_list(grid.get("seeds", [0]), "grid.seeds")]
+    tune_on_first_seed = grid.get("tune_on_first_seed", False)
+    if not isinstance(tune_on_first_seed, bool):
+        c.fail("grid.tune_on_first_seed", f"must be true or false (got {tune_on_first_seed!r})")
+    extend_edges = c.integer(grid.get("extend_edges", 0), "grid.extend_edges", 0)
+    if extend_edges and not tune_on_first_seed:
+        c.fail("grid.extend_edges", "needs tune_on_first_seed = true (rates are added after the first seed's selection)")
 
     overrides = data.get("methods", {})
     if isinstance(overrides, dict) and set(overrides) - set(method_names):
@@ -226,23 +241,33 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
         config = table.get("config", {})
         if not isinstance(config, dict):
             c.fail(f"{where}.config", "must be a table of method config fields")
+        spec_trainers = _trainers(c, table["trainers"], f"{where}.trainers") if "trainers" in table else trainers
+        rates, by_trainer = learning_rates, dict(trainer_rates or {})
+        if "learning_rates" in table:
+            own, own_by_trainer = _rate_grid(c, table["learning_rates"], f"{where}.learning_rates", None)
+            rates, by_trainer = (own, {}) if own_by_trainer is None else (rates, {**by_trainer, **own_by_trainer})
+        for trainer in spec_trainers:
+            if rates is None and trainer not in by_trainer:
+                c.fail(f"{where}.learning_rates", f"no learning rates for trainer '{trainer}'")
         specs.append(MethodSpec(
             name=name, method=method,
             params=_params(c, table["params"], f"{where}.params") if "params" in table else params,
-            learning_rates=(_learning_rates(c, table["learning_rates"], f"{where}.learning_rates")
-                            if "learning_rates" in table else learning_rates),
-            config=dict(config),
-            trainers=_trainers(c, table["trainers"], f"{where}.trainers") if "trainers" in table else trainers,
+            learning_rates=rates if rates is not None else by_trainer[spec_trainers[0]],
+            config=dict(config), trainers=spec_trainers,
             resources=_resources(c, table.get("resources", {}), f"{where}.resources", resources),
+            trainer_learning_rates={t: r for t, r in (by_trainer or {}).items() if t in spec_trainers},
         ))
     if evaluation["validation_limit"] == 0:
         for spec in specs:
-            if len(spec.learning_rates) > 1:
-                c.fail("eval.validation_limit", f"is 0 but method '{spec.name}' has {len(spec.learning_rates)} "
-                       "learning rates; the best one is selected on the validation split, so set it > 0")
+            most = max(len(spec.rates(t)) for t in spec.trainers)
+            if most > 1 or extend_edges:
+                c.fail("eval.validation_limit", f"is 0 but method '{spec.name}' has {most} learning rates"
+                       f"{' (and extend_edges)' if extend_edges else ''}; the best one is selected on the "
+                       "validation split, so set it > 0")
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
-                 resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers)
+                 resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
+                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges)
 
 
 def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:
@@ -292,6 +317,19 @@ def _resources(c: _Checker, table: Any, where: str, defaults: dict[str, Any]) ->
 def _trainers(c: _Checker, value: Any, key: str) -> list[str]:
     """Trainer names; :func:`resolve` checks them against the plugin registry."""
     return [c.string(t, key) for t in c.nonempty_list(value, key)]
+
+
+def _rate_grid(c: _Checker, value: Any, key: str,
+               trainers: list[str] | None) -> tuple[list[float] | None, dict[str, list[float]] | None]:
+    """A learning-rate grid: a list (every trainer), or a table of lists keyed by trainer name. With
+    ``trainers`` (the grid's own axis) a table must cover each of them."""
+    if not isinstance(value, dict):
+        return _learning_rates(c, value, key), None
+    by_trainer = {c.string(t, key): _learning_rates(c, rates, f"{key}.{t}") for t, rates in value.items()}
+    for trainer in trainers or []:
+        if trainer not in by_trainer:
+            c.fail(key, f"no learning rates for trainer '{trainer}' (the table names {', '.join(by_trainer) or 'none'})")
+    return None, by_trainer
 
 
 def _learning_rates(c: _Checker, value: Any, key: str) -> list[float]:
@@ -396,9 +434,23 @@ def method_label(spec_name: str, params_target: int | None) -> str:
     return spec_name if params_target is None else f"{spec_name}@{params_target}"
 
 
-def expand(suite: Suite, resolution: Resolution | None = None) -> list[Experiment]:
+@dataclass
+class RowTuning:
+    """What the first seed's results decided for one row (``tune_on_first_seed``): rates added beyond
+    a grid edge, and the rate the remaining seeds run at (``None`` while undecided)."""
+
+    extra_rates: list[float] = field(default_factory=list)
+    chosen: float | None = None
+
+
+def expand(suite: Suite, resolution: Resolution | None = None,
+           tuning: dict[str, RowTuning] | None = None) -> list[Experiment]:
     """Every run of the suite, base-model row first, in a stable order (method, params, trainer,
-    learning rate, seed) so progress and resumption read naturally."""
+    learning rate, seed) so progress and resumption read naturally.
+
+    With ``tune_on_first_seed`` the grid's rates run at the first seed only; ``tuning`` (keyed by row,
+    e.g. ``lora/sft``; see :func:`pefthub.bench.tuned_grid`) adds the rates and the seeds decided by it.
+    """
     if resolution is None:
         resolution = resolve(suite)
     evaluation = dict(suite.eval)
@@ -413,8 +465,13 @@ def expand(suite: Suite, resolution: Resolution | None = None) -> list[Experimen
     for item in resolution.methods:
         spec = item.spec
         for trainer in spec.trainers:
-            for lr in spec.learning_rates:
-                for seed in suite.seeds:
+            row = f"{method_label(spec.name, item.params_target)}/{trainer}"
+            tune = (tuning or {}).get(row) or RowTuning()
+            for lr in [*spec.rates(trainer), *tune.extra_rates]:
+                seeds = suite.seeds
+                if suite.tune_on_first_seed and lr != tune.chosen:
+                    seeds = suite.seeds[:1]
+                for seed in seeds:
                     config = {
                         "model": suite.model, "task": resolution.task, "trainer": trainer,
                         "trainer_options": resolution.trainer_options[trainer],
@@ -424,7 +481,7 @@ def expand(suite: Suite, resolution: Resolution | None = None) -> list[Experimen
                     }
                     if spec.name != spec.method:
                         config["variant"] = spec.name
-                    label = f"{method_label(spec.name, item.params_target)}/{trainer}/lr={lr:g}/seed={seed}"
+                    label = f"{row}/lr={lr:g}/seed={seed}"
                     runs.append(Experiment(_deep_copy(config), label, dict(spec.resources),
                                            item.trainable_params, item.adapter_bytes))
     seen: dict[str, str] = {}

@@ -65,9 +65,10 @@ def run(args) -> int:
     if args.address is not None and args.executor != "ray":
         raise ConfigError("--address only applies to --executor ray")
     suite = suites.load(args.suite)
-    with console.status(f"resolving the grid of {suite.name} on {suite.model} (meta device)…"):
-        experiments = suites.expand(suite)
     results_dir = args.results or bench.results_dir_for(suite.name)
+    with console.status(f"resolving the grid of {suite.name} on {suite.model} (meta device)…"):
+        resolution = suites.resolve(suite)
+        experiments = bench.tuned_grid(suite, resolution, results_dir)
     only, skip = _patterns(args.only), _patterns(args.skip)
     plan = bench.make_plan(experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
     if (only or skip) and not plan.selected:
@@ -76,6 +77,7 @@ def run(args) -> int:
         console.print(f"[yellow]warning:[/] unreadable result {run_id}.json ({reason}); it will be rerun")
     if args.dry_run:
         print_grid(console, suite, plan)
+        _print_awaiting(console, suite, plan.experiments)
         return 0
     removed = bench.prepare_store(results_dir)
     if removed:
@@ -90,13 +92,22 @@ def run(args) -> int:
         if hasattr(executor, "connect"):
             with console.status(f"connecting to Ray ({args.address or 'auto'})…"):
                 executor.connect()
+        attempted: set[str] = set()
         try:
-            with GridProgress(console, plan.todo) as progress:
-                bench.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
-                              events=progress.event)
+            while plan.todo:  # a suite tuned on its first seed grows as rows finish: run until it stops
+                with GridProgress(console, plan.todo) as progress:
+                    bench.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
+                                  events=progress.event)
+                attempted |= {e.run_id for e in plan.todo}
+                plan = bench.make_plan(bench.tuned_grid(suite, resolution, results_dir), results_dir, only=only,
+                                       skip=skip, retry_failed=args.retry_failed)
+                plan.todo = [e for e in plan.todo if e.run_id not in attempted]
+                if plan.todo:
+                    console.print(f"learning rates selected on seed {suite.seeds[0]}: {len(plan.todo)} more run(s)")
         finally:
             if hasattr(executor, "close"):
                 executor.close()
+        _print_awaiting(console, suite, plan.experiments)
     docs = bench.grid_documents(plan.experiments, results_dir)
     rows = bench.summarize(docs, results_dir=results_dir)
     from pefthub import health
@@ -108,6 +119,17 @@ def run(args) -> int:
     print_health(console, rows, healths)
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
+
+
+def _print_awaiting(console, suite, experiments) -> None:
+    from pefthub import bench
+
+    rows = bench.awaiting_selection(suite, experiments)
+    if rows:
+        console.print(f"{rows} row(s) still choose their learning rate on seed {suite.seeds[0]}; then "
+                      f"{len(suite.seeds) - 1} more seed(s) each run at the chosen rate"
+                      + (f" (or up to {suite.extend_edges} more rate(s) first, when it is at a grid edge)"
+                         if suite.extend_edges else ""))
 
 
 class GridProgress:
@@ -330,41 +352,60 @@ def print_suite_plan(suite_ref, *, as_json: bool = False, extra: dict | None = N
     suite = suites.load(suite_ref)
     with console.status(f"resolving {suite.name} on {suite.model} (meta device)…"):
         resolution = suites.resolve(suite)
-        experiments = suites.expand(suite, resolution)
+        suites.expand(suite, resolution)  # refuses two runs with the same config
+    planned = int(suite.include_base) + sum(_planned_runs(suite, len(m.spec.rates(t)))
+                                            for m in resolution.methods for t in m.spec.trainers)
     if as_json:
         print(json.dumps({
             "suite": suite.name, "model": suite.model, "task": suite.task, "budget": suite.budget,
-            "eval": suite.eval, "seeds": suite.seeds, "runs": len(experiments),
+            "eval": suite.eval, "seeds": suite.seeds, "runs": planned,
+            "tune_on_first_seed": suite.tune_on_first_seed, "extend_edges": suite.extend_edges,
             "methods": [{"name": m.spec.name, "method": m.spec.method, "params_target": m.params_target,
                          "config": m.config, "trainable_params": m.trainable_params,
                          "adapter_bytes": m.adapter_bytes, "total_params": m.total_params,
                          "trainers": m.spec.trainers, "learning_rates": m.spec.learning_rates,
+                         "trainer_learning_rates": {t: m.spec.rates(t) for t in m.spec.trainers},
                          "resources": m.spec.resources} for m in resolution.methods],
             "trainer_options": resolution.trainer_options, **(extra or {}),
         }, indent=1))
         return 0
     print_budget(console, suite)
     total = resolution.methods[0].total_params if resolution.methods else 0
-    table = Table(title=f"{suite.name}: {len(experiments)} runs on {suite.model} ({total:,} parameters)"
+    table = Table(title=f"{suite.name}: {planned} runs on {suite.model} ({total:,} parameters)"
                         f"{': base-model row + ' if suite.include_base else ': '}methods × learning rates × seeds × trainers")
     for col, justify in (("method", "left"), ("params target", "right"), ("trainable", "right"),
                          ("% of model", "right"), ("trainable fp32", "right"), ("saved adapter fp32", "right"),
                          ("config", "left"), ("trainers", "left"), ("learning rates", "left"), ("runs", "right")):
         table.add_column(col, justify=justify, overflow="fold")
     for m in resolution.methods:
-        runs = len(m.spec.trainers) * len(m.spec.learning_rates) * len(suite.seeds)
+        runs = sum(_planned_runs(suite, len(m.spec.rates(t))) for t in m.spec.trainers)
         table.add_row(m.spec.name, "-" if m.params_target is None else f"{m.params_target:,}",
                       f"{m.trainable_params:,}", _fmt_share(m.trainable_params / m.total_params),
                       _fmt_bytes(m.adapter_bytes["trainable_fp32"]), _fmt_bytes(m.adapter_bytes["saved_fp32"]),
-                      config_summary(m.config), ", ".join(m.spec.trainers),
-                      ", ".join(f"{lr:g}" for lr in m.spec.learning_rates), str(runs))
+                      config_summary(m.config), ", ".join(m.spec.trainers), _rates_text(m.spec), str(runs))
     console.print(table)
+    if suite.tune_on_first_seed:
+        console.print(f"learning rates are compared on seed {suite.seeds[0]}'s validation score; the other "
+                      f"seeds run only at the chosen rate" + (f"; up to {suite.extend_edges} rate(s) are added "
+                      "beyond a grid edge the choice lands on (not counted above)" if suite.extend_edges else ""))
     for trainer, options in resolution.trainer_options.items():
         console.print(f"{trainer} options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     console.print("resources per run: " + _resources_text(suite.resources)
                   + "".join(f"; {m.name}: {_resources_text(m.resources)}" for m in suite.methods
                             if m.resources != suite.resources))
     return 0
+
+
+def _planned_runs(suite, rates: int) -> int:
+    """Runs of one (method, params, trainer) row before any edge extension."""
+    return rates + len(suite.seeds) - 1 if suite.tune_on_first_seed else rates * len(suite.seeds)
+
+
+def _rates_text(spec) -> str:
+    grids = {t: ", ".join(f"{lr:g}" for lr in spec.rates(t)) for t in spec.trainers}
+    if len(set(grids.values())) == 1:
+        return next(iter(grids.values()))
+    return "; ".join(f"{t}: {text}" for t, text in grids.items())
 
 
 def _resources_text(res: dict) -> str:
