@@ -14,6 +14,7 @@ config by hand (``pefthub train``).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
     spent = Spent()
     meter = MemoryMeter()
     meter.start()
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), os.getloadavg()
     samples: list[dict] | None = None
     try:
         _emit(progress, {"phase": "load", "model": config["model"]})
@@ -244,7 +245,9 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
         meter.record(spent)
         budget = prepared.budget.to_dict() if prepared.budget is not None else dict(config.get("budget") or {})
         doc["budget"] = {"declared": budget, "spent": spent.to_dict()}
-        doc["environment"] = results.environment()
+        # The run's own threads add about torch_threads to these; beyond that, the machine was shared.
+        doc["environment"] = {**results.environment(),
+                              "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())}}
         doc["finished_at"] = results.utc_now()
         if not doc.get("evaluation"):
             doc.pop("evaluation", None)
