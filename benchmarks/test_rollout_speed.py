@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 from pefthub import plugins
 from pefthub.models import EMBEDDED_MODEL, embedded_model_dir, load_model
-from pefthub.trainers.decoder import FusedDecoder, Projection, onednn_available
-from pefthub.trainers.rollout import left_pad
+from pefthub.generation.decoder import FusedDecoder, Projection, onednn_available
+from pefthub.generation.rollout import left_pad
 
 NEW_TOKENS = 64
 GENERATIONS = 4
@@ -111,7 +111,7 @@ def engine():
     except ImportError:
         yield None, None
         return
-    from pefthub import vllm_engine
+    from pefthub.generation import vllm_engine
 
     start = time.perf_counter()
     llm = vllm_engine.create_engine(embedded_model_dir(), vllm_engine.EngineOptions(threads=torch.get_num_threads()))
@@ -311,8 +311,8 @@ def test_sampler_step(benchmark):
     """One decode step's sampling at the suite's 32 rows × SmolLM2's 49,152-token vocabulary: the
     ``fused`` engine's :func:`pick_tokens` (block inverse CDF, log-prob of the chosen token only)
     against log-softmax over the vocabulary plus a float64 inverse CDF over all of it."""
-    from pefthub.trainers.allocator import keep_freed_memory
-    from pefthub.trainers.decoder import pick_tokens
+    from pefthub.generation.allocator import keep_freed_memory
+    from pefthub.generation.decoder import pick_tokens
 
     keep_freed_memory()  # as in a rollout: both peers allocate without page faults
     rows, vocab = METHOD_PROMPTS * GENERATIONS, 49152

@@ -85,7 +85,7 @@ def probe(settings: ProbeSettings, progress: Callable[[int, int], None] | None =
     from pefthub.models import load_model
     from pefthub.results import environment, utc_now
     from pefthub.trainers import common
-    from pefthub.trainers.rollout import auto_backend, rollout_backend
+    from pefthub.generation.rollout import auto_backend, rollout_backend
 
     started_at, started, load_before = utc_now(), time.perf_counter(), os.getloadavg()[0]
     examples = task.examples("train", settings.prompts)

@@ -48,7 +48,7 @@ class Vera(PeftMethod):
         docs/performance.md). Same product, regrouped: equal to peft's up to float rounding. Anything
         else (other dtypes or devices, ``fan_in_fan_out``) takes peft's path.
         """
-        from pefthub.trainers.decoder import onednn_available
+        from pefthub.generation.decoder import onednn_available
 
         if not (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous()
                 and not getattr(layer, "fan_in_fan_out", False) and onednn_available()):

@@ -1,4 +1,4 @@
-"""The ``fused`` rollout engine (pefthub/trainers/decoder.py) against transformers on the same weights.
+"""The ``fused`` rollout engine (pefthub/generation/decoder.py) against transformers on the same weights.
 
 Logits, greedy continuations (with early-ending rows, so the batch compaction runs), sampled
 log-probs and the sampler's distribution are compared with transformers' forward and ``generate``,
@@ -15,10 +15,10 @@ from transformers import GenerationConfig
 from pefthub import plugins
 from pefthub.errors import UnsupportedError
 from pefthub.models import EMBEDDED_MODEL, load_model
-from pefthub.trainers import decoder
-from pefthub.trainers.decoder import (SAMPLE_BLOCK, FusedDecoder, check_supported, onednn_available, pick_tokens,
+from pefthub.generation import decoder
+from pefthub.generation.decoder import (SAMPLE_BLOCK, FusedDecoder, check_supported, onednn_available, pick_tokens,
                                       sample_categorical)
-from pefthub.trainers.rollout import FusedRolloutBackend, auto_backend, left_pad
+from pefthub.generation.rollout import FusedRolloutBackend, auto_backend, left_pad
 
 PREPACK = [False, True] if onednn_available() else [False]
 TINY = ("tiny-random", "tiny-random-qwen2")

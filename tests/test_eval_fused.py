@@ -16,7 +16,7 @@ from pefthub.evaluation.fused_backend import FusedLM, make_fused_lm, unsupported
 from pefthub.evaluation.hf_backend import make_hflm
 from pefthub.models import load_model
 from pefthub.tasks import get_task
-from pefthub.trainers import decoder
+from pefthub.generation import decoder
 
 from test_decoder import lively  # a tiny model whose continuations depend on the prompt
 

@@ -47,7 +47,7 @@ def test_vllm_backend_matches_the_hf_backend(small_llama, tmp_path, monkeypatch)
     # greedy decoding of the same fp32 weights: the same (non-empty) completions
     assert sum(len(s["completion"]) for s in hf.samples) > 0
     assert [s["completion"] for s in vl.samples] == [s["completion"] for s in hf.samples]
-    assert not list((tmp_path / "vllm_checkpoints").iterdir())  # the temporary checkpoint is gone
+    assert not list((tmp_path / "vllm").iterdir())  # the temporary checkpoint is gone
 
 
 def test_vllm_backend_merges_a_peft_copy_and_leaves_the_model_alone(small_llama, tmp_path, monkeypatch):

@@ -91,3 +91,51 @@ def test_the_docs_worked_example_is_generated_from_the_quick_results():
         "stale: pefthub findings quick --worked-example docs/benchmarks.md"
     c = stats.versus_base(rows, next(r for r in rows if r.is_base))["full/sft"]
     assert f"({c.a_only} − {c.b_only}) / 64" in example and stats.fmt_p(c.p_holm) in example
+
+
+def tuned_run(directory: Path, lr: float, seed: int, val: np.ndarray, steps: int = 2, status: str = "success",
+              load: float = 2.0) -> dict:
+    """A lora/sft run with validation and test samples, as a suite tuned on its first seed leaves them."""
+    config = {"model": "tiny-random", "task": {"name": "t"}, "trainer": "sft", "trainer_options": {},
+              "method": "lora", "method_config": {}, "params_target": None, "learning_rate": lr, "seed": seed,
+              "budget": {"steps": steps, "batch_size": 8}, "eval": {"split": "test", "limit": N, "validation_limit": N}}
+    doc = results.new_result(config, suite="synthetic", status=status, started_at="2026-12-03T10:00:00Z",
+                             finished_at="2026-12-03T10:01:40Z", error=None if status == "success" else "boom")
+    doc["budget"] = {"declared": config["budget"], "spent": {"seconds_total": 100.0, "seconds_train": 40.0,
+                                                             "seconds_generation": 0.0, "seconds_eval": 50.0}}
+    doc["environment"] = {"torch_threads": 2, "load_average": {"start": [load, 1, 1], "end": [load, 1, 1]}}
+    if status == "success":
+        doc["method"] = {"name": "lora", "trainable_params": 10}
+        acc = float(val.mean())
+        doc["evaluation"] = {split: {"accuracy": acc, "n": N, "ci_low": acc, "ci_high": acc, "ci_method": "wilson"}
+                             for split in ("test", "validation")}
+    samples = [{"split": s, "id": f"{s}-{i}", "correct": bool(c)} for s in ("test", "validation")
+               for i, c in enumerate(val)]
+    results.write_result(directory, doc, samples if status == "success" else None)
+    return doc
+
+
+def test_tuning_pilot_and_cost_sections(tmp_path):
+    rng = np.random.default_rng(1)
+    low, mid = rng.random(N) < 0.3, rng.random(N) < 0.6
+    suite, pilot = tmp_path / "suite", tmp_path / "pilot"
+    tuned_run(suite, 1e-4, 0, low)
+    tuned_run(suite, 1e-3, 0, mid)
+    tuned_run(suite, 1e-2, 0, low, status="failed", load=4.5)   # ran beside other work
+    tuned_run(suite, 1e-3, 1, mid)
+    tuned_run(suite, 1e-3, 2, mid)
+    better = mid.copy()
+    better[np.flatnonzero(~mid)[:30]] = True
+    tuned_run(pilot, 1e-3, 0, better, steps=4)                 # twice the steps, 30 more items right
+    docs, _ = results.load_results_dir(suite)
+    pilots = [("pilot", [(d, results.samples_path(pilot, d["run_id"])) for _, d in
+                         results.load_results_dir(pilot, with_paths=True)[0]])]
+    text = findings.render_markdown("synthetic", stats.rows_in(suite), "x", docs=docs, pilots=pilots,
+                                    results_dir=suite)
+    row = next(line for line in text.splitlines() if line.startswith("| `lora/sft` |"))
+    assert f"**0.001: {stats.fmt_pct(mid.mean())}%**" in row and "0.01: failed" in row
+    assert row.endswith("| 0.001 | high | 3 |")  # the largest rate that succeeded (1e-2 failed); 3 seeds
+    pilot_row = next(line for line in text.splitlines() if "4 steps × 8" in line)
+    assert "| 2 steps × 8 |" in pilot_row and "+25.0 [" in pilot_row  # 30 of 120 items: +25 points, paired
+    assert "5 runs (4 successful) took 0.14 h" in text
+    assert "1 of them ran beside other work" in text

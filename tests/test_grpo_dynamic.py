@@ -150,7 +150,7 @@ def test_dynamic_sampling_with_multi_round_parts_gives_the_gradient_of_one_batch
     gradient as training on the same rows as one rollout."""
     from pefthub.trainers.common import encode, render_prompt
     from pefthub.trainers.grpo import group_advantages
-    from pefthub.trainers.rollout import HFGenerateBackend
+    from pefthub.generation.rollout import HFGenerateBackend
     from pefthub.trainers.budget import Spent
 
     lm = tiny_lm()

@@ -20,7 +20,7 @@ from pefthub.trainers import Budget, Spent
 from pefthub.trainers.base import TrainingFailure
 from pefthub.trainers.common import BatchStream, tail_logits
 from pefthub.trainers.grpo import GRPOOptions, GRPOTrainer, group_advantages, resolve_reward
-from pefthub.trainers.rollout import FusedRolloutBackend, HFGenerateBackend, completion_mask
+from pefthub.generation.rollout import FusedRolloutBackend, HFGenerateBackend, completion_mask
 from pefthub.trainers.sft import SFTOptions, SFTTrainer, encode_example, pad_batch
 
 LOWER = set("abcdefghijklmnopqrstuvwxyz")
@@ -455,7 +455,7 @@ def test_truncated_importance_sampling_path_runs_and_logs_the_gap():
 def test_tis_with_an_engine_that_reports_no_log_probs_names_the_engine(monkeypatch):
     import dataclasses
 
-    from pefthub.trainers import rollout
+    from pefthub.generation import rollout
 
     class NoLogprobs(HFGenerateBackend):
         name = "no-logprobs"

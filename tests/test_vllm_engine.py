@@ -12,7 +12,8 @@ import torch
 
 pytest.importorskip("vllm")
 
-from pefthub import plugins, vllm_engine  # noqa: E402
+from pefthub import plugins
+from pefthub.generation import vllm_engine  # noqa: E402
 from pefthub.errors import UnsupportedError  # noqa: E402
 from pefthub.models import embedded_model_dir, load_model  # noqa: E402
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pefthub import plugins, vllm_engine
+from pefthub import plugins
+from pefthub.generation import vllm_engine
 from pefthub.errors import ConfigError, UnsupportedError
 from pefthub.models import load_model
 

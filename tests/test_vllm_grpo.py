@@ -14,7 +14,7 @@ from pefthub.models import load_model  # noqa: E402
 from pefthub.tasks.base import Example, Task  # noqa: E402
 from pefthub.trainers.budget import Budget  # noqa: E402
 from pefthub.trainers.grpo import GRPOOptions, GRPOTrainer  # noqa: E402
-from pefthub.trainers import rollout_vllm  # noqa: E402,F401  (registers the "vllm" backend)
+from pefthub.generation import rollout_vllm  # noqa: E402,F401  (registers the "vllm" backend)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

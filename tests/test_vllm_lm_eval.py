@@ -10,7 +10,9 @@ import torch
 
 pytest.importorskip("vllm")
 
-from pefthub import plugins, vllm_engine  # noqa: E402
+from pefthub import plugins
+from pefthub.evaluation import vllm_backend  # noqa: E402
+from pefthub.generation import vllm_engine  # noqa: E402
 from pefthub.evaluation import evaluate  # noqa: E402
 from pefthub.evaluation.render import render  # noqa: E402
 from pefthub.models import load_model  # noqa: E402
@@ -63,7 +65,7 @@ def test_lm_eval_vllm_model_scores_a_rendered_task_like_the_hf_model(adapted, tm
     task = get_task("chain_sum", **TASK)
     rendered = render(task, "test", LIMIT, NEW_TOKENS, root=tmp_path / "tasks")
     checkpoint = vllm_engine.save_merged_checkpoint(model, tok, tmp_path / "ckpt", method=method)
-    out = vllm_engine.evaluate_checkpoint(checkpoint, rendered.directory, [rendered.name], max_new_tokens=NEW_TOKENS)
+    out = vllm_backend.evaluate_checkpoint(checkpoint, rendered.directory, [rendered.name], max_new_tokens=NEW_TOKENS)
     assert out["config"]["model"] == "VLLM"  # lm-eval's vLLM model class ran it
     samples = {}
     for record in out["samples"][rendered.name]:

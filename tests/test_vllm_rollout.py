@@ -14,8 +14,8 @@ from pefthub import plugins  # noqa: E402
 from pefthub.errors import UnsupportedError  # noqa: E402
 from pefthub.models import load_model  # noqa: E402
 from pefthub.trainers import common  # noqa: E402
-from pefthub.trainers.rollout import ROLLOUT_BACKENDS, rollout_backend  # noqa: E402
-from pefthub.trainers.rollout_vllm import VLLMRolloutBackend  # noqa: E402
+from pefthub.generation.rollout import ROLLOUT_BACKENDS, rollout_backend  # noqa: E402
+from pefthub.generation.rollout_vllm import VLLMRolloutBackend  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

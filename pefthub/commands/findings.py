@@ -6,6 +6,7 @@ The file is generated; rerun the command after new results instead of editing it
   pefthub findings quick
   pefthub findings cpu-paper-shape --stdout
   pefthub findings quick --worked-example docs/benchmarks.md   # also refresh the docs' worked example
+  pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                         help="output file (default: docs/findings/<suite>.md)")
     parser.add_argument("--stdout", action="store_true", help="print the Markdown instead of writing it")
+    parser.add_argument("--pilot", type=Path, action="append", default=[], metavar="DIR",
+                        help="a pilot's results directory: each run is compared on validation with this suite's "
+                             "run of the same config but for the budget (repeatable)")
     parser.add_argument("--worked-example", type=Path, default=None, metavar="FILE",
                         help="also rewrite the generated worked example between the markers in FILE")
 
@@ -31,7 +35,7 @@ def run(args) -> int:
     from pefthub import findings, stats
     from pefthub.bench import results_dir_for
     from pefthub.errors import ConfigError
-    from pefthub.results import atomic_write_text
+    from pefthub.results import atomic_write_text, load_results_dir, samples_path
 
     name = Path(args.suite).name
     directory = args.results or results_dir_for(name)
@@ -40,7 +44,15 @@ def run(args) -> int:
     rows = stats.rows_in(directory)
     if not rows:
         raise ConfigError(f"no successful result in {directory}: nothing to report")
-    text = findings.render_markdown(name, rows, source=Path(directory).as_posix())
+    for pilot in args.pilot:
+        if not pilot.is_dir():
+            raise ConfigError(f"--pilot: no directory {pilot}")
+    docs, _ = load_results_dir(directory)
+    pilots = [(pilot.as_posix(), [(doc, samples_path(pilot, doc["run_id"])) for _, doc in
+                                  load_results_dir(pilot, with_paths=True)[0]]) for pilot in args.pilot]
+    command = " ".join(["pefthub findings", name, *(f"--pilot {p.as_posix()}" for p in args.pilot)])
+    text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), docs=docs, pilots=pilots,
+                                    results_dir=directory, command=command)
     if args.worked_example is not None:
         if not args.worked_example.is_file():
             raise ConfigError(f"--worked-example: no file {args.worked_example}")

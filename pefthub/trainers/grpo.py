@@ -23,7 +23,7 @@ from pefthub.trainers import common
 from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
 from pefthub.trainers.budget import (Budget, Spent, forward_flops, forward_params, lr_scheduler,
                                      train_step_flops, trainable_params)
-from pefthub.trainers.rollout import Rollouts, auto_backend, backend_names, rollout_backend
+from pefthub.generation.rollout import Rollouts, auto_backend, backend_names, rollout_backend
 
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")

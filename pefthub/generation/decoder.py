@@ -17,7 +17,7 @@ from torch import nn
 
 from pefthub.errors import UnsupportedError
 from pefthub.models import base_model
-from pefthub.trainers.allocator import keep_freed_memory
+from pefthub.generation.allocator import keep_freed_memory
 
 #: transformers architectures whose decoder layer is exactly what :class:`FusedDecoder` computes.
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")

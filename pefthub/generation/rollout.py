@@ -1,26 +1,6 @@
-"""Rollout backends: sample completions for a batch of prompts, report the sampler's log-probs.
-
-The RL trainer talks to a :class:`RolloutBackend` only, so an engine other than HF ``generate``
-(vLLM) plugs in by subclassing it and adding itself to :data:`ROLLOUT_BACKENDS`. A backend:
-
-* samples ``generations`` completions per prompt (rows grouped by prompt, consecutively);
-* returns token ids and masks in the layout the trainer's log-prob pass uses
-  (left-padded prompts, right-padded completions);
-* reports the log-probability its sampler gave each sampled token (``logprobs``; temperature
-  applied), so the trainer can measure the train/rollout log-prob gap and, for engines whose
-  numerics differ from the training forward, apply truncated importance sampling;
-* is told after every optimizer step (:meth:`RolloutBackend.sync`) so an engine holding its own
-  copy of the weights can refresh it.
-
-Built in: ``hf`` (transformers ``generate``, any architecture and every method), ``fused``
-(pefthub's own sampler for Llama-family models, :mod:`pefthub.trainers.decoder`) and, lazily,
-``vllm``. ``auto`` (the GRPO default) takes ``fused`` where it serves the model
-and the method, else ``hf``.
-
-HF ``generate`` runs inside ``method.merged(model)`` (adapter folded into the base weights) so a
-rollout costs what the base model costs, under ``torch.inference_mode`` with the KV cache, with all
-prompts × generations in one call.
-"""
+"""Rollout backends: sample ``generations`` completions per prompt with the sampler's log-probs, in the
+layout GRPO's log-prob pass uses; built in ``hf``, ``fused`` and (lazily) ``vllm``, and ``auto`` takes
+``fused`` where it serves the model and method, else ``hf`` (docs/trainers.md)."""
 
 from __future__ import annotations
 
@@ -205,7 +185,7 @@ class HFGenerateBackend(RolloutBackend):
 
 
 class FusedRolloutBackend(RolloutBackend):
-    """pefthub's own sampler (:mod:`pefthub.trainers.decoder`) on merged weights: Llama, Qwen2 and
+    """pefthub's own sampler (:mod:`pefthub.generation.decoder`) on merged weights: Llama, Qwen2 and
     Mistral models (speed against ``generate``: docs/performance.md). Its log-probs come
     from the model's own computation, fused differently: they match the training forward to float
     rounding, like merged-weight ``generate``, so no importance-sampling correction is needed."""
@@ -215,13 +195,13 @@ class FusedRolloutBackend(RolloutBackend):
 
     def __init__(self, model: nn.Module, tokenizer: Any, method: Any):
         super().__init__(model, tokenizer, method)
-        from pefthub.trainers.decoder import check_supported
+        from pefthub.generation.decoder import check_supported
 
         check_supported(model, method)
 
     def generate(self, prompts: list[list[int]], *, generations: int, max_new_tokens: int,
                  temperature: float, seed: int) -> Rollouts:
-        from pefthub.trainers.decoder import FusedDecoder
+        from pefthub.generation.decoder import FusedDecoder
 
         tok = self.tokenizer
         pad_id = pad_token_id(tok)
@@ -241,7 +221,7 @@ class FusedRolloutBackend(RolloutBackend):
 def auto_backend(model: nn.Module, method: Any) -> str:
     """``fused`` where it serves the model and the method merges, else ``hf``."""
     from pefthub.errors import UnsupportedError
-    from pefthub.trainers.decoder import check_supported
+    from pefthub.generation.decoder import check_supported
 
     try:
         check_supported(model, method)
@@ -254,7 +234,7 @@ def auto_backend(model: nn.Module, method: Any) -> str:
 ROLLOUT_BACKENDS: dict[str, type[RolloutBackend]] = {"hf": HFGenerateBackend, "fused": FusedRolloutBackend}
 #: name -> module that registers it on import: known by name (so a config naming it validates on a
 #: machine without the engine, e.g. `pefthub plan` of a GPU suite), imported only when used.
-LAZY_ROLLOUT_BACKENDS: dict[str, str] = {"vllm": "pefthub.trainers.rollout_vllm"}
+LAZY_ROLLOUT_BACKENDS: dict[str, str] = {"vllm": "pefthub.generation.rollout_vllm"}
 
 
 def backend_names() -> list[str]:
