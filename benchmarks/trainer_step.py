@@ -20,7 +20,7 @@ Settings that make the two engines do the same work:
 * TRL runs through pefthub's ``trl-grpo`` / ``trl-sft`` engine (pefthub/trainers/trl_engine.py),
   which gives it the examples in the order pefthub's seeded ``BatchStream`` draws them with TRL's
   sampler sequential, so both engines see the same batches (``trl-sft`` and ``sft`` compute the same
-  losses and parameters: tests/test_trl_engine.py).
+  losses and parameters: tests/trainers/test_trl_engine.py).
 * Engines (the first argument): ``trl`` is TRL with its defaults, as in the issue's reference
   figures: a step's rows in one per-device batch, gradient checkpointing on. ``trl-like-pefthub``
   is TRL set as pefthub runs: micro-batches of 8 (gradient accumulation over the step) and no

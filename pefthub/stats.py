@@ -345,7 +345,7 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
 
     scipy's two-sided p sums the outcomes no likelier than the observed one; under a fair coin the
     binomial is symmetric, so that equals twice the smaller tail, the p that the equal-tailed
-    Clopper–Pearson interval of :func:`exact_paired_interval` inverts (tests/test_stats.py checks both).
+    Clopper–Pearson interval of :func:`exact_paired_interval` inverts (tests/stats/test_stats.py checks both).
     """
     from scipy.stats import binomtest
 

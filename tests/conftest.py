@@ -21,3 +21,21 @@ def fresh_plugins(monkeypatch):
     plugins.reset()
     yield plugins
     plugins.reset()
+
+
+@pytest.fixture
+def lively():
+    """Factory of tiny models whose layers outweigh the residual stream. At its random init the tied
+    embedding makes every row greedily repeat its last token whatever attention computes, which would
+    let a broken decoder pass; scaled-up projections give varied continuations that depend on it all."""
+    from pefthub.models import load_model
+
+    def make(name):
+        lm = load_model(name, seed=0)
+        with torch.no_grad():
+            for key, p in lm.model.model.layers.named_parameters():
+                if "proj" in key:
+                    p.mul_(8.0)
+        return lm
+
+    return make

@@ -15,7 +15,7 @@ prompt tuning's virtual tokens are fed to the same engine as input embeddings be
 
 Token-level difference from lm-eval's HF model: the matrix multiplies are fused and run on other
 kernels, so logits agree to float rounding and a greedy choice can flip only where the two best
-tokens are within rounding of each other (tests/test_eval_fused.py checks each differing item is
+tokens are within rounding of each other (tests/evaluation/test_eval_fused.py checks each differing item is
 such a near-tie). For prompt tuning, peft under HF ``generate`` drops position ids, so HF counts a
 row's left padding into its positions (its result depends on the batch); here the virtual tokens
 take positions 0..V-1 and the prompt follows, as peft computes an unpadded row (and as training

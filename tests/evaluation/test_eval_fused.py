@@ -18,7 +18,6 @@ from pefthub.models import load_model
 from pefthub.tasks import get_task
 from pefthub.generation import decoder
 
-from test_decoder import lively  # a tiny model whose continuations depend on the prompt
 
 SMALL = {"test_size": 12, "validation_size": 4, "train_size": 8, "min_terms": 2, "max_terms": 3, "max_digits": 2}
 TINY = ("tiny-random", "tiny-random-qwen2")
@@ -60,7 +59,7 @@ def test_registered_in_lm_evals_registry():
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_batched_completions_equal_lm_evals_hf_model(name):
+def test_batched_completions_equal_lm_evals_hf_model(name, lively):
     """Mixed prompt widths, batches of 2 sorted by length (so padding and bucketing both run), and
     results back in request order."""
     lm = lively(name)
@@ -69,7 +68,7 @@ def test_batched_completions_equal_lm_evals_hf_model(name):
     assert fused == hf
 
 
-def test_until_strings_end_a_row_and_are_cut(monkeypatch):
+def test_until_strings_end_a_row_and_are_cut(monkeypatch, lively):
     lm = lively("tiny-random")
     context = CONTEXTS[1]
     text = lm.tokenizer.decode(free_tokens(lm, context, 16), skip_special_tokens=True)
@@ -84,7 +83,7 @@ def test_until_strings_end_a_row_and_are_cut(monkeypatch):
     assert lm_fused.positions_computed < free.positions_computed
 
 
-def test_end_tokens_per_row_and_ended_rows_are_dropped(monkeypatch):
+def test_end_tokens_per_row_and_ended_rows_are_dropped(monkeypatch, lively):
     """Rows end on their own end tokens at different steps; the batch shrinks as they do (fewer
     positions computed than a full batch to the token cap) and the completions equal HF's."""
     lm = lively("tiny-random")
@@ -103,7 +102,7 @@ def test_end_tokens_per_row_and_ended_rows_are_dropped(monkeypatch):
     assert whole.generate_until(reqs) == fused and whole.positions_computed > engine.positions_computed
 
 
-def test_prompt_tuning_runs_its_virtual_tokens_through_the_engine():
+def test_prompt_tuning_runs_its_virtual_tokens_through_the_engine(lively):
     """The fused engine equals peft + HF generate on each prompt alone (no padding), batched or not;
     HF batched counts the left padding into positions (peft drops position ids), see the module."""
     from peft import PromptTuningConfig, get_peft_model
@@ -129,7 +128,7 @@ def test_prompt_tuning_runs_its_virtual_tokens_through_the_engine():
         assert got == expected
 
 
-def test_merged_adapter_equals_hf_and_unmerged_falls_back_to_hf():
+def test_merged_adapter_equals_hf_and_unmerged_falls_back_to_hf(lively):
     """A LoRA with non-zero B inside ``method.merged`` (as the runner evaluates): fused and HF agree;
     the same adapter unmerged is served by HF under ``auto`` with a note, refused under ``fused``."""
     lm = lively("tiny-random")

@@ -8,7 +8,7 @@ import pytest
 from pefthub import bench, stats, suites
 from pefthub import results as R
 from pefthub.errors import ConfigError
-from tests.test_bench_cli import bench_cli, tiny_suite
+from test_bench_cli import bench_cli, tiny_suite
 
 TUNED = """
 methods = ["lora"]

@@ -15,7 +15,7 @@ from pefthub.trainers.grpo import CollapseWatch, GRPOOptions, GRPOTrainer, StepH
 
 from test_trainers import LettersTask, adapt, budget, one_thread, tiny_lm  # noqa: F401 (autouse fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NEW_OPTIONS = {"dynamic_sampling", "max_sampling_rounds", "stop_on_collapse", "collapse_patience"}
 
 

@@ -20,7 +20,7 @@ from pefthub.cli import main
 from pefthub.hookspecs import hookimpl
 from pefthub.trainers.sft import SFTTrainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
 
 

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 QUESTIONS = ["What is 7 + 5?", "Say hello.", "Name a fruit."]
 GENERATIONS, NEW_TOKENS, TEMPERATURE = 3, 10, 0.9
-#: See tests/test_vllm_engine.py; measured here with BitFit's biases: max 4.5e-5 per token.
+#: See tests/generation/test_vllm_engine.py; measured here with BitFit's biases: max 4.5e-5 per token.
 LOGPROB_TOLERANCE = 1e-3
 
 

@@ -15,7 +15,7 @@ from pefthub.errors import ConfigError
 from pefthub.results import canonical_json, run_id
 from pefthub.schema import Budget, Evaluation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMITTED = sorted(REPO.glob("leaderboards/*/results/*.json"))
 
 SUITE = """

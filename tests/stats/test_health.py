@@ -18,7 +18,7 @@ from pefthub import health
 from pefthub import results as R
 from pefthub.health import COLLAPSED, NO_OP, NO_SIGNAL, RUNAWAY, THRESHOLDS, Thresholds, assess, at_token_cap
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "leaderboards" / "quick" / "results"
 EVAL = {"split": "test", "limit": 40, "max_new_tokens": 32, "backend": "hf"}
 

@@ -269,7 +269,7 @@ def test_content_security_policy_blocks_an_inline_script_that_slipped_through(si
         planted.unlink()
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICK_RESULTS = REPO / "leaderboards" / "quick" / "results"
 
 

@@ -34,21 +34,11 @@ def one_thread():
 
 def tiny(name):
     lm = load_model(name, seed=0)
-    with torch.no_grad():  # sharpen the random model's near-uniform outputs (as tests/test_trainers.py)
+    with torch.no_grad():  # sharpen the random model's near-uniform outputs (as tests/trainers/test_trainers.py)
         lm.model.model.norm.weight.mul_(8.0)
     return lm
 
 
-def lively(name):
-    """A tiny model whose layers outweigh the residual stream. At its random init the tied embedding
-    makes every row greedily repeat its last token whatever attention computes, which would let a
-    broken decoder pass; scaled-up projections give varied continuations that depend on it all."""
-    lm = load_model(name, seed=0)
-    with torch.no_grad():
-        for key, p in lm.model.model.layers.named_parameters():
-            if "proj" in key:
-                p.mul_(8.0)
-    return lm
 
 
 def prompts_of(tok, texts):
@@ -60,7 +50,7 @@ TEXTS = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "hello there
 
 @pytest.mark.parametrize("prepack", PREPACK)
 @pytest.mark.parametrize("name", TINY)
-def test_logits_match_the_transformers_forward(name, prepack):
+def test_logits_match_the_transformers_forward(name, prepack, lively):
     lm = lively(name)
     ids, mask = prompts_of(lm.tokenizer, TEXTS)
     with torch.no_grad():
@@ -71,7 +61,7 @@ def test_logits_match_the_transformers_forward(name, prepack):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_bf16_logits_match_the_transformers_forward(name):
+def test_bf16_logits_match_the_transformers_forward(name, lively):
     """bf16 (the GPU dtype) takes the plain-linear path, with the rotary pairs rotated in fp32."""
     lm = lively(name)
     model = lm.model.to(torch.bfloat16)
@@ -92,7 +82,7 @@ def hf_greedy(lm, ids, mask, new_tokens, eos):
 
 @pytest.mark.parametrize("prepack", PREPACK)
 @pytest.mark.parametrize("name", TINY)
-def test_greedy_continuations_equal_generate_with_rows_ending_early(name, prepack):
+def test_greedy_continuations_equal_generate_with_rows_ending_early(name, prepack, lively):
     """Several end tokens, so rows stop at different steps and the batch is compacted on the way."""
     lm = lively(name)
     ids, mask = prompts_of(lm.tokenizer, TEXTS)
@@ -112,7 +102,7 @@ def test_greedy_continuations_equal_generate_with_rows_ending_early(name, prepac
         assert (got.tokens[row, n:] == lm.tokenizer.pad_token_id).all()
 
 
-def test_compaction_does_not_change_greedy_output(monkeypatch):
+def test_compaction_does_not_change_greedy_output(monkeypatch, lively):
     lm = lively("tiny-random")
     ids, mask = prompts_of(lm.tokenizer, TEXTS * 3)
     free = hf_greedy(lm, ids, mask, 16, {lm.tokenizer.eos_token_id})

@@ -9,7 +9,7 @@ import pytest
 
 from pefthub import findings, results, stats
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N = 120
 
 

@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from pefthub import results, stats
 
-QUICK = Path(__file__).resolve().parents[1] / "leaderboards" / "quick" / "results"
+QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "quick" / "results"
 
 
 # ---- known answers ----------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_p
     from pefthub import suites
     from pefthub.commands.plan import suite_power
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     code, out, err = run_cli(capsys, "plan", "quick", "--json")
     assert code == 0, err
     power = json.loads(out)["power"]

@@ -10,7 +10,7 @@ import pytest
 from pefthub import suites
 from pefthub.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL = """
 model = "tiny-random"
