@@ -77,6 +77,7 @@ def run(method_name: str, dynamic: bool) -> dict:
     return {"train_seconds": train_seconds, "steps": spent.optimizer_steps, "prompts": spent.prompts,
             "prompts_trained": spent.prompts_trained, "informative_groups": informative,
             "tokens_generated": spent.tokens_generated, "accuracy": result.summary["accuracy"],
+            "correct": {r["id"]: bool(r["correct"]) for r in result.samples},
             "stopped_early": (stopped or {}).get("reason")}
 
 
@@ -97,6 +98,15 @@ def test_dynamic_sampling_at_equal_wall_time(benchmark, method_name):
         })
     info["informative_per_s_dynamic_over_plain"] = round(rate["dynamic"] / rate["plain"], 3) if rate["plain"] else None
     info["accuracy_dynamic_minus_plain"] = round(dynamic["accuracy"] - plain["accuracy"], 4)
+    # Paired on the same test items: McNemar's exact p and the interval that agrees with it (pefthub.stats).
+    from pefthub import stats
+
+    items = sorted(plain["correct"])
+    d_only = sum(dynamic["correct"][i] and not plain["correct"][i] for i in items)
+    p_only = sum(plain["correct"][i] and not dynamic["correct"][i] for i in items)
+    low, high = stats.exact_paired_interval(d_only, p_only, len(items))
+    info.update({"accuracy_delta_ci_low": round(low, 4), "accuracy_delta_ci_high": round(high, 4),
+                 "accuracy_delta_mcnemar_p": round(stats.mcnemar_p(d_only, p_only), 4)})
     info["note"] = (f"{method_name} {METHODS[method_name][0]} lr {METHODS[method_name][1]:g}, seed {SEED}, "
                     f"{BATCH} prompts x 4 generations, 64 new tokens, dynamic: max_sampling_rounds 4; greedy eval")
     benchmark.extra_info.update(info)
