@@ -190,6 +190,7 @@ def render_markdown(suite: str, rows: Sequence[stats.StatRow], source: str, *, d
         lines.append("")
         lines += [f"- {statement(f)}" for f in findings]
         lines.append("")
+    lines += versus_base_lines(rows)
     lines += tuning_lines(docs)
     for pilot_source, pilot_docs in pilots:
         lines += pilot_lines(docs, pilot_docs, results_dir, pilot_source)
@@ -271,6 +272,28 @@ def replace_worked_example(text: str, example: str) -> str:
     head, rest = text.split(EXAMPLE_START, 1)
     _, tail = rest.split(EXAMPLE_END, 1)
     return f"{head}{EXAMPLE_START}\n{example}\n{EXAMPLE_END}{tail}"
+
+
+def versus_base_lines(rows: Sequence[stats.StatRow]) -> list[str]:
+    """Markdown: every row against the base model on the same test items, Holm-corrected over the rows."""
+    base = next((r for r in rows if r.is_base), None)
+    outcomes = stats.versus_base(rows, base)
+    if not any(isinstance(c, stats.Comparison) for c in outcomes.values()):
+        return []
+    lines = ["## Every row against the base model", "",
+             f"Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
+             f"p Holm-corrected over the {sum(isinstance(c, stats.Comparison) for c in outcomes.values())} rows.", "",
+             "| row | trained parameters | seeds | accuracy | Δ vs base [95% CI] | p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for row in sorted((r for r in rows if not r.is_base), key=lambda r: (r.trainer, r.trainable_params or 0, r.label)):
+        c = outcomes.get(row.label)
+        if not isinstance(c, stats.Comparison):
+            lines.append(f"| `{row.label}` | - | {len(row.docs)} | - | not paired: {c or 'no comparison'} | - | - |")
+            continue
+        params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
+        lines.append(f"| `{row.label}` | {params} | {c.seeds_a} | {stats.fmt_pct(c.accuracy_a)}% | "
+                     f"{stats.interval_text(c)} | {stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)}) | {c.verdict} |")
+    return lines + [""]
 
 
 # ---- how the suite was run: learning-rate choices, pilots, cost -------------------------------------
