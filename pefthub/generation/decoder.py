@@ -178,6 +178,23 @@ def pick_tokens(logits: torch.Tensor, temperature: float, generator: torch.Gener
     return chosen, z.gather(-1, chosen[:, None]).squeeze(-1) - total.log().to(z.dtype)
 
 
+#: Prompts sharing at least this many leading tokens prefill them once (shorter shares are not worth it).
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(ids: torch.Tensor, valid: torch.Tensor) -> int:
+    """How many leading real tokens all left-padded prompt rows share, keeping at least one token of
+    each row's own (its last position gives the row's first logits)."""
+    rows = [row[mask].tolist() for row, mask in zip(ids, valid.bool())]
+    if len(rows) < 2:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    shared = 0
+    while shared < limit and all(r[shared] == rows[0][shared] for r in rows[1:]):
+        shared += 1
+    return shared
+
+
 @dataclass
 class Samples:
     """``N`` sampled continuations (row order as requested)."""
@@ -326,6 +343,39 @@ class FusedDecoder:
         ext_valid = torch.cat([valid.new_ones(rows, virtual), valid], dim=1).gather(1, source)
         return ext_ids, ext_valid, embeds
 
+    def _prefill_with_shared_prefix(self, ids: torch.Tensor, valid: torch.Tensor, shared: int):
+        """Prefill left-padded prompts whose first ``shared`` real tokens are the same: that prefix
+        once (one row), then each prompt's rest on top of it. Returns (cache, last logits, ids, valid)
+        in the layout the decode steps use: the prefix in slots ``0..shared`` for every row, then the
+        rests, left-padded; each token keeps the position it has in its own prompt."""
+        prompts = ids.shape[0]
+        starts = (~valid).sum(-1)
+        first = int(starts[0])
+        prefix_ids = ids[:1, first:first + shared]
+        prefix_cache = self._new_cache(1, shared)
+        hidden, rope, mask = self._prefill_inputs(prefix_ids, torch.ones_like(prefix_ids, dtype=torch.bool))
+        self._forward(hidden, rope, prefix_cache, 0, mask)
+        rests = [ids[i, int(starts[i]) + shared:] for i in range(prompts)]
+        rest_width = max(len(r) for r in rests)
+        rest_ids = ids.new_zeros(prompts, rest_width)
+        rest_valid = torch.zeros(prompts, rest_width, dtype=torch.bool, device=self.device)
+        for i, r in enumerate(rests):
+            rest_ids[i, rest_width - len(r):] = r
+            rest_valid[i, rest_width - len(r):] = True
+        width = shared + rest_width
+        cache = self._new_cache(prompts, width)
+        for (k, v), (pk, pv) in zip(cache, prefix_cache):
+            k[:, :, :shared] = pk
+            v[:, :, :shared] = pv
+        positions = shared + (rest_valid.long().cumsum(-1) - 1).clamp(min=0)
+        causal = torch.ones(rest_width, rest_width, dtype=torch.bool, device=self.device).tril()
+        own = (causal & rest_valid[:, None, :]) | torch.eye(rest_width, dtype=torch.bool, device=self.device)
+        mask = torch.cat([own.new_ones(prompts, rest_width, shared), own], dim=-1)[:, None]
+        hidden = F.embedding(rest_ids, self.embed)
+        last = self._logits(self._forward(hidden, self._rope(positions), cache, shared, mask)[:, -1])
+        full_valid = torch.cat([valid.new_ones(prompts, shared), rest_valid], dim=-1)
+        return cache, last, torch.cat([ids.new_zeros(prompts, shared), rest_ids], dim=-1), full_valid
+
     # ---- sampling ----------------------------------------------------------------------------
     @torch.inference_mode()
     def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, generations: int, max_new_tokens: int,
@@ -347,13 +397,21 @@ class FusedDecoder:
             ids, valid, embeds = self._with_prefix(ids, valid, prefix.to(self.device))
         prompts, width = ids.shape
         n = prompts * generations
-        slots = width + max_new_tokens
         eos = torch.tensor(sorted(eos_ids), device=self.device)
 
-        # Prefill each distinct prompt once, then give each of its rows a copy of its KV.
-        prefill_cache = self._new_cache(prompts, width)
-        hidden, rope, mask = self._prefill_inputs(ids, valid, embeds)
-        last = self._logits(self._forward(hidden, rope, prefill_cache, 0, mask)[:, -1])
+        # Prefill each distinct prompt once, then give each of its rows a copy of its KV. Prompts
+        # that open alike (system prompt and chat template) share that prefix's KV, computed once.
+        shared = shared_prefix_length(ids, valid) if embeds is None else 0
+        if shared >= MIN_SHARED_PREFIX:
+            prefill_cache, last, ids, valid = self._prefill_with_shared_prefix(ids, valid, shared)
+            width = ids.shape[1]
+            positions_computed = shared + prompts * (width - shared)
+        else:
+            prefill_cache = self._new_cache(prompts, width)
+            hidden, rope, mask = self._prefill_inputs(ids, valid, embeds)
+            last = self._logits(self._forward(hidden, rope, prefill_cache, 0, mask)[:, -1])
+            positions_computed = prompts * width
+        slots = width + max_new_tokens
         cache = self._new_cache(n, slots)
         for (k, v), (pk, pv) in zip(cache, prefill_cache):
             k[:, :, :width] = pk.repeat_interleave(generations, dim=0)
@@ -363,7 +421,6 @@ class FusedDecoder:
         key_valid = torch.zeros(n, slots, dtype=torch.bool, device=self.device)
         key_valid[:, :width] = valid.repeat_interleave(generations, dim=0)
         next_position = valid.sum(-1).repeat_interleave(generations, dim=0)  # per row: its prompt length
-        positions_computed = prompts * width
 
         tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=self.device)
         logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=self.device)

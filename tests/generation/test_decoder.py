@@ -227,3 +227,35 @@ def test_embedded_model_greedy_and_log_probs_match_transformers():
         logits = lm.model(input_ids=full_ids, attention_mask=full_mask).logits[:, ids.shape[1] - 1:-1] / 0.7
     reference = torch.log_softmax(logits, -1).gather(-1, sampled.tokens[..., None]).squeeze(-1)
     assert ((reference - sampled.logprobs).abs() * sampled.mask).max() < 1e-3
+
+
+SHARED = "<|im_start|>system\nSolve the problem. Show your working briefly, then finish.<|im_end|>\n<|im_start|>user\n"
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_a_shared_prefix_is_prefilled_once_with_the_same_output(name, lively):
+    """Prompts that open alike (system prompt, chat template) prefill that prefix once: greedy tokens
+    equal transformers' generate, sampled tokens and log-probs equal the unshared prefill's."""
+    lm = lively(name)
+    texts = [SHARED + q + "<|im_end|>\n<|im_start|>assistant\n" for q in ("2 + 3", "what is 17 + 25 + 8?", "x")]
+    ids, mask = prompts_of(lm.tokenizer, texts)
+    shared = decoder.shared_prefix_length(ids, mask)
+    assert shared >= decoder.MIN_SHARED_PREFIX
+    expected = hf_greedy(lm, ids, mask, 12, {lm.tokenizer.eos_token_id})
+    dec = FusedDecoder(lm.model)
+
+    def run(greedy, generations=1):
+        return dec.sample(ids, mask, generations=generations, max_new_tokens=12, temperature=1.0,
+                          eos_ids={lm.tokenizer.eos_token_id}, pad_id=lm.tokenizer.pad_token_id,
+                          generator=torch.Generator().manual_seed(3), greedy=greedy)
+
+    got = run(True)
+    assert got.tokens.tolist() == expected[:, :got.tokens.shape[1]].tolist()
+    assert got.positions_computed < ids.shape[0] * ids.shape[1] + int(got.mask.sum())  # the prefix ran once
+    with_share = run(False, generations=2)
+    from unittest import mock
+
+    with mock.patch.object(decoder, "MIN_SHARED_PREFIX", 10**9):
+        without = run(False, generations=2)
+    assert with_share.tokens.tolist() == without.tokens.tolist()
+    torch.testing.assert_close(with_share.logprobs, without.logprobs, atol=1e-4, rtol=0)
