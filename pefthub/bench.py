@@ -259,7 +259,7 @@ def _summarize_row(docs: list[dict]) -> RowResult:
             if test is not None:
                 score.test.append(test)
     successes = [d for d in docs if d["status"] == "success"]
-    selection = stats.select_learning_rate(successes)
+    selection = stats.select_learning_rate(successes, docs)
     chosen: list[dict] = []
     best_lr = None
     if selection is not None and selection.rule != stats.LR_UNSELECTED:

@@ -315,7 +315,7 @@ def tuning_lines(docs: Sequence[dict]) -> list[str]:
              "|---|---|---|---|---|"]
     for members in sorted(groups.values(), key=lambda m: stats.row_label(m[0]["config"])):
         first = min(d["config"].get("seed") for d in members)
-        selection = stats.select_learning_rate(d for d in members if d["status"] == "success")
+        selection = stats.select_learning_rate((d for d in members if d["status"] == "success"), members)
         chosen = next(iter(selection.chosen)) if selection and selection.rule != stats.LR_UNSELECTED else None
         cells = []
         for doc in sorted((d for d in members if d["config"].get("seed") == first),

@@ -80,13 +80,14 @@ class Selection:
         return LR_EDGE_LOW if lr == rates[0] else LR_EDGE_HIGH if lr == rates[-1] else None
 
 
-def select_learning_rate(successes: Iterable[dict]) -> Selection | None:
+def select_learning_rate(successes: Iterable[dict], attempted: Iterable[dict] | None = None) -> Selection | None:
     """Choose a point's learning rate on validation, never test; ``None`` if nothing succeeded.
 
     Only successful runs count. One rate: it. Several, all with validation scores: the best mean
-    validation accuracy over the seeds every rate has (all seeds when they share none; so a grid
-    tuned on its first seed is judged there), ties to the smaller rate. Otherwise none is chosen
-    (every rate is returned).
+    validation accuracy over the seeds every rate was run with (``attempted``: the point's runs,
+    failed ones included; default the successes), ties to the smaller rate. So a grid tuned on its
+    first seed is judged there, and a seed that failed for one rate only drops out of that rate's
+    mean. Otherwise none is chosen (every rate is returned).
     """
     by_lr: dict[Any, list[dict]] = {}
     for doc in successes:
@@ -99,9 +100,11 @@ def select_learning_rate(successes: Iterable[dict]) -> Selection | None:
     val = {lr: {str(d["config"].get("seed")): v for d in docs if (v := accuracy(d, "validation")) is not None}
            for lr, docs in by_lr.items()}
     if all(val.values()):
-        shared = set.intersection(*(set(v) for v in val.values()))
-        mean = {lr: statistics.fmean(v[s] for s in shared) if shared else statistics.fmean(v.values())
-                for lr, v in val.items()}
+        ran: dict[Any, set[str]] = {}
+        for doc in (attempted if attempted is not None else [d for docs in by_lr.values() for d in docs]):
+            ran.setdefault(doc["config"].get("learning_rate"), set()).add(str(doc["config"].get("seed")))
+        shared = set.intersection(*(ran.get(lr, set(v)) for lr, v in val.items()))
+        mean = {lr: statistics.fmean([v[s] for s in shared if s in v] or v.values()) for lr, v in val.items()}
         best = max(by_lr, key=lambda lr: (mean[lr], -(lr if lr is not None else math.inf)))
         return Selection(LR_SELECTED, candidates, {best: by_lr[best]})
     return Selection(LR_UNSELECTED, candidates, {lr: by_lr[lr] for lr in candidates})
@@ -191,13 +194,15 @@ def rows_from_docs(pairs: Iterable[tuple[dict, Path | None]]) -> list[StatRow]:
     runs only, learning rate selected as :func:`select_learning_rate` does; unselected points give
     one row per rate, labelled with the rate."""
     groups: dict[str, list[tuple[dict, Path | None]]] = {}
+    attempted: dict[str, list[dict]] = {}
     for doc, path in pairs:
+        attempted.setdefault(point_key(doc["config"]), []).append(doc)
         if doc.get("status") == "success":
             groups.setdefault(point_key(doc["config"]), []).append((doc, path))
     rows = []
-    for members in groups.values():
+    for key, members in groups.items():
         where = {id(d): p for d, p in members}
-        selection = select_learning_rate(d for d, _ in members)
+        selection = select_learning_rate((d for d, _ in members), attempted[key])
         for lr, docs in selection.chosen.items():
             label = row_label(docs[0]["config"])
             if selection.rule == LR_UNSELECTED:

@@ -143,15 +143,19 @@ def _row(runs: list[Run], selection: str, candidates: list[float], at_edge: str 
     )
 
 
-def select_rows(runs: list[Run]) -> list[Row]:
-    """Group successful runs into points, average seeds, select each point's learning rate (stats' rule)."""
+def select_rows(runs: list[Run], attempted: list[Run] | None = None) -> list[Row]:
+    """Group successful runs into points, average seeds, select each point's learning rate (stats' rule;
+    ``attempted``: every run of the suite, failed ones included)."""
     points: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         points[stats.point_key(run.config)].append(run)
+    tried: dict[str, list[dict]] = defaultdict(list)
+    for run in attempted if attempted is not None else runs:
+        tried[stats.point_key(run.config)].append(run.doc)
     rows = []
-    for members in points.values():
+    for key, members in points.items():
         by_doc = {id(r.doc): r for r in members}
-        selection = stats.select_learning_rate(r.doc for r in members)
+        selection = stats.select_learning_rate((r.doc for r in members), tried[key])
         candidates = [lr for lr in selection.candidates if lr is not None]
         for docs in selection.chosen.values():
             rows.append(_row([by_doc[id(d)] for d in docs], selection.rule, candidates, selection.at_edge))
@@ -178,7 +182,7 @@ def view_suite(suite: Suite) -> SuiteView:
     successes = [r for r in suite.runs if r.status == "success"]
     failures = sorted((r for r in suite.runs if r.status != "success"),
                       key=lambda r: (r.doc.get("finished_at") or r.doc.get("started_at") or "", r.run_id))
-    rows = sorted(select_rows(successes), key=sort_key)
+    rows = sorted(select_rows(successes, suite.runs), key=sort_key)
     base_rows = [r for r in rows if r.is_base and r.accuracy is not None]
     # Several base points (e.g. evaluated with two protocols) cannot all be "the" reference:
     # the one with most seeds, then the most recent, is used; all stay in the table.
