@@ -343,17 +343,23 @@ class FusedDecoder:
         ext_valid = torch.cat([valid.new_ones(rows, virtual), valid], dim=1).gather(1, source)
         return ext_ids, ext_valid, embeds
 
-    def _prefill_with_shared_prefix(self, ids: torch.Tensor, valid: torch.Tensor, shared: int):
-        """Prefill left-padded prompts whose first ``shared`` real tokens are the same: that prefix
-        once (one row), then each prompt's rest on top of it. Returns (cache, last logits, ids, valid)
-        in the layout the decode steps use: the prefix in slots ``0..shared`` for every row, then the
-        rests, left-padded; each token keeps the position it has in its own prompt."""
+    def _prefill_with_shared_prefix(self, ids: torch.Tensor, valid: torch.Tensor, shared: int,
+                                    virtual: torch.Tensor | None = None):
+        """Prefill left-padded prompts whose first ``shared`` real tokens are the same: that opening
+        (after prompt tuning's ``virtual`` tokens, if any) once, in one row, then each prompt's rest on
+        top of it. Returns (cache, last logits, ids, valid) in the layout the decode steps use: the
+        opening in the first slots of every row, then the rests, left-padded; each token keeps the
+        position it has in its own prompt."""
         prompts = ids.shape[0]
         starts = (~valid).sum(-1)
-        first = int(starts[0])
-        prefix_ids = ids[:1, first:first + shared]
-        prefix_cache = self._new_cache(1, shared)
-        hidden, rope, mask = self._prefill_inputs(prefix_ids, torch.ones_like(prefix_ids, dtype=torch.bool))
+        text = ids[:1, int(starts[0]):int(starts[0]) + shared]
+        embeds = F.embedding(text, self.embed)
+        if virtual is not None:  # virtual tokens first, at positions 0..V-1, as peft computes a row
+            embeds = torch.cat([virtual.to(self.dtype)[None], embeds], dim=1)
+        opening = embeds.shape[1]
+        opening_ids = torch.cat([text.new_zeros(1, opening - shared), text], dim=1)
+        prefix_cache = self._new_cache(1, opening)
+        hidden, rope, mask = self._prefill_inputs(opening_ids, torch.ones_like(opening_ids, dtype=torch.bool), embeds)
         self._forward(hidden, rope, prefix_cache, 0, mask)
         rests = [ids[i, int(starts[i]) + shared:] for i in range(prompts)]
         rest_width = max(len(r) for r in rests)
@@ -362,19 +368,19 @@ class FusedDecoder:
         for i, r in enumerate(rests):
             rest_ids[i, rest_width - len(r):] = r
             rest_valid[i, rest_width - len(r):] = True
-        width = shared + rest_width
+        width = opening + rest_width
         cache = self._new_cache(prompts, width)
         for (k, v), (pk, pv) in zip(cache, prefix_cache):
-            k[:, :, :shared] = pk
-            v[:, :, :shared] = pv
-        positions = shared + (rest_valid.long().cumsum(-1) - 1).clamp(min=0)
+            k[:, :, :opening] = pk
+            v[:, :, :opening] = pv
+        positions = opening + (rest_valid.long().cumsum(-1) - 1).clamp(min=0)
         causal = torch.ones(rest_width, rest_width, dtype=torch.bool, device=self.device).tril()
         own = (causal & rest_valid[:, None, :]) | torch.eye(rest_width, dtype=torch.bool, device=self.device)
-        mask = torch.cat([own.new_ones(prompts, rest_width, shared), own], dim=-1)[:, None]
+        mask = torch.cat([own.new_ones(prompts, rest_width, opening), own], dim=-1)[:, None]
         hidden = F.embedding(rest_ids, self.embed)
-        last = self._logits(self._forward(hidden, self._rope(positions), cache, shared, mask)[:, -1])
-        full_valid = torch.cat([valid.new_ones(prompts, shared), rest_valid], dim=-1)
-        return cache, last, torch.cat([ids.new_zeros(prompts, shared), rest_ids], dim=-1), full_valid
+        last = self._logits(self._forward(hidden, self._rope(positions), cache, opening, mask)[:, -1])
+        full_valid = torch.cat([valid.new_ones(prompts, opening), rest_valid], dim=-1)
+        return cache, last, torch.cat([opening_ids.expand(prompts, -1), rest_ids], dim=-1), full_valid
 
     # ---- sampling ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -392,21 +398,24 @@ class FusedDecoder:
         """
         ids = prompt_ids.to(self.device)
         valid = prompt_mask.to(self.device).bool()
-        embeds = None
-        if prefix is not None:
-            ids, valid, embeds = self._with_prefix(ids, valid, prefix.to(self.device))
-        prompts, width = ids.shape
+        virtual = None if prefix is None else prefix.to(self.device)
+        prompts = ids.shape[0]
         n = prompts * generations
         eos = torch.tensor(sorted(eos_ids), device=self.device)
 
         # Prefill each distinct prompt once, then give each of its rows a copy of its KV. Prompts
         # that open alike (system prompt and chat template) share that prefix's KV, computed once.
-        shared = shared_prefix_length(ids, valid) if embeds is None else 0
+        shared = shared_prefix_length(ids, valid)
         if shared >= MIN_SHARED_PREFIX:
-            prefill_cache, last, ids, valid = self._prefill_with_shared_prefix(ids, valid, shared)
+            prefill_cache, last, ids, valid = self._prefill_with_shared_prefix(ids, valid, shared, virtual)
             width = ids.shape[1]
-            positions_computed = shared + prompts * (width - shared)
+            opening = shared + (0 if virtual is None else virtual.shape[0])
+            positions_computed = opening + prompts * (width - opening)
         else:
+            embeds = None
+            if virtual is not None:
+                ids, valid, embeds = self._with_prefix(ids, valid, virtual)
+            width = ids.shape[1]
             prefill_cache = self._new_cache(prompts, width)
             hidden, rope, mask = self._prefill_inputs(ids, valid, embeds)
             last = self._logits(self._forward(hidden, rope, prefill_cache, 0, mask)[:, -1])

@@ -259,3 +259,28 @@ def test_a_shared_prefix_is_prefilled_once_with_the_same_output(name, lively):
         without = run(False, generations=2)
     assert with_share.tokens.tolist() == without.tokens.tolist()
     torch.testing.assert_close(with_share.logprobs, without.logprobs, atol=1e-4, rtol=0)
+
+
+def test_virtual_tokens_share_the_prefix_too(lively):
+    """Prompt tuning's virtual tokens open every prompt: they join the shared prefix, and the outputs
+    equal the unshared prefill's (virtual tokens at positions 0..V-1, the prompt after them)."""
+    lm = lively("tiny-random")
+    texts = [SHARED + q + "<|im_end|>\n<|im_start|>assistant\n" for q in ("2 + 3", "what is 17 + 25 + 8?", "x")]
+    ids, mask = prompts_of(lm.tokenizer, texts)
+    virtual = torch.randn(4, lm.model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    dec = FusedDecoder(lm.model)
+
+    def run(greedy):
+        return dec.sample(ids, mask, generations=2, max_new_tokens=10, temperature=1.0, prefix=virtual,
+                          eos_ids={lm.tokenizer.eos_token_id}, pad_id=lm.tokenizer.pad_token_id,
+                          generator=torch.Generator().manual_seed(5), greedy=greedy)
+
+    from unittest import mock
+
+    for greedy in (True, False):
+        with_share = run(greedy)
+        with mock.patch.object(decoder, "MIN_SHARED_PREFIX", 10**9):
+            without = run(greedy)
+        assert with_share.tokens.tolist() == without.tokens.tolist()
+        torch.testing.assert_close(with_share.logprobs, without.logprobs, atol=1e-4, rtol=0)
+        assert with_share.positions_computed < without.positions_computed
