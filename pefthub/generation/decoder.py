@@ -320,11 +320,15 @@ class FusedDecoder:
     def _prefill_inputs(self, ids: torch.Tensor, valid: torch.Tensor, embeds: torch.Tensor | None = None):
         valid = valid.bool()
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        width = ids.shape[1]
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        # A padding query may see only itself (a row of all-False would give NaN); no real token sees it.
-        mask = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
+        mask = self._causal_mask(valid)
         return F.embedding(ids, self.embed) if embeds is None else embeds, self._rope(positions), mask[:, None]
+
+    def _causal_mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """(rows, tokens, tokens) True = may attend, for left-padded rows. A padding query may see only
+        itself (a row of all-False would give NaN); no real token sees it."""
+        width = valid.shape[1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        return (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
 
     def _with_prefix(self, ids: torch.Tensor, valid: torch.Tensor,
                      prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -374,8 +378,7 @@ class FusedDecoder:
             k[:, :, :opening] = pk
             v[:, :, :opening] = pv
         positions = opening + (rest_valid.long().cumsum(-1) - 1).clamp(min=0)
-        causal = torch.ones(rest_width, rest_width, dtype=torch.bool, device=self.device).tril()
-        own = (causal & rest_valid[:, None, :]) | torch.eye(rest_width, dtype=torch.bool, device=self.device)
+        own = self._causal_mask(rest_valid)
         mask = torch.cat([own.new_ones(prompts, rest_width, opening), own], dim=-1)[:, None]
         hidden = F.embedding(rest_ids, self.embed)
         last = self._logits(self._forward(hidden, self._rope(positions), cache, opening, mask)[:, -1])
