@@ -115,6 +115,50 @@ def tail_logits(method: Any, model: nn.Module, input_ids: torch.Tensor, attentio
     return logits[:, -keep:]
 
 
+def prefix_shared_tail_logits(method: Any, model: nn.Module, input_ids: torch.Tensor,
+                              attention_mask: torch.Tensor, keep: int) -> tuple[torch.Tensor, int]:
+    """(:func:`tail_logits`, positions forwarded) of right-padded rows, forwarding the leading tokens
+    every row shares (the chat template's opening) once and sharing their key/value cache: the same
+    positions, so the same logits and gradients up to float rounding, for less compute and memory."""
+    from pefthub.generation.decoder import MIN_SHARED_PREFIX, shared_prefix_length
+
+    shared = 0
+    if uses_default_forward(method) and input_ids.shape[0] > 1:
+        shared = min(shared_prefix_length(input_ids, attention_mask), input_ids.shape[1] - keep)
+    if shared < MIN_SHARED_PREFIX:
+        return tail_logits(method, model, input_ids, attention_mask, keep), input_ids.numel()
+    cache = model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    logits = model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, past_key_values=cache,
+                   use_cache=True, logits_to_keep=keep).logits
+    return logits, shared + input_ids[:, shared:].numel()
+
+
+def completion_logits(method: Any, model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(logits predicting each completion token, ``[rows, width, vocab]``; positions forwarded) for
+    left-padded prompts and right-padded completions. Rows with the same prompt (a GRPO group) forward
+    it once and share its key/value cache at the positions of the rows forwarded whole, so logits and
+    gradients agree with that up to float rounding, for a fraction of the prompt's compute and memory."""
+    width = completion_ids.shape[1]
+    prompts, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
+    if not uses_default_forward(method) or prompts.shape[0] == prompt_ids.shape[0]:
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([prompt_mask, completion_mask], 1)
+        return tail_logits(method, model, ids, mask, width + 1)[:, :-1], ids.numel()
+    n = prompt_ids.shape[1]
+    out = model(input_ids=prompts[:, :n], attention_mask=prompts[:, n:], use_cache=True, logits_to_keep=1)
+    last = out.logits[inverse]  # the prompt's last position predicts the first completion token
+    if width == 1:
+        return last, prompts.shape[0] * n
+    cache = out.past_key_values
+    cache.batch_select_indices(inverse)
+    # The last completion token predicts nothing that is scored: it is not forwarded.
+    body = model(input_ids=completion_ids[:, :-1], attention_mask=torch.cat([prompt_mask, completion_mask[:, :-1]], 1),
+                 past_key_values=cache, use_cache=True, logits_to_keep=0).logits
+    return torch.cat([last, body], 1), prompts.shape[0] * n + completion_ids[:, :-1].numel()
+
+
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log p(target) per position, computed as a fused cross-entropy (no log-softmax copy kept)."""
     if temperature != 1.0:

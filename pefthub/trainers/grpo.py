@@ -544,7 +544,8 @@ class GRPOTrainer(Trainer):
             c_mask = c_mask[:, :width]
             input_ids = torch.cat([ro.prompt_ids[idx, first:], completion], dim=1)
             attention = torch.cat([p_mask[:, first:], c_mask], dim=1)
-            logits = common.tail_logits(method, model, input_ids, attention, width + 1)[:, :-1]
+            logits, positions = common.completion_logits(method, model, ro.prompt_ids[idx, first:], p_mask[:, first:],
+                                              completion, c_mask)
             logps = common.token_logprobs(logits, completion, o.temperature)
             old = logps.detach()
             rollout_logps = ro.logprobs[idx, :width] if ro.logprobs is not None else None
@@ -575,7 +576,7 @@ class GRPOTrainer(Trainer):
             clip_sum += float((((ratio < 1 - o.epsilon_low) | (ratio > 1 + o.epsilon_high)).float() * m).sum())
             tokens_seen += n_tokens
             spent.tokens_trained += int(n_tokens)
-            spent.train_flops += train_step_flops(n_forward, n_trainable, input_ids.numel())
+            spent.train_flops += train_step_flops(n_forward, n_trainable, positions)
             del logits, logps, loss
         seen = max(tokens_seen, 1.0)
         return {

@@ -114,13 +114,14 @@ class SFTTrainer(Trainer):
                     # Positions before the first target token of the chunk predict nothing: skip their LM head.
                     first_target = min(len(p) for p, _ in part)
                     keep = ids.shape[1] - first_target + 1
-                    logits = common.tail_logits(method, model, ids, attention, keep)[:, :-1]
+                    logits, positions = common.prefix_shared_tail_logits(method, model, ids, attention, keep)
+                    logits = logits[:, :-1]
                     targets = labels[:, ids.shape[1] - keep + 1:]
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                                            ignore_index=IGNORE, reduction="sum") / total_targets
                     loss.backward()
                     loss_total += float(loss.detach())
-                    spent.train_flops += train_step_flops(n_forward, n_trainable, ids.numel())
+                    spent.train_flops += train_step_flops(n_forward, n_trainable, positions)
                     del logits, loss
                 lr = optimizer.param_groups[0]["lr"]
                 grad_norm = common.grad_norm_and_clip(params, o.max_grad_norm)

@@ -187,6 +187,83 @@ def test_tail_logits_match_the_full_forward_for_every_kind_of_method():
         assert torch.allclose(tail_logits(method, model, ids, mask, 4), full[:, -4:], atol=1e-6)
 
 
+def _nudged(lm, name):
+    method, model = adapt(lm, name)
+    with torch.no_grad():  # away from the identity init, so the adapter shapes the logits
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    return method, model
+
+
+def _logits_and_grads(model, run, scored):
+    """Logits, positions forwarded and the trainable gradients of a weighted sum over the ``scored``
+    positions (padding's logits are never scored, and differ between forwards)."""
+    model.zero_grad(set_to_none=True)
+    logits, positions = run()
+    weights = torch.linspace(-1, 1, logits.numel()).view_as(logits) * scored[..., None]
+    (logits * weights).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    return logits.detach(), positions, grads
+
+
+@pytest.mark.parametrize("name", ["lora", "full", "prompt_tuning"])
+def test_completion_logits_share_each_prompt_and_match_the_whole_rows(name):
+    """GRPO's training forward runs each group's prompt once: logits and gradients equal the rows
+    forwarded whole (left-padded prompts of two lengths, ragged completions), in fewer positions."""
+    from pefthub.trainers.common import completion_logits
+
+    torch.manual_seed(0)
+    method, model = _nudged(tiny_lm(), name)
+    long, short = torch.randint(3, 250, (11,)), torch.randint(3, 250, (6,))
+    prompt_ids = torch.zeros(6, 11, dtype=torch.long)
+    prompt_mask = torch.zeros(6, 11, dtype=torch.long)
+    for row in range(6):  # rows 0-2 the long prompt, 3-5 the short one (left padding)
+        p = long if row < 3 else short
+        prompt_ids[row, -len(p):], prompt_mask[row, -len(p):] = p, 1
+    completion = torch.randint(3, 250, (6, 7))
+    c_mask = torch.ones(6, 7, dtype=torch.long)
+    c_mask[1, 4:] = c_mask[4, 2:] = 0
+    shared = _logits_and_grads(model, lambda: completion_logits(method, model, prompt_ids, prompt_mask,
+                                                                completion, c_mask), c_mask)
+    ids, mask = torch.cat([prompt_ids, completion], 1), torch.cat([prompt_mask, c_mask], 1)
+    whole = _logits_and_grads(model, lambda: (tail_logits(method, model, ids, mask, 8)[:, :-1], ids.numel()),
+                              c_mask)
+    assert shared[0].shape == (6, 7, whole[0].shape[-1])
+    real = c_mask.bool()
+    assert torch.allclose(shared[0][real], whole[0][real], atol=1e-5)
+    for a, b in zip(shared[2], whole[2]):  # float rounding only (fp32 sums in another order)
+        assert (a - b).norm() <= 1e-5 * b.norm()
+    if name == "prompt_tuning":  # virtual tokens rewrite the input: rows are forwarded whole
+        assert shared[1] == whole[1]
+    else:
+        assert shared[1] == 2 * 11 + 6 * 6 < whole[1]
+
+
+@pytest.mark.parametrize("name", ["lora", "bitfit"])
+def test_sft_forward_shares_the_common_opening_and_matches_the_plain_forward(name):
+    """SFT's rows share the chat template's opening: it is forwarded once, with the same logits and
+    gradients as the plain forward of every row (right padding included)."""
+    from pefthub.trainers.common import prefix_shared_tail_logits
+
+    torch.manual_seed(0)
+    method, model = _nudged(tiny_lm("tiny-random-qwen2" if name == "bitfit" else "tiny-random"), name)
+    opening = torch.randint(3, 250, (20,)).tolist()
+    rows = [opening + torch.randint(3, 250, (n,)).tolist() for n in (9, 5, 12)]
+    ids = torch.zeros(3, 32, dtype=torch.long)
+    mask = torch.zeros(3, 32, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+    keep = 32 - 22
+    real = mask[:, -keep:].bool()
+    shared = _logits_and_grads(model, lambda: prefix_shared_tail_logits(method, model, ids, mask, keep), real)
+    plain = _logits_and_grads(model, lambda: (tail_logits(method, model, ids, mask, keep), ids.numel()), real)
+    assert torch.allclose(shared[0][real], plain[0][real], atol=1e-5)
+    for a, b in zip(shared[2], plain[2]):
+        assert (a - b).norm() <= 1e-5 * b.norm()
+    assert shared[1] == 20 + 3 * 12 < plain[1]
+
+
 def test_reward_falls_back_to_the_task_scorer():
     task = LettersTask()
     name, fn = resolve_reward(task, "")
