@@ -7,6 +7,7 @@ The file is generated; rerun the command after new results instead of editing it
   pefthub findings cpu-paper-shape --stdout
   pefthub findings quick --worked-example docs/benchmarks.md   # also refresh the docs' worked example
   pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results
+  pefthub findings cpu-paper-shape --headline README.md   # also refresh the README's generated headline
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def add_arguments(parser) -> None:
                              "run of the same config but for the budget (repeatable)")
     parser.add_argument("--worked-example", type=Path, default=None, metavar="FILE",
                         help="also rewrite the generated worked example between the markers in FILE")
+    parser.add_argument("--headline", type=Path, default=None, metavar="FILE",
+                        help="also rewrite the suite's generated headline paragraph between its markers in FILE")
 
 
 def run(args) -> int:
@@ -60,6 +63,13 @@ def run(args) -> int:
                                                   findings.worked_example(name, rows))
         atomic_write_text(args.worked_example, updated)
         print(f"updated the worked example in {args.worked_example}")
+    if args.headline is not None:
+        if not args.headline.is_file():
+            raise ConfigError(f"--headline: no file {args.headline}")
+        updated = findings.replace_headline(args.headline.read_text(encoding="utf-8"), name,
+                                            findings.headline(name, rows))
+        atomic_write_text(args.headline, updated)
+        print(f"updated the headline in {args.headline}")
     if args.stdout:
         print(text, end="")
         return 0

@@ -139,3 +139,34 @@ def test_tuning_pilot_and_cost_sections(tmp_path):
     assert "| 2 steps × 8 |" in pilot_row and "+25.0 [" in pilot_row  # 30 of 120 items: +25 points, paired
     assert "5 runs (4 successful) took 0.14 h" in text
     assert "1 of them ran beside other work" in text
+
+
+def test_headline_counts_rows_against_base_and_states_nulls_as_nulls(tmp_path):
+    from pefthub.errors import ConfigError
+
+    synthetic_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    family = stats.versus_base(rows, next(r for r in rows if r.is_base))
+    text = findings.headline("synthetic", rows)
+    better = [label for label, c in family.items() if c.verdict == stats.BETTER]
+    worse = [label for label, c in family.items() if c.verdict == stats.WORSE]
+    assert better and worse  # the synthetic suite has both, so both lists must be named
+    assert f"{len(better)} beat the base model's" in text and all(f"`{label}`" in text for label in better + worse)
+    assert f"{len(worse)} {'is' if len(worse) == 1 else 'are'} worse" in text
+    assert "5 rows" in text and "1 seed each" in text and f"{N} paired test items" in text
+    c = stats.compare_rows(*(next(r for r in rows if r.label == f"tinylora@13/{t}") for t in ("grpo", "sft")))
+    assert f"GRPO − SFT: {stats.interval_text(c)} points" in text and "(published: +8.0, 91% vs 83%" in text
+    start = findings.headline_start("synthetic")
+    page = f"intro\n{start}\nold text\n{findings.HEADLINE_END}\noutro\n"
+    updated = findings.replace_headline(page, "synthetic", text)
+    assert updated == f"intro\n{start}\n{text}\n{findings.HEADLINE_END}\noutro\n"
+    assert findings.replace_headline(updated, "synthetic", text) == updated
+    with pytest.raises(ConfigError, match="no headline markers for suite other"):
+        findings.replace_headline(page, "other", text)
+
+
+def test_the_readme_headline_is_generated_from_the_sweep_results():
+    rows = stats.rows_in(REPO / "leaderboards" / "cpu-paper-shape" / "results")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert findings.replace_headline(text, "cpu-paper-shape", findings.headline("cpu-paper-shape", rows)) == text, \
+        "stale: pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results --headline README.md"
