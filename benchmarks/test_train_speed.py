@@ -9,7 +9,8 @@
 In one run, each engine in its own process (``benchmarks/trainer_step.py``, whose docstring says
 how the settings are matched): TRL with its defaults (gradient checkpointing on, the step in one
 batch), TRL configured like pefthub (checkpointing off, micro-batches of 8), for GRPO pefthub with
-its rollouts on HF ``generate`` (the decoder's share of the gain), then pefthub under
+its rollouts on HF ``generate`` (the decoder's share of the gain), pefthub forwarding every row
+whole in the training pass (the shared prompt's or opening's share), then pefthub under
 pytest-benchmark. The figures are the median step time over the steps after the first (warm-up),
 the time per 1,000 tokens over those steps (GRPO: tokens generated, which differ between engines
 because sampling does; SFT: target tokens, the same batches everywhere) and each process's own
@@ -30,7 +31,8 @@ import torch
 STEPS = {"grpo": 4, "sft": 6}
 #: Targets on the like-for-like row (TRL configured like pefthub), from issue 17.
 TARGETS = {"grpo": {"step": 0.44, "rss": 0.5}, "sft": {"step": 0.6, "rss": None}}
-PEERS = {"grpo": ["trl", "trl-like-pefthub", "pefthub-hf"], "sft": ["trl", "trl-like-pefthub"]}
+PEERS = {"grpo": ["trl", "trl-like-pefthub", "pefthub-hf", "pefthub-whole-rows"],
+         "sft": ["trl", "trl-like-pefthub", "pefthub-whole-rows"]}
 SCRIPT = Path(__file__).with_name("trainer_step.py")
 
 
@@ -73,6 +75,11 @@ def test_step_against_trl(benchmark, trainer):
     if TARGETS[trainer]["rss"] is not None:
         info["rss_target"] = TARGETS[trainer]["rss"]
         info["rss_met"] = info[f"rss_ratio_vs_{like}"] <= TARGETS[trainer]["rss"]
+    whole = peers["pefthub-whole-rows"]
+    info["per_token_ratio_pefthub_whole_rows_vs_trl_like_pefthub"] = round(
+        seconds_per_1k_tokens(whole) / seconds_per_1k_tokens(peers["trl-like-pefthub"]), 3)
+    info["rss_ratio_pefthub_whole_rows_vs_trl_like_pefthub"] = round(
+        whole["peak_rss_bytes"] / peers["trl-like-pefthub"]["peak_rss_bytes"], 3)
     if trainer == "grpo":
         hf = peers["pefthub-hf"]
         info["pefthub_rollout_backend"] = ours["rollout_backend"]

@@ -1,6 +1,6 @@
 """Time optimizer steps of one trainer engine in a process of its own (run by test_train_speed.py).
 
-    python benchmarks/trainer_step.py {pefthub,pefthub-hf,trl,trl-like-pefthub} {grpo,sft} --steps 3
+    python benchmarks/trainer_step.py {pefthub,pefthub-hf,pefthub-whole-rows,trl,trl-like-pefthub} {grpo,sft} --steps 3
 
 Each engine runs in a fresh process so that its peak RSS (``VmHWM``) is its own. Both engines
 get the same model (the embedded SmolLM2-135M-Instruct, fp32), the same method built by pefthub's
@@ -26,7 +26,9 @@ Settings that make the two engines do the same work:
   is TRL set as pefthub runs: micro-batches of 8 (gradient accumulation over the step) and no
   checkpointing, so the remaining difference is the engines'. ``pefthub`` uses its defaults
   (micro-batches of 8, no checkpointing, the ``fused`` rollout engine); ``pefthub-hf`` is the same
-  with rollouts on HF ``generate`` (GRPO only), so the rollout engine's share of the gain shows.
+  with rollouts on HF ``generate`` (GRPO only), so the rollout engine's share of the gain shows;
+  ``pefthub-whole-rows`` forwards every row whole in the training pass (no shared prompt or
+  opening), so the sharing's share shows.
   SFT differs in one more way on purpose: pefthub projects only target positions through the LM
   head (``logits_to_keep``), TRL all positions.
 * ``step_tokens`` lists each step's tokens (GRPO: completion tokens generated; SFT: target tokens
@@ -90,7 +92,9 @@ def run(engine: str, trainer_name: str, steps: int) -> dict:
     # figures); TRL like pefthub: micro-batches of 8, no checkpointing; pefthub: its defaults.
     options = {"trl": {"micro_batch_size": 0},
                "trl-like-pefthub": {"micro_batch_size": 8, "gradient_checkpointing": False},
-               "pefthub": {}, "pefthub-hf": {"rollout_backend": "hf"}}[engine]
+               "pefthub": {}, "pefthub-hf": {"rollout_backend": "hf"}, "pefthub-whole-rows": {}}[engine]
+    if engine == "pefthub-whole-rows":
+        trainer_cls.share_prompt_forward = trainer_cls.share_prefix_forward = False
     if engine == "pefthub-hf" and trainer_name != "grpo":
         raise SystemExit("pefthub-hf changes the rollout engine: GRPO only")
     if trainer_name == "grpo":
@@ -130,7 +134,7 @@ def peak_rss_bytes() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("engine", choices=["pefthub", "pefthub-hf", "trl", "trl-like-pefthub"])
+    parser.add_argument("engine", choices=["pefthub", "pefthub-hf", "pefthub-whole-rows", "trl", "trl-like-pefthub"])
     parser.add_argument("trainer", choices=["grpo", "sft"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

@@ -116,14 +116,15 @@ def tail_logits(method: Any, model: nn.Module, input_ids: torch.Tensor, attentio
 
 
 def prefix_shared_tail_logits(method: Any, model: nn.Module, input_ids: torch.Tensor,
-                              attention_mask: torch.Tensor, keep: int) -> tuple[torch.Tensor, int]:
+                              attention_mask: torch.Tensor, keep: int, *, share: bool = True) -> tuple[torch.Tensor, int]:
     """(:func:`tail_logits`, positions forwarded) of right-padded rows, forwarding the leading tokens
     every row shares (the chat template's opening) once and sharing their key/value cache: the same
-    positions, so the same logits and gradients up to float rounding, for less compute and memory."""
+    positions, so the same logits and gradients up to float rounding, for less compute and memory.
+    ``share=False`` forwards every row whole (what benchmarks compare against)."""
     from pefthub.generation.decoder import MIN_SHARED_PREFIX, shared_prefix_length
 
     shared = 0
-    if uses_default_forward(method) and input_ids.shape[0] > 1:
+    if share and uses_default_forward(method) and input_ids.shape[0] > 1:
         shared = min(shared_prefix_length(input_ids, attention_mask), input_ids.shape[1] - keep)
     if shared < MIN_SHARED_PREFIX:
         return tail_logits(method, model, input_ids, attention_mask, keep), input_ids.numel()
@@ -135,14 +136,16 @@ def prefix_shared_tail_logits(method: Any, model: nn.Module, input_ids: torch.Te
 
 
 def completion_logits(method: Any, model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                      completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+                      completion_ids: torch.Tensor, completion_mask: torch.Tensor, *,
+                      share: bool = True) -> tuple[torch.Tensor, int]:
     """(logits predicting each completion token, ``[rows, width, vocab]``; positions forwarded) for
     left-padded prompts and right-padded completions. Rows with the same prompt (a GRPO group) forward
     it once and share its key/value cache at the positions of the rows forwarded whole, so logits and
-    gradients agree with that up to float rounding, for a fraction of the prompt's compute and memory."""
+    gradients agree with that up to float rounding, for a fraction of the prompt's compute and memory.
+    ``share=False`` forwards every row whole."""
     width = completion_ids.shape[1]
     prompts, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
-    if not uses_default_forward(method) or prompts.shape[0] == prompt_ids.shape[0]:
+    if not share or not uses_default_forward(method) or prompts.shape[0] == prompt_ids.shape[0]:
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
         return tail_logits(method, model, ids, mask, width + 1)[:, :-1], ids.numel()

@@ -351,6 +351,9 @@ class GRPOTrainer(Trainer):
     #: Leave zero-advantage rows out of the forward/backward when beta = 0 (exact: their loss and
     #: gradient are zero). A class attribute, not an option: it cannot change results.
     skip_zero_advantage_rows = True
+    #: Forward each group's prompt once for its completions (:func:`common.completion_logits`); the
+    #: same log-probs and gradient up to float rounding. A class attribute so benchmarks can compare.
+    share_prompt_forward = True
 
     def check_budget(self, budget: Budget) -> None:
         check_group_budget(self.name, budget)
@@ -545,7 +548,7 @@ class GRPOTrainer(Trainer):
             input_ids = torch.cat([ro.prompt_ids[idx, first:], completion], dim=1)
             attention = torch.cat([p_mask[:, first:], c_mask], dim=1)
             logits, positions = common.completion_logits(method, model, ro.prompt_ids[idx, first:], p_mask[:, first:],
-                                              completion, c_mask)
+                                              completion, c_mask, share=self.share_prompt_forward)
             logps = common.token_logprobs(logits, completion, o.temperature)
             old = logps.detach()
             rollout_logps = ro.logprobs[idx, :width] if ro.logprobs is not None else None

@@ -81,6 +81,9 @@ class SFTTrainer(Trainer):
     kind = "sft"
     options_class = SFTOptions
     summary = "Supervised fine-tuning on the task's worked solutions (completion-only loss)"
+    #: Forward the opening every row shares once (:func:`common.prefix_shared_tail_logits`); the same
+    #: loss and gradient up to float rounding. A class attribute so benchmarks can compare.
+    share_prefix_forward = True
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
                   spent: Spent, curves: list[dict], progress) -> None:
@@ -114,7 +117,8 @@ class SFTTrainer(Trainer):
                     # Positions before the first target token of the chunk predict nothing: skip their LM head.
                     first_target = min(len(p) for p, _ in part)
                     keep = ids.shape[1] - first_target + 1
-                    logits, positions = common.prefix_shared_tail_logits(method, model, ids, attention, keep)
+                    logits, positions = common.prefix_shared_tail_logits(method, model, ids, attention, keep,
+                                                                         share=self.share_prefix_forward)
                     logits = logits[:, :-1]
                     targets = labels[:, ids.shape[1] - keep + 1:]
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
