@@ -545,10 +545,9 @@ class GRPOTrainer(Trainer):
             first = int((p_mask.sum(0) > 0).nonzero()[0]) if common.uses_default_forward(method) else 0
             completion = ro.completion_ids[idx, :width]
             c_mask = c_mask[:, :width]
-            input_ids = torch.cat([ro.prompt_ids[idx, first:], completion], dim=1)
-            attention = torch.cat([p_mask[:, first:], c_mask], dim=1)
-            logits, positions = common.completion_logits(method, model, ro.prompt_ids[idx, first:], p_mask[:, first:],
-                                              completion, c_mask, share=self.share_prompt_forward)
+            prompt_ids, prompt_mask = ro.prompt_ids[idx, first:], p_mask[:, first:]
+            logits, positions = common.completion_logits(method, model, prompt_ids, prompt_mask, completion, c_mask,
+                                                         share=self.share_prompt_forward)
             logps = common.token_logprobs(logits, completion, o.temperature)
             old = logps.detach()
             rollout_logps = ro.logprobs[idx, :width] if ro.logprobs is not None else None
@@ -557,6 +556,8 @@ class GRPOTrainer(Trainer):
                 is_weights = truncated_importance_weights(old, rollout_logps, o.tis_cap)
             ref_logps = None
             if reference is not None:
+                input_ids = torch.cat([prompt_ids, completion], dim=1)
+                attention = torch.cat([prompt_mask, c_mask], dim=1)
                 ref_logits = reference.logits(input_ids, attention, width + 1)[:, :-1]
                 ref_logps = common.token_logprobs(ref_logits, completion, o.temperature)
                 del ref_logits
