@@ -324,7 +324,11 @@ def headline(suite: str, rows: Sequence[stats.StatRow]) -> str:
         c = grpo_sft.comparison
         fig = grpo_sft.figure
         published = f" (published: {fig.delta:+.1f}, {fig.a:g}% vs {fig.b:g}% on {fig.setting})" if fig else ""
-        parts.append(f"TinyLoRA at 13 parameters, GRPO − SFT: {stats.interval_text(c)} points, "
+        made = sum(f.comparison is not None for _, found in check(rows) for f in found)
+        holm = (f" (p {stats.fmt_p(c.p_value)}; {stats.fmt_p(c.p_holm)} after Holm over the "
+                f"{made} comparisons of the findings page)"
+                if c.p_holm is not None else f" (p {stats.fmt_p(c.p_value)})")
+        parts.append(f"TinyLoRA at 13 parameters, GRPO − SFT: {stats.interval_text(c)} points{holm}, "
                      f"{grpo_sft.verdict}{published}")
     return "; ".join(parts) + ". Δ in accuracy points, 95% interval over items and seeds."
 
