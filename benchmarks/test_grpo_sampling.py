@@ -11,7 +11,7 @@ trained, tokens generated, and test accuracy, for both runs, with the ratios dyn
 Nothing here asserts a speed.
 
 Settings from the environment (defaults are the recorded run's): ``PEFTHUB_GRPO_BENCH_SECONDS``
-(600), ``PEFTHUB_GRPO_BENCH_EVAL`` (400), ``PEFTHUB_GRPO_BENCH_BATCH`` (8). A quick check that it
+(300), ``PEFTHUB_GRPO_BENCH_EVAL`` (400), ``PEFTHUB_GRPO_BENCH_BATCH`` (8). A quick check that it
 works: ``PEFTHUB_GRPO_BENCH_SECONDS=20 PEFTHUB_GRPO_BENCH_EVAL=8 PEFTHUB_GRPO_BENCH_BATCH=2``.
 """
 
@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-WALL_SECONDS = float(os.environ.get("PEFTHUB_GRPO_BENCH_SECONDS", "600"))
+WALL_SECONDS = float(os.environ.get("PEFTHUB_GRPO_BENCH_SECONDS", "300"))
 EVAL_ITEMS = int(os.environ.get("PEFTHUB_GRPO_BENCH_EVAL", "400"))
 BATCH = int(os.environ.get("PEFTHUB_GRPO_BENCH_BATCH", "8"))
 MODEL = "smollm2-135m-instruct"

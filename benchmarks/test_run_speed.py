@@ -16,8 +16,13 @@ from __future__ import annotations
 import pytest
 
 SUITE = "cpu-paper-shape"
-#: One run per trainer: the label of a run of the suite's grid (its first seed, a rate of its grid).
-RUNS = {"grpo": "lora/grpo/lr=0.001/seed=0", "sft": "lora/sft/lr=0.001/seed=0"}
+#: Runs of the suite's grid (their first seed, a rate of their grid), by test id. LoRA GRPO at this
+#: rate is unstable (its seeds range from collapse to a gain), so the two sides' models, trained on
+#: rollouts from different engines, can differ and so can their evaluation cost. TinyLoRA at 13
+#: parameters (the paper's setting) stays close to the base model at the lowest rate of its grid,
+#: so there the difference is the engines'.
+RUNS = {"grpo": "lora/grpo/lr=0.001/seed=0", "sft": "lora/sft/lr=0.001/seed=0",
+        "grpo-tinylora13": "tinylora@13/grpo/lr=0.003/seed=0"}
 
 
 def suite_config(label: str) -> dict:
