@@ -54,6 +54,7 @@ def seconds_per_1k_tokens(report: dict) -> float:
 
 @pytest.mark.parametrize("trainer", ["grpo", "sft"])
 def test_step_against_trl(benchmark, trainer):
+    benchmark.group = "training: one optimizer step against TRL (GRPO: TinyLoRA 13; SFT: LoRA r8)"
     peers = {engine: run_engine(engine, trainer) for engine in PEERS[trainer]}
     ours = benchmark.pedantic(run_engine, args=("pefthub", trainer), rounds=1, iterations=1)
     assert all(p["trainable"] == ours["trainable"] for p in peers.values())  # the same method everywhere
