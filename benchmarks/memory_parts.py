@@ -29,25 +29,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PROMPTS, GENERATIONS, PROMPT_TOKENS, NEW_TOKENS, MICRO_BATCH = 8, 4, 180, 48, 8
 
 
-def _status(key: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
 def rss() -> int:
-    return _status("VmRSS")
-
-
-def reset_peak() -> None:
-    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: ``clear_refs`` value 5)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak() -> int:
-    return _status("VmHWM")
+    """The resident memory now (``VmRSS``; Linux)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def measure(training: str) -> dict:
@@ -62,8 +49,10 @@ def measure(training: str) -> dict:
     from pefthub.generation.decoder import FusedDecoder
     from pefthub.models import load_model
     from pefthub.trainers import common
+    from pefthub.trainers.budget import MemoryMeter
 
     parts["libraries"] = rss() - parts["start"]
+    meter = MemoryMeter()  # resets the peak (VmHWM) at start(), reads it with peak_rss_bytes()
     before = rss()
     lm = load_model("smollm2-135m-instruct")
     cls = plugins.methods().get("tinylora")
@@ -76,14 +65,14 @@ def measure(training: str) -> dict:
     # The merged copies, the decoder and one rollout, in that order, inside one merged block.
     with torch.no_grad():
         before = rss()
-        reset_peak()
+        meter.start()
         with method.merged(model) as merged:
             after_merge = rss()
             decoder = FusedDecoder(merged)
             after_decoder = rss()
             samples = decoder.sample(prompts, mask, generations=GENERATIONS, max_new_tokens=NEW_TOKENS,
                                      temperature=1.0, eos_ids=set(), pad_id=0, generator=g)
-            rollout_peak = peak()
+            rollout_peak = meter.peak_rss_bytes()
             del decoder
     parts["merged_copies"] = after_merge - before
     parts["decoder"] = after_decoder - after_merge
@@ -95,11 +84,11 @@ def measure(training: str) -> dict:
     model.train()
     gc.collect()
     before = rss()
-    reset_peak()
+    meter.start()
     logits, positions = common.completion_logits(method, model, prompts[rows], mask[rows], completions, c_mask,
                                                  share=training == "shared")
     (-common.token_logprobs(logits, completions).mean()).backward()
-    training_peak = peak()
+    training_peak = meter.peak_rss_bytes()
     parts.update(steady_before_training=before, training_peak_over_steady=training_peak - before,
                  training_positions=positions, step_peak=max(rollout_peak, training_peak))
     return parts

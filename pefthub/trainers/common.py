@@ -144,10 +144,11 @@ def completion_logits(method: Any, model: nn.Module, prompt_ids: torch.Tensor, p
     gradients agree with that up to float rounding, for a fraction of the prompt's compute and memory.
     ``share=False`` forwards every row whole."""
     width = completion_ids.shape[1]
-    if share and uses_default_forward(method):
+    share = share and uses_default_forward(method)
+    if share:
         prompts, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
         share = prompts.shape[0] < prompt_ids.shape[0]
-    if not share or not uses_default_forward(method):
+    if not share:
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
         return tail_logits(method, model, ids, mask, width + 1)[:, :-1], ids.numel()
