@@ -38,9 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a command whose module sets ``PASSTHROUGH = True``
+    (``lm-eval``) gets every argument after its name unparsed, as ``args.passthrough``."""
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is not None and argv[at] in {m.NAME for m in _command_modules() if getattr(m, "PASSTHROUGH", False)}:
+        args = parser.parse_args(argv[:at + 1])
+        args.passthrough = argv[at + 1:]
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, sys.argv[1:] if argv is None else list(argv))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -83,6 +83,8 @@ def _load(pretrained: str, peft: str | None, device: str | None, dtype: str | No
             model = model.merge_and_unload()
     if dtype and dtype != "auto":
         model = model.to(getattr(torch, dtype))
+    if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+        device = None  # lm-eval's command line passes cuda:0 by default; like its HF model, stay on the CPU
     if device:
         model = model.to(device)
     return model.eval(), loaded.tokenizer
