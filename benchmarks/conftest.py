@@ -1,6 +1,7 @@
 """Benchmark-wide settings: no hub, the machine's cores for torch, and ``--performance-doc``."""
 
 import os
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -13,6 +14,39 @@ import torch  # noqa: E402
 #: The figures in docs/performance.md are for two threads (the CI machines have two cores).
 THREADS = int(os.environ.get("PEFTHUB_BENCH_THREADS", "2"))
 torch.set_num_threads(THREADS)
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall clock, the machine's busy CPU seconds, this process's and its reaped children's CPU
+    seconds), or None where /proc/stat is not there."""
+    try:
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    if len(fields) > 9:
+        busy -= fields[8] + fields[9]  # guest time is counted in user time already
+    own = os.times()
+    return (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system + own.children_user + own.children_system)
+
+
+@pytest.fixture(autouse=True)
+def _idle_state(request):
+    """Record in each benchmark's ``extra_info`` how many CPU cores other processes kept busy while it
+    ran (``perfdoc.IDLE_KEY``; docs/performance.md says whether the machine was idle)."""
+    if "benchmark" not in request.fixturenames:
+        yield
+        return
+    import perfdoc
+
+    bench = request.getfixturevalue("benchmark")
+    start = _cpu_seconds()
+    yield
+    end = _cpu_seconds()
+    if start and end and end[0] > start[0]:
+        others = ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0])
+        bench.extra_info[perfdoc.IDLE_KEY] = round(max(0.0, others), 2)
 
 
 def pytest_addoption(parser):

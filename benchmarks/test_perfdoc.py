@@ -1,18 +1,26 @@
-"""docs/performance.md generation from pytest-benchmark JSON: every extra_info figure is rendered,
-runs merge by benchmark, bad input is one line."""
+"""docs/performance.md generation from pytest-benchmark JSON: each benchmark's headline figures with
+peer, ratio, goal and verdict, where and when it was measured, every figure one link away; runs merge
+by benchmark; bad input is one line; the committed page is the renderer's output of the committed
+data and every table in it fits one screen."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 import perfdoc
 from pefthub.errors import ConfigError
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+PAGE, DATA = DOCS / "performance.md", DOCS / "performance.json"
+MAX_COLUMNS = 10
 
-def run_json(benchmarks, when="2026-11-22T10:00:00"):
-    return {"machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.11.7"},
+
+def run_json(benchmarks, when="2026-11-22T10:00:00", node="ci-1"):
+    return {"machine_info": {"node": node, "cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.11.7"},
             "commit_info": {"id": "0123456789abcdef", "dirty": True}, "datetime": when, "benchmarks": benchmarks}
 
 
@@ -21,50 +29,102 @@ def bench(name, group, median, **extra):
             "stats": {"median": median, "rounds": 3}, "extra_info": extra}
 
 
-def test_every_extra_info_figure_is_rendered_per_group():
+def table_widths(text):
+    """Column count of every markdown table row in ``text``."""
+    return [line.strip().strip("|").count(" | ") + 1 for line in text.splitlines() if line.startswith("|")]
+
+
+def test_headline_figures_with_peer_ratio_goal_and_verdict():
     merged = {"benchmarks": {}, "machine_info": {}, "commit_info": {}, "datetime": None}
     perfdoc.merge(merged, run_json([
-        bench("test_decode[32]", "decode", 12.5, hf_tok_s=101.234, vllm_over_hf=1.37, meets=False,
-              note="alternating rounds"),
-        bench("test_decode[64]", "decode", 20.0, hf_tok_s=123.0, extra_only_here=7),
-        bench("test_sft_step", "trainers", 7.5, step_ratio=0.8123),
+        bench("test_eval_speed[base]", "evaluation", 20.0, fused_items_s=19.28, hf_items_s=5.369, fused_over_hf=3.59,
+              meets_3x_target=True, fused_accuracy=0.2075, hf_accuracy=0.2075, answers_differing=0,
+              note="alternating rounds", other_processes_cpu_cores=0.02),
+        bench("test_eval_speed[lora]", "evaluation", 21.0, fused_items_s=14.0, hf_items_s=5.0, fused_over_hf=2.8,
+              meets_3x_target=False, note="alternating rounds", other_processes_cpu_cores=0.04),
+        bench("test_step_against_trl[sft]", "trainers", 7.5, pefthub_s_per_1k_tokens=14.8,
+              trl_like_pefthub_s_per_1k_tokens=32.7, per_token_ratio_vs_trl_like_pefthub=0.454, step_target=0.6,
+              step_met=True, other_processes_cpu_cores=0.9),
+        bench("test_something_new", "trainers", 1.0, x=1.0),
     ]))
     page = perfdoc.render(merged)
-    assert page.startswith("# Performance\n") and perfdoc.COMMAND in page
-    assert "## decode" in page and "## trainers" in page
-    assert "| benchmark | median s | rounds | hf_tok_s | vllm_over_hf | meets | extra_only_here |" in page
-    assert "| test_decode[32] | 12.5 | 3 | 101.2 | 1.37 | no | – |" in page
-    assert "| test_decode[64] | 20 | 3 | 123.0 | – | – | 7 |" in page
-    assert "| test_sft_step | 7.5 | 3 | 0.812 |" in page
-    assert "- `test_decode[32]`: alternating rounds" in page  # notes go under the table
-    assert "Test CPU" in page and "0123456789ab (dirty)" in page
+    assert page.startswith("# Performance\n") and perfdoc.COMMAND in page and perfdoc.RERENDER in page
+    assert "| benchmark | figure | pefthub | peer | ratio | goal | met |" in page
+    assert "| test_eval_speed[base] | scoring speed | 19.3 items/s | lm-eval HF 5.37 items/s | 3.59× HF | ≥ 3× " \
+           "| **met** |" in page
+    assert "| test_eval_speed[base] | test accuracy | 0.207 | lm-eval HF 0.207 | 0 answers differ | – | – |" in page
+    assert "| test_eval_speed[lora] | scoring speed | 14 items/s | lm-eval HF 5 items/s | 2.8× HF | ≥ 3× " \
+           "| **not met** |" in page
+    # a goal recorded by the benchmark is read from its figures; a missing figure is a dash
+    assert "| test_step_against_trl[sft] | time per 1k tokens | 14.8 s | TRL set like pefthub 32.7 s | 0.454× TRL " \
+           "| ≤ 0.6× | **met** |" in page
+    assert "| test_step_against_trl[sft] | peak RSS | – | – | – | – | – |" in page
+    assert "| test_something_new | no headline chosen (benchmarks/perfdoc.py HEADLINES) |" in page
+    assert "x | 1" not in page and "median" not in page  # other figures stay in the data file
+    assert "- `test_eval_speed[base]`, `test_eval_speed[lora]`: alternating rounds" in page  # one line per note
+    evaluation, trainers = page.split("## evaluation")[1].split("## trainers")
+    assert "measured 2026-11-22T10:00:00 at commit 0123456789ab (dirty) on ci-1 (Test CPU, 2 logical cores, " \
+           "python 3.11.7); idle (other processes: at most 0.04 cores)" in evaluation
+    assert "**not idle**: other processes kept up to 0.9 cores busy" in trainers
+    assert "[performance.json](performance.json)" in evaluation and "all 15 figures" in evaluation
+    assert max(table_widths(page)) <= MAX_COLUMNS
 
 
 def test_update_merges_runs_keeping_other_benchmarks(tmp_path):
     page = tmp_path / "docs" / "performance.md"
-    perfdoc.update(page, run_json([bench("test_a", "g1", 1.0, x=1.5), bench("test_b", "g2", 2.0, y=2.5)]))
-    perfdoc.update(page, run_json([bench("test_a", "g1", 3.0, x=9.5)], when="2026-11-23T10:00:00"))
+    perfdoc.update(page, run_json([bench("test_vera_merge", "g1", 1.0, merge_weight_s=1.5),
+                                   bench("test_sampler_step", "g2", 2.0, pick_tokens_ms=2.5)]))
+    perfdoc.update(page, run_json([bench("test_vera_merge", "g1", 3.0, merge_weight_s=9.5)],
+                                  when="2026-11-23T10:00:00", node="ci-2"))
     text = page.read_text()
-    assert "| test_a | 3 | 3 | 9.5 |" in text and "| test_b | 2 | 3 | 2.5 |" in text
-    # Each section says which run measured it; the header names the latest run.
-    assert "- measured in the run of 2026-11-23T10:00:00 (commit 0123456789ab (dirty))" in text.split("## g2")[0]
-    assert "- measured in the run of 2026-11-22T10:00:00" in text.split("## g2")[1]
+    assert "| test_vera_merge | merge every projection | 9.5 s |" in text
+    assert "| test_sampler_step | one sampling step | 2.5 ms |" in text
+    # Each section says which run (and machine) measured it; the header names the latest run.
+    g1, g2 = text.split("## g1")[1].split("## g2")
+    assert "- measured 2026-11-23T10:00:00 at commit 0123456789ab (dirty) on ci-2 (" in g1
+    assert "- measured 2026-11-22T10:00:00 at commit 0123456789ab (dirty) on ci-1 (" in g2
+    assert "idle state not recorded" in g2
     assert "- latest run: 2026-11-23T10:00:00" in text
     stored = json.loads(perfdoc.data_file(page).read_text())
-    assert sorted(b["name"] for b in stored["benchmarks"]) == ["test_a", "test_b"]
+    assert sorted(b["name"] for b in stored["benchmarks"]) == ["test_sampler_step", "test_vera_merge"]
     assert stored["datetime"] == "2026-11-23T10:00:00"
 
 
 def test_cli_renders_from_json_files_and_rejects_bad_input(tmp_path, capsys):
     first, second = tmp_path / "a.json", tmp_path / "b.json"
-    first.write_text(json.dumps(run_json([bench("test_a", "g", 1.0, x=1.0)])))
-    second.write_text(json.dumps(run_json([bench("test_a", "g", 2.0, x=2.0)])))
+    first.write_text(json.dumps(run_json([bench("test_vera_merge", "g", 1.0, merge_weight_s=1.0)])))
+    second.write_text(json.dumps(run_json([bench("test_vera_merge", "g", 2.0, merge_weight_s=2.0)])))
     out = tmp_path / "perf.md"
     assert perfdoc.main([str(first), str(second), "-o", str(out)]) == 0
-    assert "| test_a | 2 | 3 | 2 |" in out.read_text()  # the later file wins
+    assert "| test_vera_merge | merge every projection | 2 s |" in out.read_text()  # the later file wins
     bad = tmp_path / "bad.json"
     bad.write_text('{"not": "benchmarks"}')
     assert perfdoc.main([str(bad), "-o", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {bad}: not pytest-benchmark JSON output (no 'benchmarks' list)"
     with pytest.raises(ConfigError, match="not a readable"):
         perfdoc.load([tmp_path / "missing.json"])
+
+
+def test_committed_page_is_the_render_of_the_committed_data():
+    data = perfdoc.load([DATA])
+    assert PAGE.read_text(encoding="utf-8") == perfdoc.render(data), f"re-render with: {perfdoc.RERENDER}"
+
+
+def test_no_table_on_the_committed_page_has_more_than_ten_columns():
+    text = PAGE.read_text(encoding="utf-8")
+    wide = [line[:80] for line in text.splitlines() if line.startswith("|")
+            and line.strip().strip("|").count(" | ") + 1 > MAX_COLUMNS]
+    assert table_widths(text) and not wide
+
+
+def test_every_committed_benchmark_has_headlines_that_name_its_figures():
+    for bench in perfdoc.load([DATA])["benchmarks"].values():
+        headlines = perfdoc.HEADLINES.get(perfdoc.function_name(bench))
+        assert headlines, f"{bench['name']}: no headline in perfdoc.HEADLINES"
+        info = bench["extra_info"]
+        for h in headlines:
+            templates = [h.figure, h.goal or "", h.ratio or ""]
+            keys = [k for k in (h.ours, h.peer, h.met) if k] + [h.ratio] * (h.ratio is not None and "{" not in h.ratio)
+            keys += [k for t in templates for k in re.findall(r"\{(\w+)\}", t)]
+            optional = {"rss_met", "rss_target"} if bench["name"].endswith("[sft]") else set()
+            assert not [k for k in keys if k not in info and k not in optional], bench["name"]
