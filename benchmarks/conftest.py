@@ -20,7 +20,8 @@ def _cpu_seconds() -> tuple[float, float, float] | None:
     """(wall clock, the machine's busy CPU seconds, this process's and its reaped children's CPU
     seconds), or None where /proc/stat is not there."""
     try:
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
     except (OSError, ValueError):
         return None
     busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
