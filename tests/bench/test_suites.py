@@ -153,7 +153,7 @@ def test_shipped_suites_follow_the_issue():
     assert len({tuple(m.learning_rates) for m in shape.methods}) > 1  # LR grids differ per method
 
     paper = suites.load(REPO / "benchmarks" / "paper-gsm8k")
-    assert paper.model == "qwen2.5-7b-instruct" and paper.task["name"] == "gsm8k"
+    assert paper.model == "Qwen/Qwen2.5-7B-Instruct" and paper.task["name"] == "gsm8k"
     assert paper.budget["generations"] == 4 and paper.budget["batch_size"] == 64
     assert paper.budget["max_new_tokens"] == 4096
     # 3 epochs over GSM8K train less the held-out validation problems, 64 problems per step
