@@ -297,7 +297,8 @@ BAD_ARGUMENTS = {
 def test_every_command_gets_bad_arguments():
     from pefthub.cli import _command_modules
 
-    assert {m.NAME for m in _command_modules()} == set(BAD_ARGUMENTS)
+    # a PASSTHROUGH command (lm-eval) hands its arguments to another program's parser unread
+    assert {m.NAME for m in _command_modules() if not getattr(m, "PASSTHROUGH", False)} == set(BAD_ARGUMENTS)
 
 
 @st.composite
