@@ -324,3 +324,61 @@ def row_flags(healths: Iterable[Health | None]) -> list[Flag]:
 
 def flags_text(flags: Iterable[Flag]) -> str:
     return ", ".join(f.name for f in flags)
+
+
+#: Flags that leave nothing to compare: the row's score is the base model's (no-op) or a broken model's.
+UNTESTED = (NO_OP, COLLAPSED)
+
+
+@dataclass(frozen=True)
+class RowFlag:
+    """One flag of a row over its seeds: on how many of them, and the measured detail in one line."""
+
+    name: str
+    flagged: int
+    seeds: int
+    detail: str
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY[self.name]
+
+    @property
+    def untested(self) -> bool:
+        """True when every seed carries a flag that leaves the row's score nothing to compare."""
+        return self.name in UNTESTED and self.flagged == self.seeds
+
+    def sentence(self, who: str) -> str:
+        """``"<who> is flagged no-op[ on 1 of 3 seeds]: <detail>"``."""
+        on = f" on {self.flagged} of {self.seeds} seeds" if self.flagged < self.seeds else ""
+        return f"{who} is flagged {self.name}{on}: {self.detail}"
+
+    def as_record(self) -> dict:
+        return {"name": self.name, "severity": self.severity, "seeds_flagged": self.flagged, "seeds": self.seeds,
+                "detail": self.detail, "meaning": MEANING[self.name], "untested": self.untested}
+
+
+def row_flag_summary(healths: Iterable[Health | None]) -> list[RowFlag]:
+    """A row's flags over its seeds' healths (``None``: a seed not assessed); a no-op's detail lists
+    each flagged seed's identical completions (``380/377/384 of 400``)."""
+    healths = [h for h in healths if h is not None]
+    out = []
+    for name in SEVERITY:
+        hits = [(h, f) for h in healths for f in h.flags if f.name == name]
+        if not hits:
+            continue
+        shared = {h.measures.get("shared") for h, _ in hits}
+        if name == NO_OP and len(shared) == 1 and None not in shared:
+            same = {(h.measures.get("correct"), h.measures.get("base_correct")) for h, _ in hits}
+            n = shared.pop()
+            detail = (f"{'/'.join(str(h.measures['identical']) for h, _ in hits)} of {n} test completions "
+                      f"byte-identical to base" + ("; same score" if all(a == b for a, b in same) else ""))
+            others = [h for h in healths if name not in h.names and h.measures.get("shared") == n
+                      and h.measures.get("identical") is not None]
+            if others:
+                detail += (f" (the other seed{'s' if len(others) > 1 else ''}: "
+                           f"{'/'.join(str(h.measures['identical']) for h in others)} of {n} identical, score changed)")
+        else:
+            detail = " | ".join(dict.fromkeys(f.detail for _, f in hits))
+        out.append(RowFlag(name, len(hits), len(healths), detail))
+    return out

@@ -8,7 +8,10 @@ disagree. A and B are row names of a suite (as `pefthub bench` prints them: `tin
   pefthub compare a0b759edac48102c e5501a31c81086e0
 
 Rows evaluated on different items, tasks or evaluation protocols are refused with the reason.
-The statistics are explained in docs/benchmarks.md ("Reading the numbers").
+Each arm's run-health flags (pefthub/health.py) are named first; when every seed of an arm is
+flagged no-op or collapsed there is no verdict (its score is the base model's or a broken model's,
+not the method's), only the figures. The statistics are explained in docs/benchmarks.md
+("Reading the numbers").
 """
 
 from __future__ import annotations
@@ -83,24 +86,63 @@ def run(args) -> int:
     if args.show < 0:
         raise ConfigError("--show must be 0 or more")
     result = stats.compare_rows(a, b)
+    flags = {"A": arm_flags(a), "B": arm_flags(b)}
     if args.json:
         print(stats.to_json(dict(result.as_dict(), runs_a=[d["run_id"] for d in a.docs],
-                                 runs_b=[d["run_id"] for d in b.docs])))
+                                 runs_b=[d["run_id"] for d in b.docs],
+                                 flags_a=[f.as_record() for f in flags["A"]],
+                                 flags_b=[f.as_record() for f in flags["B"]],
+                                 tested=not untested(flags))))
         return 0
-    print_comparison(result, show=args.show)
+    print_comparison(result, show=args.show, flags=flags)
     return 0
 
 
-def print_comparison(c, *, show: int) -> None:
+def arm_flags(row) -> list:
+    """The run-health flags of a row's runs over its seeds (:func:`pefthub.health.row_flag_summary`),
+    each run assessed against the base-model run in its own results directory."""
+    from pefthub import health
+    from pefthub.results import load_results_dir
+
+    healths, suites = [], {}
+    for doc, samples in zip(row.docs, row.samples):
+        if health.is_base(doc) or samples is None:
+            continue
+        directory = Path(samples).parent
+        if directory not in suites:
+            suites[directory] = load_results_dir(directory)[0]
+        base = health.pick_base(doc, suites[directory])
+        read = health.samples_in(directory)
+        healths.append(health.assess(doc, read(doc), base, read(base) if base else None))
+    return health.row_flag_summary(healths)
+
+
+def untested(flags: dict[str, list]) -> list[str]:
+    """The arms (``A``, ``B``) whose flags leave nothing to test."""
+    return [arm for arm, found in flags.items() if any(f.untested for f in found)]
+
+
+def print_comparison(c, *, show: int, flags: dict[str, list] | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     from pefthub import stats
     from pefthub.console import console as make_console
+    from pefthub.health import MEANING, UNTESTED
 
+    flags = flags or {}
     console = make_console()
     console.print(f"[bold]A[/] {escape(c.a)}  vs  [bold]B[/] {escape(c.b)}: {c.n_items} shared test items, "
                   f"{c.seeds_a} vs {c.seeds_b} seed(s)")
+    for arm, label in (("A", c.a), ("B", c.b)):
+        for f in flags.get(arm, []):
+            colour = "red" if f.severity == "error" else "yellow"
+            console.print(f"[{colour}]{escape(f.sentence(f'{arm} ({label})'))}[/]"
+                          + (" — not tested" if f.untested else ""))
+    shown = {f.name for found in flags.values() for f in found}
+    if shown:
+        console.print("[dim]" + escape("; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in shown)) + "[/]")
+    skip = untested(flags)
     table = Table(title="items" if c.seeds_a == c.seeds_b == 1 else "items (seed-averaged scores)")
     table.add_column("")
     table.add_column("B right", justify="right")
@@ -116,8 +158,16 @@ def print_comparison(c, *, show: int) -> None:
                   + (f"({c.interval}, agreeing with the p-value)" if c.interval == stats.EXACT_INTERVAL
                      else f"(t with {c.df:.1f} df over items × seeds)"))
     detail = f", {c.a_only} vs {c.b_only} discordant items" if c.test == "McNemar exact" else ""
-    console.print(f"p = {stats.fmt_p(c.p_value)} ({c.test}{detail}); "
-                  + ("not distinguishable at α 0.05" if c.p_value >= stats.ALPHA else "different at α 0.05"))
+    if skip:
+        verdict = f"not tested: {' and '.join(skip)} {'is' if len(skip) == 1 else 'are'} flagged " + " and ".join(
+            dict.fromkeys(f.name for arm in skip for f in flags[arm] if f.untested))
+    else:
+        verdict = "not distinguishable at α 0.05" if c.p_value >= stats.ALPHA else "different at α 0.05"
+        partly = [f"{arm} is flagged {f.name} on {f.flagged} of {f.seeds} seeds" for arm, found in flags.items()
+                  for f in found if f.name in UNTESTED]
+        if partly:
+            verdict += f" (read with care: {'; '.join(partly)})"
+    console.print(f"p = {stats.fmt_p(c.p_value)} ({c.test}{detail}); {verdict}")
     if not c.disagreements:
         console.print("They agree on every item.")
         return
