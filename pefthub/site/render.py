@@ -288,7 +288,7 @@ def _budget_items(block: Any) -> list[tuple[str, str, str]]:
     for key, value in block.items():
         info = metric(key)
         text = info.fmt(value) if is_number(value) else scalar_text(value) if value is not None else MISSING
-        items.append((info.name if key in load_metrics() else key, text, key))
+        items.append((info.name, text, key))  # words; the key is the row's tooltip
     return items
 
 
@@ -338,11 +338,22 @@ def _evaluations(run: Run) -> list[dict]:
             "split": split, "accuracy": format_value("percent", block["accuracy"]), "ci": ci,
             "ci_method": scalar_text(block.get("ci_method") or MISSING),
             "n": scalar_text(block.get("n")), "correct": scalar_text(block.get("correct", MISSING)),
-            "metric": scalar_text(block.get("metric") or MISSING),
-            "metrics": [(k, format_value("float", v) if is_number(v) else scalar_text(v)) for k, v in metrics.items()],
+            "metric": metric_label(block.get("metric")) if block.get("metric") else MISSING,
+            "metric_key": scalar_text(block.get("metric") or ""),
+            "metrics": [(metric_label(k), format_value("float", v) if is_number(v) else scalar_text(v), k)
+                        for k, v in metrics.items()],
             "protocol": json.dumps(protocol, indent=2, sort_keys=True, default=str) if protocol else "",
         })
     return out
+
+
+def metric_label(key: Any) -> str:
+    """An lm-eval metric key in words: ``exact_match,strict-match`` -> "Exact match (strict-match)",
+    ``exact_match_stderr,none`` -> "Exact match, standard error"."""
+    name, _, filter_name = str(key).partition(",")
+    stderr = name.endswith("_stderr")
+    words = name.removesuffix("_stderr").replace("_", " ").capitalize()
+    return words + (", standard error" if stderr else "") + (f" ({filter_name})" if filter_name not in ("", "none") else "")
 
 
 def _sample_text(value: Any) -> str:
