@@ -7,6 +7,12 @@ its node and returns the result document and per-sample records; the driver writ
 suite's store, so workers need no shared filesystem. Step progress travels back through a
 ``ray.util.queue.Queue`` actor.
 
+Each run gets a fresh worker process (``max_calls=1``): a GPU run's in-process vLLM engine, CUDA
+context and allocator caches end with its process, so nothing one run leaves behind reaches the
+next. Before anything is submitted, every run's request (CPUs, GPUs, memory) must fit on one node
+of the cluster as it is now: a request no node can hold is one :class:`ConfigError` naming the
+largest node, instead of a task that waits for a node that never comes.
+
 A task that raises, whose worker dies (segfault, Ray's out-of-memory killer) or that is cancelled
 is recorded by the driver as failed/cancelled; the sweep continues. Workers must have pefthub and
 its dependencies installed (same versions as the driver); the driver passes the HF offline and
@@ -31,6 +37,8 @@ from pefthub.results import read_result, read_samples, result_path, samples_path
 PASSED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_DATASETS_CACHE", "PEFTHUB_CACHE",
               "XDG_CACHE_HOME", "PEFTHUB_LOAD_PLUGINS", "PEFTHUB_DISABLE_PLUGIN_AUTOLOAD", "OMP_NUM_THREADS")
 CONNECT_TIMEOUT = 5.0
+#: A run's request key -> the Ray resource a node reports it as.
+NODE_RESOURCES = (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory"))
 
 
 def _ray():
@@ -74,6 +82,50 @@ def _task(config: dict, suite: str, run_function: str, events: Any, run_id: str)
         return doc, samples
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remote_task(ray):
+    """The Ray remote function that runs one experiment, in a worker process used for that run only
+    (``max_calls=1``: Ray starts a fresh worker for the next task; Ray allows this option only here,
+    not in ``.options()``)."""
+    return ray.remote(max_calls=1)(_task)
+
+
+def _describe(resources: dict[str, float]) -> str:
+    memory = resources.get("memory", 0)
+    return (f"{resources.get('GPU', 0):g} GPUs, {resources.get('CPU', 0):g} CPUs"
+            + (f", {memory / 1e9:,.0f} GB memory" if memory else ""))
+
+
+def check_fits_a_node(requests: list[tuple[str, dict[str, Any]]], nodes: list[dict[str, Any]]) -> None:
+    """Raise :class:`ConfigError` for the first run whose request (``_options``-shaped: num_cpus,
+    num_gpus, memory in bytes) no single live node of ``nodes`` (``ray.nodes()``-shaped) can hold,
+    naming the largest node; a Ray task cannot span nodes, so it would wait forever."""
+    def has(node: dict, resource: str) -> float:
+        return float((node.get("Resources") or {}).get(resource, 0))
+
+    alive = [n for n in nodes if n.get("Alive", True)]
+    for label, opts in requests:
+        want = {resource: float(opts.get(key) or 0) for key, resource in NODE_RESOURCES}
+        if any(all(has(n, r) >= v for r, v in want.items()) for n in alive):
+            continue
+        asked = ", ".join(f"memory_gb={opts[key] / 1e9:g}" if key == "memory" else f"{key}={opts[key]:g}"
+                          for key, _ in NODE_RESOURCES if opts.get(key))
+        if not alive:
+            raise ConfigError(f"run {label} requests {asked or 'resources'} but the Ray cluster has no live node")
+        # The resource no node has enough of (else the first one the largest node lacks).
+        most = {r: max(has(n, r) for n in alive) for r in want}
+        largest = max(alive, key=lambda n: (has(n, "GPU"), has(n, "CPU"), has(n, "memory")))
+        short = next((r for r, v in want.items() if v > most[r]), None) or next(
+            r for r, v in want.items() if v > has(largest, r))
+        if short != "GPU" and want[short] > most[short]:
+            largest = max(alive, key=lambda n: has(n, short))
+        key = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory_gb"}[short]
+        where = largest.get("NodeManagerAddress") or largest.get("NodeID") or "?"
+        raise ConfigError(
+            f"run {label} requests {asked} but no Ray node can hold it (a run runs on one node); the largest "
+            f"node, {where}, has {_describe(largest.get('Resources') or {})}: lower resources.{key} in the "
+            "suite or add a larger node")
 
 
 class RayExecutor:
@@ -124,17 +176,7 @@ class RayExecutor:
         return options
 
     def _check_feasible(self, experiments: list) -> None:
-        ray = _ray()
-        total = ray.cluster_resources()
-        for experiment in experiments:
-            opts = self._options(experiment)
-            for key, have_key in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
-                want = opts.get(key) or 0
-                if want > total.get(have_key, 0):
-                    have = total.get(have_key, 0)
-                    unit = " bytes" if key == "memory" else ""
-                    raise PefthubError(f"run {experiment.label} requests {key}={want:g}{unit} but the Ray cluster "
-                                       f"has {have:g}{unit} in total; lower resources.{key} in the suite")
+        check_fits_a_node([(e.label, self._options(e)) for e in experiments], _ray().nodes())
 
     def run(self, experiments: list, *, suite: str, results_dir: Path, events: EventSink) -> Iterator[dict]:
         ray = _ray()
@@ -143,7 +185,7 @@ class RayExecutor:
         from ray.util.queue import Queue
 
         queue = Queue(maxsize=10_000, actor_options={"num_cpus": 0})
-        remote = ray.remote(_task)
+        remote = remote_task(ray)
         pending: dict[Any, Any] = {}
         by_id = {e.run_id: e for e in experiments}
         for experiment in experiments:

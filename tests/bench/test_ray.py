@@ -25,8 +25,8 @@ os.environ.update(_RAY_AUTH)
 import ray  # noqa: E402  (the `ray` extra is part of the test environment; .ci/run installs it)
 
 from pefthub import results as R
-from pefthub.errors import PefthubError
-from pefthub.executors.ray import RayExecutor
+from pefthub.errors import ConfigError, PefthubError
+from pefthub.executors.ray import RayExecutor, check_fits_a_node, remote_task
 from pefthub.suites import Experiment, label_of
 
 HERE = Path(__file__).resolve().parent
@@ -109,9 +109,49 @@ def test_failures_are_recorded_by_the_driver(cluster, tmp_path):
 
 
 def test_request_larger_than_the_cluster_is_refused(cluster, tmp_path):
-    with pytest.raises(PefthubError, match="requests num_gpus=1 but the Ray cluster has 0"):
+    with pytest.raises(ConfigError, match=r"requests num_cpus=1, num_gpus=1 but no Ray node can hold it .* "
+                                          r"has 0 GPUs, 2 CPUs.*lower resources.num_gpus"):
         run_with("run_ok", [experiment(num_gpus=1)], tmp_path)
     assert not list(tmp_path.glob("*.json"))
+
+
+def node(address, cpus, gpus, memory_gb, alive=True):
+    return {"NodeManagerAddress": address, "Alive": alive,
+            "Resources": {"CPU": float(cpus), "GPU": float(gpus), "memory": memory_gb * 1e9}}
+
+
+def test_a_request_must_fit_one_node_not_the_cluster_total():
+    """Two 4-GPU nodes hold 8 GPUs between them, but a run's 8 GPUs must be on one node; a dead
+    8-GPU node does not count."""
+    nodes = [node("10.0.0.1", 32, 4, 256), node("10.0.0.2", 64, 4, 512), node("10.0.0.3", 96, 8, 1024, alive=False)]
+    check_fits_a_node([("lora/grpo", {"num_cpus": 8, "num_gpus": 4, "memory": 300e9})], nodes)  # node 2
+    with pytest.raises(ConfigError) as info:
+        check_fits_a_node([("lora/grpo", {"num_cpus": 8, "num_gpus": 1}),
+                           ("full/grpo/lr=1e-05/seed=0", {"num_cpus": 8, "num_gpus": 8, "memory": 512e9})], nodes)
+    assert str(info.value) == (
+        "run full/grpo/lr=1e-05/seed=0 requests num_cpus=8, num_gpus=8, memory_gb=512 but no Ray node can hold "
+        "it (a run runs on one node); the largest node, 10.0.0.2, has 4 GPUs, 64 CPUs, 512 GB memory: lower "
+        "resources.num_gpus in the suite or add a larger node")
+    with pytest.raises(ConfigError, match="largest node, 10.0.0.2, .*lower resources.memory_gb"):
+        check_fits_a_node([("x", {"num_cpus": 1, "num_gpus": 4, "memory": 600e9})], nodes)
+    with pytest.raises(ConfigError, match="largest node, 10.0.0.2, .*lower resources.num_cpus"):
+        check_fits_a_node([("x", {"num_cpus": 65, "num_gpus": 0})], nodes)
+    # Each resource is on some node, but not together: 8 GPUs on one, 16 CPUs only on the other.
+    split = [node("gpus", 8, 8, 64), node("cpus", 64, 0, 64)]
+    with pytest.raises(ConfigError, match="largest node, gpus, has 8 GPUs, 8 CPUs.*lower resources.num_cpus"):
+        check_fits_a_node([("x", {"num_cpus": 16, "num_gpus": 8})], split)
+    with pytest.raises(ConfigError, match="has no live node"):
+        check_fits_a_node([("x", {"num_cpus": 1})], nodes[2:])
+
+
+def test_each_run_gets_a_fresh_worker_process(cluster, tmp_path):
+    """max_calls=1: three runs that each take the whole 2-CPU cluster run one after another, each in
+    a process of its own (Ray would otherwise reuse its idle worker)."""
+    assert remote_task(ray)._default_options["max_calls"] == 1
+    runs = [experiment(seed=10 + i, num_cpus=2) for i in range(3)]
+    docs, _ = run_with("run_ok", runs, tmp_path)
+    pids = {d["environment"]["hostname_pid"] for d in docs}
+    assert len(pids) == 3 and os.getpid() not in pids
 
 
 def test_unreachable_address_is_one_line_and_fails_fast(tmp_path):
