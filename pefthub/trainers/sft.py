@@ -17,6 +17,7 @@ from pefthub.trainers import common
 from pefthub.trainers.base import Trainer, TrainerOptions, config_field
 from pefthub.trainers.budget import Budget, Spent, forward_params, lr_scheduler, train_step_flops, \
     trainable_params
+from pefthub.trainers.sharded import SINGLE, DataShard
 
 IGNORE = -100
 
@@ -84,6 +85,8 @@ class SFTTrainer(Trainer):
     #: Forward the opening every row shares once (:func:`common.prefix_shared_tail_logits`); the same
     #: loss and gradient up to float rounding. A class attribute so benchmarks can compare.
     share_prefix_forward = True
+    #: The share of each batch this process trains (pefthub.trainers.sharded sets it per rank).
+    shard: DataShard = SINGLE
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
                   spent: Spent, curves: list[dict], progress) -> None:
@@ -108,7 +111,8 @@ class SFTTrainer(Trainer):
                     if ex.id not in encoded:
                         encoded[ex.id] = encode_example(tokenizer, task, ex, budget.max_seq_len)
                     pairs.append(encoded[ex.id])
-                total_targets = sum(len(c) for _, c in pairs)
+                total_targets = sum(len(c) for _, c in pairs)  # the whole batch's, on every rank
+                pairs = self.shard.take(pairs)
                 chunk = o.micro_batch_size or len(pairs)
                 loss_total = 0.0
                 for start in range(0, len(pairs), chunk):
@@ -129,6 +133,7 @@ class SFTTrainer(Trainer):
                     del logits, loss
                 lr = optimizer.param_groups[0]["lr"]
                 grad_norm = common.grad_norm_and_clip(params, o.max_grad_norm)
+                loss_total = self.shard.total(loss_total)
                 common.require_finite(loss_total, "loss", step)
                 common.require_finite(grad_norm, "gradient norm", step)
                 optimizer.step()

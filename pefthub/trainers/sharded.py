@@ -1,0 +1,295 @@
+"""Sharded full fine-tuning: one run trained by N processes with torch FSDP2 (``fully_shard``).
+
+A ``full`` SFT run whose resources ask for ``num_gpus > 1`` trains in ``num_gpus`` ranks (one per
+GPU with NCCL, or CPU processes with gloo), each holding a 1/N shard of every parameter, gradient
+and AdamW state. FSDP2 rather than accelerate or DeepSpeed: it is torch itself (no extra
+dependency), its per-parameter DTensor sharding works unchanged with torch's AdamW and
+``clip_grad_norm_``, and the same code runs with gloo on the CPU, so it is tested here.
+
+How a run goes: the runner loads and adapts the model on the CPU as for any run; :func:`train`
+moves its weights into shared memory and spawns the ranks. Each rank builds the architecture on
+the meta device, shards each decoder layer and then the root, fills its shard from the shared
+weights, and runs the trainer's own loop with a :class:`DataShard`: every rank draws the same
+batch and trains its contiguous ``1/N`` of it; the loss keeps the whole batch's normaliser (sum over
+target tokens / the batch's target tokens) and gradients are summed, not averaged, across ranks,
+so a sharded step is the single-process step. Rank 0 then gathers the full state dict into the
+shared weights, and the runner evaluates and writes the result as for any run.
+
+Only ``full`` with the ``sft`` algorithm shards: an adapter method with ``num_gpus > 1`` trains on
+one device (its trainable state is tiny; the other GPUs are not used), and ``full`` with GRPO and
+``num_gpus > 1`` is a one-line :class:`ConfigError` (sharded rollouts are not built yet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue as queue_module
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from pefthub.errors import ConfigError, PefthubError
+
+#: The method and trainer algorithm that shard across GPUs.
+SHARDED_METHOD = "full"
+SHARDED_ALGORITHMS = ("sft",)
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class DataShard:
+    """Which share of each optimizer step's batch this process trains, and the sum across ranks.
+
+    The single-process default (rank 0 of 1) takes the whole batch and sums nothing."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    def take(self, items: list) -> list:
+        """This rank's contiguous share of ``items`` (its length is a multiple of the world size)."""
+        if self.world_size == 1:
+            return items
+        per = len(items) // self.world_size
+        return items[self.rank * per:(self.rank + 1) * per]
+
+    def total(self, value: float) -> float:
+        """``value`` summed over the ranks (every rank gets the sum)."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item())
+
+
+SINGLE = DataShard()
+
+
+def ranks(method: str, algorithm: str, batch_size: int, placement: Any, num_gpus: float | None) -> int:
+    """How many ranks a run trains in: ``num_gpus`` for a ``full`` run asking for more than one GPU,
+    else 1 (one device). A sharded run that cannot go as asked is one :class:`ConfigError` line, before
+    anything loads: GRPO, a batch that does not split evenly, too few GPUs, float16, or bf16 on the CPU."""
+    if method != SHARDED_METHOD or not num_gpus or num_gpus <= 1:
+        return 1
+    world = int(num_gpus)
+    if world != num_gpus:
+        raise ConfigError(f"resources.num_gpus = {num_gpus:g}: sharded '{method}' fine-tuning needs a whole number "
+                          f"of GPUs")
+    if algorithm not in SHARDED_ALGORITHMS:
+        raise ConfigError(f"resources.num_gpus = {world}: sharded '{method}' fine-tuning supports the "
+                          f"{', '.join(SHARDED_ALGORITHMS)} algorithm, not '{algorithm}' (use num_gpus = 1)")
+    if batch_size % world:
+        raise ConfigError(f"budget.batch_size = {batch_size} must be a multiple of resources.num_gpus = {world} "
+                          f"(each rank trains an equal share of every batch)")
+    if placement.is_cuda:
+        from pefthub.devices import cuda_count
+
+        have = cuda_count()
+        if have < world:
+            raise ConfigError(f"resources.num_gpus = {world} asks for sharded training on {world} GPUs, but torch "
+                              f"sees {have} on this machine")
+        if placement.dtype == "float16":
+            raise ConfigError("dtype: sharded full fine-tuning computes in bfloat16 or float32, not float16")
+    elif placement.dtype != "float32":
+        raise ConfigError(f"dtype: sharded full fine-tuning on the CPU computes in float32 (got {placement.dtype})")
+    return world
+
+
+# ---- the ranks -------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    """Everything a rank needs, pickled to it (the weights travel separately, in shared memory)."""
+
+    trainer: Any
+    tokenizer: Any
+    method: Any
+    task: Any
+    budget: Any
+    learning_rate: float
+    seed: int
+    model_config: Any
+    param_dtype: torch.dtype
+    world_size: int
+    device_type: str       # "cpu" or "cuda"
+    compute_dtype: str     # "float32" or "bfloat16"
+    rendezvous: str        # file:// init method shared by the ranks
+
+
+def shard_model(model: torch.nn.Module, *, device_type: str, world: int, compute_dtype: str = "float32") -> None:
+    """Shard ``model`` in place with FSDP2: each decoder layer (the model's ``_no_split_modules``), then
+    the root; bf16 compute with fp32 reduction when asked on CUDA; gradients summed across ranks."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device_type, (world,))
+    policy = MixedPrecisionPolicy()
+    if device_type == "cuda" and compute_dtype == "bfloat16":
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    block_names = set(getattr(model, "_no_split_modules", None) or ())
+    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    if not blocks:
+        raise PefthubError(f"{type(model).__name__} names no decoder layer class (_no_split_modules) to shard")
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    # Each rank's loss is its share of the whole batch's mean, so the gradients add up across ranks
+    # (a plain SUM reduction: gloo has no pre-multiplied sum).
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)
+
+
+def _follow_parent() -> None:
+    """Let the launcher stop this rank (SIGTERM, which a local executor's run ignores and a spawned
+    process inherits), and exit when the launching process is gone (killed run, Ctrl-C)."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _rank_main(rank: int, job: _Job, shared: dict[str, torch.Tensor], messages: Any) -> None:
+    """One rank: join the group, build and shard the model, train its share, gather the weights."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, \
+        set_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from pefthub.trainers.budget import Spent
+
+    _follow_parent()
+    if job.device_type == "cuda":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", init_method=job.rendezvous, rank=rank, world_size=job.world_size,
+                                device_id=device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.world_size))
+        dist.init_process_group("gloo", init_method=job.rendezvous, rank=rank, world_size=job.world_size)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(job.model_config).to(job.param_dtype)
+        model = job.method.apply(model)
+        shard_model(model, device_type=job.device_type, world=job.world_size, compute_dtype=job.compute_dtype)
+        model.to_empty(device=device)
+        keys = model.state_dict().keys()
+        set_model_state_dict(model, {k: shared[k] for k in keys}, options=StateDictOptions(full_state_dict=True))
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():  # rotary tables and other non-persistent buffers
+                buffer.copy_(shared[name])
+
+        trainer = job.trainer
+        trainer.shard = DataShard(rank, job.world_size, str(device))
+        trainer.share_prefix_forward = False  # every rank must run the same forwards (FSDP's collectives)
+        progress = (lambda event: messages.put(("event", event))) if rank == 0 else None
+        spent = Spent()
+        outcome = trainer.train(model=model, tokenizer=job.tokenizer, method=job.method, task=job.task,
+                                budget=job.budget, learning_rate=job.learning_rate, seed=job.seed, spent=spent,
+                                progress=progress)
+        if outcome.status != "success":  # stop every rank: the others may wait in a collective
+            messages.put(("outcome", rank, outcome))
+            raise SystemExit(1)
+        spent.train_flops = trainer.shard.total(spent.train_flops)
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            with torch.no_grad():
+                for key, value in full.items():
+                    shared[key].copy_(value)
+            messages.put(("outcome", rank, outcome))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    # Done, and everything said: skip the interpreter's teardown (seconds of C++ destructors per rank).
+    messages.close()
+    messages.join_thread()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def train(trainer: Any, *, model: torch.nn.Module, tokenizer: Any, method: Any, task: Any, budget: Any,
+          learning_rate: float, seed: int, spent: Any, progress: Callable[[dict], None] | None, world: int,
+          placement: Any) -> Any:
+    """Train ``model`` (on the CPU, adapted by ``method``) in ``world`` sharded ranks on ``placement``'s
+    device type (a :class:`pefthub.devices.Placement`, checked by :func:`ranks`); its weights are the
+    trained ones afterwards. Returns rank 0's :class:`~pefthub.trainers.base.TrainOutcome` (a rank's
+    failed outcome when one fails), its spending copied into ``spent``."""
+    import torch.multiprocessing as mp
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    shared = dict(model.state_dict())
+    shared.update(dict(model.named_buffers()))
+    for tensor in shared.values():
+        tensor.share_memory_()  # the model's own storage moves to shared memory: ranks read and write it
+    workdir = tempfile.mkdtemp(prefix="pefthub-fsdp-")
+    job = _Job(trainer=trainer, tokenizer=tokenizer, method=method, task=task, budget=budget,
+               learning_rate=learning_rate, seed=seed, model_config=model.config,
+               param_dtype=next(model.parameters()).dtype, world_size=world,
+               device_type="cuda" if placement.is_cuda else "cpu", compute_dtype=placement.dtype,
+               rendezvous=f"file://{os.path.join(workdir, 'rendezvous')}")
+    messages = mp.get_context("spawn").Queue()
+    outcomes: dict[int, Any] = {}
+    failure = None
+
+    def drain() -> None:
+        while True:
+            try:
+                message = messages.get(timeout=0.05)
+            except queue_module.Empty:
+                return
+            if message[0] == "event":
+                if progress is not None:
+                    progress(message[1])
+            else:
+                outcomes[message[1]] = message[2]
+
+    processes = None
+    try:
+        processes = mp.start_processes(_rank_main, args=(job, shared, messages), nprocs=world, join=False,
+                                       start_method="spawn")
+        while True:
+            drain()
+            try:
+                if processes.join(timeout=POLL_SECONDS):
+                    break
+            except (ProcessRaisedException, ProcessExitedException) as exc:
+                failure = exc
+                break
+        drain()
+    finally:
+        for process in processes.processes if processes is not None else ():
+            if process.is_alive():  # interrupted: no rank outlives the run
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    failed = [outcomes[r] for r in sorted(outcomes) if outcomes[r].status != "success"]
+    outcome = failed[0] if failed else outcomes.get(0)
+    if outcome is None or (failure is not None and not failed):
+        lines = str(failure).strip().splitlines() if failure is not None else []
+        raise PefthubError(f"sharded training failed: {lines[-1] if lines else 'rank 0 reported no outcome'}")
+    for f in dataclasses.fields(spent):
+        if f.name not in ("seconds_total", "seconds_eval", "peak_rss_bytes", "peak_accelerator_bytes"):
+            setattr(spent, f.name, getattr(outcome.spent, f.name))
+    outcome.spent = spent
+    return outcome
+
+
+__all__ = ["DataShard", "SINGLE", "ranks", "shard_model", "train"]
