@@ -25,7 +25,8 @@ from typing import Iterator
 
 from pefthub.executors.base import EventSink, failure_document
 from pefthub.executors.worker import DEFAULT_RUN_FUNCTION, child_main, run_isolated
-from pefthub.results import ResultFileError, read_result, result_path, utc_now, write_result
+from pefthub.results import (ResultFileError, StoreWriteError, read_result, remove_partial_files, result_path,
+                             utc_now, write_result)
 
 POLL_SECONDS = 0.5
 
@@ -74,7 +75,9 @@ class LocalExecutor:
             self._ctx.set_forkserver_preload(["pefthub.executors._preload"])
         return self._ctx
 
-    def run(self, experiments: list, *, suite: str, results_dir: Path, events: EventSink) -> Iterator[dict]:
+    def run(self, experiments, *, suite: str, results_dir: Path, events: EventSink) -> Iterator[dict]:
+        """Run ``experiments`` (any iterable, drawn one at a time: a bench claims each run as it is
+        drawn) one after the other."""
         results_dir = Path(results_dir)
         for experiment in experiments:
             events(experiment, {"phase": "start"})
@@ -91,8 +94,7 @@ class LocalExecutor:
             run_isolated(experiment.config, suite, str(results_dir), self.run_function,
                          lambda event: events(experiment, event))
         except KeyboardInterrupt:
-            write_result(results_dir, failure_document(experiment, suite, "interrupted by the user",
-                                                       status="cancelled", started_at=started))
+            _leave_pending(experiment, suite, results_dir, started, attempt_start)
             raise
         return self._read_back(experiment, suite, results_dir, attempt_start,
                                "run function returned without writing a result")
@@ -108,6 +110,7 @@ class LocalExecutor:
         limit_gb = (experiment.resources or {}).get("memory_gb")
         limit = int(limit_gb * 1e9) if limit_gb else None
         outcome = None
+        store_error = None
         over_memory = None
         proc.start()
         try:
@@ -128,16 +131,27 @@ class LocalExecutor:
                 elif kind == "result":
                     outcome = payload
                     break
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.join(10)
+                elif kind == "store_error":
+                    store_error = StoreWriteError(*payload)
+                    break
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it by `pefthub bench`
+            proc.kill()  # the child ignores SIGINT and SIGTERM
+            proc.join()
+            _leave_pending(experiment, suite, results_dir, started, attempt_start)
+            raise
+        finally:
+            # Close the queue here, interrupted or not: its three semaphores are unlinked with it,
+            # so no "leaked semaphore objects" warning from the resource tracker at exit.
+            proc.join(30)  # after its last message a child only flushes its queue and exits
             if proc.is_alive():
                 proc.kill()
-            write_result(results_dir, failure_document(experiment, suite, "interrupted by the user",
-                                                       status="cancelled", started_at=started))
-            raise
-        proc.join()
-        messages.close()
+                proc.join()
+            exitcode = proc.exitcode
+            messages.close()
+            messages.join_thread()
+            proc.close()
+        if store_error is not None:
+            raise store_error
         try:
             if log_path.stat().st_size == 0:
                 log_path.unlink()  # keep only logs that say something
@@ -148,7 +162,7 @@ class LocalExecutor:
                 error = (f"exceeded memory: {over_memory / 1e9:.1f} GB resident > resources.memory_gb = {limit_gb:g}; "
                          "the run was stopped")
             else:
-                error = f"{_exit_reason(proc.exitcode)} (log: {log_path})"
+                error = f"{_exit_reason(exitcode)} (log: {log_path})"
             doc = failure_document(experiment, suite, error, started_at=started)
             write_result(results_dir, doc)
             return doc
@@ -170,3 +184,21 @@ class LocalExecutor:
         doc = failure_document(experiment, suite, missing)
         write_result(results_dir, doc)
         return doc
+
+
+def _leave_pending(experiment, suite: str, results_dir: Path, started: str, attempt_start: float) -> None:
+    """After an interrupted run: remove its partial files and record it ``cancelled`` (pending: the
+    next bench reruns it) -- unless it finished writing its result just before the interruption.
+    Best effort on a store that cannot be written: the interruption is what gets reported."""
+    remove_partial_files(results_dir, experiment.run_id, attempt_start)
+    path = result_path(results_dir, experiment.run_id)
+    try:
+        if path.stat().st_mtime >= attempt_start - 1.0 and read_result(path)["status"] != "cancelled":
+            return
+    except (OSError, ResultFileError):
+        pass
+    try:
+        write_result(results_dir, failure_document(experiment, suite, "interrupted by the user",
+                                                   status="cancelled", started_at=started))
+    except StoreWriteError:
+        pass

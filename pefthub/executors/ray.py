@@ -178,7 +178,8 @@ class RayExecutor:
     def _check_feasible(self, experiments: list) -> None:
         check_fits_a_node([(e.label, self._options(e)) for e in experiments], _ray().nodes())
 
-    def run(self, experiments: list, *, suite: str, results_dir: Path, events: EventSink) -> Iterator[dict]:
+    def run(self, experiments, *, suite: str, results_dir: Path, events: EventSink) -> Iterator[dict]:
+        experiments = list(experiments)  # drawn all at once: a bench claims every run before it is submitted
         ray = _ray()
         self.connect()
         self._check_feasible(experiments)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pefthub.executors.base import failure_document, one_line
-from pefthub.results import utc_now, write_result
+from pefthub.results import StoreWriteError, utc_now, write_result
 
 DEFAULT_RUN_FUNCTION = "pefthub.runner:run_experiment"
 
@@ -70,7 +70,8 @@ EXECUTOR_PHASES = ("start", "done")
 
 def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
                  progress: Callable[[dict], None] | None) -> dict:
-    """Run one experiment; anything it raises becomes a failed result written here."""
+    """Run one experiment; anything it raises becomes a failed result written here, except a store
+    that cannot be written (:class:`StoreWriteError`, raised on: the run did not fail, its store did)."""
     started = utc_now()
 
     def forward(event: dict) -> None:
@@ -80,6 +81,8 @@ def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
     try:
         fn = load_function(run_function)
         return fn(config, suite=suite, results_dir=Path(results_dir), progress=forward)
+    except StoreWriteError:
+        raise
     except Exception as exc:
         traceback.print_exc()
         doc = failure_document(_Experiment(config), suite, f"{type(exc).__name__}: {one_line(str(exc))}",
@@ -90,8 +93,11 @@ def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
 
 def child_main(config: dict, suite: str, results_dir: str, run_function: str, queue: Any,
                driver_pid: int, log_path: str) -> None:
-    """Entry point of the local executor's child process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C does to the run
+    """Entry point of the local executor's child process. It reports ``("event", dict)`` messages,
+    then ``("result", {status, error})`` or ``("store_error", StoreWriteError args)``."""
+    # The driver decides what Ctrl-C and SIGTERM (sent to the whole job by schedulers) do to the run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_driver, args=(driver_pid,), daemon=True).start()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", buffering=1, encoding="utf-8")
@@ -105,8 +111,12 @@ def child_main(config: dict, suite: str, results_dir: str, run_function: str, qu
         except Exception:
             pass
 
-    doc = run_isolated(config, suite, results_dir, run_function, progress)
-    queue.put(("result", {"status": doc.get("status"), "error": doc.get("error")}))
+    try:
+        doc = run_isolated(config, suite, results_dir, run_function, progress)
+    except StoreWriteError as exc:
+        queue.put(("store_error", exc.args))
+    else:
+        queue.put(("result", {"status": doc.get("status"), "error": doc.get("error")}))
     queue.close()
     queue.join_thread()
     log.flush()
