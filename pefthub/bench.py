@@ -15,14 +15,18 @@ and each row is compared item by item with the base row (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import signal
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+from pefthub import claims as claims_module
 from pefthub import stats
-from pefthub.results import ResultFileError, clean_temp_files, read_result, result_path, samples_path
+from pefthub.results import (ResultFileError, clean_orphan_samples, clean_temp_files, read_result, result_path,
+                             samples_path)
 from pefthub.suites import Experiment, RowTuning, Suite, expand, label_of, method_label
 
 DEFAULT_RESULTS_ROOT = Path("leaderboards")
@@ -162,9 +166,20 @@ def needs_run(status: str, retry_failed: bool) -> bool:
 
 
 def prepare_store(results_dir: Path) -> list[Path]:
-    """Create the directory and remove temp files a killed writer left behind."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    return clean_temp_files(results_dir)
+    """Create the directory and remove what killed writers left behind: temp files, and samples
+    files without their document (unless another bench holds a live claim on that run)."""
+    from pefthub.results import StoreWriteError
+
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreWriteError(results_dir, results_dir, exc) from None
+
+    def in_flight(run_id: str) -> bool:
+        holder = claims_module.holder(results_dir, run_id)
+        return holder is not None and holder.stale_reason() is None
+
+    return clean_temp_files(results_dir) + clean_orphan_samples(results_dir, in_flight=in_flight)
 
 
 # ---- aggregation -------------------------------------------------------------------------------
@@ -286,7 +301,8 @@ def grid_documents(experiments: list[Experiment], results_dir: Path) -> list[dic
     return [state.docs[e.run_id] for e in experiments if e.run_id in state.docs]
 
 
-__all__ = ["DEFAULT_RESULTS_ROOT", "awaiting_selection", "tuned_grid", "LearningRateScore", "RowResult", "StoreState", "grid_documents", "label_of",
+__all__ = ["DEFAULT_RESULTS_ROOT", "Stopped", "Tally", "awaiting_selection", "execute", "make_plan", "stop_on_signals",
+           "waiting_on_others", "tuned_grid", "LearningRateScore", "RowResult", "StoreState", "grid_documents", "label_of",
            "matches", "needs_run", "prepare_store", "results_dir_for", "scan", "select", "summarize"]
 
 
@@ -312,9 +328,111 @@ def make_plan(experiments: list[Experiment], results_dir: Path, *, only: Iterabl
     return Plan(experiments, selected, state, todo)
 
 
-def execute(plan: Plan, *, suite: str, results_dir: Path, executor, events) -> list[dict]:
-    """Run ``plan.todo`` with ``executor``; every finished run's document, in finishing order."""
+@dataclass
+class Tally:
+    """What one bench did with the runs it meant to run (the store may be shared with others)."""
+
+    ran: list[str] = field(default_factory=list)                 # run ids this bench ran
+    elsewhere: dict[str, str] = field(default_factory=dict)      # run id -> who holds its claim
+    found_done: list[str] = field(default_factory=list)          # finished by another bench meanwhile
+    lost: list[str] = field(default_factory=list)                # claims another bench took over
+
+
+def execute(plan: Plan, *, suite: str, results_dir: Path, executor, events, claims: "claims_module.Claims",
+            retry_failed: bool = False, tally: Tally | None = None) -> list[dict]:
+    """Run ``plan.todo`` with ``executor``; every finished run's document, in finishing order.
+
+    Each run is claimed (:mod:`pefthub.claims`) as the executor draws it -- the local executor one
+    at a time, Ray all at once -- so benches sharing a store run each run once: a run claimed by
+    another live bench is skipped, and a run whose result appeared since ``plan`` was made is found
+    done (the result file is the truth; the claim only says who computes). Skips reach ``events``
+    as ``{"phase": "skip", "reason": ...}``; ``tally`` counts all three.
+    """
+    tally = tally if tally is not None else Tally()
     finished = []
-    for doc in executor.run(plan.todo, suite=suite, results_dir=results_dir, events=events):
-        finished.append(doc)
+    draws = _claimed(plan, claims, results_dir, events, tally, retry_failed)
+    try:
+        for doc in executor.run(draws, suite=suite, results_dir=results_dir, events=events):
+            claims.release(doc["run_id"], finished=doc.get("status") in FINISHED)
+            tally.ran.append(doc["run_id"])
+            finished.append(doc)
+    finally:
+        tally.lost.extend(rid for rid in claims.lost if rid not in tally.lost)
     return finished
+
+
+def _claimed(plan: Plan, claims, results_dir: Path, events, tally: Tally, retry_failed: bool) -> Iterator[Experiment]:
+    for experiment in plan.todo:
+        outcome = claims.acquire(experiment.run_id)
+        if isinstance(outcome, claims_module.Holder):
+            tally.elsewhere[experiment.run_id] = outcome.describe()
+            events(experiment, {"phase": "skip", "reason": f"claimed by another bench ({outcome.describe()})"})
+            continue
+        path = result_path(results_dir, experiment.run_id)
+        try:
+            now = read_result(path) if path.exists() else None
+        except ResultFileError:
+            now = None
+        if now is not None and now != plan.state.docs.get(experiment.run_id) and (
+                not needs_run(now["status"], retry_failed) or now["status"] == "failed"):
+            claims.release(experiment.run_id, finished=True)
+            tally.found_done.append(experiment.run_id)
+            events(experiment, {"phase": "skip", "reason": f"done by another bench ({now['status']})"})
+            continue
+        yield experiment
+
+
+def waiting_on_others(suite: Suite, experiments: list[Experiment], results_dir: Path) -> int:
+    """First-seed runs of rows still choosing their rate that another live bench holds: that bench
+    decides those rows and runs their remaining seeds when its runs finish."""
+    if not suite.tune_on_first_seed or not awaiting_selection(suite, experiments):
+        return 0
+    state = scan(experiments, results_dir)
+    count = 0
+    for runs in _first_seed_rows(experiments, suite.seeds[0]).values():
+        for e in runs:
+            if state.status(e.run_id) in FINISHED:
+                continue
+            holder = claims_module.holder(results_dir, e.run_id)
+            if holder is not None and holder.stale_reason() is None:
+                count += 1
+    return count
+
+
+# ---- signals -----------------------------------------------------------------------------------
+class Stopped(KeyboardInterrupt):
+    """A bench stopped by SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler). A KeyboardInterrupt,
+    so every executor's Ctrl-C handling (stop the run, leave it pending) applies to both."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM raise :class:`Stopped` in the main thread (once; a second
+    signal during the clean-up is ignored). SIGINT stays ignored where the caller ignored it (a
+    background job of a non-interactive shell)."""
+    signums = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signums.append(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in signums}
+
+    def handler(signum, frame):
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for s in signums:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -10,6 +10,7 @@ No torch import at module level: the site builder and ``pefthub plan`` import th
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -47,6 +48,19 @@ class ResultFileError(PefthubError):
         self.file = str(file)
         self.reason = reason
         super().__init__(f"{self.file}: {reason}")
+
+
+class StoreWriteError(PefthubError):
+    """A results store that cannot be written (full disk, read-only, vanished path); the message
+    names the store, the file being written and the system's reason, on one line."""
+
+    def __init__(self, store: str | os.PathLike, file: str | os.PathLike, error: OSError | str):
+        reason = error if isinstance(error, str) else (error.strerror or str(error))
+        self.store, self.file, self.reason = str(store), str(file), reason
+        super().__init__(str(store), str(file), reason)  # args rebuild it when pickled
+
+    def __str__(self) -> str:
+        return f"cannot write results to {self.store}: {self.file}: {self.reason}"
 
 
 class InvalidResult(ValueError):
@@ -334,25 +348,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _fsync_dir(path: Path) -> None:
+#: Errors of a directory fsync that only say the filesystem does not sync directories.
+_NO_DIR_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM, errno.EISDIR)
+
+
+def _fsync_dir(path: Path, strict: bool = False) -> None:
+    """Make a rename in ``path`` durable. ``strict``: raise the errors that mean it is not (EIO,
+    ENOSPC, a vanished directory), ignoring only filesystems that cannot sync a directory."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno not in _NO_DIR_SYNC:
+            raise
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if strict and exc.errno not in _NO_DIR_SYNC:
+            raise
     finally:
         os.close(fd)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, *, sync_dir: bool = True) -> None:
     """Write ``text`` so that ``path`` holds either its old content or all of the new one.
 
     A temp file in the same directory (``.<name>.<random>.tmp``, ignored by every reader), flushed
     and fsynced, then ``os.replace``d over the target; a kill at any point leaves at most a temp
-    file, which :func:`clean_temp_files` removes.
+    file, which :func:`clean_temp_files` removes. ``sync_dir=False`` leaves the directory's fsync
+    (which makes the rename durable) to the caller.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -370,7 +394,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    if sync_dir:
+        _fsync_dir(path.parent)
 
 
 def write_result(results_dir: str | os.PathLike, doc: dict, samples: Iterable[dict] | None = None) -> Path:
@@ -380,24 +405,85 @@ def write_result(results_dir: str | os.PathLike, doc: dict, samples: Iterable[di
     atomically, so a result file never points at a samples file that does not exist yet. Each
     evaluation split that has records gets ``samples_file`` set if the caller did not set it.
     Returns the result file's path.
+
+    A write that fails (full disk, read-only or vanished store) raises :class:`StoreWriteError`
+    naming the store and the file, and leaves the run as if never written: the samples file and the
+    document this call wrote are removed again, so no samples file is left without its document.
     """
     doc = _json_safe(doc)
     results_dir = Path(results_dir)
-    if samples is not None:
-        records = [_json_safe(dict(s)) for s in samples]
-        rid = doc.get("run_id") if isinstance(doc, dict) else None
-        if not isinstance(rid, str) or not rid:
-            raise InvalidResult("cannot write samples for a document without run_id")
-        target = samples_path(results_dir, rid)
-        atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
-        splits = {r.get("split") for r in records}
-        for split, block in (doc.get("evaluation") or {}).items():
-            if isinstance(block, dict) and split in splits:
-                block.setdefault("samples_file", target.name)
-    validate(doc)
-    path = result_path(results_dir, doc["run_id"])
-    atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
-    return path
+    written: list[Path] = []
+    target = None
+    try:
+        if samples is not None:
+            records = [_json_safe(dict(s)) for s in samples]
+            rid = doc.get("run_id") if isinstance(doc, dict) else None
+            if not isinstance(rid, str) or not rid:
+                raise InvalidResult("cannot write samples for a document without run_id")
+            target = samples_path(results_dir, rid)
+            text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
+            atomic_write_text(target, text, sync_dir=False)
+            written.append(target)
+            splits = {r.get("split") for r in records}
+            for split, block in (doc.get("evaluation") or {}).items():
+                if isinstance(block, dict) and split in splits:
+                    block.setdefault("samples_file", target.name)
+        validate(doc)
+        target = result_path(results_dir, doc["run_id"])
+        atomic_write_text(target, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n",
+                          sync_dir=False)
+        written.append(target)
+        _fsync_dir(results_dir, strict=True)
+    except OSError as exc:
+        for path in reversed(written):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise StoreWriteError(results_dir, target if target is not None else results_dir, exc) from None
+    except BaseException:
+        if written and written[-1].name.endswith(SAMPLES_SUFFIX):  # the samples without their document
+            try:
+                written[-1].unlink()
+            except OSError:
+                pass
+        raise
+    return target
+
+
+def remove_partial_files(results_dir: str | os.PathLike, rid: str, since: float) -> list[Path]:
+    """Remove what an interrupted writer of run ``rid`` left: its temp files, and a samples file
+    written at or after ``since`` (a time.time()) without a document as new (the document is
+    written last). Returns what was removed."""
+    results_dir = Path(results_dir)
+    removed = []
+    try:
+        names = os.listdir(results_dir)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith((f".{rid}{RESULT_SUFFIX}.", f".{rid}{SAMPLES_SUFFIX}.")) and name.endswith(TEMP_SUFFIX):
+            try:
+                (results_dir / name).unlink()
+                removed.append(results_dir / name)
+            except OSError:
+                pass
+    samples, doc = samples_path(results_dir, rid), result_path(results_dir, rid)
+    try:
+        fresh_samples = samples.stat().st_mtime >= since - 1.0
+    except OSError:
+        return removed
+    try:
+        fresh_doc = doc.stat().st_mtime >= since - 1.0
+    except OSError:
+        fresh_doc = False
+    if fresh_samples and not fresh_doc:
+        try:
+            samples.unlink()
+            removed.append(samples)
+        except OSError:
+            pass
+    return removed
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -473,6 +559,32 @@ def load_results_dir(root: str | os.PathLike, *, with_paths: bool = False
             continue
         docs.append((path, doc) if with_paths else doc)
     return docs, problems
+
+
+def clean_orphan_samples(results_dir: str | os.PathLike, *, in_flight: Callable[[str], bool] = lambda rid: False,
+                         older_than: float = 60.0) -> list[Path]:
+    """Delete samples files without their result document (a writer killed between the two, or a
+    disk that filled), unless ``in_flight(run_id)`` says the run is being written now or the file is
+    younger than ``older_than`` seconds. Returns what was removed."""
+    removed = []
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return removed
+    now = time.time()
+    for path in results_dir.iterdir():
+        name = path.name
+        if is_temp_file(path) or not name.endswith(SAMPLES_SUFFIX):
+            continue
+        rid = name[: -len(SAMPLES_SUFFIX)]
+        if result_path(results_dir, rid).exists() or in_flight(rid):
+            continue
+        try:
+            if now - path.stat().st_mtime >= older_than:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 def clean_temp_files(results_dir: str | os.PathLike, *, older_than: float = 60.0) -> list[Path]:

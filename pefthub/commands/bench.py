@@ -19,6 +19,7 @@ repeat them or separate with commas. Examples:
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _patterns(values: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    from pefthub import bench, suites
+    from pefthub import bench, claims, suites
     from pefthub.console import console as make_console
     from pefthub.errors import ConfigError
     from pefthub.executors import make_executor
@@ -81,7 +82,8 @@ def run(args) -> int:
         return 0
     removed = bench.prepare_store(results_dir)
     if removed:
-        console.print(f"removed {len(removed)} temp file(s) left by an interrupted writer")
+        console.print(f"removed {len(removed)} file(s) left by an interrupted writer "
+                      f"({', '.join(sorted(p.name for p in removed)[:3])}{', …' if len(removed) > 3 else ''})")
     kept_failed = [e for e in plan.selected if plan.status(e) == "failed" and e not in plan.todo]
     done = len(plan.selected) - len(plan.todo)
     console.print(f"[bold]{suite.name}[/]: {len(plan.selected)} runs, {done} already done"
@@ -89,25 +91,39 @@ def run(args) -> int:
                   f"{len(plan.todo)} to run → {results_dir}")
     if plan.todo:
         executor = make_executor(args.executor, address=args.address, isolation=args.isolation)
-        if hasattr(executor, "connect"):
-            with console.status(f"connecting to Ray ({args.address or 'auto'})…"):
-                executor.connect()
+        tally = bench.Tally()
         attempted: set[str] = set()
         try:
-            while plan.todo:  # a suite tuned on its first seed grows as rows finish: run until it stops
-                with GridProgress(console, plan.todo) as progress:
-                    bench.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
-                                  events=progress.event)
-                attempted |= {e.run_id for e in plan.todo}
-                plan = bench.make_plan(bench.tuned_grid(suite, resolution, results_dir), results_dir, only=only,
-                                       skip=skip, retry_failed=args.retry_failed)
-                plan.todo = [e for e in plan.todo if e.run_id not in attempted]
-                if plan.todo:
-                    console.print(f"learning rates selected on seed {suite.seeds[0]}: {len(plan.todo)} more run(s)")
+            with bench.stop_on_signals(), claims.Claims(results_dir) as held:
+                if hasattr(executor, "connect"):
+                    with console.status(f"connecting to Ray ({args.address or 'auto'})…"):
+                        executor.connect()
+                while plan.todo:  # a suite tuned on its first seed grows as rows finish: run until it stops
+                    with GridProgress(console, plan.todo) as progress:
+                        bench.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
+                                      events=progress.event, claims=held, retry_failed=args.retry_failed,
+                                      tally=tally)
+                    attempted |= {e.run_id for e in plan.todo}
+                    plan = bench.make_plan(bench.tuned_grid(suite, resolution, results_dir), results_dir,
+                                           only=only, skip=skip, retry_failed=args.retry_failed)
+                    plan.todo = [e for e in plan.todo if e.run_id not in attempted]
+                    if plan.todo:
+                        console.print(f"learning rates selected on seed {suite.seeds[0]}: {len(plan.todo)} more run(s)")
+        except bench.Stopped as stop:
+            now = bench.make_plan(plan.experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
+            finished = len(now.selected) - len(now.todo)
+            print(f"stopped by {stop.name}: {finished} of {len(now.selected)} runs finished "
+                  f"({len(tally.ran)} by this bench), {len(now.todo)} pending; "
+                  f"resume with: {resume_command(args, results_dir)}", file=sys.stderr)
+            return stop.exit_code
         finally:
             if hasattr(executor, "close"):
                 executor.close()
-        _print_awaiting(console, suite, plan.experiments)
+        console.print(tally_line(tally, done))
+        if tally.lost:
+            console.print(f"[yellow]warning:[/] {len(tally.lost)} claim(s) of this bench were taken over by another "
+                          f"bench after {claims.STALE_SECONDS:.0f} s without a heartbeat; their runs may have run twice")
+        _print_awaiting(console, suite, plan.experiments, results_dir)
     docs = bench.grid_documents(plan.experiments, results_dir)
     rows = bench.summarize(docs, results_dir=results_dir)
     from pefthub import health
@@ -121,7 +137,35 @@ def run(args) -> int:
     return 1 if args.strict and bad else 0
 
 
-def _print_awaiting(console, suite, experiments) -> None:
+def tally_line(tally, done_before: int) -> str:
+    """What this bench did, for a store other benches may share."""
+    line = (f"this bench ran {len(tally.ran)}, skipped {len(tally.elsewhere)} claimed by another bench, "
+            f"found {done_before + len(tally.found_done)} done")
+    return line + (f" ({len(tally.found_done)} finished by another bench meanwhile)" if tally.found_done else "")
+
+
+def resume_command(args, results_dir) -> str:
+    """The command that resumes this bench: the same suite, store and selection."""
+    import shlex
+
+    words = ["pefthub", "bench", str(args.suite), "--results", str(results_dir)]
+    for flag, values in (("--only", args.only), ("--skip", args.skip)):
+        for value in values:
+            words += [flag, value]
+    if args.retry_failed:
+        words.append("--retry-failed")
+    if args.executor != "local":
+        words += ["--executor", args.executor]
+    if args.address is not None:
+        words += ["--address", args.address]
+    if args.isolation != "process":
+        words += ["--isolation", args.isolation]
+    if args.strict:
+        words.append("--strict")
+    return shlex.join(words)
+
+
+def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
     from pefthub import bench
 
     rows = bench.awaiting_selection(suite, experiments)
@@ -130,6 +174,10 @@ def _print_awaiting(console, suite, experiments) -> None:
                       f"{len(suite.seeds) - 1} more seed(s) each run at the chosen rate"
                       + (f" (or up to {suite.extend_edges} more rate(s) first, when it is at a grid edge)"
                          if suite.extend_edges else ""))
+        others = bench.waiting_on_others(suite, experiments, results_dir) if results_dir is not None else 0
+        if others:
+            console.print(f"{others} run(s) of seed {suite.seeds[0]} they wait on are running in another bench, "
+                          "which chooses the rates and runs the remaining seeds when they finish")
 
 
 class GridProgress:
@@ -168,6 +216,12 @@ class GridProgress:
             self.started[rid] = time.monotonic()
             self.tasks[rid] = self.progress.add_task(f"  {experiment.label}", total=steps, info="starting")
             self.progress.update(self.grid, info=experiment.label)
+            return
+        if phase == "skip":  # claimed by, or finished by, another bench sharing the store
+            from rich.markup import escape
+
+            self.progress.advance(self.grid)
+            self.progress.console.print(f"[dim]– {escape(experiment.label)}: {escape(str(event.get('reason')))}[/]")
             return
         task = self.tasks.get(rid)
         if phase == "done":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from pefthub.results import new_result, utc_now
 
@@ -14,8 +14,14 @@ EventSink = Callable[[Any, dict], None]
 class Executor(Protocol):
     name: str
 
-    def run(self, experiments: list, *, suite: str, results_dir, events: EventSink) -> Iterator[dict]:
-        """Run ``experiments``; yield each result document once its file is written."""
+    def run(self, experiments: Iterable, *, suite: str, results_dir, events: EventSink) -> Iterator[dict]:
+        """Run ``experiments``; yield each result document once its file is written.
+
+        ``experiments`` is an iterable that claims each run as it is drawn (``pefthub bench`` shares
+        its store through claims): draw it once, and no earlier than the run can start. On
+        KeyboardInterrupt (Ctrl-C; SIGTERM in ``pefthub bench``) stop the runs, leave them pending
+        (``cancelled``, partial files removed) and re-raise. A store that cannot be written raises
+        :class:`pefthub.results.StoreWriteError`."""
 
 
 def failure_document(experiment: Any, suite: str, error: str, *, status: str = "failed",
