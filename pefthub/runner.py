@@ -26,7 +26,7 @@ from pefthub.schema import Budget, Evaluation, learning_rate
 BASE_METHOD = "base"
 NO_TRAINER = "none"
 CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
-               "learning_rate", "seed", "budget", "eval", "variant"}
+               "learning_rate", "seed", "budget", "eval", "variant", "vllm"}
 EVAL_BATCH_SIZE = 32
 #: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's
 #: method_comparison (adapters with very few parameters need much larger steps than full FT).
@@ -117,6 +117,7 @@ def prepare(config: dict) -> Prepared:
     meta = meta_model(config["model"])  # also: unknown model names fail here, before any download or load
 
     if method_name == BASE_METHOD:
+        _check_vllm(config, None, evaluation)
         return Prepared(config, task, None, None, None, None, evaluation, None, seed)
 
     trainer_cls = plugins.trainers().get(trainer_name)
@@ -131,9 +132,23 @@ def prepare(config: dict) -> Prepared:
     trainer = trainer_cls(trainer_cls.options_class.from_dict(config.get("trainer_options") or {}))
     budget = _settings(Budget, config.get("budget"), "budget")
     trainer.check_budget(budget)
+    _check_vllm(config, budget, evaluation)
     lr = config.get("learning_rate")
     lr = default_learning_rate(method_name) if lr is None else learning_rate(lr, "config.learning_rate")
     return Prepared(config, task, type(method), method.config, trainer, budget, evaluation, lr, seed)
+
+
+def _check_vllm(config: dict, budget: Any, evaluation: dict) -> None:
+    """A config's ``vllm`` settings (present only when set) against the lengths its vLLM engines need."""
+    if "vllm" not in config:
+        return
+    from pefthub.generation.vllm_engine import check_run_settings
+    from pefthub.memory_plan import uses_vllm
+
+    rollouts, on_vllm = uses_vllm(config)
+    new_tokens = evaluation["max_new_tokens"]
+    check_run_settings(config["vllm"], rollout_len=budget.max_seq_len if rollouts and budget is not None else None,
+                       eval_new_tokens=new_tokens if on_vllm and isinstance(new_tokens, int) else None)
 
 
 def resolve_config(config: dict) -> dict:
@@ -177,6 +192,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
     import torch
 
     from pefthub import results
+    from pefthub.generation import vllm_engine
     from pefthub.models import load_model
     from pefthub.trainers.budget import MemoryMeter, Spent
 
@@ -187,6 +203,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
     meter.start()
     started, load_at_start = time.perf_counter(), os.getloadavg()
     samples: list[dict] | None = None
+    vllm_run = _enter_vllm(config, prepared)
     try:
         _emit(progress, {"phase": "load", "model": config["model"]})
         torch.manual_seed(prepared.seed)
@@ -241,6 +258,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
         doc["status"], doc["error"] = "failed", _one_line(exc)
         return doc
     finally:
+        vllm_engine.leave_run(vllm_run)
         spent.seconds_total = time.perf_counter() - started
         meter.record(spent)
         budget = prepared.budget.to_dict() if prepared.budget is not None else dict(config.get("budget") or {})
@@ -253,6 +271,17 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
             doc.pop("evaluation", None)
         path = results.write_result(results_dir, doc, samples or None)
         _emit(progress, {"phase": "done", "status": doc["status"], "error": doc["error"], "path": str(path)})
+
+
+def _enter_vllm(config: dict, prepared: Prepared):
+    """Hand the run's ``vllm`` settings, and its rollouts' longest sequence where they run on vLLM, to
+    the vLLM engines it starts; returns the token :func:`~pefthub.generation.vllm_engine.leave_run` takes."""
+    from pefthub.generation import vllm_engine
+    from pefthub.memory_plan import uses_vllm
+
+    rollouts, _ = uses_vllm(config)
+    rollout_len = prepared.budget.max_seq_len if rollouts and prepared.budget is not None else None
+    return vllm_engine.enter_run(config.get("vllm"), rollout_len=rollout_len)
 
 
 def _evaluate(model, tokenizer, method, task, split: str, limit: int | None, evaluation: dict, spent) -> tuple[dict, list]:

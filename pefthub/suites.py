@@ -28,7 +28,7 @@ BASE_TRAINER = "none"
 SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
-                  "resources", "grid", "methods"}
+                  "resources", "grid", "methods", "vllm"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
@@ -73,6 +73,9 @@ class Suite:
     tune_on_first_seed: bool = False
     #: With tune_on_first_seed: how many rates may be added beyond a grid edge the selection lands on.
     extend_edges: int = 0
+    #: The ``vllm`` settings every run's config carries (``gpu_memory_utilization``, ``max_model_len``;
+    #: empty, and absent from the configs, unless the suite sets them).
+    vllm: dict[str, Any] = field(default_factory=dict)
 
     @property
     def file(self) -> Path:
@@ -209,6 +212,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
         if not isinstance(options, dict):
             c.fail(f"trainer_options.{trainer}", "must be a table")
     evaluation = _eval(c, data.get("eval", {}))
+    vllm = _vllm(c, data["vllm"], budget, trainer_options, evaluation) if "vllm" in data else {}
     resources = _resources(c, data.get("resources", {}), "resources", RESOURCE_DEFAULTS)
 
     grid = c.keys(data["grid"], GRID_KEYS, "grid")
@@ -267,7 +271,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
-                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges)
+                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, vllm=vllm)
 
 
 def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:
@@ -300,6 +304,20 @@ def _eval(c: _Checker, table: Any) -> dict[str, Any]:
     c.keys(table, SUITE_EVAL_KEYS, "eval")
     try:
         return Evaluation.from_dict(table).to_dict()
+    except ConfigError as exc:
+        raise ConfigError(f"{c.file}: {exc}") from None
+
+
+def _vllm(c: _Checker, table: Any, budget: dict, trainer_options: dict, evaluation: dict) -> dict[str, Any]:
+    """The suite's ``vllm`` settings, checked against the lengths its vLLM engines need."""
+    from pefthub.generation.vllm_engine import check_run_settings
+
+    rollouts = any(o.get("rollout_backend") == "vllm" for o in trainer_options.values())
+    new_tokens = evaluation["max_new_tokens"]
+    try:
+        return check_run_settings(table, rollout_len=budget["max_seq_len"] if rollouts else None, where="vllm",
+                                  eval_new_tokens=new_tokens if evaluation["backend"] == "vllm"
+                                  and isinstance(new_tokens, int) else None)
     except ConfigError as exc:
         raise ConfigError(f"{c.file}: {exc}") from None
 
@@ -461,6 +479,8 @@ def expand(suite: Suite, resolution: Resolution | None = None,
             "method": BASE_METHOD, "method_config": {}, "params_target": None, "learning_rate": None,
             "seed": 0, "budget": {"steps": 0}, "eval": evaluation,
         }
+        if suite.vllm:
+            config["vllm"] = dict(suite.vllm)
         runs.append(Experiment(config, f"{BASE_METHOD}/{BASE_TRAINER}", dict(suite.resources), 0, None))
     for item in resolution.methods:
         spec = item.spec
@@ -481,6 +501,8 @@ def expand(suite: Suite, resolution: Resolution | None = None,
                     }
                     if spec.name != spec.method:
                         config["variant"] = spec.name
+                    if suite.vllm:
+                        config["vllm"] = dict(suite.vllm)
                     label = f"{row}/lr={lr:g}/seed={seed}"
                     runs.append(Experiment(_deep_copy(config), label, dict(spec.resources),
                                            item.trainable_params, item.adapter_bytes))

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from pefthub.generation.vllm_engine import (EngineOptions, close_engine, engine_kwargs, prepare_environment,
-                                            preserve_process_state, require_vllm, save_merged_checkpoint)
+                                            preserve_process_state, require_vllm, run_options,
+                                            save_merged_checkpoint)
 
 
 def lm_eval_model_args(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
@@ -68,9 +69,10 @@ def _lm_eval_vllm_class():
 def make_lm_eval_vllm(checkpoint_dir: str | Path, *, max_new_tokens: int, batch_size: int | str = "auto",
                       options: EngineOptions | None = None):
     """lm-eval's ``VLLM`` model (an ``lm_eval.api.model.LM``) on a saved checkpoint; close its
-    engine with ``close_engine(lm.model)``."""
+    engine with ``close_engine(lm.model)``. Without ``options``, the current run's ``vllm`` settings
+    (:func:`pefthub.generation.vllm_engine.run_settings`)."""
     require_vllm()
-    options = options or EngineOptions()
+    options = options or run_options("eval")
     prepare_environment(options)
     VLLM = _lm_eval_vllm_class()
     args = lm_eval_model_args(checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, options=options)

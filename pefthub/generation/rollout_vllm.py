@@ -27,7 +27,7 @@ class VLLMRolloutBackend(RolloutBackend):
         super().__init__(model, tokenizer, method)
         vllm_engine.require_vllm()
         vllm_engine.check_servable(method)
-        self.options = options or vllm_engine.EngineOptions()
+        self.options = options or vllm_engine.run_options("rollout")  # the run's vllm settings
         self.eos = eos_token_ids(tokenizer, model)
         self.llm = None
         from pefthub.models import cache_dir
@@ -49,6 +49,7 @@ class VLLMRolloutBackend(RolloutBackend):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        vllm_engine.check_fits(self.llm, prompts, max_new_tokens)  # never a completion cut short
         tok = self.tokenizer
         pad_id = pad_token_id(tok)
         # Plain sampling from softmax(logits / T): no top-k/top-p/min-p or penalties, as the HF backend.

@@ -2,7 +2,9 @@
 training model, and weight sync into a running engine (lm-eval's ``vllm`` model on such a
 checkpoint is :mod:`pefthub.evaluation.vllm_backend`).
 
-Device defaults live in :class:`EngineOptions`; a method's adapter is merged and exported under the
+Device defaults live in :class:`EngineOptions`; a run's ``vllm`` settings (``gpu_memory_utilization``,
+``max_model_len``) reach every engine the run starts through :func:`run_settings`, and an engine is
+never given a length below what the run's rollouts need (:func:`check_run_settings`). A method's adapter is merged and exported under the
 base model's names, and what an architecture cannot hold (prompt tuning, undeclared biases) raises
 :class:`UnsupportedError` instead of being dropped. How the engine is run and synced, and why:
 docs/vllm.md.
@@ -11,6 +13,7 @@ docs/vllm.md.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import importlib.util
 import logging
@@ -24,6 +27,7 @@ import torch
 from torch import nn
 
 from pefthub.errors import ConfigError, PefthubError, UnsupportedError
+from pefthub.memory_plan import DEFAULT_VLLM_GPU_MEMORY_UTILIZATION
 from pefthub.methods.base import config_field
 from pefthub.models import base_model
 
@@ -53,11 +57,12 @@ class EngineOptions:
     enforce_eager: bool | None = config_field(
         None, "skip torch.compile/CUDA graphs: None = True on CPU (faster start), False on CUDA")
     gpu_memory_utilization: float = config_field(
-        0.3, "CUDA: fraction of GPU memory for weights + KV cache (the trainer keeps the rest)")
+        DEFAULT_VLLM_GPU_MEMORY_UTILIZATION, "CUDA: fraction of GPU memory for weights + KV cache (the trainer "
+                                             "keeps the rest)")
     kv_cache_gib: float | None = config_field(
         None, "CPU: KV-cache size in GiB; None = 1 GiB, raised to hold one max_model_len sequence")
     max_model_len: int | None = config_field(None, "longest prompt + completion; None = the model's "
-                                                   "max_position_embeddings capped at 4096")
+                                                   "max_position_embeddings")
     max_num_seqs: int | None = config_field(None, "most sequences decoded together; None = vLLM's default")
     threads: int | None = config_field(None, "CPU: threads for the engine; None = every core")
     in_process: bool = config_field(True, "run the engine core and worker in this process (see module docs)")
@@ -119,7 +124,100 @@ def kv_bytes_per_token(config: Any, dtype: str) -> int:
 
 
 def default_max_model_len(config: Any) -> int:
-    return min(int(getattr(_text_config(config), "max_position_embeddings", 4096) or 4096), 4096)
+    """The model's whole context (vLLM's own default): no completion is cut short of what the model
+    can hold. A run's rollout engine gets the run's ``budget.max_seq_len`` instead (:func:`run_options`)."""
+    return int(getattr(_text_config(config), "max_position_embeddings", 0) or 4096)
+
+
+# ---- a run's settings: the config's ``vllm`` object -----------------------------------------------
+#: The keys of a run config's (and a suite's) ``vllm`` object; it enters a config only when set.
+SETTINGS_KEYS = ("gpu_memory_utilization", "max_model_len")
+_RUN = contextvars.ContextVar("pefthub_vllm_run", default=None)
+
+
+def check_settings(value: Any, where: str = "vllm") -> dict[str, Any]:
+    """``value`` if it is a valid ``vllm`` object (``gpu_memory_utilization`` in (0, 1], ``max_model_len``
+    an integer >= 16), else one :class:`ConfigError` line naming the key."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a table with {' and/or '.join(SETTINGS_KEYS)} (got {value!r})")
+    unknown = sorted(set(value) - set(SETTINGS_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(SETTINGS_KEYS)})")
+    length = value.get("max_model_len")
+    if "max_model_len" in value and (not isinstance(length, int) or isinstance(length, bool)):
+        raise ConfigError(f"{where}.max_model_len: must be an integer (got {length!r})")
+    share = value.get("gpu_memory_utilization", DEFAULT_VLLM_GPU_MEMORY_UTILIZATION)
+    if not isinstance(share, (int, float)) or isinstance(share, bool):
+        raise ConfigError(f"{where}.gpu_memory_utilization: must be a number (got {share!r})")
+    try:
+        EngineOptions(**value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{str(exc).split('.', 1)[1]}") from None
+    return dict(value)
+
+
+def check_run_settings(value: Any, *, rollout_len: int | None, eval_new_tokens: int | None,
+                       where: str = "config.vllm") -> dict[str, Any]:
+    """A run's ``vllm`` object (``{}`` when the config has none), checked against what the run needs:
+    ``rollout_len`` tokens per sequence when its rollouts run on vLLM (``budget.max_seq_len``), room
+    for ``eval_new_tokens`` new tokens after a prompt when its evaluation does. A ``max_model_len``
+    below that is a :class:`ConfigError` here, before any model loads: vLLM would cut completions."""
+    settings = {} if value is None else check_settings(value, where)
+    length = settings.get("max_model_len")
+    if length is not None and rollout_len is not None and length < rollout_len:
+        raise ConfigError(f"{where}.max_model_len: {length} is below the {rollout_len} tokens the run's vLLM "
+                          f"rollouts need (budget.max_seq_len); raise it, or leave it out to size it to the run")
+    if length is not None and eval_new_tokens is not None and length <= eval_new_tokens:
+        raise ConfigError(f"{where}.max_model_len: {length} leaves no room for a prompt before the "
+                          f"{eval_new_tokens} new tokens evaluation allows (eval.max_new_tokens)")
+    return settings
+
+
+def enter_run(settings: dict[str, Any] | None, *, rollout_len: int | None = None) -> contextvars.Token:
+    """From here until :func:`leave_run`, engines built without explicit options take the run's ``vllm``
+    settings, and the rollout engine's ``max_model_len`` defaults to ``rollout_len`` (the run's
+    ``budget.max_seq_len``). The runner calls the pair around a run; :func:`run_settings` is the block form."""
+    return _RUN.set({"settings": dict(settings or {}), "rollout_len": rollout_len})
+
+
+def leave_run(token: contextvars.Token) -> None:
+    _RUN.reset(token)
+
+
+@contextlib.contextmanager
+def run_settings(settings: dict[str, Any] | None, *, rollout_len: int | None = None) -> Iterator[None]:
+    """:func:`enter_run` for the block."""
+    token = enter_run(settings, rollout_len=rollout_len)
+    try:
+        yield
+    finally:
+        leave_run(token)
+
+
+def run_options(role: str) -> EngineOptions:
+    """The engine options for the current run's ``role`` engine (``"rollout"`` or ``"eval"``): its
+    ``vllm`` settings, and a max length sized to the run where it sets none (the rollouts' longest
+    prompt + completion; for evaluation the model's context, see :func:`default_max_model_len`)."""
+    run = _RUN.get() or {"settings": {}, "rollout_len": None}
+    settings = dict(run["settings"])
+    if role == "rollout" and settings.get("max_model_len") is None and run["rollout_len"]:
+        settings["max_model_len"] = run["rollout_len"]
+    return EngineOptions(**settings)
+
+
+def engine_max_model_len(llm: Any) -> int:
+    """The longest prompt + completion a running engine holds."""
+    return int(llm.llm_engine.model_config.max_model_len)
+
+
+def check_fits(llm: Any, prompts: list[list[int]], max_new_tokens: int) -> None:
+    """Raise :class:`ConfigError` when a prompt plus ``max_new_tokens`` exceeds the engine's length:
+    vLLM would stop that completion early without a word."""
+    limit = engine_max_model_len(llm)
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + max_new_tokens > limit:
+        raise ConfigError(f"vllm.max_model_len: a {longest}-token prompt plus {max_new_tokens} new tokens exceeds the "
+                          f"engine's {limit}; raise vllm.max_model_len (or budget.max_seq_len's prompt room)")
 
 
 def engine_kwargs(model_dir: str | Path, options: EngineOptions | None = None) -> dict[str, Any]:
