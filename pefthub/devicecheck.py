@@ -51,10 +51,13 @@ TINY_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (("tinylora", {"u": 13}),
 TINY_ENGINES = ("sft", "grpo-hf", "grpo-fused")
 
 #: GRPO timings at the paper's GSM8K shapes (64 prompts × 4 generations), with a few hundred new
-#: tokens instead of up to 4096 so both models fit the budget; ``guard_s`` is each part's limit.
+#: tokens instead of up to 4096 so both models fit the budget; ``guard_s`` is each part's limit and
+#: ``apply_limit_s`` TinyLoRA's set-up's, past which LoRA r=1 is timed instead.
 TIMED_MODELS: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 120},
-    "qwen2.5-7b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 240},
+    "qwen2.5-0.5b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 120,
+                              "apply_limit_s": 40},
+    "qwen2.5-7b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 240,
+                            "apply_limit_s": 60},
 }
 #: What ``--tiny`` shrinks a timed architecture to (same code path, CPU-sized).
 TINY_ARCHITECTURE = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
@@ -422,6 +425,32 @@ class _StopTiming(Exception):
     """Raised from the progress callback: the part's guard leaves no room for another step."""
 
 
+class TooSlow(BaseException):
+    """A :func:`time_limit` ran out (a BaseException, so no library's ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`TooSlow` in the main thread once ``seconds`` pass (between Python bytecodes: a
+    kernel already running finishes first); elsewhere than the main thread, no limit."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TooSlow(f"over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def timing_check(name: str, placement, report: Callable[[dict], None], tiny: bool, deadline: float) -> dict:
     spec = dict(TIMED_MODELS[name])
     if tiny:
@@ -447,7 +476,7 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
             setattr(config, key, value)
         config.head_dim = config.hidden_size // config.num_attention_heads
     prompts, generations, new_tokens = spec["prompts"], spec["generations"], spec["new_tokens"]
-    out: dict[str, Any] = {"model": name, "architecture": type(config).__name__, "random_weights": True,
+    out: dict[str, Any] = {"model": name, "architecture": None, "random_weights": True,
                            "tiny": tiny, "device": placement.device, "dtype": placement.dtype,
                            "method": "tinylora", "method_config": None, "trainer": "grpo", "rollout_backend": "fused",
                            "prompts": prompts, "generations": generations, "max_new_tokens": new_tokens,
@@ -455,27 +484,47 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
                                   "every completion runs to max_new_tokens",
                            "reward": "share of digits in the completion (random weights never answer correctly)",
                            "steps": []}
+    tokenizer = never_ending_tokenizer(config.vocab_size)
+
+    def build():
+        torch.manual_seed(0)
+        with torch.device(device):
+            built = AutoModelForCausalLM.from_config(config, dtype=placement.torch_dtype)
+        built.generation_config.eos_token_id = tokenizer.eos_token_id
+        built.generation_config.pad_token_id = tokenizer.pad_token_id
+        _sync(device)
+        return built.eval()
+
     report({"phase": f"build {name}", "partial": out})
     _free(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=placement.torch_dtype)
-    model.eval()
-    _sync(device)
+    model = build()
     out["seconds_build"] = round(time.perf_counter() - started, 2)
+    out["architecture"] = type(model).__name__
     out["total_params"] = sum(p.numel() for p in model.parameters())
-    tokenizer = never_ending_tokenizer(config.vocab_size)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
 
     report({"phase": f"apply tinylora to {name}", "partial": out})
     started = time.perf_counter()
-    method, model = adapt(model, "tinylora", {"u": 13})
-    _sync(device)
-    out["seconds_apply"] = round(time.perf_counter() - started, 2)
+    try:
+        with time_limit(spec["apply_limit_s"]):
+            method, model = adapt(model, "tinylora", {"u": 13})
+        _sync(device)
+        out["seconds_apply"] = round(time.perf_counter() - started, 2)
+    except TooSlow:
+        method = None
+    if method is None:  # peft's TinyLoRA took too long (a full SVD of every targeted weight): time LoRA r=1
+        out["tinylora_apply"] = (f"stopped after {spec['apply_limit_s']} s (peft computes a full SVD of each targeted "
+                                 f"weight); the steps are timed with lora r=1, whose step computes the same frozen "
+                                 f"forward and backward")
+        del model
+        _free(device)
+        model = build()
+        started = time.perf_counter()
+        method, model = adapt(model, "lora", {"r": 1})
+        _sync(device)
+        out["method"], out["seconds_apply"] = "lora", round(time.perf_counter() - started, 2)
     out["method_config"] = method.config.to_dict()
     out["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out["peak_memory_build_bytes"] = _peak_memory(device)
@@ -489,7 +538,7 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
     trainer = GRPOTrainer(GRPOOptions(rollout_backend="fused", stop_on_collapse=False))
     n_forward = forward_params(model)
     peak_flops, peak_source = peak_bf16_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
-    out["plan"] = plan_estimate(config, placement, trainer, budget, out["trainable_params"], peak_flops)
+    out["plan"] = plan_estimate(config, placement, out["method"], trainer, budget, out["trainable_params"], peak_flops)
     spent = Spent()
     last = {"t": time.perf_counter(), "generation": 0.0, "train": 0.0, "tokens": 0, "flops": 0.0}
 
@@ -569,7 +618,8 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
     return out
 
 
-def plan_estimate(config, placement, trainer, budget, trainable: int, peak_flops: float | None) -> dict[str, Any]:
+def plan_estimate(config, placement, method: str, trainer, budget, trainable: int,
+                  peak_flops: float | None) -> dict[str, Any]:
     """What ``pefthub plan`` (:func:`pefthub.memory_plan.estimate_run`) expects of one GRPO step at
     these shapes: peak bytes on the GPU, FLOPs, and seconds at its stated utilisations."""
     import torch
@@ -577,7 +627,7 @@ def plan_estimate(config, placement, trainer, budget, trainable: int, peak_flops
     from pefthub import memory_plan
 
     arch = memory_plan.Architecture.from_config(config)
-    run = {"trainer": "grpo", "method": "tinylora", "dtype": placement.dtype,
+    run = {"trainer": "grpo", "method": method, "dtype": placement.dtype,
            "trainer_options": trainer.options.to_dict(), "budget": {**budget.to_dict(), "steps": 1},
            "eval": {"limit": 0, "validation_limit": 0}}
     tflops = peak_flops / 1e12 if peak_flops else memory_plan.DEFAULT_GPU_TFLOPS

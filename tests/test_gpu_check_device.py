@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,15 @@ def test_without_cuda_it_skips_in_one_line_and_exits_0(tmp_path):
 
 def test_tiny_cpu_run_covers_every_part_and_writes_the_report(tmp_path):
     out = tmp_path / "report.json"
-    done = run_script("--device", "cpu", "--tiny", "--out", str(out), cwd=tmp_path, env=target_machine_env(tmp_path))
+    # bf16 as on the GPU: frozen weights in bf16 under autocast, trainable parameters fp32.
+    done = run_script("--device", "cpu", "--dtype", "bfloat16", "--tiny", "--out", str(out), cwd=tmp_path,
+                      env=target_machine_env(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["schema"] == devicecheck.SCHEMA and report["status"] == "pass" and report["failed"] == []
     versions = report["versions"]
     assert versions["torch"] == torch.__version__ and versions["transformers"] and versions["peft"]
-    assert versions["compute"] == {"device": "cpu", "dtype": "float32", "gpu": None}
+    assert versions["compute"] == {"device": "cpu", "dtype": "bfloat16", "gpu": None}
     assert all(versions["optional"][name] is None for name in ABSENT)
 
     checks = {c["name"]: c for c in report["checks"]}
@@ -65,7 +68,7 @@ def test_tiny_cpu_run_covers_every_part_and_writes_the_report(tmp_path):
         assert check["status"] == "pass", check
         details = check["details"]
         assert details["device_watch"]["forward_inputs_checked"] > 0 and details["device_watch"]["problems"] == []
-        assert details["dtypes"] == {"trainable": ["float32"], "frozen": ["float32"]}
+        assert details["dtypes"] == {"trainable": ["float32"], "frozen": ["bfloat16"]}
         assert [p["step"] for p in details["curves"]] == [1, 2]
         assert all(isinstance(p["loss"], float) for p in details["curves"])
         if name.startswith("grpo"):
@@ -79,7 +82,7 @@ def test_tiny_cpu_run_covers_every_part_and_writes_the_report(tmp_path):
         check = checks[f"grpo-timing/{name}"]
         assert check["status"] == "pass", check
         details = check["details"]
-        assert details["trainable_params"] == 13 and details["tiny"] is True
+        assert details["trainable_params"] == 13 and details["tiny"] is True and details["method"] == "tinylora"
         assert [s["step"] for s in details["steps"]] == [1, 2]
         # EOS can never be sampled: every completion runs to max_new_tokens.
         assert all(s["tokens_generated"] == shapes["prompts"] * shapes["generations"] * shapes["new_tokens"]
@@ -101,6 +104,34 @@ def test_a_part_past_its_guard_is_stopped_and_recorded(tmp_path, monkeypatch):
     _, checks = devicecheck.run_parts(opts, lines.append)
     assert len(checks) == 1 and checks[0]["status"] == "fail", checks
     assert "exceeding its 0.5 s guard" in checks[0]["reason"] and lines[0].startswith("FAIL tiny")
+
+
+def test_slow_tinylora_set_up_falls_back_to_lora_for_the_timing(monkeypatch):
+    from pefthub import devices
+
+    name = next(iter(devicecheck.TIMED_MODELS))
+    monkeypatch.setitem(devicecheck.TIMED_MODELS, name, {**devicecheck.TIMED_MODELS[name], "apply_limit_s": 1e-4})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        check = devicecheck.timing_check(name, devices.resolve("cpu", "float32"), lambda event: None, True,
+                                         time.perf_counter() + 120)
+    finally:
+        torch.set_num_threads(threads)
+    assert check["status"] == "pass", check
+    details = check["details"]
+    assert details["method"] == "lora" and details["method_config"]["r"] == 1 and "stopped after" in details["tinylora_apply"]
+    assert [s["step"] for s in details["steps"]] == [1, 2]
+
+
+def test_time_limit_interrupts_python_work_and_disarms_after():
+    with pytest.raises(devicecheck.TooSlow):
+        with devicecheck.time_limit(0.05):
+            while True:
+                pass
+    with devicecheck.time_limit(0.05):
+        pass
+    time.sleep(0.1)  # the timer was disarmed: nothing fires here
 
 
 def test_device_watch_reports_forward_inputs_off_the_expected_device():
