@@ -228,11 +228,12 @@ def _rank_main(rank: int, job: _Job, shared: dict[str, torch.Tensor], messages: 
 
 def train(trainer: Any, *, model: torch.nn.Module, tokenizer: Any, method: Any, task: Any, budget: Any,
           learning_rate: float, seed: int, spent: Any, progress: Callable[[dict], None] | None, world: int,
-          placement: Any) -> Any:
+          placement: Any) -> tuple[Any, dict]:
     """Train ``model`` (on the CPU, adapted by ``method``) in ``world`` sharded ranks on ``placement``'s
     device type (a :class:`pefthub.devices.Placement`, checked by :func:`ranks`); its weights are the
     trained ones afterwards. Returns rank 0's :class:`~pefthub.trainers.base.TrainOutcome` (a rank's
-    failed outcome when one fails), its spending copied into ``spent``."""
+    failed outcome when one fails), its spending copied into ``spent``, and what a result records of
+    the sharding: the ranks, the backend and rank 0's peak memory while training."""
     import torch.multiprocessing as mp
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
@@ -285,11 +286,14 @@ def train(trainer: Any, *, model: torch.nn.Module, tokenizer: Any, method: Any, 
     if outcome is None or (failure is not None and not failed):
         lines = str(failure).strip().splitlines() if failure is not None else []
         raise PefthubError(f"sharded training failed: {lines[-1] if lines else 'rank 0 reported no outcome'}")
+    peaks = ("peak_rss_bytes", "peak_accelerator_bytes")
+    record = {"ranks": world, "backend": "nccl" if placement.is_cuda else "gloo",
+              **{f"rank0_{name}": getattr(outcome.spent, name) for name in peaks}}
     for f in dataclasses.fields(spent):
-        if f.name not in ("seconds_total", "seconds_eval", "peak_rss_bytes", "peak_accelerator_bytes"):
+        if f.name not in ("seconds_total", "seconds_eval", *peaks):  # the caller measures its own process
             setattr(spent, f.name, getattr(outcome.spent, f.name))
     outcome.spent = spent
-    return outcome
+    return outcome, record
 
 
 __all__ = ["DataShard", "SINGLE", "ranks", "shard_model", "train"]
