@@ -692,7 +692,7 @@ def run_child(parts: list[str], state: Path, device: str, dtype: str, tiny: bool
         torch.set_num_threads(1)
     _write_json(state / "environment.json", environment(placement))
     for part in parts:
-        path = state / f"{part.replace(':', '_')}.json"
+        path = _state_file(state, part)
         started = time.time()
         record: dict[str, Any] = {"part": part, "started": started, "phase": "start", "done": False}
         _write_json(path, record)
@@ -729,85 +729,87 @@ def _repo_root() -> Path:
 
 
 def run_parts(opts: Options, echo: Callable[[str], None]) -> tuple[dict, list[dict]]:
-    """Run every part in child processes, each within its guard and all within the total budget;
-    (environment, checks)."""
+    """Run every part in child processes, each within its guard and all within the total budget,
+    echoing each part's phases and results as they come; (environment, checks). A part stopped at
+    its guard, or whose process died, fails with the phase it was in, and a fresh child runs the rest."""
     started = time.perf_counter()
     checks: list[dict] = []
-    env: dict = {}
     remaining = list(opts.parts)
+    phases: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         state = Path(tmp)
+
+        def collect() -> tuple[str, dict] | None:
+            """Record the parts that finished, echo phase changes; the part running now, if any."""
+            current = None
+            for part in list(remaining):
+                record = _read(_state_file(state, part))
+                if record is None:
+                    continue
+                if record.get("done"):
+                    remaining.remove(part)
+                    checks.extend(record["checks"])
+                    for check in record["checks"]:
+                        echo(_line(check))
+                    continue
+                current = current or (part, record)
+                if phases.get(part) != record.get("phase"):
+                    phases[part] = record.get("phase")
+                    echo(f"  .. {part}: {record.get('phase')}")
+            return current
+
+        def fail(part: str, reason: str, record: dict | None) -> None:
+            check = {"name": part, "part": "b" if part.startswith("timing:") else "a", "status": "fail",
+                     "reason": reason, "details": (record or {}).get("partial"),
+                     "seconds": round(time.time() - record["started"], 2) if record else None}
+            checks.append(check)
+            remaining.remove(part)
+            echo(_line(check))
+
         while remaining:
             log = state / f"child-{len(checks)}.log"
             cmd = [sys.executable, "-m", "pefthub.devicecheck", "--child", "--state", str(state), "--device",
                    opts.device, "--dtype", opts.dtype, "--only", ",".join(remaining)] + (["--tiny"] if opts.tiny else [])
             pythonpath = os.pathsep.join(p for p in (str(_repo_root()), os.environ.get("PYTHONPATH", "")) if p)
+            stopped = None  # why the child was stopped: its part's guard, or the whole budget
             with open(log, "wb") as sink:
                 child = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "PYTHONPATH": pythonpath}, cwd=str(_repo_root()))
-                killed = None
                 try:
                     while child.poll() is None:
                         time.sleep(0.25)
-                        current = _current_part(state, remaining)
-                        if current is not None:
-                            part, record = current
-                            over_part = time.time() - record["started"] > PARTS_GUARD_S[part]
-                        else:
-                            part, record, over_part = None, None, False
-                        over_total = time.perf_counter() - started > opts.budget_s
-                        if over_part or over_total:
+                        current = collect()
+                        if current and time.time() - current[1]["started"] > PARTS_GUARD_S[current[0]]:
+                            stopped = f"its {PARTS_GUARD_S[current[0]]} s guard"
+                        elif time.perf_counter() - started > opts.budget_s:
+                            stopped = f"the check's {opts.budget_s:.0f} s budget"
+                        if stopped:
                             _kill(child)
-                            limit = (f"its {PARTS_GUARD_S[part]} s guard" if over_part
-                                     else f"the check's {opts.budget_s:.0f} s budget")
-                            killed = (part, record, limit)
                             break
                 except BaseException:
                     _kill(child)
                     raise
-            env = env or _read(state / "environment.json") or {}
-            finished = []
-            for part in remaining:
-                record = _read(state / f"{part.replace(':', '_')}.json")
-                if record and record.get("done"):
-                    checks.extend(record["checks"])
-                    finished.append(part)
-                    for check in record["checks"]:
-                        echo(_line(check))
-            remaining = [p for p in remaining if p not in finished]
+            current = collect()
             if not remaining:
                 break
-            part, record, limit = killed if killed else (None, None, None)
-            if part is None:  # the child ended (or was stopped) outside a running part
-                part = next((p for p in remaining if _read(state / f"{p.replace(':', '_')}.json")), remaining[0])
-                record = _read(state / f"{part.replace(':', '_')}.json")
-            if killed:
-                reason = f"stopped after exceeding {limit} during '{(record or {}).get('phase', 'start-up')}'"
+            if current is None and stopped and not stopped.startswith("the check's"):
+                continue  # its part finished as it was stopped: a fresh child runs the rest
+            part, record = current if current else (remaining[0], None)
+            phase = (record or {}).get("phase", "start-up")
+            if stopped:
+                reason = f"stopped after exceeding {stopped} during '{phase}'"
             else:
-                reason = (f"the check process ended with exit code {child.returncode} during "
-                          f"'{(record or {}).get('phase', 'start-up')}': {_tail(log)}")
-            check = {"name": part, "part": "b" if part.startswith("timing:") else "a", "status": "fail",
-                     "reason": reason, "details": (record or {}).get("partial"),
-                     "seconds": round(time.time() - record["started"], 2) if record else None}
-            checks.append(check)
-            echo(_line(check))
-            remaining.remove(part)
-            if record is None or (killed and killed[2].startswith("the check's")):
-                for rest in remaining:  # nothing started, or no time left: the rest cannot run either
-                    check = {"name": rest, "part": "b" if rest.startswith("timing:") else "a", "status": "fail",
-                             "reason": f"not run: {reason}", "details": None, "seconds": None}
-                    checks.append(check)
-                    echo(_line(check))
-                remaining = []
+                reason = f"the check process ended with exit code {child.returncode} during '{phase}': {_tail(log)}"
+            fail(part, reason, record)
+            if record is None or (stopped and stopped.startswith("the check's")):
+                for rest in list(remaining):  # nothing ran, or no time is left: the rest cannot run either
+                    fail(rest, f"not run: {reason}", None)
+        env = _read(state / "environment.json") or {}
     return env, checks
 
 
-def _current_part(state: Path, parts: list[str]) -> tuple[str, dict] | None:
-    for part in parts:
-        record = _read(state / f"{part.replace(':', '_')}.json")
-        if record and not record.get("done"):
-            return part, record
-    return None
+def _state_file(state: Path, part: str) -> Path:
+    return state / f"{part.replace(':', '_')}.json"
 
 
 def _read(path: Path) -> dict | None:

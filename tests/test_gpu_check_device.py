@@ -103,7 +103,7 @@ def test_a_part_past_its_guard_is_stopped_and_recorded(tmp_path, monkeypatch):
     lines: list[str] = []
     _, checks = devicecheck.run_parts(opts, lines.append)
     assert len(checks) == 1 and checks[0]["status"] == "fail", checks
-    assert "exceeding its 0.5 s guard" in checks[0]["reason"] and lines[0].startswith("FAIL tiny")
+    assert "exceeding its 0.5 s guard" in checks[0]["reason"] and lines[-1].startswith("FAIL tiny")
 
 
 def test_slow_tinylora_set_up_falls_back_to_lora_for_the_timing(monkeypatch):
