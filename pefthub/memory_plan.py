@@ -137,6 +137,7 @@ class RunEstimate:
     dtype: str
     num_gpus: int
     sharded: bool                 # full fine-tuning sharded over num_gpus (FSDP)
+    refused: str | None           # why the run would be refused as asked (None: it would start)
     checkpointing: bool
     micro_batch: int              # sequences per forward/backward
     seq_len: int
@@ -146,6 +147,7 @@ class RunEstimate:
     activations: float            # decoder activations at the micro-batch
     logits: float                 # output-head logits and the fp32 log-softmax
     vllm_reserved: float          # what vLLM takes: gpu_memory_utilization × GPU memory
+    vllm_beside_training: bool    # the rollout engine is up while training runs (else evaluation's, after)
     vllm_kv_tokens: int           # tokens of KV cache left in that share after vLLM's weights
     vllm_needs_tokens: int        # the longest sequence vLLM must hold (its max_model_len)
     gpu_memory: float
@@ -155,14 +157,16 @@ class RunEstimate:
 
     @property
     def total(self) -> float:
-        """Peak bytes on the busiest GPU: state, plus the larger of the training pass and the engine's
-        share (the vLLM engine is counted beside training when it serves the rollouts)."""
+        """Peak bytes on the busiest GPU: state, plus the training pass and vLLM's share together when
+        vLLM serves the rollouts, else the larger of the two (evaluation's engine starts after training)."""
         training = self.activations + self.logits
-        return self.weights + self.trainable_state + self.shard_buffer + training + self.vllm_reserved
+        phases = training + self.vllm_reserved if self.vllm_beside_training else max(training, self.vllm_reserved)
+        return self.weights + self.trainable_state + self.shard_buffer + phases
 
     @property
     def fits(self) -> bool:
-        return self.total <= self.gpu_memory and self.vllm_kv_tokens >= self.vllm_needs_tokens
+        return (self.refused is None and self.total <= self.gpu_memory
+                and self.vllm_kv_tokens >= self.vllm_needs_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "total": self.total, "fits": self.fits}
@@ -208,8 +212,15 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
     evaluation = config.get("eval") or {}
     dtype = run_dtype(config)
     p = DTYPE_BYTES[dtype]
+    from pefthub.trainers.sharded import SHARDED_ALGORITHMS, SHARDED_METHOD
+
     gpus = max(1, int(num_gpus))
     full = config.get("method") == "full"
+    refused = None
+    if config.get("method") == SHARDED_METHOD and gpus > 1 and algorithm not in SHARDED_ALGORITHMS:
+        refused = (f"sharded full fine-tuning supports {', '.join(SHARDED_ALGORITHMS)} only, not {algorithm} "
+                   "(pefthub/trainers/sharded.py), so it trains on one GPU")
+        gpus = 1
     sharded = full and gpus > 1
     training = algorithm != "none"
     trainable = arch.params if full else (trainable_params if training else 0)
@@ -246,8 +257,6 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
         vllm_p = DTYPE_BYTES[GPU_AUTO_DTYPE]
         kv_tokens = max(0, int((vllm_reserved - arch.params * vllm_p) // arch.kv_bytes_per_token(vllm_p)))
         needs = vllm_model_len(config, arch.max_positions) or 0
-        if not rollouts_vllm:  # the evaluation engine starts after training: count the larger phase
-            vllm_reserved = max(0.0, vllm_reserved - activations - logits)
 
     # FLOPs at the caps: trainers/budget.py's train step (6N for full fine-tuning, 4N + 2·trainable for
     # adapters, whose frozen weights need no weight gradient), one more forward with checkpointing
@@ -272,9 +281,10 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
     gpu_hours = (train_flops / (peak * TRAIN_MFU) + generation_flops / (peak * GENERATION_MFU)) / 3600
     return RunEstimate(
         trainer=config.get("trainer", ""), method=config.get("method", ""), dtype=dtype, num_gpus=gpus,
-        sharded=sharded, checkpointing=checkpointing, micro_batch=micro_batch if training else 0, seq_len=seq_len,
+        sharded=sharded, refused=refused, checkpointing=checkpointing, micro_batch=micro_batch if training else 0, seq_len=seq_len,
         weights=float(weights), trainable_state=float(state), shard_buffer=float(shard_buffer),
         activations=float(activations), logits=float(logits), vllm_reserved=float(vllm_reserved),
+        vllm_beside_training=rollouts_vllm,
         vllm_kv_tokens=kv_tokens, vllm_needs_tokens=needs, gpu_memory=gpu_memory, train_flops=float(train_flops),
         generation_flops=float(generation_flops), gpu_hours=gpu_hours)
 
@@ -310,10 +320,16 @@ def fix_for(arch: Architecture, config: dict, estimate: RunEstimate, **kwargs: A
         estimate = estimate_run(arch, config, **kwargs)
         if estimate.fits:
             return "set " + "; ".join(changes)
+    from pefthub.trainers.sharded import SHARDED_ALGORITHMS
+
     gpus = estimate.num_gpus
     gpu_options = [gpus]
-    if config.get("method") == "full":
+    shards = config.get("method") == "full" and kwargs.get("algorithm") in SHARDED_ALGORITHMS
+    if shards:
         gpu_options += [g for g in (2, 4, 8, 16, 32, MAX_SUGGESTED_GPUS) if g > gpus]
+    if estimate.refused:
+        changes.append("resources.num_gpus = 1")
+        kwargs = {**kwargs, "num_gpus": 1}
     for n_gpus in gpu_options:
         for checkpointing in ([estimate.checkpointing] if estimate.checkpointing else [False, True]):
             micro = estimate.micro_batch or 1
@@ -330,6 +346,9 @@ def fix_for(arch: Architecture, config: dict, estimate: RunEstimate, **kwargs: A
                         out.append(f"{where}.micro_batch_size <= {micro}")
                     return "set " + "; ".join(out)
                 micro //= 2
-    return (f"does not fit on {MAX_SUGGESTED_GPUS if config.get('method') == 'full' else gpus} GPU(s) of "
-            f"{estimate.gpu_memory / GB:g} GB at micro-batch 1 with gradient checkpointing: shorten "
-            f"budget.max_seq_len or use GPUs with more memory")
+    least = estimate_run(arch, config, **{**kwargs, "num_gpus": gpu_options[-1], "checkpointing": True,
+                                          "micro_batch": 1})
+    return ((f"{estimate.refused}; " if estimate.refused else "")
+            + f"needs {least.total / GB:,.0f} GB on {gpu_options[-1]} GPU(s) even at micro-batch 1 with gradient "
+            f"checkpointing, more than {estimate.gpu_memory / GB:g} GB: use GPUs with more memory or shorten "
+            "budget.max_seq_len")

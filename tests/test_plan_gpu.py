@@ -30,8 +30,9 @@ def arch():
 
 def paper_config(method="tinylora", trainer="grpo", **options):
     budget = {"steps": 342, "batch_size": 64, "generations": 4, "max_new_tokens": 4096, "max_seq_len": 4608}
+    rollouts = {"rollout_backend": "vllm", "beta": 0.0} if trainer == "grpo" else {}
     return {"model": "Qwen/Qwen2.5-7B-Instruct", "method": method, "trainer": trainer,
-            "trainer_options": {"rollout_backend": "vllm", "micro_batch_size": 1, "beta": 0.0, **options},
+            "trainer_options": {**rollouts, "micro_batch_size": 1, **options},
             "budget": budget, "eval": {"limit": 1319, "validation_limit": 200, "max_new_tokens": 4096,
                                        "backend": "vllm"}}
 
@@ -85,23 +86,33 @@ def test_tinylora_grpo_on_one_gpu_by_hand(arch):
 
 
 def test_full_fine_tuning_needs_fsdp_on_80gb(arch):
-    config = paper_config(method="full")
-    kwargs = dict(algorithm="grpo", trainable_params=TOTAL)
+    config = paper_config(method="full", trainer="sft")
+    kwargs = dict(algorithm="sft", trainable_params=TOTAL)
     one = mp.estimate_run(arch, config, **kwargs)
     assert one.trainable_state == TOTAL * 16 == 121_849_864_192     # ≈122 GB: no single 80 GB GPU
     assert one.weights == 0 and not one.fits and not one.sharded
-    fix = mp.fix_for(arch, config, one, **kwargs)
-    # 2 GPUs: 61 GB of state alone. 4 GPUs: 30.5 GB of state + 2 × 545M × 2 B gathered + 24 GB vLLM
-    # + 7.0 GB logits leave room for the micro-batch's activations only with checkpointing (1.8 GB,
-    # not 25.4 GB): 65.5 GB.
-    assert fix == ("set resources.num_gpus >= 4 (full fine-tuning shards with FSDP); "
-                   "trainer_options.grpo.gradient_checkpointing = true")
-    four = mp.estimate_run(arch, config, **kwargs, num_gpus=4, checkpointing=True)
-    assert four.total == pytest.approx(TOTAL * 16 / 4 + 2 * EMBED * 2 + 4608 * (397_312 + 1_520_640) + 24e9)
+    # 2 GPUs: 60.9 GB of state + 2 × 545M × 2 B gathered + the evaluation engine's 24 GB (training's
+    # 32.4 GB at micro-batch 1 without checkpointing) = 95.5 GB, 87.1 GB with checkpointing.
+    # 4 GPUs: 30.5 + 2.2 + 32.4 = 65.0 GB.
+    assert mp.fix_for(arch, config, one, **kwargs) == "set resources.num_gpus >= 4 (full fine-tuning shards with FSDP)"
+    four = mp.estimate_run(arch, config, **kwargs, num_gpus=4)
+    assert four.sharded and four.trainable_state == TOTAL * 16 / 4 and four.shard_buffer == 2 * EMBED * 2
+    assert four.total == pytest.approx(TOTAL * 4 + 2 * EMBED * 2 + 4608 * (5_505_024 + 1_520_640))
     assert four.fits and four.total < 66e9
-    eight = mp.estimate_run(arch, config, **kwargs, num_gpus=8)
-    assert eight.sharded and eight.trainable_state == TOTAL * 16 / 8
-    assert eight.shard_buffer == 2 * EMBED * 2 and eight.fits
+
+
+def test_full_grpo_does_not_shard_and_fits_no_80gb_gpu(arch):
+    """Sharding supports SFT only (pefthub/trainers/sharded.py): the paper's full/grpo row asks for 8
+    GPUs, would be refused, and on one GPU needs 122 GB of state alone."""
+    config = paper_config(method="full")
+    kwargs = dict(algorithm="grpo", trainable_params=TOTAL, num_gpus=8)
+    est = mp.estimate_run(arch, config, **kwargs)
+    assert est.refused and "supports sft only, not grpo" in est.refused and not est.sharded and est.num_gpus == 1
+    assert not est.fits
+    least = TOTAL * 16 + 4608 * (397_312 + 1_520_640) + 24e9        # ≈155 GB at micro-batch 1, checkpointed
+    assert mp.fix_for(arch, config, est, **kwargs) == (
+        f"{est.refused}; needs {least / 1e9:,.0f} GB on 1 GPU(s) even at micro-batch 1 with gradient "
+        "checkpointing, more than 80 GB: use GPUs with more memory or shorten budget.max_seq_len")
 
 
 def test_fixes_for_activations_and_vllm(arch):
@@ -147,8 +158,8 @@ def test_plan_paper_suite_offline_without_touching_the_network(monkeypatch, caps
         assert gpu["weights_present"] is False and "hf download Qwen/Qwen2.5-7B-Instruct" in gpu["weights"]
         rows = {r["row"]: r for r in gpu["rows"]}
         assert len(rows) == 13 and sum(r["runs"] for r in rows.values()) == plan["runs"] == 253
-        assert all(r["fits"] for r in rows.values()), [r["row"] for r in rows.values() if not r["fits"]]
-        assert rows["full/grpo"]["sharded"] and rows["full/grpo"]["num_gpus"] == 8
+        assert [r for r, v in rows.items() if not v["fits"]] == ["full/grpo"]  # GRPO does not shard yet
+        assert rows["full/sft"]["sharded"] and rows["full/sft"]["num_gpus"] == 8 and rows["full/sft"]["fits"]
         assert gpu["gpu_hours"] == pytest.approx(sum(r["runs"] * r["gpu_hours"] for r in rows.values()))
 
 
@@ -156,6 +167,13 @@ def test_plan_flags_a_run_that_does_not_fit(capsys):
     assert main(["plan", str(PAPER), "--gpu-memory-gb", "40"]) == 0
     out = capsys.readouterr().out
     assert "GPU plan" in out and "tinylora@13/grpo does not fit" in out and "set " in out
+
+
+def test_the_generated_plan_page_is_current(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(["plan", "benchmarks/paper-gsm8k", "--markdown"]) == 0
+    assert (REPO / "docs" / "gpu-plan.md").read_text() == capsys.readouterr().out, \
+        "docs/gpu-plan.md is stale: pefthub plan benchmarks/paper-gsm8k --markdown > docs/gpu-plan.md"
 
 
 def test_gpu_flags_are_checked(capsys):
