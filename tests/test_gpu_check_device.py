@@ -28,12 +28,27 @@ def run_script(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Com
                           timeout=240, env={**os.environ, **(env or {})})
 
 
+#: Run at start-up of the check's processes (children too): the optional packages are absent
+#: (``find_spec`` gives None, importing raises ModuleNotFoundError) and pefthub is not installed
+#: (no ``pefthub`` entry points: methods come from the checkout's plugins/).
+SITECUSTOMIZE = f"""
+import importlib.metadata, sys
+for name in {ABSENT!r}:
+    sys.modules[name] = None
+_entry_points = importlib.metadata.entry_points
+def entry_points(**selection):
+    if selection.get("group") == "pefthub":
+        return importlib.metadata.EntryPoints(())
+    return _entry_points(**selection)
+importlib.metadata.entry_points = entry_points
+"""
+
+
 def target_machine_env(tmp_path: Path) -> dict:
-    """PYTHONPATH with a sitecustomize that makes the optional packages absent (``find_spec`` gives
-    None, importing raises ModuleNotFoundError), in the check's child processes too."""
+    """PYTHONPATH with a sitecustomize that makes this machine look like the target (:data:`SITECUSTOMIZE`)."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(f"import sys\nfor name in {ABSENT!r}:\n    sys.modules[name] = None\n")
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
 
 
