@@ -72,32 +72,42 @@ class DataShard:
 SINGLE = DataShard()
 
 
-def ranks(method: str, algorithm: str, batch_size: int, placement: Any, num_gpus: float | None) -> int:
+def ranks(method: str, algorithm: str, batch_size: int, placement: Any, num_gpus: float | None,
+          asked_device: str = "auto") -> int:
     """How many ranks a run trains in: ``num_gpus`` for a ``full`` run asking for more than one GPU,
-    else 1 (one device). A sharded run that cannot go as asked is one :class:`ConfigError` line, before
-    anything loads: GRPO, a batch that does not split evenly, too few GPUs, float16, or bf16 on the CPU."""
+    else 1 (one device). ``asked_device`` is the run's ``device`` setting: ranks run on CUDA GPUs
+    0 to N-1, or in CPU processes only when ``cpu`` is asked for by name. A sharded run that cannot go
+    as asked is one :class:`ConfigError` line, before anything loads: GRPO, a batch that does not
+    split evenly, too few GPUs, one GPU named, float16, or bf16 on the CPU."""
     if method != SHARDED_METHOD or not num_gpus or num_gpus <= 1:
         return 1
     world = int(num_gpus)
+    where = f"resources.num_gpus = {num_gpus:g}"
     if world != num_gpus:
-        raise ConfigError(f"resources.num_gpus = {num_gpus:g}: sharded '{method}' fine-tuning needs a whole number "
-                          f"of GPUs")
+        raise ConfigError(f"{where}: sharded '{method}' fine-tuning needs a whole number of GPUs")
     if algorithm not in SHARDED_ALGORITHMS:
-        raise ConfigError(f"resources.num_gpus = {world}: sharded '{method}' fine-tuning supports the "
+        raise ConfigError(f"{where}: sharded '{method}' fine-tuning supports the "
                           f"{', '.join(SHARDED_ALGORITHMS)} algorithm, not '{algorithm}' (use num_gpus = 1)")
     if batch_size % world:
-        raise ConfigError(f"budget.batch_size = {batch_size} must be a multiple of resources.num_gpus = {world} "
+        raise ConfigError(f"budget.batch_size = {batch_size} must be a multiple of {where} "
                           f"(each rank trains an equal share of every batch)")
     if placement.is_cuda:
         from pefthub.devices import cuda_count
 
         have = cuda_count()
         if have < world:
-            raise ConfigError(f"resources.num_gpus = {world} asks for sharded training on {world} GPUs, but torch "
-                              f"sees {have} on this machine")
+            raise ConfigError(f"{where} asks for sharded training on {world} GPUs, but torch sees {have} on "
+                              f"this machine")
+        if ":" in asked_device:
+            raise ConfigError(f"device: '{asked_device}' names one GPU, but {where} trains on GPUs 0 to "
+                              f"{world - 1} (use device 'cuda')")
         if placement.dtype == "float16":
             raise ConfigError("dtype: sharded full fine-tuning computes in bfloat16 or float32, not float16")
-    elif placement.dtype != "float32":
+        return world
+    if asked_device != "cpu":
+        raise ConfigError(f"{where} asks for sharded training on {world} GPUs, but torch sees none on this "
+                          f"machine (device 'cpu' shards across {world} CPU processes instead)")
+    if placement.dtype != "float32":
         raise ConfigError(f"dtype: sharded full fine-tuning on the CPU computes in float32 (got {placement.dtype})")
     return world
 
