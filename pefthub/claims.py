@@ -1,14 +1,15 @@
 """Claims on the runs of a shared results store: which `pefthub bench` runs each pending run.
 
-A claim is a file ``<store>/.claims/<run_id>.<generation>.claim`` created with ``O_CREAT|O_EXCL``
-(the one atomic "create if absent" every local and NFS filesystem offers), holding the claimer's
-host, pid, the pid's start time and when the claim was made; its modification time is the
+A claim is a file ``<store>/.claims/<run_id>.<generation>.claim`` created only if absent (written
+to a temp file, then hard-linked into place: ``link`` fails on an existing name atomically on local
+filesystems and NFS alike), holding the claimer's host, pid, the pid's start time and when the
+claim was made; its modification time is the
 heartbeat, refreshed every :data:`HEARTBEAT_SECONDS` while the holder lives. The highest
 generation of a run decides:
 
 * ``.claim`` and the holder is alive -> held by that process;
 * ``.claim`` and the holder is dead (same host, its pid gone or reused) or silent (no heartbeat for
-  :data:`STALE_SECONDS`) -> free: the claimer creates generation + 1 with ``O_EXCL``, so of two
+  :data:`STALE_SECONDS`) -> free: the claimer creates generation + 1 (only if absent), so of two
   reclaimers exactly one wins, and the winner removes the older generations;
 * ``.released`` (a holder gave the run back unfinished: cancelled, stopped) or none -> free.
 
@@ -173,6 +174,31 @@ class Claim:
             pass  # a vanished store has nothing left to release
 
 
+def _create_exclusive(store: Path, path: Path, info: dict) -> int | None:
+    """Create ``path`` holding ``info`` unless it exists (then ``None``); its inode otherwise. The
+    content is written to a temp file first and hard-linked into place (``link`` fails on an existing
+    name, atomically, NFS included), so a claim is never seen half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        try:
+            os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+        return os.stat(path).st_ino
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        raise StoreWriteError(store, path, exc) from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def acquire(store: str | os.PathLike, run_id: str) -> Claim | Holder:
     """Claim ``run_id`` for this process: the :class:`Claim`, or the live :class:`Holder` of
     another process's claim. Raises :class:`StoreWriteError` when the store cannot be written."""
@@ -196,26 +222,10 @@ def acquire(store: str | os.PathLike, run_id: str) -> Claim | Holder:
                 return current
             generation = gen + 1
         path = directory / f"{run_id}.{generation}{CLAIM_SUFFIX}"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
+        inode = _create_exclusive(store, path, {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                                                "pid_started": _process_start(os.getpid()), "claimed_at": utc_now()})
+        if inode is None:
             continue  # another claimer won this generation: look again
-        except OSError as exc:
-            raise StoreWriteError(store, path, exc) from None
-        try:
-            info = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                    "pid_started": _process_start(os.getpid()), "claimed_at": utc_now()}
-            os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
-            os.fsync(fd)
-            inode = os.fstat(fd).st_ino
-        except OSError as exc:
-            os.close(fd)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            raise StoreWriteError(store, path, exc) from None
-        os.close(fd)
         for gen, old, _ in gens:
             if gen < generation:
                 try:
