@@ -351,8 +351,9 @@ def _tiny_check(placement, method_name: str, config: dict, engine: str) -> dict:
                 problems.append(f"step {point.get('step')}: {key} is {point.get(key)!r}")
     if engine != "sft" and not any(point.get("trained_completions") for point in outcome.curves):
         problems.append("no completion carried gradient: the training forward/backward never ran")
-    if engine != "sft" and any(point.get("rollout_backend") != engine.removeprefix("grpo-") for point in outcome.curves):
-        problems.append(f"rollouts came from {outcome.curves[0].get('rollout_backend')!r}, not the engine asked for")
+    engines = {point.get("rollout_backend") for point in outcome.curves}
+    if engine != "sft" and engines != {engine.removeprefix("grpo-")}:
+        problems.append(f"rollouts came from {sorted(map(str, engines))}, not the engine asked for")
     if details["dtypes"]["trainable"] != ["float32"]:
         problems.append(f"trainable parameters are {details['dtypes']['trainable']}, not float32")
     if details["dtypes"]["frozen"] != [placement.dtype]:
@@ -588,7 +589,8 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
         "step": timed["step"], "seconds": timed["seconds"], "tokens_per_s": timed["tokens_per_s"],
         "generation_tokens_per_s": timed["generation_tokens_per_s"], "mfu": timed["mfu"],
         "mfu_reason": None if peak_flops else peak_source,
-        "peak_memory_bytes": max((s["peak_memory_bytes"] or 0) for s in out["steps"]) if device.type == "cuda" else None,
+        "peak_memory_bytes": (max(s["peak_memory_bytes"] or 0 for s in out["steps"]) if device.type == "cuda"
+                              else None),
         "peak_memory_reason": None if device.type == "cuda" else "no CUDA device: torch.cuda.max_memory_allocated "
                                                                   "measures GPU memory only"}
     if timed is not None:  # measured ÷ planned: above 1 the plan was optimistic
@@ -769,7 +771,8 @@ def run_parts(opts: Options, echo: Callable[[str], None]) -> tuple[dict, list[di
         while remaining:
             log = state / f"child-{len(checks)}.log"
             cmd = [sys.executable, "-m", "pefthub.devicecheck", "--child", "--state", str(state), "--device",
-                   opts.device, "--dtype", opts.dtype, "--only", ",".join(remaining)] + (["--tiny"] if opts.tiny else [])
+                   opts.device, "--dtype", opts.dtype, "--only", ",".join(remaining)]
+            cmd += ["--tiny"] if opts.tiny else []
             pythonpath = os.pathsep.join(p for p in (str(_repo_root()), os.environ.get("PYTHONPATH", "")) if p)
             stopped = None  # why the child was stopped: its part's guard, or the whole budget
             with open(log, "wb") as sink:
@@ -844,7 +847,8 @@ def _line(check: dict) -> str:
         memory = (f"{measured['peak_memory_bytes'] / 2**30:.1f} GiB" if measured.get("peak_memory_bytes")
                   else "n/a")
         text += (f": {measured['tokens_per_s']:.0f} tok/s, {measured['seconds']:.1f} s/step (plan ×"
-                 f"{measured.get('seconds_vs_plan')}), MFU {mfu}, peak {memory} (plan ×{measured.get('memory_vs_plan')})")
+                 f"{measured.get('seconds_vs_plan')}), MFU {mfu}, peak {memory} "
+                 f"(plan ×{measured.get('memory_vs_plan')})")
     if check.get("reason"):
         text += f": {check['reason']}"
     return text
@@ -869,7 +873,8 @@ def build_report(opts: Options, env: dict, checks: list[dict], seconds: float, s
     failed = [c["name"] for c in checks if c["status"] == "fail"]
     return {"schema": SCHEMA, "status": "fail" if failed else "pass", "failed": failed, "started_at": started_at,
             "seconds": round(seconds, 1), "budget_s": opts.budget_s,
-            "mode": {"device": opts.device, "dtype": opts.dtype, "tiny": opts.tiny, "parts": opts.parts},
+            "mode": {"device": opts.device, "dtype": (env.get("compute") or {}).get("dtype", opts.dtype),
+                     "tiny": opts.tiny, "parts": opts.parts},
             "versions": env, "checks": checks}
 
 
@@ -908,14 +913,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from pefthub import devices, results
 
-    try:
-        placement = devices.resolve(args.device, args.dtype)
+    try:  # the device is checked here; "auto" dtype resolves in the child (asking the GPU starts CUDA)
+        device = devices.resolve(args.device, "float32").device
+        dtype = devices.check_dtype(args.dtype)
     except PefthubError as exc:
         print(f"gpu-check: {exc}", file=sys.stderr)
         return 2
-    opts = Options(Path(args.out), placement.device, placement.dtype, args.tiny, parts, args.budget_s)
-    print(f"gpu-check: {len(parts)} part(s) on {placement.device} in {placement.dtype}"
-          f"{' (tiny shapes)' if args.tiny else ''}, at most {opts.budget_s:.0f} s", flush=True)
+    opts = Options(Path(args.out), device, dtype, args.tiny, parts, args.budget_s)
+    print(f"gpu-check: {len(parts)} part(s) on {device}{' (tiny shapes)' if args.tiny else ''}, "
+          f"at most {opts.budget_s:.0f} s", flush=True)
     started, started_at = time.perf_counter(), results.utc_now()
     env, checks = run_parts(opts, lambda line: print(line, flush=True))
     report = build_report(opts, env, checks, time.perf_counter() - started, started_at)
