@@ -120,6 +120,12 @@ def run(args) -> int:
             if hasattr(executor, "close"):
                 executor.close()
         console.print(tally_line(tally, done))
+        state = bench.scan(plan.experiments, results_dir)
+        running = sum(state.status(rid) not in bench.FINISHED and (h := claims.holder(results_dir, rid)) is not None
+                      and h.stale_reason() is None for rid in tally.elsewhere)
+        if running:
+            console.print(f"{running} run(s) skipped here are still running in another bench; "
+                          "the table lacks them until they finish (rerun to see them)")
         if tally.lost:
             console.print(f"[yellow]warning:[/] {len(tally.lost)} claim(s) of this bench were taken over by another "
                           f"bench after {claims.STALE_SECONDS:.0f} s without a heartbeat; their runs may have run twice")

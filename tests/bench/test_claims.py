@@ -244,3 +244,23 @@ def test_a_store_that_vanished_or_is_read_only_fails_the_claim_with_one_line(tmp
     with pytest.raises(R.StoreWriteError) as caught:
         claims.acquire(store, "r1")
     assert str(caught.value) == expected
+
+
+def test_rows_waiting_on_first_seed_runs_another_bench_holds_are_reported(tmp_path):
+    """tune_on_first_seed: a bench that finds a row's last first-seed run claimed elsewhere leaves the
+    choice to that bench (which re-plans after each batch of runs and runs the remaining seeds)."""
+    from pefthub import suites
+    from test_bench_cli import tiny_suite
+    from test_tuning import TUNED, finish
+
+    suite = suites.load(tiny_suite(tmp_path, TUNED))
+    resolution, store = suites.resolve(suite), tmp_path / "results"
+    first = bench.tuned_grid(suite, resolution, store)
+    finish(store, first[1], 0.2)
+    finish(store, first[2], 0.7)
+    assert bench.waiting_on_others(suite, first, store) == 0  # the last rate is not running anywhere
+    write_claim(store, first[3].run_id, host="elsewhere", pid=1)
+    assert bench.waiting_on_others(suite, first, store) == 1
+    finish(store, first[3], 0.4)  # that bench finishes it: the row is decided
+    grown = bench.tuned_grid(suite, resolution, store)
+    assert bench.awaiting_selection(suite, grown) == 0 and bench.waiting_on_others(suite, grown, store) == 0
