@@ -100,27 +100,34 @@ class Architecture:
         """K and V cache of one token across all layers."""
         return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
 
-    def layer_activation_elements(self) -> int:
-        """Tensors one decoder layer keeps for backward, per token, without recomputation.
+    def layer_activation_bytes(self, dtype_bytes: int) -> int:
+        """Bytes one decoder layer keeps for backward, per token, without recomputation.
 
         Adapted from Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
         Transformer Models", arXiv 2205.05198, section 4.1: ``sbh(34 + 5as/h)`` bytes per layer for
-        GPT with 16-bit activations) to this architecture: no dropout masks; fused attention (SDPA /
-        FlashAttention keeps Q, K, V and its output, not the ``a·s²`` scores); GQA's smaller K and V;
-        a gated MLP of width ``I`` keeping gate, up, act(gate) and their product. Per token:
-        ``4h`` (two norm inputs, two norm outputs) + ``2·a·d`` (Q, attention output) + ``2·kv·d``
-        (K, V) + ``4I`` (MLP).
+        GPT with 16-bit activations) to a transformers Llama/Qwen2 layer, with ``p`` bytes per element:
+        two RMSNorms, each keeping its input upcast to fp32, its fp32 reciprocal RMS, the normalised
+        input and its output (``(4 + 2p)·h + 4``); fused attention (SDPA / FlashAttention keeps Q, K,
+        V, its output and an fp32 log-sum-exp per head, not the ``a·s²`` scores:
+        ``(2·a·d + 2·kv·d)·p + 4a``); a gated MLP keeping gate, up, the activation and the product
+        (``4·I·p``); no dropout masks.
+        tests/test_plan_gpu.py checks it, to the byte, against what autograd saves for a Qwen2 layer.
         """
-        return (4 * self.hidden + 2 * self.heads * self.head_dim + 2 * self.kv_heads * self.head_dim
-                + 4 * self.intermediate)
+        p, h = dtype_bytes, self.hidden
+        norms = 2 * ((4 + 2 * p) * h + 4)
+        attention = (2 * self.heads * self.head_dim + 2 * self.kv_heads * self.head_dim) * p + 4 * self.heads
+        return norms + attention + 4 * self.intermediate * p
 
     def activation_bytes_per_token(self, dtype_bytes: int, checkpointing: bool) -> int:
-        """Activations of the decoder stack per token. With gradient checkpointing (transformers'
-        per-layer checkpointing) each layer keeps its input (``h``) and one layer at a time is
+        """Activations of a forward pass per token: the input ids (int64), the rotary cos and sin the
+        layers share (``2·d·p`` per position: exact at micro-batch 1, an upper bound above), the decoder
+        layers and the final norm (whose output the output head keeps). With gradient checkpointing (transformers'
+        per-layer checkpointing) each layer keeps only its input (``h·p``) and one layer at a time is
         recomputed in full during backward."""
-        full = self.layer_activation_elements()
-        elements = self.layers * self.hidden + full if checkpointing else self.layers * full
-        return elements * dtype_bytes
+        p, h = dtype_bytes, self.hidden
+        layer = self.layer_activation_bytes(p)
+        kept = self.layers * h * p + layer if checkpointing else self.layers * layer
+        return 8 + 2 * self.head_dim * p + kept + (4 + 2 * p) * h + 4
 
     def logits_bytes_per_token(self, dtype_bytes: int) -> int:
         """The output head's logits (compute dtype), their fp32 copy (losses and log-probs are taken

@@ -51,13 +51,20 @@ def test_architecture_counts_match_the_published_size_and_the_meta_model(arch):
         assert small.forward_params == forward_params(model), name
 
 
+# bf16 activations per token (pefthub/memory_plan.py): each layer's two norms, attention, MLP ...
+LAYER_ACT = 2 * ((4 + 2 * 2) * H + 4) + (2 * H + 2 * KV_D) * 2 + 4 * 28 + 4 * I * 2          # 225,400
+# ... plus the input ids, the rotary cos/sin and the final norm; checkpointed: layer inputs + one layer.
+ACT = 8 + 2 * 128 * 2 + L * LAYER_ACT + (4 + 2 * 2) * H + 4                               # 6,340,396
+ACT_CKPT = 8 + 2 * 128 * 2 + L * H * 2 + LAYER_ACT + (4 + 2 * 2) * H + 4                  # 455,300
+LOGITS = V * (2 + 4 + 4)                                                                   # 1,520,640
+
+
 def test_per_token_figures_by_hand(arch):
     assert arch.kv_bytes_per_token(2) == 2 * L * KV_D * 2 == 57_344
-    per_layer = 4 * H + 2 * H + 2 * KV_D + 4 * I                 # 98,304 elements
-    assert arch.layer_activation_elements() == per_layer
-    assert arch.activation_bytes_per_token(2, checkpointing=False) == L * per_layer * 2 == 5_505_024
-    assert arch.activation_bytes_per_token(2, checkpointing=True) == (L * H + per_layer) * 2 == 397_312
-    assert arch.logits_bytes_per_token(2) == V * (2 + 4 + 4) == 1_520_640
+    assert arch.layer_activation_bytes(2) == LAYER_ACT == 225_400
+    assert arch.activation_bytes_per_token(2, checkpointing=False) == ACT == 6_340_396
+    assert arch.activation_bytes_per_token(2, checkpointing=True) == ACT_CKPT == 455_300
+    assert arch.logits_bytes_per_token(2) == LOGITS == 1_520_640
     assert arch.logits_bytes_per_token(4) == V * (4 + 4)
 
 
@@ -66,12 +73,12 @@ def test_tinylora_grpo_on_one_gpu_by_hand(arch):
     tokens = 1 * 4608
     assert est.weights == (TOTAL - 13) * 2                          # bf16 frozen weights
     assert est.trainable_state == 13 * (4 + 4 + 8)                  # fp32 master, grad, AdamW moments
-    assert est.activations == tokens * 5_505_024
-    assert est.logits == tokens * 1_520_640
+    assert est.activations == tokens * ACT
+    assert est.logits == tokens * LOGITS
     assert est.vllm_reserved == 0.3 * 80e9
     assert est.vllm_kv_tokens == int((0.3 * 80e9 - TOTAL * 2) // 57_344)
     assert est.vllm_needs_tokens == 32768  # the eval engine's default: the model's whole context
-    assert est.total == pytest.approx(71_605_492_918, abs=1)        # ≈ 71.6 GB: fits 80 GB
+    assert est.total == pytest.approx(75_454_887_094, abs=1)        # ≈ 75.5 GB: fits 80 GB
     assert est.fits and mp.fix_for(arch, paper_config(), est, algorithm="grpo", trainable_params=13) is None
     # FLOPs at the caps: 342 steps × 64 prompts × 4 completions × 4608 tokens trained at 4N + 2·13;
     # generated: each prompt's 512-token room once, 4096 new tokens per completion, and evaluation.
@@ -91,14 +98,14 @@ def test_full_fine_tuning_needs_fsdp_on_80gb(arch):
     one = mp.estimate_run(arch, config, **kwargs)
     assert one.trainable_state == TOTAL * 16 == 121_849_864_192     # ≈122 GB: no single 80 GB GPU
     assert one.weights == 0 and not one.fits and not one.sharded
-    # 2 GPUs: 60.9 GB of state + 2 × 545M × 2 B gathered + the evaluation engine's 24 GB (training's
-    # 32.4 GB at micro-batch 1 without checkpointing) = 95.5 GB, 87.1 GB with checkpointing.
-    # 4 GPUs: 30.5 + 2.2 + 32.4 = 65.0 GB.
+    # 2 GPUs: 60.9 GB of state + 2 × 545M × 2 B gathered + training's 36.2 GB at micro-batch 1 =
+    # 99.3 GB; checkpointed, training needs 9.1 GB and the evaluation engine's 24 GB is larger: 87.1 GB.
+    # 4 GPUs: 30.5 + 2.2 + 36.2 = 68.9 GB.
     assert mp.fix_for(arch, config, one, **kwargs) == "set resources.num_gpus >= 4 (full fine-tuning shards with FSDP)"
     four = mp.estimate_run(arch, config, **kwargs, num_gpus=4)
     assert four.sharded and four.trainable_state == TOTAL * 16 / 4 and four.shard_buffer == 2 * EMBED * 2
-    assert four.total == pytest.approx(TOTAL * 4 + 2 * EMBED * 2 + 4608 * (5_505_024 + 1_520_640))
-    assert four.fits and four.total < 66e9
+    assert four.total == pytest.approx(TOTAL * 4 + 2 * EMBED * 2 + 4608 * (ACT + LOGITS))
+    assert four.fits and four.total < 69e9
 
 
 def test_full_grpo_does_not_shard_and_fits_no_80gb_gpu(arch):
@@ -109,7 +116,7 @@ def test_full_grpo_does_not_shard_and_fits_no_80gb_gpu(arch):
     est = mp.estimate_run(arch, config, **kwargs)
     assert est.refused and "supports sft only, not grpo" in est.refused and not est.sharded and est.num_gpus == 1
     assert not est.fits
-    least = TOTAL * 16 + 4608 * (397_312 + 1_520_640) + 24e9        # ≈155 GB at micro-batch 1, checkpointed
+    least = TOTAL * 16 + 4608 * (ACT_CKPT + LOGITS) + 24e9          # ≈155 GB at micro-batch 1, checkpointed
     assert mp.fix_for(arch, config, est, **kwargs) == (
         f"{est.refused}; needs {least / 1e9:,.0f} GB on 1 GPU(s) even at micro-batch 1 with gradient "
         "checkpointing, more than 80 GB: use GPUs with more memory or shorten budget.max_seq_len")
@@ -122,7 +129,7 @@ def test_fixes_for_activations_and_vllm(arch):
     assert est.micro_batch == 8 and not est.fits
     assert mp.fix_for(arch, config, est, **kwargs) == "set trainer_options.grpo.micro_batch_size <= 1"
     checkpointed = mp.estimate_run(arch, paper_config(micro_batch_size=8, gradient_checkpointing=True), **kwargs)
-    assert checkpointed.activations == 8 * 4608 * 397_312
+    assert checkpointed.activations == 8 * 4608 * ACT_CKPT
     # A vLLM share too small for its weights and one sequence is named with the share that holds them.
     small = {**paper_config(), "vllm": {"gpu_memory_utilization": 0.1, "max_model_len": 4608}}
     est = mp.estimate_run(arch, small, **kwargs)
@@ -181,3 +188,47 @@ def test_gpu_flags_are_checked(capsys):
     assert capsys.readouterr().err.strip() == "error: --gpu-memory-gb must be > 0 (got 0)"
     assert main(["plan", "--model", "tiny-random", "--gpu-tflops", "100"]) != 0
     assert "applies to a suite" in capsys.readouterr().err
+
+
+def test_activation_formula_matches_what_autograd_saves():
+    """The bytes autograd keeps for backward through a Qwen2 decoder stack in bf16 (SDPA attention,
+    every weight trainable), per extra token of one sequence, are the plan's ``activation_bytes_per_token``:
+    measured as the difference between two lengths, which removes what does not grow with tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(torch.bfloat16).train()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def saved_bytes(seq: int, checkpointing: bool = False) -> int:
+        kept: dict[int, int] = {}
+
+        def pack(t):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in weights:
+                kept[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                ids = torch.randint(0, 512, (1, seq))
+                model.model(input_ids=ids, use_cache=False).last_hidden_state.float().sum().backward()
+        finally:
+            model.gradient_checkpointing_disable()
+        return sum(kept.values())
+
+    arch = mp.Architecture.from_config(config)
+    grown = saved_bytes(96) - saved_bytes(64)
+    # The stack's final norm output feeds the output head, which keeps it; here nothing does.
+    head_input = arch.hidden * 2
+    assert grown == (arch.activation_bytes_per_token(2, checkpointing=False) - head_input) * 32
+    # Checkpointed, the forward keeps each layer's input; the layer recomputed during backward and the
+    # rotary cos/sin (held by the checkpoint as arguments, not through saved-tensor hooks) are not seen.
+    grown = saved_bytes(96, checkpointing=True) - saved_bytes(64, checkpointing=True)
+    unseen = arch.layer_activation_bytes(2) + head_input + 2 * arch.head_dim * 2
+    assert grown == (arch.activation_bytes_per_token(2, checkpointing=True) - unseen) * 32
