@@ -54,8 +54,8 @@ TINY_ENGINES = ("sft", "grpo-hf", "grpo-fused")
 #: tokens instead of up to 4096 so both models fit the budget; ``guard_s`` is each part's limit and
 #: ``apply_limit_s`` TinyLoRA's set-up's, past which LoRA r=1 is timed instead.
 TIMED_MODELS: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 120,
-                              "apply_limit_s": 40},
+    "qwen2.5-0.5b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 150,
+                              "apply_limit_s": 60},
     "qwen2.5-7b-instruct": {"prompts": 64, "generations": 4, "new_tokens": 256, "steps": 2, "guard_s": 240,
                             "apply_limit_s": 60},
 }
@@ -519,6 +519,7 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
         out["tinylora_apply"] = (f"stopped after {spec['apply_limit_s']} s (peft computes a full SVD of each targeted "
                                  f"weight); the steps are timed with lora r=1, whose step computes the same frozen "
                                  f"forward and backward")
+        report({"phase": f"apply lora r=1 to {name} (tinylora set-up stopped)", "partial": out})
         del model
         _free(device)
         model = build()
