@@ -559,6 +559,13 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
         step["generation_tokens_per_s"] = round(step["tokens_generated"] / max(step["seconds_generation"], 1e-9), 1)
         step["model_flops_per_s"] = step["model_flops"] / step["seconds"]
         step["mfu"] = round(step["model_flops_per_s"] / peak_flops, 4) if peak_flops else None
+        # The two utilisations the plan assumes apart (memory_plan.TRAIN_MFU, GENERATION_MFU); the
+        # rollout's positions are taken as each prompt once plus every generated token.
+        rollout_flops = 2.0 * n_forward * (prompts * out["prompt_tokens_mean"] + step["tokens_generated"])
+        step["generation_mfu"] = (round(rollout_flops / max(step["seconds_generation"], 1e-9) / peak_flops, 4)
+                                  if peak_flops else None)
+        step["train_mfu"] = (round((step["model_flops"] - rollout_flops) / max(step["seconds_train"], 1e-9)
+                                   / peak_flops, 4) if peak_flops else None)
         out["steps"].append(step)
         last.update(t=now, generation=spent.seconds_generation, train=spent.seconds_train,
                     tokens=spent.tokens_generated, flops=spent.train_flops)
@@ -589,6 +596,7 @@ def _timing(name: str, spec: dict, placement, report: Callable[[dict], None], ti
     out["measured"] = None if timed is None else {
         "step": timed["step"], "seconds": timed["seconds"], "tokens_per_s": timed["tokens_per_s"],
         "generation_tokens_per_s": timed["generation_tokens_per_s"], "mfu": timed["mfu"],
+        "generation_mfu": timed["generation_mfu"], "train_mfu": timed["train_mfu"],
         "mfu_reason": None if peak_flops else peak_source,
         "peak_memory_bytes": (max(s["peak_memory_bytes"] or 0 for s in out["steps"]) if device.type == "cuda"
                               else None),
@@ -844,7 +852,8 @@ def _line(check: dict) -> str:
     text = f"{status:4} {check['name']}{seconds}"
     measured = (check.get("details") or {}).get("measured") if isinstance(check.get("details"), dict) else None
     if measured:
-        mfu = f"{measured['mfu']:.1%}" if measured.get("mfu") is not None else "n/a"
+        mfu = "n/a" if measured.get("mfu") is None else (
+            f"{measured['mfu']:.1%} (generation {measured['generation_mfu']:.1%}, training {measured['train_mfu']:.1%})")
         memory = (f"{measured['peak_memory_bytes'] / 2**30:.1f} GiB" if measured.get("peak_memory_bytes")
                   else "n/a")
         text += (f": {measured['tokens_per_s']:.0f} tok/s, {measured['seconds']:.1f} s/step (plan ×"

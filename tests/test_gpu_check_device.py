@@ -181,3 +181,12 @@ def test_unknown_gpu_or_no_gpu_has_no_peak_and_says_why():
 def test_unknown_part_is_one_error_line(capsys):
     assert devicecheck.main(["--only", "tiny,bogus"]) == 2
     assert "unknown part(s) bogus" in capsys.readouterr().err
+
+
+def test_result_line_of_a_gpu_timing():
+    measured = {"tokens_per_s": 1234.5, "seconds": 20.0, "seconds_vs_plan": 1.7, "mfu": 0.2512,
+                "generation_mfu": 0.08, "train_mfu": 0.31, "peak_memory_bytes": 40 * 2**30, "memory_vs_plan": 0.9}
+    line = devicecheck._line({"name": "grpo-timing/qwen2.5-7b-instruct", "status": "pass", "seconds": 61.0,
+                              "reason": None, "details": {"measured": measured}})
+    assert line == ("PASS grpo-timing/qwen2.5-7b-instruct (61.0 s): 1234 tok/s, 20.0 s/step (plan ×1.7), "
+                    "MFU 25.1% (generation 8.0%, training 31.0%), peak 40.0 GiB (plan ×0.9)")
