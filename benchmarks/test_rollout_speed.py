@@ -124,7 +124,7 @@ def hf_runner(model, tokenizer, prompts, generations):
     from transformers import GenerationConfig
 
     pad = tokenizer.pad_token_id
-    ids, mask = left_pad([p for p in prompts for _ in range(generations)], pad)
+    ids, mask = left_pad([p for p in prompts for _ in range(generations)], pad, "cpu")
     config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=NEW_TOKENS,
                               min_new_tokens=NEW_TOKENS, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
                               use_cache=True)
@@ -141,7 +141,7 @@ def fused_runner(model, tokenizer, prompts, generations, method=None):
     (prepacking the weights), sample, unmerge. ``run.merge_seconds`` collects each run's merge +
     unmerge time (what a method adds to the base model's rollout, besides noise)."""
     pad = tokenizer.pad_token_id
-    ids, mask = left_pad(prompts, pad)
+    ids, mask = left_pad(prompts, pad, "cpu")
 
     def sample(module):
         out = FusedDecoder(module).sample(ids, mask, generations=generations, max_new_tokens=NEW_TOKENS,

@@ -26,7 +26,7 @@ from pefthub.schema import Budget, Evaluation, learning_rate
 BASE_METHOD = "base"
 NO_TRAINER = "none"
 CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
-               "learning_rate", "seed", "budget", "eval", "variant", "vllm"}
+               "learning_rate", "seed", "budget", "eval", "variant", "device", "dtype", "vllm"}
 EVAL_BATCH_SIZE = 32
 #: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's
 #: method_comparison (adapters with very few parameters need much larger steps than full FT).
@@ -64,6 +64,7 @@ class Prepared:
     evaluation: dict
     learning_rate: float | None
     seed: int
+    placement: Any = None  # the device and dtype the run computes with (pefthub.devices.Placement)
 
 
 def make_task(task_config: Any):
@@ -94,6 +95,7 @@ def _settings(cls: type, value: Any, key: str) -> Any:
 def prepare(config: dict) -> Prepared:
     """Validate ``config`` without loading weights; raise :class:`ConfigError` naming the field."""
     from pefthub import plugins
+    from pefthub.devices import config_placement
     from pefthub.models import meta_model
     from pefthub.planning import resolve_method
 
@@ -112,13 +114,14 @@ def prepare(config: dict) -> Prepared:
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"config.seed: must be a non-negative integer (got {seed!r})")
+    placement = config_placement(config)  # a GPU asked for where there is none: one line, before loading
     task = make_task(config.get("task"))
     evaluation = _settings(Evaluation, config.get("eval"), "eval").to_dict()
     meta = meta_model(config["model"])  # also: unknown model names fail here, before any download or load
 
     if method_name == BASE_METHOD:
         _check_vllm(config, None, evaluation)
-        return Prepared(config, task, None, None, None, None, evaluation, None, seed)
+        return Prepared(config, task, None, None, None, None, evaluation, None, seed, placement)
 
     trainer_cls = plugins.trainers().get(trainer_name)
     params_target = config.get("params_target")
@@ -135,7 +138,7 @@ def prepare(config: dict) -> Prepared:
     _check_vllm(config, budget, evaluation)
     lr = config.get("learning_rate")
     lr = default_learning_rate(method_name) if lr is None else learning_rate(lr, "config.learning_rate")
-    return Prepared(config, task, type(method), method.config, trainer, budget, evaluation, lr, seed)
+    return Prepared(config, task, type(method), method.config, trainer, budget, evaluation, lr, seed, placement)
 
 
 def _check_vllm(config: dict, budget: Any, evaluation: dict) -> None:
@@ -157,6 +160,9 @@ def resolve_config(config: dict) -> dict:
     run's identity."""
     p = prepare(config)
     out = dict(config)
+    for key in ("device", "dtype"):  # "auto" is the default: it stays out of the config (run ids unchanged)
+        if out.get(key) == "auto":
+            del out[key]
     out["task"] = p.task.config() if hasattr(p.task, "config") else config["task"]
     out["eval"] = p.evaluation
     out["seed"] = p.seed
@@ -187,27 +193,38 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | str,
-                   progress: Progress | None = None) -> dict:
-    """Run one experiment and write its result file; return the result document."""
+                   progress: Progress | None = None, num_gpus: float = 0) -> dict:
+    """Run one experiment and write its result file; return the result document. ``num_gpus`` is the
+    run's ``resources.num_gpus``: a ``full`` SFT run with more than one trains sharded across them
+    (:mod:`pefthub.trainers.sharded`); every other run computes on one device."""
     import torch
 
     from pefthub import results
+    from pefthub.devices import Precision, keep_trainable_fp32
     from pefthub.generation import vllm_engine
     from pefthub.models import load_model
+    from pefthub.trainers import sharded
     from pefthub.trainers.budget import MemoryMeter, Spent
 
     prepared = prepare(config)  # ConfigError here: nothing written, nothing loaded
+    ranks = 1 if prepared.trainer is None else sharded.ranks(
+        config["method"], prepared.trainer.algorithm(), prepared.budget.batch_size, prepared.placement, num_gpus,
+        config.get("device", "auto"))
     doc = results.new_result(config, suite=suite, status="failed", started_at=results.utc_now())
     spent = Spent()
     meter = MemoryMeter()
     meter.start()
     started, load_at_start = time.perf_counter(), os.getloadavg()
     samples: list[dict] | None = None
+    placement = prepared.placement
+    precision = Precision(placement.torch_dtype)
     vllm_run = _enter_vllm(config, prepared)
     try:
         _emit(progress, {"phase": "load", "model": config["model"]})
         torch.manual_seed(prepared.seed)
-        lm = load_model(config["model"], seed=prepared.seed)
+        # A sharded run loads on the CPU in fp32: its ranks take their shards from there.
+        lm = load_model(config["model"], seed=prepared.seed, dtype="float32" if ranks > 1 else placement.dtype,
+                        device="cpu" if ranks > 1 else placement.device)
         model, method = lm.model, None
         doc["model"] = {"name": lm.name, "total_params": sum(p.numel() for p in model.parameters())}
         if prepared.method_cls is None:
@@ -219,16 +236,26 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
                              "mergeable": True}
         else:
             method = prepared.method_cls(prepared.method_config)
-            model = method.apply(model)
+            model = keep_trainable_fp32(method.apply(model))
             doc["method"] = {"name": method.name, "trainable_params": method.trainable_parameters(model),
                              "adapter_bytes": method.adapter_bytes(model).to_dict(), "mergeable": method.mergeable,
                              "config": method.config.to_dict()}
-            outcome = prepared.trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=prepared.task,
-                                             budget=prepared.budget, learning_rate=prepared.learning_rate,
-                                             seed=prepared.seed, spent=spent, progress=progress)
+            if ranks > 1:
+                outcome, record = sharded.train(
+                    prepared.trainer, model=model, tokenizer=lm.tokenizer, method=method, task=prepared.task,
+                    budget=prepared.budget, learning_rate=prepared.learning_rate, seed=prepared.seed, spent=spent,
+                    progress=progress, world=ranks, placement=placement)
+                doc["training"] = {"sharded": record}
+                model.to(placement.torch_device)  # evaluated on one device, as every run is
+            else:
+                with precision.autocast(placement.torch_device):
+                    outcome = prepared.trainer.train(model=model, tokenizer=lm.tokenizer, method=method,
+                                                     task=prepared.task, budget=prepared.budget,
+                                                     learning_rate=prepared.learning_rate, seed=prepared.seed,
+                                                     spent=spent, progress=progress)
             doc["curves"] = outcome.curves
             if outcome.stopped_early is not None:  # still a success: the model is evaluated
-                doc["training"] = {"stopped_early": outcome.stopped_early}
+                doc.setdefault("training", {})["stopped_early"] = outcome.stopped_early
             if outcome.status != "success":
                 doc["status"], doc["error"] = outcome.status, outcome.error
                 return doc
@@ -245,8 +272,9 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
 
                 rollout_cap = prepared.budget.max_new_tokens if prepared.budget is not None else 0
                 evaluation["max_new_tokens"] = task_max_new_tokens(prepared.task, lm.tokenizer, rollout_cap)
-            summary, split_samples = _evaluate(model, lm.tokenizer, method, prepared.task, split, limit,
-                                               evaluation, spent)
+            with precision.autocast(placement.torch_device):
+                summary, split_samples = _evaluate(model, lm.tokenizer, method, prepared.task, split, limit,
+                                                   evaluation, spent)
             doc["evaluation"][split] = summary
             samples.extend(split_samples)
         doc["status"], doc["error"] = "success", None
@@ -264,7 +292,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
         budget = prepared.budget.to_dict() if prepared.budget is not None else dict(config.get("budget") or {})
         doc["budget"] = {"declared": budget, "spent": spent.to_dict()}
         # The run's own threads add about torch_threads to these; beyond that, the machine was shared.
-        doc["environment"] = {**results.environment(),
+        doc["environment"] = {**results.environment(), "compute": placement.record(),
                               "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())}}
         doc["finished_at"] = results.utc_now()
         if not doc.get("evaluation"):

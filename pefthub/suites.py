@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pefthub.devices import AUTO, placement_keys
 from pefthub.errors import ConfigError
 from pefthub.results import run_id as compute_run_id
 from pefthub.schema import Budget, Evaluation, learning_rate
@@ -28,7 +29,7 @@ BASE_TRAINER = "none"
 SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
-                  "resources", "grid", "methods", "vllm"}
+                  "resources", "grid", "methods", "device", "dtype", "vllm"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
@@ -73,6 +74,8 @@ class Suite:
     tune_on_first_seed: bool = False
     #: With tune_on_first_seed: how many rates may be added beyond a grid edge the selection lands on.
     extend_edges: int = 0
+    #: ``device``/``dtype`` keys every run's config carries (only values other than "auto").
+    placement: dict[str, str] = field(default_factory=dict)
     #: The ``vllm`` settings every run's config carries (``gpu_memory_utilization``, ``max_model_len``;
     #: empty, and absent from the configs, unless the suite sets them).
     vllm: dict[str, Any] = field(default_factory=dict)
@@ -197,6 +200,10 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     include_base = data.get("base", True)
     if not isinstance(include_base, bool):
         c.fail("base", f"must be true or false (got {include_base!r})")
+    try:  # checked here, resolved on the machine that runs (a GPU suite plans on a laptop)
+        placement = placement_keys(data.get("device", AUTO), data.get("dtype", AUTO))
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
 
     task = data["task"]
     if not isinstance(task, dict):
@@ -271,7 +278,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
-                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, vllm=vllm)
+                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, placement=placement, vllm=vllm)
 
 
 def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:
@@ -477,7 +484,7 @@ def expand(suite: Suite, resolution: Resolution | None = None,
         config = {
             "model": suite.model, "task": resolution.task, "trainer": BASE_TRAINER, "trainer_options": {},
             "method": BASE_METHOD, "method_config": {}, "params_target": None, "learning_rate": None,
-            "seed": 0, "budget": {"steps": 0}, "eval": evaluation,
+            "seed": 0, "budget": {"steps": 0}, "eval": evaluation, **suite.placement,
         }
         if suite.vllm:
             config["vllm"] = dict(suite.vllm)
@@ -501,6 +508,7 @@ def expand(suite: Suite, resolution: Resolution | None = None,
                     }
                     if spec.name != spec.method:
                         config["variant"] = spec.name
+                    config.update(suite.placement)
                     if suite.vllm:
                         config["vllm"] = dict(suite.vllm)
                     label = f"{row}/lr={lr:g}/seed={seed}"

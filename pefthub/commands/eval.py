@@ -44,6 +44,9 @@ def add_arguments(parser) -> None:
                         help="fused (pefthub's decoder), hf, vllm, or auto: fused where it serves the model, else hf "
                              "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: %(default)s)")
+    from pefthub.commands.train import add_placement_arguments
+
+    add_placement_arguments(parser)
 
 
 def tokens_or_task(text: str) -> int | str:
@@ -88,12 +91,14 @@ def output_stem(model: str, config: dict[str, Any], split: str, config_hash: str
 def run(args) -> int:
     from rich.console import Console
 
+    from pefthub.devices import Precision, resolve
     from pefthub.evaluation.core import check_settings
     from pefthub.models import check_loadable, load_model
     from pefthub.results import atomic_write_text
     from pefthub.tasks import task_from_config
 
     # Every argument is checked before the dataset or the model loads.
+    placement = resolve(args.device, args.dtype, where="-")
     check_settings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
                    batch_size=args.batch_size, backend=args.backend)
     check_loadable(args.model)
@@ -102,18 +107,20 @@ def run(args) -> int:
     task.examples(args.split, 1)  # an empty split fails here, before the model loads
     console = Console(stderr=True)
     console.print(f"[dim]task {json.dumps(task.config())}[/dim]")
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, dtype=placement.dtype, device=placement.device)
     from pefthub.evaluation import evaluate
 
-    console.print(f"[dim]evaluating {args.model} on {task.name} ({args.split}, first {args.limit}) with lm-eval[/dim]")
-    result = evaluate(loaded.model, loaded.tokenizer, task, split=args.split, limit=args.limit,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, backend=args.backend)
+    console.print(f"[dim]evaluating {args.model} on {task.name} ({args.split}, first {args.limit}) with lm-eval "
+                  f"on {placement.device} in {placement.dtype}[/dim]")
+    with Precision(placement.torch_dtype).autocast(placement.torch_device):
+        result = evaluate(loaded.model, loaded.tokenizer, task, split=args.split, limit=args.limit,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, backend=args.backend)
     s = result.summary
     stem = output_stem(args.model, config, args.split, s["protocol"]["task_config_hash"])
     samples_path = args.out / f"{stem}.samples.jsonl"
     summary_path = args.out / f"{stem}.json"
     atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.samples))
-    summary = {**s, "model": args.model, "samples_file": samples_path.name}
+    summary = {**s, "model": args.model, "samples_file": samples_path.name, "compute": placement.record()}
     atomic_write_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
     out = Console()

@@ -60,10 +60,20 @@ def add_arguments(parser) -> None:
                         help="evaluation engine (default: %(default)s)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="directory for the result file (default: %(default)s)")
+    add_placement_arguments(parser)
+
+
+def add_placement_arguments(parser) -> None:
+    """``--device`` and ``--dtype`` (shared by `pefthub train` and `pefthub eval`)."""
+    from pefthub.devices import AUTO, DEVICE_HELP, DTYPE_HELP, DTYPES
+
+    parser.add_argument("--device", default=AUTO, help=f"{DEVICE_HELP} (default: %(default)s)")
+    parser.add_argument("--dtype", default=AUTO, choices=DTYPES, help=f"{DTYPE_HELP} (default: %(default)s)")
 
 
 def build_config(args) -> dict:
     """The experiment config the arguments stand for, defaults resolved (its hash is the run id)."""
+    from pefthub.devices import placement_keys
     from pefthub.planning import parse_overrides
     from pefthub.runner import BASE_METHOD, NO_TRAINER, default_task, resolve_config
 
@@ -86,6 +96,7 @@ def build_config(args) -> dict:
                    "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len,
                    "schedule": args.schedule, "warmup_ratio": args.warmup_ratio},
         "eval": {"limit": args.eval_limit, "max_new_tokens": args.eval_max_new_tokens, "backend": args.eval_backend},
+        **placement_keys(args.device, args.dtype),  # only when not "auto": run ids of default runs unchanged
     }
     return resolve_config(config)
 
@@ -94,10 +105,12 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from pefthub.console import console
+    from pefthub.devices import resolve
     from pefthub.models import check_loadable
     from pefthub.results import result_path
     from pefthub.runner import run_experiment
 
+    resolve(args.device, args.dtype, where="-")  # --device cuda on a machine without one: one line, at once
     check_loadable(args.model)  # weights must exist before a run (and its result file) starts
     config = build_config(args)
     out = console()

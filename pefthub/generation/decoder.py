@@ -76,7 +76,8 @@ class Projection:
 """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, prepack: bool):
-        self.bias = bias
+        # A trainable bias is kept in fp32 beside bf16 weights (BitFit under mixed precision).
+        self.bias = None if bias is None else bias.to(weight.dtype)
         self.out_features = weight.shape[0]
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None) if prepack else None
         self.weight = None if prepack else weight
@@ -398,10 +399,9 @@ class FusedDecoder:
         (V, d) are input embeddings put before every prompt (prompt tuning's virtual tokens).
         ``stop(rows, tokens)`` is called after each step with the output rows still running and their
         tokens so far, and returns which of them end there (e.g. on a stop string), like an end token.
+        Every tensor passed in, ``generator`` included, must be on the decoder's device (the model's).
         """
-        ids = prompt_ids.to(self.device)
-        valid = prompt_mask.to(self.device).bool()
-        virtual = None if prefix is None else prefix.to(self.device)
+        ids, valid, virtual = prompt_ids, prompt_mask.bool(), prefix
         prompts = ids.shape[0]
         n = prompts * generations
         eos = torch.tensor(sorted(eos_ids), device=self.device)

@@ -34,7 +34,7 @@ class Rollouts:
     def take(self, rows: torch.Tensor) -> "Rollouts":
         """These rollouts restricted to ``rows`` (indices), padding kept as sampled; the positions
         the engine computed stay with the whole rollout, so the subset reports none."""
-        rows = torch.as_tensor(rows, dtype=torch.long)
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.completion_ids.device)
         return Rollouts(prompt_ids=self.prompt_ids[rows], prompt_mask=self.prompt_mask[rows],
                         completion_ids=self.completion_ids[rows], completion_mask=self.completion_mask[rows],
                         logprobs=None if self.logprobs is None else self.logprobs[rows],
@@ -99,19 +99,20 @@ class _SampledLogprobs:
             self._score_previous(sequences[:, : self.prompt_width + len(self.columns) + 1])
         self.previous = None
         if not self.columns:
-            return torch.zeros(sequences.shape[0], 0)
+            return torch.zeros(sequences.shape[0], 0, device=sequences.device)
         return torch.stack(self.columns[:steps], dim=1)
 
 
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (ids, mask) of token rows on ``device``, built on the host and copied once."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device="cpu")
     for i, r in enumerate(rows):
         if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long, device="cpu")
             mask[i, width - len(r):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
@@ -155,28 +156,28 @@ class HFGenerateBackend(RolloutBackend):
         pad_id = pad_token_id(tok)
         eos = eos_token_ids(tok, self.model)
         rows = [p for p in prompts for _ in range(generations)]
-        prompt_ids, prompt_mask = left_pad(rows, pad_id)
+        device = next(self.model.parameters()).device
+        prompt_ids, prompt_mask = left_pad(rows, pad_id, device)
         # Explicit sampling settings: the model's own generation_config (top_k=50, repetition
         # penalties, ...) must not silently change the policy being optimised.
         config = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                   max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                                   eos_token_id=sorted(eos), use_cache=True)
         recorder = _SampledLogprobs(prompt_ids.shape[1], temperature)
-        device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
         torch.manual_seed(seed)  # rollouts depend only on (seed, step), not on what ran before
         try:
             with self.method.merged(self.model) as merged, torch.inference_mode():
-                sequences = merged.generate(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
+                sequences = merged.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
                                             generation_config=config,
                                             logits_processor=LogitsProcessorList([recorder]))
                 logprobs = recorder.finish(sequences)
         finally:
             self.model.train(was_training)
-        # Leave inference mode: these tensors feed an autograd forward next.
-        completion_ids = sequences[:, prompt_ids.shape[1]:].clone().cpu()
-        logprobs = logprobs.clone().cpu()
+        # Leave inference mode: these tensors feed an autograd forward next (on the model's device).
+        completion_ids = sequences[:, prompt_ids.shape[1]:].clone()
+        logprobs = logprobs.clone()
         mask = completion_mask(completion_ids, eos)
         logprobs = logprobs[:, : completion_ids.shape[1]].masked_fill(mask == 0, 0.0)
         texts = tok.batch_decode(completion_ids.masked_fill(mask == 0, pad_id), skip_special_tokens=True)
@@ -206,8 +207,8 @@ class FusedRolloutBackend(RolloutBackend):
         tok = self.tokenizer
         pad_id = pad_token_id(tok)
         eos = eos_token_ids(tok, self.model)
-        ids, mask = left_pad(prompts, pad_id)  # one row per distinct prompt: prefilled once
         device = next(self.model.parameters()).device
+        ids, mask = left_pad(prompts, pad_id, device)  # one row per distinct prompt: prefilled once
         generator = torch.Generator(device=device).manual_seed(seed % 2**63)  # depends only on (seed, step)
         with torch.no_grad(), self.method.merged(self.model) as merged:
             samples = FusedDecoder(merged).sample(ids, mask, generations=generations, max_new_tokens=max_new_tokens,

@@ -68,16 +68,20 @@ class VLLMRolloutBackend(RolloutBackend):
                 rows.append(prompt)
                 completions.append(ids)
                 logprobs.append([step[token].logprob for step, token in zip(sample.logprobs, ids)])
-        prompt_ids, prompt_mask = left_pad(rows, pad_id)
+        device = next(self.model.parameters()).device  # the training forward's: rollouts are built for it
+        prompt_ids, prompt_mask = left_pad(rows, pad_id, device)
         width = max(len(c) for c in completions)
-        completion_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        sampler_logprobs = torch.zeros((len(rows), width), dtype=torch.float32)
+        # Filled on the host row by row, then copied to the model's device once.
+        completion_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device="cpu")
+        completion_mask = torch.zeros((len(rows), width), dtype=torch.long, device="cpu")
+        sampler_logprobs = torch.zeros((len(rows), width), dtype=torch.float32, device="cpu")
         for i, (ids, lps) in enumerate(zip(completions, logprobs)):
-            completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long, device="cpu")
             completion_mask[i, : len(ids)] = 1  # vLLM stops after the end token, which it keeps
-            sampler_logprobs[i, : len(ids)] = torch.tensor(lps, dtype=torch.float32)
+            sampler_logprobs[i, : len(ids)] = torch.tensor(lps, dtype=torch.float32, device="cpu")
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, pad_id), skip_special_tokens=True)
+        completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
+        sampler_logprobs = sampler_logprobs.to(device)
         # As if every row prefilled its own prompt; prefix-cache hits make the engine's real count lower.
         positions = sum(len(r) for r in rows) + sum(max(0, len(c) - 1) for c in completions)
         return Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, sampler_logprobs, texts, positions)

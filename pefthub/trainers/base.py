@@ -9,6 +9,7 @@ returns ``status="failed"`` with a one-line error instead of a silent partial re
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -46,9 +47,21 @@ class TrainerOptions(schema.Settings):
     """Base class of a trainer's options: a dataclass with ``metadata={"help": ...}`` fields,
     validated in ``__post_init__``; errors name ``trainer_options.<field>``."""
 
+    #: Options added after results were published: a resolved config carries them only when they
+    #: differ from their default, so the run ids of runs that do not use them stay what they were.
+    OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def where(cls) -> str:
         return "trainer_options"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        defaults = schema.defaults(type(self))
+        for name in self.OMIT_WHEN_DEFAULT:
+            if out[name] == defaults[name]:
+                del out[name]
+        return out
 
 
 @dataclass
@@ -62,6 +75,26 @@ class TrainOutcome:
     #: Set when the trainer ended before ``budget.steps`` by its own rule, e.g.
     #: ``{"reason": "collapsed", "step": 12, "detail": "..."}``; the run still succeeded.
     stopped_early: dict | None = None
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(model: nn.Module, enabled: bool):
+    """Transformers' gradient checkpointing (non-reentrant) on ``model``'s decoder layers for the
+    block. Under it transformers drops ``past_key_values`` in training, so trainers must not share
+    a prompt's key/value cache across rows while it is on."""
+    if not enabled:
+        yield
+        return
+    from pefthub.models import base_model
+
+    base = base_model(model)
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"trainer_options.gradient_checkpointing: {type(base).__name__} does not support it")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        base.gradient_checkpointing_disable()
 
 
 class Trainer:
@@ -109,9 +142,10 @@ class Trainer:
             meter = MemoryMeter()
             meter.start()
         try:
-            stopped_early = self.run_steps(model=model, tokenizer=tokenizer, method=method, task=task, budget=budget,
-                                           learning_rate=learning_rate, seed=seed, spent=spent, curves=curves,
-                                           progress=progress)
+            with gradient_checkpointing(model, bool(getattr(self.options, "gradient_checkpointing", False))):
+                stopped_early = self.run_steps(model=model, tokenizer=tokenizer, method=method, task=task,
+                                               budget=budget, learning_rate=learning_rate, seed=seed, spent=spent,
+                                               curves=curves, progress=progress)
             status, error = "success", None
         except TrainingFailure as exc:
             status, error = "failed", str(exc)

@@ -104,10 +104,13 @@ class GRPOOptions(GRPOAlgorithmOptions):
               "consecutive steps, measured against its first steps (docs/trainers.md)")
     collapse_patience: int = config_field(5, "consecutive degenerate steps before stop_on_collapse stops the run")
 
-    #: Options added after results were published: a resolved config carries them only when they
-    #: differ from their default, so the run ids of runs that do not use them stay what they were.
+    gradient_checkpointing: bool = config_field(
+        False, "recompute each decoder layer's activations in the backward pass (transformers' gradient "
+               "checkpointing, non-reentrant): less memory, about a third more compute; prompts are then "
+               "forwarded with their completions, not shared")
+
     OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("dynamic_sampling", "max_sampling_rounds", "stop_on_collapse",
-                                                    "collapse_patience")
+                                                    "collapse_patience", "gradient_checkpointing")
 
     def validate(self) -> None:
         super().validate()
@@ -116,7 +119,7 @@ class GRPOOptions(GRPOAlgorithmOptions):
         self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
                       f"must be one of {', '.join(CORRECTIONS)}")
         self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")
-        for name in ("dynamic_sampling", "stop_on_collapse"):
+        for name in ("dynamic_sampling", "stop_on_collapse", "gradient_checkpointing"):
             self._require(isinstance(getattr(self, name), bool), name, "must be true or false")
         for name in ("max_sampling_rounds", "collapse_patience"):
             value = getattr(self, name)
@@ -128,12 +131,6 @@ class GRPOOptions(GRPOAlgorithmOptions):
         self._require(self.stop_on_collapse or self.collapse_patience == _default("collapse_patience"),
                       "collapse_patience", "only applies with stop_on_collapse = true")
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for name in self.OMIT_WHEN_DEFAULT:
-            if out[name] == _default(name):
-                del out[name]
-        return out
 
 
 def _default(name: str) -> Any:
@@ -165,7 +162,7 @@ def group_advantages(rewards: torch.Tensor, generations: int, scale_rewards: str
     if scale_rewards == "group":
         advantages = advantages / (group_std + 1e-4)
     elif scale_rewards == "batch":
-        batch_std = rewards.std() if rewards.numel() > 1 else torch.zeros(())
+        batch_std = rewards.std() if rewards.numel() > 1 else rewards.new_zeros(())
         advantages = advantages / (batch_std + 1e-4)
     zero = (grouped == grouped[:, :1]).all(dim=1)
     advantages = advantages.masked_fill(zero[:, None], 0.0)
@@ -240,9 +237,9 @@ def _score_reward(task: Any) -> Callable[..., list[float]]:
 
 
 def score_completions(reward_name: str, reward_fn: Callable[..., list[float]], texts: list[str], rows: list[Any],
-                      step: int) -> torch.Tensor:
-    """Rewards of ``texts`` (one per example in ``rows``) as a float tensor; a reward function that
-    returns the wrong count, a non-number, NaN or inf fails the run with a one-line error."""
+                      step: int, device: torch.device | str) -> torch.Tensor:
+    """Rewards of ``texts`` (one per example in ``rows``) as a float tensor on ``device``; a reward
+    function that returns the wrong count, a non-number, NaN or inf fails the run with a one-line error."""
     columns = {"answer": [ex.answer for ex in rows], "question": [ex.question for ex in rows],
                "id": [ex.id for ex in rows], "solution": [ex.solution for ex in rows], "example": rows}
     values = reward_fn(completions=texts, **columns)
@@ -250,7 +247,7 @@ def score_completions(reward_name: str, reward_fn: Callable[..., list[float]], t
         got = "None" if values is None else f"{len(values)} values"
         raise TrainingFailure(f"reward function '{reward_name}' returned {got} for {len(texts)} completions")
     try:
-        rewards = torch.tensor([float(v) for v in values], dtype=torch.float32)
+        rewards = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
     except (TypeError, ValueError):
         raise TrainingFailure(f"reward function '{reward_name}' returned a non-number at step {step}") from None
     if not torch.isfinite(rewards).all():
@@ -377,6 +374,7 @@ class GRPOTrainer(Trainer):
                                           betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps)
         scheduler = lr_scheduler(optimizer, budget)
         n_forward, n_trainable = forward_params(model), trainable_params(model)
+        device = next(model.parameters()).device
         max_prompt = budget.max_seq_len - budget.max_new_tokens
         prompt_cache: dict[str, list[int]] = {}
         watch = CollapseWatch(o.collapse_patience) if o.stop_on_collapse else None
@@ -416,8 +414,8 @@ class GRPOTrainer(Trainer):
                     lengths = rollouts.completion_mask.sum(1)
                     at_cap = lengths >= budget.max_new_tokens
                     # No extractable answer; for a task that cannot say, running to the token cap.
-                    no_answer = (torch.tensor([extract(t) is None for t in rollouts.texts], dtype=torch.bool)
-                                 if extract is not None else at_cap)
+                    no_answer = (torch.tensor([extract(t) is None for t in rollouts.texts], dtype=torch.bool,
+                                              device=lengths.device) if extract is not None else at_cap)
                     sampled_prompts += len(batch)
                     n_zero += int(zero_groups.sum())
                     tokens += int(lengths.sum())
@@ -432,14 +430,14 @@ class GRPOTrainer(Trainer):
                     groups = (~zero_groups).nonzero().flatten()[:budget.batch_size - kept].tolist()
                     if groups:
                         rows = torch.tensor([g * budget.generations + j for g in groups
-                                             for j in range(budget.generations)])
+                                             for j in range(budget.generations)], device=rewards.device)
                         parts.append((rollouts.take(rows), [batch[g] for g in groups], rewards[rows]))
                         kept += len(groups)
                     if kept >= budget.batch_size or rounds >= rounds_cap:
                         break
                 with spent.timing("train"):
                     advantages = (group_advantages(torch.cat([r for _, _, r in parts]), budget.generations,
-                                                   o.scale_rewards)[0] if parts else torch.zeros(0))
+                                                   o.scale_rewards)[0] if parts else torch.zeros(0, device=device))
                     row_stats = self._optimise_parts(model, method, reference, parts, advantages, correction,
                                                      budget, n_forward, n_trainable, spent)
                     if row_stats["rows"] == 0:  # every row skipped: zero gradient; AdamW steps as without the skip
@@ -518,7 +516,7 @@ class GRPOTrainer(Trainer):
     @staticmethod
     def _rewards(reward_name: str, reward_fn, rollouts: Rollouts, batch, generations: int, step: int) -> torch.Tensor:
         rows = [ex for ex in batch for _ in range(generations)]
-        return score_completions(reward_name, reward_fn, rollouts.texts, rows, step)
+        return score_completions(reward_name, reward_fn, rollouts.texts, rows, step, rollouts.completion_ids.device)
 
     def _optimise(self, model, method, reference, ro: Rollouts, advantages: torch.Tensor, correction: str,
                   budget: Budget, n_forward: int, n_trainable: int, spent: Spent, *,
@@ -528,7 +526,7 @@ class GRPOTrainer(Trainer):
         o: GRPOOptions = self.options
         total_sequences = ro.size if total_sequences is None else total_sequences
         total_tokens = float(ro.completion_mask.sum()) if total_tokens is None else total_tokens
-        rows = torch.arange(ro.size)
+        rows = torch.arange(ro.size, device=ro.completion_ids.device)
         if o.beta == 0.0 and self.skip_zero_advantage_rows:  # zero loss and gradient: skip them
             rows = rows[advantages != 0]
         chunk = o.micro_batch_size or max(1, len(rows))
@@ -546,8 +544,9 @@ class GRPOTrainer(Trainer):
             completion = ro.completion_ids[idx, :width]
             c_mask = c_mask[:, :width]
             prompt_ids, prompt_mask = ro.prompt_ids[idx, first:], p_mask[:, first:]
-            logits, positions = common.completion_logits(method, model, prompt_ids, prompt_mask, completion, c_mask,
-                                                         share=self.share_prompt_forward)
+            logits, positions = common.completion_logits(
+                method, model, prompt_ids, prompt_mask, completion, c_mask,
+                share=self.share_prompt_forward and not o.gradient_checkpointing)  # see base.gradient_checkpointing
             logps = common.token_logprobs(logits, completion, o.temperature)
             old = logps.detach()
             rollout_logps = ro.logprobs[idx, :width] if ro.logprobs is not None else None

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from pefthub.devices import model_device
 from pefthub.errors import ConfigError
 from pefthub.trainers import common
 from pefthub.trainers.base import Trainer, TrainerOptions, config_field
@@ -31,6 +33,12 @@ class SFTOptions(TrainerOptions):
     adam_beta1: float = config_field(0.9, "AdamW beta1")
     adam_beta2: float = config_field(0.999, "AdamW beta2")
     adam_eps: float = config_field(1e-8, "AdamW epsilon")
+    gradient_checkpointing: bool = config_field(
+        False, "recompute each decoder layer's activations in the backward pass (transformers' gradient "
+               "checkpointing, non-reentrant): less memory, about a third more compute; the shared opening is "
+               "then forwarded with every row")
+
+    OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
 
     def validate(self) -> None:
         self._require(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 0, "micro_batch_size",
@@ -40,6 +48,7 @@ class SFTOptions(TrainerOptions):
         self._require(0 <= self.adam_beta1 < 1, "adam_beta1", "must be within [0, 1)")
         self._require(0 <= self.adam_beta2 < 1, "adam_beta2", "must be within [0, 1)")
         self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
+        self._require(isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing", "must be true or false")
 
 
 def sft_target(task, example) -> str:
@@ -63,18 +72,20 @@ def encode_example(tokenizer, task, example, max_seq_len: int) -> tuple[list[int
     return prompt, completion
 
 
-def pad_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, labels); labels are -100 on prompt and padding."""
+def pad_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int,
+              device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels) on ``device``; labels are -100 on prompt and
+    padding. Built on the host and copied once (one transfer, not one per row)."""
     width = max(len(p) + len(c) for p, c in pairs)
-    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(pairs), width), dtype=torch.long)
-    labels = torch.full((len(pairs), width), IGNORE, dtype=torch.long)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long, device="cpu")
+    attention = torch.zeros((len(pairs), width), dtype=torch.long, device="cpu")
+    labels = torch.full((len(pairs), width), IGNORE, dtype=torch.long, device="cpu")
     for i, (p, c) in enumerate(pairs):
         n = len(p) + len(c)
-        ids[i, :n] = torch.tensor(p + c, dtype=torch.long)
+        ids[i, :n] = torch.tensor(p + c, dtype=torch.long, device="cpu")
         attention[i, :n] = 1
-        labels[i, len(p):n] = torch.tensor(c, dtype=torch.long)
-    return ids, attention, labels
+        labels[i, len(p):n] = torch.tensor(c, dtype=torch.long, device="cpu")
+    return ids.to(device), attention.to(device), labels.to(device)
 
 
 class SFTTrainer(Trainer):
@@ -99,6 +110,8 @@ class SFTTrainer(Trainer):
                                           betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps)
         scheduler = lr_scheduler(optimizer, budget)
         n_forward, n_trainable = forward_params(model), trainable_params(model)
+        device = model_device(model)
+        share = self.share_prefix_forward and not o.gradient_checkpointing  # see base.gradient_checkpointing
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         encoded: dict[str, tuple[list[int], list[int]]] = {}
         model.train()
@@ -117,12 +130,12 @@ class SFTTrainer(Trainer):
                 loss_total = 0.0
                 for start in range(0, len(pairs), chunk):
                     part = pairs[start:start + chunk]
-                    ids, attention, labels = pad_batch(part, pad_id)
+                    ids, attention, labels = pad_batch(part, pad_id, device)
                     # Positions before the first target token of the chunk predict nothing: skip their LM head.
                     first_target = min(len(p) for p, _ in part)
                     keep = ids.shape[1] - first_target + 1
                     logits, positions = common.prefix_shared_tail_logits(method, model, ids, attention, keep,
-                                                                         share=self.share_prefix_forward)
+                                                                         share=share)
                     logits = logits[:, :-1]
                     targets = labels[:, ids.shape[1] - keep + 1:]
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),

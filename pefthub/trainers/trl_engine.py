@@ -320,7 +320,7 @@ class TRLGRPOTrainer(_TRLTrainer):
         def reward(completions, row, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
             scores = score_completions(reward_name, reward_fn, texts, [examples[i] for i in row],
-                                       spent.optimizer_steps + 1)
+                                       spent.optimizer_steps + 1, "cpu")  # TRL takes a list
             return scores.tolist()
 
         reward.__name__ = reward_name

@@ -42,7 +42,7 @@ def tiny(name):
 
 
 def prompts_of(tok, texts):
-    return left_pad([tok(t)["input_ids"] for t in texts], tok.pad_token_id)
+    return left_pad([tok(t)["input_ids"] for t in texts], tok.pad_token_id, "cpu")
 
 
 TEXTS = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "hello there, general", "x"]
@@ -209,7 +209,7 @@ def test_embedded_model_greedy_and_log_probs_match_transformers():
     tok = lm.tokenizer
     texts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
              for q in ("What is 3 + 4?", "Name a colour.", "Count from one to five, please.")]
-    ids, mask = left_pad([tok(t, add_special_tokens=False)["input_ids"] for t in texts], tok.pad_token_id)
+    ids, mask = left_pad([tok(t, add_special_tokens=False)["input_ids"] for t in texts], tok.pad_token_id, "cpu")
     eos = {tok.eos_token_id}
     expected = hf_greedy(lm, ids, mask, 24, eos)
     dec = FusedDecoder(lm.model)

@@ -170,7 +170,7 @@ def test_sft_masks_the_prompt_and_ends_the_target_with_the_turn_end():
     ex = task.examples("train", 1)[0]
     prompt, target = encode_example(lm.tokenizer, task, ex, max_seq_len=512)
     assert lm.tokenizer.decode(target) == "abcdefghij<|im_end|>\n"
-    ids, attention, labels = pad_batch([(prompt, target), (prompt[:3], target)], pad_id=0)
+    ids, attention, labels = pad_batch([(prompt, target), (prompt[:3], target)], pad_id=0, device="cpu")
     assert (labels[0, :len(prompt)] == -100).all() and labels[0, len(prompt):].tolist() == target
     assert attention[1].sum() == 3 + len(target) and (labels[1, 3 + len(target):] == -100).all()
     short_prompt, short_target = encode_example(lm.tokenizer, task, ex, max_seq_len=len(target) + 5)
@@ -356,7 +356,7 @@ def test_grpo_raises_mean_reward(method_name, lr):
 
 def _fixed_batch_loss(lm, method, model, task):
     pairs = [encode_example(lm.tokenizer, task, ex, 96) for ex in task.examples("train", 4)]
-    ids, attention, labels = pad_batch(pairs, 0)
+    ids, attention, labels = pad_batch(pairs, 0, "cpu")
     with torch.no_grad():
         logits = method.forward_logits(model, ids, attention)[:, :-1]
         return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),

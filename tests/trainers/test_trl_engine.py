@@ -122,9 +122,9 @@ def test_trl_grpo_scores_each_completion_against_its_own_example_in_pefthub_orde
     scored: list[str] = []
     original = trl_engine.score_completions
 
-    def spy(name, fn, texts, rows, step):
+    def spy(name, fn, texts, rows, step, device):
         scored.extend(ex.id for ex in rows)
-        return original(name, fn, texts, rows, step)
+        return original(name, fn, texts, rows, step, device)
 
     monkeypatch.setattr(trl_engine, "score_completions", spy)
     lm = tiny_lm()
