@@ -191,7 +191,7 @@ class FusedLM(TemplateLM):
 
         def stop(rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
             texts = self.tokenizer.batch_decode(tokens[:, -window:].tolist())
-            return torch.tensor([any(s in t for s in strings) for t in texts], dtype=torch.bool)
+            return torch.tensor([any(s in t for s in strings) for t in texts], dtype=torch.bool, device=tokens.device)
 
         return stop
 
@@ -228,9 +228,10 @@ class FusedLM(TemplateLM):
             ordered = sorted(indices, key=lambda i: (-len(encoded[i]), i))  # longest first, like HFLM
             for start in range(0, len(ordered), self.batch_size):
                 batch = ordered[start:start + self.batch_size]
-                ids, mask = left_pad([encoded[i][-max_context:] for i in batch], pad_id)
+                ids, mask = left_pad([encoded[i][-max_context:] for i in batch], pad_id, engine.device)
                 samples = engine.sample(ids, mask, generations=1, max_new_tokens=max_new, temperature=1.0,
-                                        eos_ids=eos, pad_id=pad_id, generator=torch.Generator(), greedy=True,
+                                        eos_ids=eos, pad_id=pad_id, generator=torch.Generator(device=engine.device),
+                                        greedy=True,
                                         prefix=prefix, stop=stop)
                 self.positions_computed += samples.positions_computed
                 texts = self.tokenizer.batch_decode(samples.tokens.tolist(), skip_special_tokens=True)
