@@ -933,7 +933,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu-check: {len(parts)} part(s) on {device}{' (tiny shapes)' if args.tiny else ''}, "
           f"at most {opts.budget_s:.0f} s", flush=True)
     started, started_at = time.perf_counter(), results.utc_now()
-    env, checks = run_parts(opts, lambda line: print(line, flush=True))
+    try:
+        env, checks = run_parts(opts, lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("gpu-check: interrupted; the running part was stopped and no report was written", file=sys.stderr)
+        return 130
     report = build_report(opts, env, checks, time.perf_counter() - started, started_at)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     _write_json(opts.out, report)
