@@ -92,7 +92,7 @@ class LocalExecutor:
         started, attempt_start = utc_now(), time.time()
         try:
             run_isolated(experiment.config, suite, str(results_dir), self.run_function,
-                         lambda event: events(experiment, event))
+                         lambda event: events(experiment, event), (experiment.resources or {}).get("num_gpus", 0))
         except KeyboardInterrupt:
             _leave_pending(experiment, suite, results_dir, started, attempt_start)
             raise
@@ -106,7 +106,7 @@ class LocalExecutor:
         started, attempt_start = utc_now(), time.time()
         proc = ctx.Process(target=child_main, name=f"pefthub-run-{experiment.run_id}",
                            args=(experiment.config, suite, str(results_dir), self.run_function, messages,
-                                 os.getpid(), str(log_path)))
+                                 os.getpid(), str(log_path), (experiment.resources or {}).get("num_gpus", 0)))
         limit_gb = (experiment.resources or {}).get("memory_gb")
         limit = int(limit_gb * 1e9) if limit_gb else None
         outcome = None

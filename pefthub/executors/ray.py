@@ -61,7 +61,8 @@ def _check_reachable(address: str) -> None:
         raise PefthubError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
-def _task(config: dict, suite: str, run_function: str, events: Any, run_id: str) -> tuple[dict, list | None]:
+def _task(config: dict, suite: str, run_function: str, events: Any, run_id: str,
+          num_gpus: float = 0) -> tuple[dict, list | None]:
     """Body of the Ray task (runs on a worker)."""
     from pefthub.executors.worker import run_isolated
 
@@ -74,7 +75,7 @@ def _task(config: dict, suite: str, run_function: str, events: Any, run_id: str)
 
     scratch = tempfile.mkdtemp(prefix="pefthub-ray-")
     try:
-        doc = run_isolated(config, suite, scratch, run_function, progress)
+        doc = run_isolated(config, suite, scratch, run_function, progress, num_gpus)
         path = result_path(scratch, run_id)
         if path.exists():
             doc = read_result(path)
@@ -191,7 +192,8 @@ class RayExecutor:
         by_id = {e.run_id: e for e in experiments}
         for experiment in experiments:
             ref = remote.options(**self._options(experiment)).remote(
-                experiment.config, suite, self.run_function, queue, experiment.run_id)
+                experiment.config, suite, self.run_function, queue, experiment.run_id,
+                (experiment.resources or {}).get("num_gpus", 0))
             pending[ref] = experiment
         seen_start: set[str] = set()
         try:

@@ -69,7 +69,7 @@ EXECUTOR_PHASES = ("start", "done")
 
 
 def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
-                 progress: Callable[[dict], None] | None) -> dict:
+                 progress: Callable[[dict], None] | None, num_gpus: float = 0) -> dict:
     """Run one experiment; anything it raises becomes a failed result written here, except a store
     that cannot be written (:class:`StoreWriteError`, raised on: the run did not fail, its store did)."""
     started = utc_now()
@@ -80,7 +80,9 @@ def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
 
     try:
         fn = load_function(run_function)
-        return fn(config, suite=suite, results_dir=Path(results_dir), progress=forward)
+        # Only a run given several GPUs hears of them (a full fine-tuning run shards across them).
+        gpus = {"num_gpus": num_gpus} if num_gpus and num_gpus > 1 else {}
+        return fn(config, suite=suite, results_dir=Path(results_dir), progress=forward, **gpus)
     except StoreWriteError:
         raise
     except Exception as exc:
@@ -92,7 +94,7 @@ def run_isolated(config: dict, suite: str, results_dir: str, run_function: str,
 
 
 def child_main(config: dict, suite: str, results_dir: str, run_function: str, queue: Any,
-               driver_pid: int, log_path: str) -> None:
+               driver_pid: int, log_path: str, num_gpus: float = 0) -> None:
     """Entry point of the local executor's child process. It reports ``("event", dict)`` messages,
     then ``("result", {status, error})`` or ``("store_error", StoreWriteError args)``."""
     # The driver decides what Ctrl-C and SIGTERM (sent to the whole job by schedulers) do to the run.
@@ -112,7 +114,7 @@ def child_main(config: dict, suite: str, results_dir: str, run_function: str, qu
             pass
 
     try:
-        doc = run_isolated(config, suite, results_dir, run_function, progress)
+        doc = run_isolated(config, suite, results_dir, run_function, progress, num_gpus)
     except StoreWriteError as exc:
         queue.put(("store_error", exc.args))
     else:
