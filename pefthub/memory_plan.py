@@ -157,6 +157,7 @@ class RunEstimate:
     vllm_beside_training: bool    # the rollout engine is up while training runs (else evaluation's, after)
     vllm_kv_tokens: int           # tokens of KV cache left in that share after vLLM's weights
     vllm_needs_tokens: int        # the longest sequence vLLM must hold (its max_model_len)
+    rollout_rows: int             # completions a step samples on vLLM (0 when rollouts are not on vLLM)
     gpu_memory: float
     train_flops: float
     generation_flops: float
@@ -175,8 +176,17 @@ class RunEstimate:
         return (self.refused is None and self.total <= self.gpu_memory
                 and self.vllm_kv_tokens >= self.vllm_needs_tokens)
 
+    @property
+    def rollouts_at_once(self) -> int:
+        """Completions at ``budget.max_seq_len`` whose KV cache vLLM's share holds together (at most the
+        step's); a step's rollouts decode in ``rollout_rows / rollouts_at_once`` waves at the caps."""
+        if not self.rollout_rows or not self.seq_len:
+            return 0
+        return min(self.rollout_rows, self.vllm_kv_tokens // self.seq_len)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "total": self.total, "fits": self.fits}
+        return {**dataclasses.asdict(self), "total": self.total, "fits": self.fits,
+                "rollouts_at_once": self.rollouts_at_once}
 
 
 def run_dtype(config: dict) -> str:
@@ -292,7 +302,7 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
         weights=float(weights), trainable_state=float(state), shard_buffer=float(shard_buffer),
         activations=float(activations), logits=float(logits), vllm_reserved=float(vllm_reserved),
         vllm_beside_training=rollouts_vllm,
-        vllm_kv_tokens=kv_tokens, vllm_needs_tokens=needs, gpu_memory=gpu_memory, train_flops=float(train_flops),
+        vllm_kv_tokens=kv_tokens, vllm_needs_tokens=needs, rollout_rows=rows_per_step if rollouts_vllm else 0, gpu_memory=gpu_memory, train_flops=float(train_flops),
         generation_flops=float(generation_flops), gpu_hours=gpu_hours)
 
 

@@ -78,6 +78,7 @@ def test_tinylora_grpo_on_one_gpu_by_hand(arch):
     assert est.vllm_reserved == 0.3 * 80e9
     assert est.vllm_kv_tokens == int((0.3 * 80e9 - TOTAL * 2) // 57_344)
     assert est.vllm_needs_tokens == 32768  # the eval engine's default: the model's whole context
+    assert est.rollout_rows == 256 and est.rollouts_at_once == est.vllm_kv_tokens // 4608 == 33
     assert est.total == pytest.approx(75_454_887_094, abs=1)        # ≈ 75.5 GB: fits 80 GB
     assert est.fits and mp.fix_for(arch, paper_config(), est, algorithm="grpo", trainable_params=13) is None
     # FLOPs at the caps: 342 steps × 64 prompts × 4 completions × 4608 tokens trained at 4N + 2·13;

@@ -150,7 +150,7 @@ class SuiteGpuPlan:
             micro = f"{e.micro_batch} × {e.seq_len}{' (checkpointed)' if e.checkpointing else ''}" if e.micro_batch else "-"
             lines.append(f"| {r.row} | {r.num_gpus:g}{' (FSDP)' if e.sharded else ''} | {e.dtype} | {micro} | "
                          f"{_gb(e.weights)} | {_gb(e.trainable_state + e.shard_buffer)} | {_gb(e.activations + e.logits)} "
-                         f"| {_gb(e.vllm_reserved)} | {_gb(e.total)} | {'yes' if e.fits else '**no**'} | "
+                         f"| {_vllm(e)} | {_gb(e.total)} | {'yes' if e.fits else '**no**'} | "
                          f"{e.gpu_hours:,.2f} | {r.runs} | {r.runs * e.gpu_hours:,.0f} |")
         lines += ["", f"**{self.gpu_hours:,.0f} GPU-hours** for the suite's planned runs."]
         fixes = [f"- `{r.row}` does not fit: {r.fix}" for r in self.rows if r.fix]
@@ -174,7 +174,7 @@ class SuiteGpuPlan:
             e = r.estimate
             micro = f"{e.micro_batch}×{e.seq_len}{' ckpt' if e.checkpointing else ''}" if e.micro_batch else "-"
             table.add_row(r.row, f"{r.num_gpus:g}{' FSDP' if e.sharded else ''}", e.dtype, micro, _gb(e.weights),
-                          _gb(e.trainable_state + e.shard_buffer), _gb(e.activations + e.logits), _gb(e.vllm_reserved),
+                          _gb(e.trainable_state + e.shard_buffer), _gb(e.activations + e.logits), _vllm(e),
                           _gb(e.total), "yes" if e.fits else "[red]no[/red]", f"{e.gpu_hours:,.2f}", str(r.runs),
                           f"{r.runs * e.gpu_hours:,.0f}")
         out = console()
@@ -208,6 +208,11 @@ def suite_gpu_plan(suite, *, gpu_memory_gb: float | None = None, gpu_tflops: flo
 
 def _gb(n: float) -> str:
     return f"{n / 1e9:,.1f} GB"
+
+
+def _vllm(e) -> str:
+    """vLLM's share, and for rollouts how many of a step's completions its KV cache holds at once."""
+    return _gb(e.vllm_reserved) + (f" ({e.rollouts_at_once}/{e.rollout_rows} at once)" if e.rollout_rows else "")
 
 
 def _plan_methods(args) -> int:
