@@ -130,8 +130,10 @@ def check_loadable(name: str) -> None:
     locally, without loading anything)."""
     kind, _ = resolve_name(name)
     if kind == "shipped":
+        fetch = (f"download them first (`hf download {name}`) where the hub is reachable, or pass a local "
+                 "directory with them" if HUB_ID.match(name) else "pass a local directory with its weights")
         raise ConfigError(f"model '{name}' is known only by its architecture here (no weights); "
-                          f"use it with `pefthub plan`, or pass a local directory with its weights")
+                          f"use it with `pefthub plan`, or {fetch}")
 
 
 def known_names() -> list[str]:

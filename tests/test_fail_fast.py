@@ -240,6 +240,9 @@ def test_train_and_plan_refuse_a_huge_budget_before_loading(guarded_loaders):
 def test_a_shipped_architecture_cannot_start_a_training_run(guarded_loaders, tmp_path):
     line = assert_one_line_error(["train", "--model", "qwen2.5-7b-instruct", "--results", str(tmp_path)])
     assert "known only by its architecture" in line
+    # The paper suite's hub id, with no weights in the HF cache: the line says how to get them.
+    line = assert_one_line_error(["train", "--model", "Qwen/Qwen2.5-7B-Instruct", "--results", str(tmp_path)])
+    assert "known only by its architecture" in line and "`hf download Qwen/Qwen2.5-7B-Instruct`" in line
     assert not list(tmp_path.iterdir())
 
 
