@@ -208,7 +208,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
 
     prepared = prepare(config)  # ConfigError here: nothing written, nothing loaded
     ranks = 1 if prepared.trainer is None else sharded.ranks(
-        config["method"], prepared.trainer.algorithm(), prepared.budget.batch_size, prepared.placement, num_gpus,
+        config["method"], prepared.trainer.name, prepared.budget.batch_size, prepared.placement, num_gpus,
         config.get("device", "auto"))
     doc = results.new_result(config, suite=suite, status="failed", started_at=results.utc_now())
     spent = Spent()

@@ -15,9 +15,10 @@ target tokens / the batch's target tokens) and gradients are summed, not average
 so a sharded step is the single-process step. Rank 0 then gathers the full state dict into the
 shared weights, and the runner evaluates and writes the result as for any run.
 
-Only ``full`` with the ``sft`` algorithm shards: an adapter method with ``num_gpus > 1`` trains on
-one device (its trainable state is tiny; the other GPUs are not used), and ``full`` with GRPO and
-``num_gpus > 1`` is a one-line :class:`ConfigError` (sharded rollouts are not built yet).
+Only ``full`` with the built-in ``sft`` trainer shards: an adapter method with ``num_gpus > 1``
+trains on one device (its trainable state is tiny; the other GPUs are not used), and ``full`` with
+GRPO or a TRL engine and ``num_gpus > 1`` is a one-line :class:`ConfigError` (sharded rollouts are
+not built yet; TRL would need accelerate's own launcher).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ import torch
 
 from pefthub.errors import ConfigError, PefthubError
 
-#: The method and trainer algorithm that shard across GPUs.
+#: The method and the trainers that shard across GPUs (the built-in SFT loop; not TRL's engine).
 SHARDED_METHOD = "full"
-SHARDED_ALGORITHMS = ("sft",)
+SHARDED_TRAINERS = ("sft",)
 POLL_SECONDS = 0.5
 
 
@@ -72,22 +73,22 @@ class DataShard:
 SINGLE = DataShard()
 
 
-def ranks(method: str, algorithm: str, batch_size: int, placement: Any, num_gpus: float | None,
+def ranks(method: str, trainer: str, batch_size: int, placement: Any, num_gpus: float | None,
           asked_device: str = "auto") -> int:
     """How many ranks a run trains in: ``num_gpus`` for a ``full`` run asking for more than one GPU,
     else 1 (one device). ``asked_device`` is the run's ``device`` setting: ranks run on CUDA GPUs
     0 to N-1, or in CPU processes only when ``cpu`` is asked for by name. A sharded run that cannot go
-    as asked is one :class:`ConfigError` line, before anything loads: GRPO, a batch that does not
-    split evenly, too few GPUs, one GPU named, float16, or bf16 on the CPU."""
+    as asked is one :class:`ConfigError` line, before anything loads: another trainer than ``sft``
+    (GRPO, TRL's engines), a batch that does not split evenly, too few GPUs, one GPU named, float16, or bf16 on the CPU."""
     if method != SHARDED_METHOD or not num_gpus or num_gpus <= 1:
         return 1
     world = int(num_gpus)
     where = f"resources.num_gpus = {num_gpus:g}"
     if world != num_gpus:
         raise ConfigError(f"{where}: sharded '{method}' fine-tuning needs a whole number of GPUs")
-    if algorithm not in SHARDED_ALGORITHMS:
+    if trainer not in SHARDED_TRAINERS:
         raise ConfigError(f"{where}: sharded '{method}' fine-tuning supports the "
-                          f"{', '.join(SHARDED_ALGORITHMS)} algorithm, not '{algorithm}' (use num_gpus = 1)")
+                          f"{', '.join(SHARDED_TRAINERS)} trainer, not '{trainer}' (use num_gpus = 1)")
     if batch_size % world:
         raise ConfigError(f"budget.batch_size = {batch_size} must be a multiple of {where} "
                           f"(each rank trains an equal share of every batch)")
