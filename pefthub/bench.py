@@ -3,7 +3,10 @@
 Resume policy (what a rerun does with each run of the grid, found by its config hash):
 
 * ``success``: kept, never redone (change anything in its config and it is a different run).
-* missing, ``cancelled`` (Ctrl-C, a cancelled Ray task) or an unreadable file: run.
+* missing, ``cancelled`` (Ctrl-C, SIGTERM, a cancelled Ray task) or an unreadable file: run.
+
+Benches sharing a store claim each run before it starts (:mod:`pefthub.claims`): a run another live
+bench holds is skipped, and a run whose result appeared meanwhile is found done (:func:`execute`).
 * ``failed``: kept by default -- a divergence or an unsupported combination is a result, and
   rerunning it would usually fail the same way; ``--retry-failed`` reruns failed runs.
 

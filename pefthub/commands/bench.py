@@ -5,7 +5,11 @@ the validation split, test accuracy as mean ± 95% CI over seeds.
 SUITE is a directory holding suite.toml, or the name of one under benchmarks/ (e.g. `quick`).
 Results go to leaderboards/<suite>/results/<run_id>.json (one file per run; --results changes the
 directory). Reruns resume: a run whose result is success with the same config hash is skipped;
-missing and cancelled runs run; failed runs are kept unless --retry-failed.
+missing and cancelled runs run; failed runs are kept unless --retry-failed. Several benches may
+share one results directory (the same sweep started twice, machines on a shared filesystem): each
+run is claimed before it starts, so it runs once (docs/benchmarks.md, "Sharing a store"). SIGINT
+and SIGTERM stop the bench (exit status 130 / 143), leave the running run pending and print the
+command that resumes.
 
 Patterns for --only/--skip are globs matched against a run's label
 (e.g. `tinylora@13/grpo/lr=0.001/seed=0`), its run id, method, trainer or row (`tinylora@13/grpo`);
