@@ -4,7 +4,8 @@
 Every flag is a pure function of a run's result document, its test samples, its training log
 (``doc["curves"]``) and the base-model run of the same suite evaluated the same way. Flags never
 change a result's status and flagged runs stay in the store and the tables: they are shown beside
-the score (``pefthub bench``, the site, its downloads, ``pefthub health``). The thresholds live in
+the score (``pefthub bench``, ``pefthub compare``, ``pefthub findings`` and the README headline, the
+site, its downloads, ``pefthub health``). The thresholds live in
 :class:`Thresholds`, each with its rationale; docs/benchmarks.md explains them and
 ``pefthub health quick --markdown`` (docs/run-health.md) lists the values measured on the
 committed results next to them.
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pefthub.results import ResultFileError, read_samples, samples_path
+from pefthub.results import ResultFileError, load_results_dir, read_samples, samples_path
 
 BASE_METHOD = "base"
 NO_OP, COLLAPSED, RUNAWAY, NO_SIGNAL = "no-op", "collapsed", "runaway", "no-signal"
@@ -348,10 +349,13 @@ class RowFlag:
         """True when every seed carries a flag that leaves the row's score nothing to compare."""
         return self.name in UNTESTED and self.flagged == self.seeds
 
+    def words(self) -> str:
+        """``"no-op"`` when every seed carries it, else ``"no-op on 1 of 3 seeds"``."""
+        return self.name + (f" on {self.flagged} of {self.seeds} seeds" if self.flagged < self.seeds else "")
+
     def sentence(self, who: str) -> str:
         """``"<who> is flagged no-op[ on 1 of 3 seeds]: <detail>"``."""
-        on = f" on {self.flagged} of {self.seeds} seeds" if self.flagged < self.seeds else ""
-        return f"{who} is flagged {self.name}{on}: {self.detail}"
+        return f"{who} is flagged {self.words()}: {self.detail}"
 
     def as_record(self) -> dict:
         return {"name": self.name, "severity": self.severity, "seeds_flagged": self.flagged, "seeds": self.seeds,
@@ -382,3 +386,40 @@ def row_flag_summary(healths: Iterable[Health | None]) -> list[RowFlag]:
             detail = " | ".join(dict.fromkeys(f.detail for _, f in hits))
         out.append(RowFlag(name, len(hits), len(healths), detail))
     return out
+
+
+def legend(names: Iterable[str]) -> str:
+    """``"<flag>: <meaning>; ..."`` for the flags named, in :data:`SEVERITY` order (empty when none)."""
+    names = set(names)
+    return "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in names)
+
+
+def row_health(row, loaded: dict | None = None) -> list[RowFlag]:
+    """The run-health flags of a row over its seeds (:func:`row_flag_summary`). ``row`` has ``docs``
+    (result documents) and ``samples`` (each one's samples file or ``None``), as a
+    :class:`pefthub.stats.StatRow`; each run is assessed against the base-model run of its own results
+    directory. ``loaded`` caches each directory's documents and samples between calls."""
+    loaded = {} if loaded is None else loaded
+    healths = []
+    for doc, samples in zip(row.docs, row.samples):
+        if is_base(doc) or samples is None:
+            continue
+        directory = Path(samples).parent
+        if directory not in loaded:
+            read, cache = samples_in(directory), {}
+
+            def cached(d: dict, read=read, cache=cache) -> list[dict] | None:
+                if d["run_id"] not in cache:
+                    cache[d["run_id"]] = read(d)
+                return cache[d["run_id"]]
+            loaded[directory] = (load_results_dir(directory)[0], cached)
+        docs, read = loaded[directory]
+        base = pick_base(doc, docs)
+        healths.append(assess(doc, read(doc), base, read(base) if base else None))
+    return row_flag_summary(healths)
+
+
+def rows_health(rows: Iterable) -> dict[str, list[RowFlag]]:
+    """:func:`row_health` of each row, by its label, reading each results directory once."""
+    loaded: dict = {}
+    return {row.label: row_health(row, loaded) for row in rows}

@@ -99,22 +99,10 @@ def run(args) -> int:
 
 
 def arm_flags(row) -> list:
-    """The run-health flags of a row's runs over its seeds (:func:`pefthub.health.row_flag_summary`),
-    each run assessed against the base-model run in its own results directory."""
+    """The run-health flags of a row over its seeds (:func:`pefthub.health.row_health`)."""
     from pefthub import health
-    from pefthub.results import load_results_dir
 
-    healths, suites = [], {}
-    for doc, samples in zip(row.docs, row.samples):
-        if health.is_base(doc) or samples is None:
-            continue
-        directory = Path(samples).parent
-        if directory not in suites:
-            suites[directory] = load_results_dir(directory)[0]
-        base = health.pick_base(doc, suites[directory])
-        read = health.samples_in(directory)
-        healths.append(health.assess(doc, read(doc), base, read(base) if base else None))
-    return health.row_flag_summary(healths)
+    return health.row_health(row)
 
 
 def untested(flags: dict[str, list]) -> list[str]:
@@ -128,7 +116,7 @@ def print_comparison(c, *, show: int, flags: dict[str, list] | None = None) -> N
 
     from pefthub import stats
     from pefthub.console import console as make_console
-    from pefthub.health import MEANING, UNTESTED
+    from pefthub.health import UNTESTED, legend
 
     flags = flags or {}
     console = make_console()
@@ -141,7 +129,7 @@ def print_comparison(c, *, show: int, flags: dict[str, list] | None = None) -> N
                           + (" — not tested" if f.untested else ""))
     shown = {f.name for found in flags.values() for f in found}
     if shown:
-        console.print("[dim]" + escape("; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in shown)) + "[/]")
+        console.print("[dim]" + escape(legend(shown)) + "[/]")
     skip = untested(flags)
     table = Table(title="items" if c.seeds_a == c.seeds_b == 1 else "items (seed-averaged scores)")
     table.add_column("")
