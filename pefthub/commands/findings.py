@@ -1,6 +1,7 @@
 """Answer the paper's questions from a suite's results and write them to docs/findings/<suite>.md:
 for each, the paired Δ with its 95% interval, the verdict (supported / contradicted / not
 distinguishable at this size / not measured in this suite) and the published figure beside it.
+Every table names each row's run-health flags (pefthub/health.py), and so does the headline.
 The file is generated; rerun the command after new results instead of editing it.
 
   pefthub findings quick

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pefthub import findings, results, stats
+from pefthub import findings, health, results, stats
 
 REPO = Path(__file__).resolve().parents[2]
 N = 120
 
 
-def write_row(directory: Path, method: str, params, trainer: str, correct: np.ndarray, seed: int = 0) -> None:
+def write_row(directory: Path, method: str, params, trainer: str, correct: np.ndarray, seed: int = 0,
+              completions: list[str] | None = None, answered: bool = True) -> None:
     config = {"model": "tiny-random", "task": {"name": "t"}, "trainer": trainer, "trainer_options": {},
               "method": method, "method_config": {}, "params_target": params,
               "learning_rate": None if method == "base" else 1e-3, "seed": seed, "budget": {"steps": 2},
@@ -22,8 +23,13 @@ def write_row(directory: Path, method: str, params, trainer: str, correct: np.nd
     doc["method"] = {"name": method, "trainable_params": params or 0}
     acc = float(correct.mean())
     doc["evaluation"] = {"test": {"accuracy": acc, "n": N, "ci_low": acc, "ci_high": acc, "ci_method": "wilson"}}
-    results.write_result(directory, doc, [{"split": "test", "id": f"t-{i}", "correct": bool(c)}
-                                          for i, c in enumerate(correct)])
+    samples = [{"split": "test", "id": f"t-{i}", "correct": bool(c)} for i, c in enumerate(correct)]
+    for i, sample in enumerate(samples):
+        if completions is not None:
+            sample["completion"] = completions[i]
+        if answered and completions is not None:
+            sample["extracted"] = str(i)
+    results.write_result(directory, doc, samples)
 
 
 def synthetic_suite(directory: Path) -> None:
@@ -170,3 +176,72 @@ def test_the_readme_headline_is_generated_from_the_sweep_results():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert findings.replace_headline(text, "cpu-paper-shape", findings.headline("cpu-paper-shape", rows)) == text, \
         "stale: pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results --headline README.md"
+
+
+def flagged_suite(directory: Path) -> None:
+    """Base; tinylora@13/grpo whose seed 0 answers exactly as base (no-op) and seed 1 better; an
+    unflagged tinylora@13/sft below base; lora/sft better than base but without extractable answers
+    (collapsed)."""
+    rng = np.random.default_rng(2)
+    base = rng.random(N) < 0.3
+    texts = [f"base answer {i}" for i in range(N)]
+    better = base.copy()
+    better[np.flatnonzero(~base)[:40]] = True
+    worse = base.copy()
+    worse[np.flatnonzero(base)[:20]] = False
+    write_row(directory, "base", None, "none", base, completions=texts)
+    write_row(directory, "tinylora", 13, "grpo", base, seed=0, completions=texts)
+    write_row(directory, "tinylora", 13, "grpo", better, seed=1, completions=[f"grpo {i}" for i in range(N)])
+    write_row(directory, "tinylora", 13, "sft", worse, completions=[f"sft {i}" for i in range(N)])
+    write_row(directory, "lora", None, "sft", better, completions=[f"lora {i}" for i in range(N)], answered=False)
+
+
+def test_findings_tables_name_each_rows_health_flags(tmp_path):
+    flagged_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    flags = health.rows_health(rows)
+    assert [(f.name, f.flagged, f.seeds) for f in flags["tinylora@13/grpo"]] == [(health.NO_OP, 1, 2)]
+    assert [f.name for f in flags["lora/sft"]] == [health.COLLAPSED] and flags["tinylora@13/sft"] == []
+    lines = findings.render_markdown("synthetic", rows, "x").splitlines()
+
+    def row(prefix: str) -> str:
+        return next(line for line in lines if line.startswith(prefix))
+
+    assert row("| `tinylora@13/grpo` |").endswith("| no-op on 1 of 2 seeds |")
+    assert row("| `lora/sft` |").endswith("| collapsed |")
+    assert row("| `tinylora@13/sft` |").endswith("| ok |")
+    assert "| A: no-op on 1 of 2 seeds | +8.0 (91% vs 83%" in row("| `tinylora@13/grpo` − `tinylora@13/sft` |")
+    assert "| ok | +7.0 (83% vs 76%" in row("| `tinylora@13/sft` − `base` |")
+    assert "| B: collapsed |" in row("| `tinylora@13/sft` − `lora/sft` |")
+    # under each table with a flagged row: the flag with its measured detail and what it means
+    notes = [line for line in lines if line.startswith("Run health")]
+    assert len(notes) == 5  # every question (each names a flagged row) and every row vs base
+    assert all(health.MEANING[health.NO_OP] in n for n in notes[:3]) and "lora/sft" in notes[3]
+    assert ("`tinylora@13/grpo` is flagged no-op on 1 of 2 seeds: 120 of 120 test completions byte-identical "
+            "to base; same score") in notes[0] and "lora/sft" not in notes[0]
+    assert "`lora/sft` is flagged collapsed: no extractable answer in 120/120" in notes[-1]
+    assert health.MEANING[health.COLLAPSED] in notes[-1]
+
+
+def test_headline_names_the_flags_of_the_rows_it_mentions(tmp_path):
+    flagged_suite(tmp_path)
+    text = findings.headline("synthetic", stats.rows_in(tmp_path))
+    assert "TinyLoRA at 13 parameters, GRPO − SFT (GRPO arm flagged no-op on 1 of 2 seeds): " in text
+    assert "`lora/sft` +" in text and "], flagged collapsed" in text  # a row beating base, but collapsed
+    synthetic_suite(tmp_path / "clean")
+    clean = findings.headline("synthetic", stats.rows_in(tmp_path / "clean"))
+    assert "GRPO − SFT: " in clean and "flagged" not in clean
+
+
+def test_committed_cpu_paper_shape_findings_name_the_no_op_arm(capsys, monkeypatch):
+    from pefthub.cli import main
+
+    monkeypatch.chdir(REPO)
+    command = ["findings", "cpu-paper-shape", "--pilot", "leaderboards/cpu-pilots/steps/results"]
+    assert main([*command, "--stdout"]) == 0
+    generated = capsys.readouterr().out
+    assert generated == (REPO / "docs" / "findings" / "cpu-paper-shape.md").read_text(encoding="utf-8"), \
+        f"stale: pefthub {' '.join(command)}"
+    assert "| A: no-op on 1 of 3 seeds | +8.0 (91% vs 83%" in generated
+    assert "`tinylora@13/grpo` is flagged no-op on 1 of 3 seeds: 380 of 400 test completions" in generated
+    assert "GRPO − SFT (GRPO arm flagged no-op on 1 of 3 seeds): " in (REPO / "README.md").read_text(encoding="utf-8")
