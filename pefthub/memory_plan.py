@@ -189,6 +189,19 @@ class RunEstimate:
                 "rollouts_at_once": self.rollouts_at_once}
 
 
+def _sharded_trainers() -> tuple[str, ...]:
+    from pefthub.trainers.sharded import SHARDED_TRAINERS
+
+    return SHARDED_TRAINERS
+
+
+def shards(config: dict) -> bool:
+    """Whether a run config's ``full`` fine-tuning shards over its GPUs with FSDP (sharded.py's rule)."""
+    from pefthub.trainers.sharded import SHARDED_METHOD
+
+    return config.get("method") == SHARDED_METHOD and config.get("trainer") in _sharded_trainers()
+
+
 def run_dtype(config: dict) -> str:
     """The compute dtype a run config asks for, as it resolves on a GPU."""
     dtype = config.get("dtype", "auto")
@@ -229,14 +242,12 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
     evaluation = config.get("eval") or {}
     dtype = run_dtype(config)
     p = DTYPE_BYTES[dtype]
-    from pefthub.trainers.sharded import SHARDED_ALGORITHMS, SHARDED_METHOD
-
     gpus = max(1, int(num_gpus))
     full = config.get("method") == "full"
     refused = None
-    if config.get("method") == SHARDED_METHOD and gpus > 1 and algorithm not in SHARDED_ALGORITHMS:
-        refused = (f"sharded full fine-tuning supports {', '.join(SHARDED_ALGORITHMS)} only, not {algorithm} "
-                   "(pefthub/trainers/sharded.py), so it trains on one GPU")
+    if full and gpus > 1 and not shards(config):
+        refused = (f"sharded full fine-tuning supports the {', '.join(_sharded_trainers())} trainer only, not "
+                   f"{config.get('trainer')} (pefthub/trainers/sharded.py), so it trains on one GPU")
         gpus = 1
     sharded = full and gpus > 1
     training = algorithm != "none"
@@ -337,12 +348,9 @@ def fix_for(arch: Architecture, config: dict, estimate: RunEstimate, **kwargs: A
         estimate = estimate_run(arch, config, **kwargs)
         if estimate.fits:
             return "set " + "; ".join(changes)
-    from pefthub.trainers.sharded import SHARDED_ALGORITHMS
-
     gpus = estimate.num_gpus
     gpu_options = [gpus]
-    shards = config.get("method") == "full" and kwargs.get("algorithm") in SHARDED_ALGORITHMS
-    if shards:
+    if shards(config):
         gpu_options += [g for g in (2, 4, 8, 16, 32, MAX_SUGGESTED_GPUS) if g > gpus]
     if estimate.refused:
         changes.append("resources.num_gpus = 1")

@@ -130,10 +130,15 @@ def check_loadable(name: str) -> None:
     locally, without loading anything)."""
     kind, _ = resolve_name(name)
     if kind == "shipped":
-        fetch = (f"download them first (`hf download {name}`) where the hub is reachable, or pass a local "
-                 "directory with them" if HUB_ID.match(name) else "pass a local directory with its weights")
         raise ConfigError(f"model '{name}' is known only by its architecture here (no weights); "
-                          f"use it with `pefthub plan`, or {fetch}")
+                          f"use it with `pefthub plan`, or {weights_hint(name)}")
+
+
+def weights_hint(name: str) -> str:
+    """How to get weights for a name known only by its architecture (a clause for messages)."""
+    if HUB_ID.match(name):
+        return f"download them first (`hf download {name}`) where the hub is reachable, or pass a local directory"
+    return "pass a local directory with its weights"
 
 
 def known_names() -> list[str]:

@@ -175,7 +175,7 @@ def weights_status(model_name: str) -> tuple[bool, str]:
     """(present, a sentence) on whether weights for ``model_name`` are on this machine, decided
     locally by :func:`pefthub.models.resolve_name` (the HF cache and local directories; nothing is
     downloaded)."""
-    from pefthub.models import HUB_ID, resolve_name
+    from pefthub.models import resolve_name, weights_hint
 
     kind, where = resolve_name(model_name)
     if kind == "tiny":
@@ -188,6 +188,4 @@ def weights_status(model_name: str) -> tuple[bool, str]:
         return True, f"{model_name}: weights in the local Hugging Face cache"
     if kind == "hub":
         return False, f"{model_name}: not in the local Hugging Face cache; a run downloads it from the hub"
-    fetch = (f"download them first (`hf download {model_name}`) where the hub is reachable"
-             if HUB_ID.match(model_name) else "name the hub id or a local directory with the weights to run it")
-    return False, f"{model_name}: architecture only (the shipped config.json), no weights here; {fetch}"
+    return False, f"{model_name}: architecture only (the shipped config.json), no weights here; {weights_hint(model_name)}"

@@ -115,7 +115,7 @@ def test_full_grpo_does_not_shard_and_fits_no_80gb_gpu(arch):
     config = paper_config(method="full")
     kwargs = dict(algorithm="grpo", trainable_params=TOTAL, num_gpus=8)
     est = mp.estimate_run(arch, config, **kwargs)
-    assert est.refused and "supports sft only, not grpo" in est.refused and not est.sharded and est.num_gpus == 1
+    assert est.refused and "supports the sft trainer only, not grpo" in est.refused and not est.sharded and est.num_gpus == 1
     assert not est.fits
     least = TOTAL * 16 + 4608 * (ACT_CKPT + LOGITS) + 24e9          # ≈155 GB at micro-batch 1, checkpointed
     assert mp.fix_for(arch, config, est, **kwargs) == (
