@@ -49,6 +49,8 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 TINY_MODEL = "tiny-random-qwen2"
 TINY_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (("tinylora", {"u": 13}), ("lora", {}))
 TINY_ENGINES = ("sft", "grpo-hf", "grpo-fused")
+#: Trainer options also checked, each with TinyLoRA and both trainers (fused rollouts for GRPO).
+TINY_OPTIONS = ("gradient_checkpointing",)
 
 #: GRPO timings at the paper's GSM8K shapes (64 prompts × 4 generations), with a few hundred new
 #: tokens instead of up to 4096 so both models fit the budget; ``guard_s`` is each part's limit and
@@ -282,13 +284,14 @@ def _free(device) -> None:
 # ---- part (a): SFT and GRPO steps on a tiny model, every tensor's device watched ---------------------
 def tiny_checks(placement, report: Callable[[dict], None], tiny: bool) -> list[dict]:
     """2 SFT and 2 GRPO steps (hf and fused rollouts) of each method in :data:`TINY_METHODS`."""
+    runs = [(method, config, engine, {}) for method, config in TINY_METHODS for engine in TINY_ENGINES]
+    runs += [(*TINY_METHODS[0], engine, {option: True}) for option in TINY_OPTIONS for engine in ("sft", "grpo-fused")]
     out = []
-    for method_name, config in TINY_METHODS:
-        for engine in TINY_ENGINES:
-            name = f"{engine}/{method_name}@{config.get('u', 'default')}" if method_name == "tinylora" \
-                else f"{engine}/{method_name}"
-            report({"phase": name})
-            out.append(_run_check(name, "a", lambda: _tiny_check(placement, method_name, config, engine)))
+    for method_name, config, engine, options in runs:
+        label = "".join(f"+{option}" for option in options)
+        name = f"{engine}{label}/{method_name}" + (f"@{config['u']}" if "u" in config else "")
+        report({"phase": name})
+        out.append(_run_check(name, "a", lambda: _tiny_check(placement, method_name, config, engine, options)))
     return out
 
 
@@ -312,7 +315,7 @@ def _run_check(name: str, part: str, body: Callable[[], dict]) -> dict:
     return entry
 
 
-def _tiny_check(placement, method_name: str, config: dict, engine: str) -> dict:
+def _tiny_check(placement, method_name: str, config: dict, engine: str, options: dict) -> dict:
     from pefthub.devices import Precision
     from pefthub.models import load_model
     from pefthub.runner import default_learning_rate
@@ -324,10 +327,10 @@ def _tiny_check(placement, method_name: str, config: dict, engine: str) -> dict:
     lm = load_model(TINY_MODEL, seed=0, dtype=placement.dtype, device=placement.device)
     method, model = adapt(lm.model, method_name, config)
     if engine == "sft":
-        trainer = SFTTrainer(SFTOptions(micro_batch_size=2))
+        trainer = SFTTrainer(SFTOptions(micro_batch_size=2, **options))
         budget = Budget(steps=2, batch_size=4, max_seq_len=256)
     else:
-        trainer = GRPOTrainer(GRPOOptions(rollout_backend=engine.removeprefix("grpo-"), micro_batch_size=8))
+        trainer = GRPOTrainer(GRPOOptions(rollout_backend=engine.removeprefix("grpo-"), micro_batch_size=8, **options))
         budget = Budget(steps=2, batch_size=4, generations=4, max_new_tokens=16, max_seq_len=256)
     watch = DeviceWatch(placement.device)
     spent = Spent()
@@ -335,7 +338,8 @@ def _tiny_check(placement, method_name: str, config: dict, engine: str) -> dict:
         outcome = trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=CheckTask(16), budget=budget,
                                 learning_rate=default_learning_rate(method_name), seed=0, spent=spent)
     details = {"model": TINY_MODEL, "method": method_name, "method_config": method.config.to_dict(),
-               "trainer": trainer.name, "rollout_backend": engine.removeprefix("grpo-") if engine != "sft" else None,
+               "trainer": trainer.name, "trainer_options": trainer.options.to_dict(),
+               "rollout_backend": engine.removeprefix("grpo-") if engine != "sft" else None,
                "device": placement.device, "dtype": placement.dtype, "dtypes": _dtypes(model),
                "device_watch": watch.summary(),
                "curves": [{k: point.get(k) for k in ("step", "loss", "grad_norm", "reward", "trained_completions",

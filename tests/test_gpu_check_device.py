@@ -77,6 +77,7 @@ def test_tiny_cpu_run_covers_every_part_and_writes_the_report(tmp_path):
 
     checks = {c["name"]: c for c in report["checks"]}
     tiny = [f"{engine}/{method}" for method in ("tinylora@13", "lora") for engine in devicecheck.TINY_ENGINES]
+    tiny += [f"{engine}+gradient_checkpointing/tinylora@13" for engine in ("sft", "grpo-fused")]
     assert set(checks) == {*tiny, "grpo-vllm/tinylora@13",
                            *(f"grpo-timing/{name}" for name in devicecheck.TIMED_MODELS)}
     for name in tiny:
@@ -88,8 +89,10 @@ def test_tiny_cpu_run_covers_every_part_and_writes_the_report(tmp_path):
         assert [p["step"] for p in details["curves"]] == [1, 2]
         assert all(isinstance(p["loss"], float) for p in details["curves"])
         if name.startswith("grpo"):
-            assert all(p["rollout_backend"] == name.split("/")[0].removeprefix("grpo-") for p in details["curves"])
+            engine = name.split("/")[0].split("+")[0].removeprefix("grpo-")
+            assert all(p["rollout_backend"] == engine for p in details["curves"])
             assert any(p["trained_completions"] for p in details["curves"])
+        assert details["trainer_options"].get("gradient_checkpointing", False) == ("+gradient_checkpointing" in name)
     vllm = checks["grpo-vllm/tinylora@13"]
     assert vllm["status"] == "skip" and "vllm is not installed" in vllm["reason"]
 
