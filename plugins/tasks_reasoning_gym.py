@@ -235,8 +235,12 @@ class ReasoningGym(ProceduralTask):
         """Fail with one line when the dataset's scorer needs the item's metadata (evaluation and
         rewards carry only the gold answer) or its answers are not short."""
         dataset = self._make_dataset(size=_SCORER_CHECK_ITEMS)
-        items = [dataset[i] for i in range(len(dataset))]
         where = f"task '{self.name}': reasoning-gym '{self.params.dataset}'"
+        try:  # some generators check their config only when drawing an item
+            items = [dataset[i] for i in range(len(dataset))]
+        except (AssertionError, TypeError, ValueError, KeyError, IndexError) as exc:
+            raise ConfigError(f"{where} cannot generate items with options "
+                              f"{self.params.options!r}: {str(exc) or type(exc).__name__}") from None
         if not any(_short(item["answer"]) for item in items):
             raise ConfigError(f"{where} has no one-line answers of at most {MAX_ANSWER_CHARS} characters "
                               f"in its first {len(items)} items (e.g. {str(items[0]['answer'])[:60]!r})")

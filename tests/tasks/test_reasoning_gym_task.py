@@ -71,6 +71,8 @@ def test_grpo_rewards_with_the_tasks_scorer(legs):
     ({"dataset": "number_sorting"}, "'number_sorting' scores answers with item metadata"),
     ({"dataset": "modulo_grid"}, "'modulo_grid' has no one-line answers of at most 40 characters"),
     ({"dataset": "leg_counting", "options": {"legs": 3}}, "invalid options for reasoning-gym 'leg_counting' \\(legs=3\\)"),
+    ({"dataset": "simple_equations", "options": {"operators": ["+"]}},
+     "'simple_equations' cannot generate items with options .*weights"),
     ({"dataset": "gcd", "options": {"seed": 3}}, "parameter options=.* may not set seed or size"),
     ({"dataset": 3}, "parameter dataset must be str"),
 ])
