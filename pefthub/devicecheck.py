@@ -798,7 +798,7 @@ def run_parts(opts: Options, echo: Callable[[str], None]) -> tuple[dict, list[di
                         if current and time.time() - current[1]["started"] > PARTS_GUARD_S[current[0]]:
                             stopped = f"its {PARTS_GUARD_S[current[0]]} s guard"
                         elif time.perf_counter() - started > opts.budget_s:
-                            stopped = f"the check's {opts.budget_s:.0f} s budget"
+                            stopped = f"the check's {opts.budget_s:g} s budget"
                         if stopped:
                             _kill(child)
                             break

@@ -125,6 +125,22 @@ def test_a_part_past_its_guard_is_stopped_and_recorded(tmp_path, monkeypatch):
     assert "exceeding its 0.5 s guard" in checks[0]["reason"] and lines[-1].startswith("FAIL tiny")
 
 
+def test_a_child_that_dies_at_start_up_fails_every_part_with_its_last_words(tmp_path):
+    # cuda:0 passes the parent's check only where a GPU is; here the child's own check refuses it.
+    opts = devicecheck.Options(tmp_path / "r.json", "cuda:0", "auto", True, ["tiny", "vllm"], 120.0)
+    _, checks = devicecheck.run_parts(opts, lambda line: None)
+    assert [c["name"] for c in checks] == ["tiny", "vllm"] and all(c["status"] == "fail" for c in checks)
+    assert "ended with exit code 1 during 'start-up'" in checks[0]["reason"] and "no CUDA GPU" in checks[0]["reason"]
+    assert checks[1]["reason"].startswith("not run: ")
+
+
+def test_the_whole_budget_stops_the_check(tmp_path):
+    opts = devicecheck.Options(tmp_path / "r.json", "cpu", "float32", True, ["tiny", "vllm"], 0.5)
+    _, checks = devicecheck.run_parts(opts, lambda line: None)
+    assert all(c["status"] == "fail" for c in checks) and len(checks) == 2
+    assert "exceeding the check's 0.5 s budget" in checks[0]["reason"] and checks[1]["reason"].startswith("not run")
+
+
 def test_slow_tinylora_set_up_falls_back_to_lora_for_the_timing(monkeypatch):
     from pefthub import devices
 
