@@ -1,0 +1,25 @@
+"""The probe report's verdict: the best informative-group share and how many probes reach 50%."""
+
+from argparse import Namespace
+from pathlib import Path
+
+from pefthub.commands.probe import report
+from pefthub.probe import summarize
+
+
+def _doc(correct: list[int], name: str) -> tuple[Path, dict]:
+    per_prompt = [{"id": str(i), "correct": c, "capped": 0, "no_answer": 0, "tokens": 40} for i, c in enumerate(correct)]
+    return Path(f"{name}.json"), {
+        "summary": summarize(per_prompt, 4), "rollout_backend": "fused", "seconds": 10.0, "load_average": [1.0, 2.0],
+        "settings": {"temperature": 1.0, "generations": 4, "task": {"name": name, "seed": 0, "test_size": 5}}}
+
+
+def test_verdict_names_the_best_probe_and_counts_those_at_half():
+    low = _doc([0] * 9 + [1], "low")                  # 1/10 informative
+    high = _doc([2] * 14 + [0] * 6, "high")           # 14/20 = 70%, Wilson lower bound under 50%
+    sure = _doc([1] * 40 + [4] * 10, "sure")          # 40/50 = 80%, Wilson [67.0%, 88.8%]
+    text = report([low, high, sure], Namespace(source=None, out=Path("x"))).splitlines()
+    assert text[2].startswith("Highest informative-group share: name=sure (T=1, 50 × 4): 40/50 = 80.0% [67.0%, 88.8%]")
+    assert text[4].startswith("Reaching 50.0% informative groups: 2 of 3 probes by point estimate, 1 with the whole")
+    rows = [line for line in text if line.startswith("| name=")]
+    assert [r.split("|")[1].strip() for r in rows] == ["name=sure", "name=high", "name=low"]
