@@ -113,8 +113,8 @@ def _generations(store: Path, run_id: str) -> list[tuple[int, Path, bool]]:
 
 
 def _read_holder(run_id: str, generation: int, path: Path, released: bool) -> Holder:
-    """Raises FileNotFoundError when the file went away meanwhile. A file whose content is not
-    (yet) readable -- its creator is between create and write -- is judged by its heartbeat only."""
+    """Raises FileNotFoundError when the file went away meanwhile. A file whose content cannot be
+    read (edited by hand, written by something else) is judged by its heartbeat only."""
     st = os.stat(path)
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
