@@ -188,8 +188,7 @@ def render_markdown(suite: str, rows: Sequence[stats.StatRow], source: str, *, d
                 stats.interval_text(c) if c else "-",
                 f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})" if c else "-",
                 f"**{f.verdict}**",
-                "; ".join(f"{arm}: {flags_words(flags.get(label, []))}" for arm, label in (("A", f.a), ("B", f.b))
-                          if flags.get(label)) or "ok",
+                comparison_health(f, flags),
                 f.figure.text() if f.figure else "not reported in our notes"]) + " |")
         lines.append("")
         lines += health_lines({label: flags.get(label, []) for f in findings for label in (f.a, f.b)})
@@ -388,6 +387,12 @@ def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[healt
                      f"{words} |")
     lines.append("")
     return lines + health_lines({row.label: flags.get(row.label, []) for row in trained})
+
+
+def comparison_health(f: Finding, flags: dict[str, list[health.RowFlag]]) -> str:
+    """A comparison's health cell: each flagged arm's flags (``"A: no-op on 1 of 3 seeds"``), else ``"ok"``."""
+    return "; ".join(f"{arm}: {flags_words(flags.get(label, []))}" for arm, label in (("A", f.a), ("B", f.b))
+                     if flags.get(label)) or "ok"
 
 
 def flags_words(flags: Sequence[health.RowFlag]) -> str:

@@ -157,9 +157,12 @@ def _pair(item) -> dict:
 def findings_context(view: SuiteView) -> list[dict]:
     """The paper's questions for the suite (:mod:`pefthub.findings`), ready for the template."""
     out = []
-    for question, items in findings.check(view_stat_rows(view)):
+    rows = view_stat_rows(view)
+    flags = run_health.rows_health(rows)
+    for question, items in findings.check(rows):
         out.append({"question": question, "items": [{
             "a": f.a, "b": f.b, "verdict": f.verdict, "statement": findings.statement(f),
+            "health": findings.comparison_health(f, flags),
             "delta": stats.interval_text(f.comparison) if f.comparison else MISSING,
             "p": f"{stats.fmt_p(f.comparison.p_value)} (Holm {stats.fmt_p(f.comparison.p_holm)})" if f.comparison else MISSING,
             "published": f.figure.text() if f.figure else "not reported in our notes"} for f in items]})

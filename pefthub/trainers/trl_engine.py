@@ -196,8 +196,10 @@ def _number(value: Any) -> float | None:
 
 def _args(budget: Budget, learning_rate: float, seed: int, options, model, out_dir: str, per_device: int,
           accumulation: int) -> dict[str, Any]:
-    """The transformers ``TrainingArguments`` both engines share."""
-    dtype = next(model.parameters()).dtype
+    """The transformers ``TrainingArguments`` both engines share; mixed precision as the run's (the
+    runner trains under autocast in its compute dtype; the fp32 trainable parameters do not tell it)."""
+    device = next(model.parameters()).device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
     return dict(
         output_dir=out_dir, max_steps=budget.steps, per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation, learning_rate=learning_rate,
@@ -206,7 +208,7 @@ def _args(budget: Budget, learning_rate: float, seed: int, options, model, out_d
         adam_beta2=options.adam_beta2, adam_epsilon=options.adam_eps, optim="adamw_torch", seed=seed,
         data_seed=seed, shuffle_dataset=False, train_sampling_strategy="sequential", report_to=[],
         save_strategy="no", logging_steps=1, logging_nan_inf_filter=False, disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=next(model.parameters()).device.type == "cpu", bf16=dtype == torch.bfloat16,
+        use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16, gradient_checkpointing=options.gradient_checkpointing, log_level="error")
 
 

@@ -37,3 +37,16 @@ def test_lm_eval_metric_keys_in_words():
     assert metric_label("exact_match,strict-match") == "Exact match (strict-match)"
     assert metric_label("exact_match_stderr,flexible-extract") == "Exact match, standard error (flexible-extract)"
     assert metric_label("exact_match,none") == "Exact match"
+
+
+def test_site_findings_name_each_compared_rows_health_flags():
+    """The site's findings table has the findings page's health cell (one function computes both)."""
+    from pefthub.site.aggregate import view_suite
+    from pefthub.site.load import load_leaderboards
+    from pefthub.site.render import findings_context
+
+    suites, _ = load_leaderboards(LEADERBOARDS)
+    (suite,) = [s for s in suites if s.name == "cpu-paper-shape"]
+    items = {(f["a"], f["b"]): f for q in findings_context(view_suite(suite)) for f in q["items"]}
+    assert items[("tinylora@13/grpo", "tinylora@13/sft")]["health"] == "A: no-op on 1 of 3 seeds"
+    assert "ok" in {f["health"] for f in items.values()}
