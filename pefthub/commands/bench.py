@@ -81,7 +81,7 @@ def run(args) -> int:
     for run_id, reason in plan.state.corrupt.items():
         console.print(f"[yellow]warning:[/] unreadable result {run_id}.json ({reason}); it will be rerun")
     if args.dry_run:
-        print_grid(console, suite, plan)
+        print_grid(console, suite, plan, results_dir)
         _print_awaiting(console, suite, plan.experiments)
         return 0
     removed = bench.prepare_store(results_dir)
@@ -302,8 +302,10 @@ def print_budget(console, suite) -> None:
                   f"≤{e['max_new_tokens']} new tokens, backend {e['backend']}; seeds {suite.seeds}")
 
 
-def print_grid(console, suite, plan) -> None:
+def print_grid(console, suite, plan, results_dir=None) -> None:
     from rich.table import Table
+
+    from pefthub import claims
 
     print_budget(console, suite)
     table = Table(title=f"{suite.name}: {len(plan.selected)} of {len(plan.experiments)} runs selected")
@@ -315,6 +317,9 @@ def print_grid(console, suite, plan) -> None:
         state = "will run" if e.run_id in todo else ("done" if status == "success" else f"{status} (kept)")
         if e.run_id in todo and status != "missing":
             state = f"will rerun ({status})"
+        holder = claims.holder(results_dir, e.run_id) if results_dir is not None and e.run_id in todo else None
+        if holder is not None and holder.stale_reason() is None:
+            state = f"running in another bench ({holder.describe()})"
         table.add_row(str(i), e.label, e.run_id, _fmt_params(e.trainable_params), state)
     console.print(table)
     console.print(f"{len(plan.todo)} run(s) would run; nothing was run (--dry-run)")

@@ -264,3 +264,19 @@ def test_rows_waiting_on_first_seed_runs_another_bench_holds_are_reported(tmp_pa
     finish(store, first[3], 0.4)  # that bench finishes it: the row is decided
     grown = bench.tuned_grid(suite, resolution, store)
     assert bench.awaiting_selection(suite, grown) == 0 and bench.waiting_on_others(suite, grown, store) == 0
+
+
+def test_dry_run_shows_runs_another_bench_is_running(tmp_path, capsys, monkeypatch):
+    from pefthub import suites
+    from pefthub.cli import main
+    from test_bench_cli import KILL_GRID, tiny_suite
+
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per run
+    path = tiny_suite(tmp_path, KILL_GRID)
+    store = tmp_path / "results"
+    runs = suites.expand(suites.load(path))
+    write_claim(store, runs[1].run_id, host="elsewhere", pid=42)
+    write_claim(store, runs[2].run_id, host="elsewhere", pid=43, age=claims.STALE_SECONDS + 1)  # silent
+    assert main(["bench", str(path), "--results", str(store), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("running in another bench") == 1 and "elsewhere pid 42" in out and "pid 43" not in out
