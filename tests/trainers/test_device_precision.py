@@ -44,7 +44,8 @@ def first_step(trainer, method_name: str, dtype: torch.dtype, **config) -> tuple
 
 
 @pytest.mark.parametrize("method_name,config", [("lora", {"r": 2}), ("tinylora", {"u": 13}), ("full", {}),
-                                                ("bitfit", {})])
+                                                ("bitfit", {}), ("vera", {"r": 4}), ("lora_xs", {"r": 2}),
+                                                ("prompt_tuning", {"num_virtual_tokens": 4})])
 def test_bf16_sft_gives_fp32_loss_within_tolerance_and_keeps_trainables_fp32(method_name, config):
     fp32, _ = first_step(SFTTrainer(SFTOptions()), method_name, torch.float32, **config)
     bf16, model = first_step(SFTTrainer(SFTOptions()), method_name, torch.bfloat16, **config)
@@ -70,9 +71,12 @@ def test_bf16_log_probs_are_taken_in_fp32_and_match_fp32():
     assert torch.allclose(got, ref, atol=0.05), (got - ref).abs().max()
 
 
-def test_bf16_grpo_trains_with_fp32_adapter_and_finite_loss():
-    trainer = GRPOTrainer(GRPOOptions(rollout_backend="fused"))
-    (loss, grad_norm), model = first_step(trainer, "lora", torch.bfloat16, r=2)
+@pytest.mark.parametrize("method_name,config,backend", [("lora", {"r": 2}, "fused"), ("bitfit", {}, "fused"),
+                                                        ("prompt_tuning", {"num_virtual_tokens": 4}, "hf"),
+                                                        ("full", {}, "hf")])
+def test_bf16_grpo_trains_with_fp32_trainables_and_finite_loss(method_name, config, backend):
+    trainer = GRPOTrainer(GRPOOptions(rollout_backend=backend))
+    (loss, grad_norm), model = first_step(trainer, method_name, torch.bfloat16, **config)
     assert torch.isfinite(torch.tensor([loss, grad_norm], device="cpu")).all()
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
 
