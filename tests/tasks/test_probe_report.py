@@ -23,3 +23,23 @@ def test_verdict_names_the_best_probe_and_counts_those_at_half():
     assert text[4].startswith("Reaching 50.0% informative groups: 2 of 3 probes by point estimate, 1 with the whole")
     rows = [line for line in text if line.startswith("| name=")]
     assert [r.split("|")[1].strip() for r in rows] == ["name=sure", "name=high", "name=low"]
+
+
+def test_stored_only_runs_nothing_and_says_what_is_missing(tmp_path, monkeypatch):
+    import pytest
+
+    import pefthub.models
+    import pefthub.probe
+    from pefthub import cli
+
+    monkeypatch.setattr(pefthub.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(pefthub.probe, "probe", lambda *a, **k: pytest.fail("probe run"))
+    source = tmp_path / "probes.toml"
+    source.write_text('[[probe]]\nmodel = "tiny-random"\nprompts = 3\n'
+                      'task = { name = "chain_sum", max_terms = 2, test_size = 20, validation_size = 5 }\n')
+    report_path = tmp_path / "probes.md"
+    assert cli.main(["probe", "--from", str(source), "--out", str(tmp_path / "p"), "--report", str(report_path),
+                     "--stored-only"]) == 0
+    text = report_path.read_text()
+    assert "--stored-only" in text.splitlines()[0] and "1 probe(s) of the file were not run" in text
+    assert not list((tmp_path / "p").glob("*.json"))
