@@ -195,7 +195,7 @@ def _one_line(exc: BaseException) -> str:
 def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | str,
                    progress: Progress | None = None, num_gpus: float = 0) -> dict:
     """Run one experiment and write its result file; return the result document. ``num_gpus`` is the
-    run's ``resources.num_gpus``: a ``full`` SFT run with more than one trains sharded across them
+    run's ``resources.num_gpus``: a ``full`` SFT or GRPO run with more than one trains sharded across them
     (:mod:`pefthub.trainers.sharded`); every other run computes on one device."""
     import torch
 
@@ -209,7 +209,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
     prepared = prepare(config)  # ConfigError here: nothing written, nothing loaded
     ranks = 1 if prepared.trainer is None else sharded.ranks(
         config["method"], prepared.trainer.name, prepared.budget.batch_size, prepared.placement, num_gpus,
-        config.get("device", "auto"))
+        config.get("device", "auto"), options=prepared.trainer.options)
     doc = results.new_result(config, suite=suite, status="failed", started_at=results.utc_now())
     spent = Spent()
     meter = MemoryMeter()

@@ -32,7 +32,10 @@ def check_supported(model: nn.Module, method: Any = None) -> None:
         raise UnsupportedError(f"the 'fused' rollout engine samples from merged weights and method '{method.name}' "
                                f"cannot be merged (prompt tuning prepends virtual tokens); use rollout_backend='hf'")
     base = base_model(model)
-    arch = type(base).__name__
+    cls = type(base)
+    if cls.__name__ == f"FSDP{cls.__mro__[2].__name__}":  # FSDP2's wrapper class (FSDPModule, the model's class)
+        cls = cls.__mro__[2]
+    arch = cls.__name__
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedError(f"the 'fused' rollout engine serves {', '.join(SUPPORTED_ARCHITECTURES)}, not {arch}; "
                                f"use rollout_backend='hf'")

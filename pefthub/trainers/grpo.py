@@ -24,6 +24,7 @@ from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, conf
 from pefthub.trainers.budget import (Budget, Spent, forward_flops, forward_params, lr_scheduler,
                                      train_step_flops, trainable_params)
 from pefthub.generation.rollout import Rollouts, auto_backend, backend_names, rollout_backend
+from pefthub.trainers.sharded import SINGLE, DataShard
 
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -351,6 +352,16 @@ class GRPOTrainer(Trainer):
     #: Forward each group's prompt once for its completions (:func:`common.completion_logits`); the
     #: same log-probs and gradient up to float rounding. A class attribute so benchmarks can compare.
     share_prompt_forward = True
+    #: The share of each step's prompts this process rolls out and trains (pefthub.trainers.sharded sets
+    #: it per rank). Sharded, each rank takes whole groups, so advantages stay local except the batch
+    #: std of scale_rewards 'batch' (from the gathered rewards); the loss keeps the whole step's
+    #: normaliser (sequences and completion tokens summed over ranks); every rank runs as many
+    #: micro-batches as the busiest one (zero-weight ones where it has no rows left); curves and the
+    #: collapse watch see the whole step's numbers.
+    shard: DataShard = SINGLE
+    #: Spending each rank counts of its own share only: summed over the ranks at the end.
+    spent_per_rank = ("train_flops", "prompts", "prompts_trained", "completions", "tokens_generated",
+                      "tokens_trained", "zero_advantage_groups")
 
     def check_budget(self, budget: Budget) -> None:
         check_group_budget(self.name, budget)
@@ -398,8 +409,8 @@ class GRPOTrainer(Trainer):
                 kept = rounds = sampled_prompts = n_zero = tokens = unanswered = capped = 0
                 all_rewards = []
                 while True:
-                    batch = next(stream)
-                    with spent.timing("generation"):
+                    batch = self.shard.take(next(stream))
+                    with spent.timing("generation"), self.shard.full_weights(model):
                         rollouts = backend.generate(encode_prompts(batch), generations=budget.generations,
                                                     max_new_tokens=budget.max_new_tokens, temperature=o.temperature,
                                                     seed=round_seed(seed, step, rounds))
@@ -436,8 +447,11 @@ class GRPOTrainer(Trainer):
                     if kept >= budget.batch_size or rounds >= rounds_cap:
                         break
                 with spent.timing("train"):
-                    advantages = (group_advantages(torch.cat([r for _, _, r in parts]), budget.generations,
-                                                   o.scale_rewards)[0] if parts else torch.zeros(0, device=device))
+                    advantages = torch.zeros(0, device=device)
+                    if parts:  # sharded: from the whole step's rewards (the batch std), this rank's share kept
+                        step_rewards = self.shard.gather(torch.cat([r for _, _, r in parts]))
+                        advantages = self.shard.take(group_advantages(step_rewards, budget.generations,
+                                                                      o.scale_rewards)[0])
                     row_stats = self._optimise_parts(model, method, reference, parts, advantages, correction,
                                                      budget, n_forward, n_trainable, spent)
                     if row_stats["rows"] == 0:  # every row skipped: zero gradient; AdamW steps as without the skip
@@ -451,13 +465,15 @@ class GRPOTrainer(Trainer):
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     backend.sync()
-                rewards = torch.cat(all_rewards)
+                spent.tokens_generated += tokens
+                spent.zero_advantage_groups += n_zero
+                rewards = self.shard.gather(torch.cat(all_rewards))
                 completions = rewards.numel()
+                n_zero, tokens, capped, unanswered = (int(v) for v in self.shard.totals([n_zero, tokens, capped,
+                                                                                         unanswered]))
                 spent.optimizer_steps += 1
                 spent.prompts += sampled_prompts
                 spent.prompts_trained += kept
-                spent.tokens_generated += tokens
-                spent.zero_advantage_groups += n_zero
                 grouped = rewards.view(-1, budget.generations)
                 point = {
                     "step": step, "lr": lr, "loss": row_stats["loss"], "reward": float(rewards.mean()),
@@ -524,16 +540,22 @@ class GRPOTrainer(Trainer):
         """Forward/backward over the rows that carry gradient, in micro-batches; gradients accumulate.
         ``total_sequences``/``total_tokens``: the whole step's counts when ``ro`` is a part of it."""
         o: GRPOOptions = self.options
-        total_sequences = ro.size if total_sequences is None else total_sequences
-        total_tokens = float(ro.completion_mask.sum()) if total_tokens is None else total_tokens
+        # Sharded, ``ro`` is this rank's share and every rank's share is as large: the whole step's counts.
+        total_sequences = ro.size * self.shard.world_size if total_sequences is None else total_sequences
+        total_tokens = self.shard.total(float(ro.completion_mask.sum())) if total_tokens is None else total_tokens
         rows = torch.arange(ro.size, device=ro.completion_ids.device)
         if o.beta == 0.0 and self.skip_zero_advantage_rows:  # zero loss and gradient: skip them
             rows = rows[advantages != 0]
         chunk = o.micro_batch_size or max(1, len(rows))
         loss_total, kl_sum, ent_sum, gap_sum, clip_sum, tokens_seen = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         model.train()
-        for start in range(0, len(rows), chunk):
+        # Sharded, every rank runs as many forward/backward passes as the busiest (FSDP's collectives).
+        passes = self.shard.maximum(-(-len(rows) // chunk))
+        for start in range(0, passes * chunk, chunk):
             idx = rows[start:start + chunk]
+            dummy = len(idx) == 0  # this rank has no rows left: a zero-weight pass over its first row
+            if dummy:
+                idx = torch.zeros(1, dtype=torch.long, device=ro.completion_ids.device)
             c_mask = ro.completion_mask[idx]
             width = int(c_mask.sum(1).max())  # drop all-padding completion columns
             p_mask = ro.prompt_mask[idx]
@@ -566,8 +588,12 @@ class GRPOTrainer(Trainer):
                                  max_completion_length=budget.max_new_tokens, beta=o.beta, ref_logps=ref_logps,
                                  is_weights=is_weights, kl_bias_correction=o.kl_bias_correction,
                                  total_sequences=total_sequences, total_tokens=total_tokens)
+            if dummy:
+                loss = loss * 0.0
             loss.backward()
             m = c_mask.float()
+            if dummy:
+                m = torch.zeros_like(m)
             n_tokens = float(m.sum())
             loss_total += float(loss.detach())
             ent_sum += float((common.token_entropy(logits, o.temperature) * m).sum())
@@ -581,9 +607,12 @@ class GRPOTrainer(Trainer):
             spent.tokens_trained += int(n_tokens)
             spent.train_flops += train_step_flops(n_forward, n_trainable, positions)
             del logits, logps, loss
+        # Sharded: the whole step's sums.
+        loss_total, kl_sum, ent_sum, gap_sum, clip_sum, tokens_seen, n_rows = self.shard.totals(
+            [loss_total, kl_sum, ent_sum, gap_sum, clip_sum, tokens_seen, len(rows)])
         seen = max(tokens_seen, 1.0)
         return {
-            "loss": loss_total, "rows": int(len(rows)), "tokens": tokens_seen,
+            "loss": loss_total, "rows": int(n_rows), "tokens": tokens_seen,
             "kl": (kl_sum / seen if tokens_seen else 0.0) if o.beta > 0 else None,
             "entropy": ent_sum / seen if tokens_seen else None,
             "logprob_gap": gap_sum / seen if tokens_seen and ro.logprobs is not None else None,

@@ -15,14 +15,19 @@ target tokens / the batch's target tokens) and gradients are summed, not average
 so a sharded step is the single-process step. Rank 0 then gathers the full state dict into the
 shared weights, and the runner evaluates and writes the result as for any run.
 
-Only ``full`` with the built-in ``sft`` trainer shards: an adapter method with ``num_gpus > 1``
-trains on one device (its trainable state is tiny; the other GPUs are not used), and ``full`` with
-GRPO or a TRL engine and ``num_gpus > 1`` is a one-line :class:`ConfigError` (sharded rollouts are
-not built yet; TRL would need accelerate's own launcher).
+GRPO shards the same way: each rank rolls out, scores and trains its contiguous share of the step's
+prompts (whole groups), with the full weights gathered on every rank for the rollout
+(:meth:`DataShard.full_weights`); :mod:`pefthub.trainers.grpo` documents what it sums across ranks.
+
+Only ``full`` with the built-in ``sft`` and ``grpo`` trainers shards: an adapter method with
+``num_gpus > 1`` trains on one device (its trainable state is tiny; the other GPUs are not used);
+``full`` with a TRL engine and ``num_gpus > 1`` is a one-line :class:`ConfigError` (TRL would need
+accelerate's own launcher), and so are the GRPO options sharding does not serve (:func:`ranks`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue as queue_module
@@ -30,7 +35,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -38,7 +43,7 @@ from pefthub.errors import ConfigError, PefthubError
 
 #: The method and the trainers that shard across GPUs (the built-in SFT loop; not TRL's engine).
 SHARDED_METHOD = "full"
-SHARDED_TRAINERS = ("sft",)
+SHARDED_TRAINERS = ("sft", "grpo")
 POLL_SECONDS = 0.5
 
 
@@ -69,17 +74,77 @@ class DataShard:
         dist.all_reduce(t)
         return float(t.item())
 
+    def totals(self, values: list[float]) -> list[float]:
+        """Each of ``values`` summed over the ranks, in one collective (unchanged in one process)."""
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def maximum(self, value: int) -> int:
+        """The largest of the ranks' ``value`` (every rank gets it)."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The ranks' equally long 1-d ``tensor`` concatenated in rank order: the whole batch's values
+        from this rank's share (the tensor itself in one process)."""
+        if self.world_size == 1:
+            return tensor
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @contextlib.contextmanager
+    def full_weights(self, model: torch.nn.Module) -> Iterator[None]:
+        """Within the block every rank holds the full (gathered) weights as plain tensors, and forwards
+        gather nothing; on exit the model is sharded again. For rollouts: generation forwards a
+        data-dependent number of times, which under FSDP would run a different number of all-gathers
+        on each rank and deadlock. Gathering once (FSDP2's own ``unshard``/``reshard``, with resharding
+        after forward paused) lets any rollout engine run on the rank's plain local model, at the
+        memory of one full copy of the weights for the rollout's duration; transformers'
+        ``synced_gpus`` would only serve ``generate`` and pay an all-gather per decoded token."""
+        if self.world_size == 1:
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        layers = [m for m in units if m is not model]  # the root never reshards after forward
+        for unit in layers:
+            unit.set_reshard_after_forward(False, recurse=False)
+        try:
+            for unit in units:
+                unit.unshard()
+            yield
+        finally:
+            for unit in units:
+                unit.reshard()
+            for unit in layers:
+                unit.set_reshard_after_forward(True, recurse=False)
+
 
 SINGLE = DataShard()
 
 
 def ranks(method: str, trainer: str, batch_size: int, placement: Any, num_gpus: float | None,
-          asked_device: str = "auto") -> int:
+          asked_device: str = "auto", options: Any = None) -> int:
     """How many ranks a run trains in: ``num_gpus`` for a ``full`` run asking for more than one GPU,
     else 1 (one device). ``asked_device`` is the run's ``device`` setting: ranks run on CUDA GPUs
     0 to N-1, or in CPU processes only when ``cpu`` is asked for by name. A sharded run that cannot go
-    as asked is one :class:`ConfigError` line, before anything loads: another trainer than ``sft``
-    (GRPO, TRL's engines), a batch that does not split evenly, too few GPUs, one GPU named, float16, or bf16 on the CPU."""
+    as asked is one :class:`ConfigError` line, before anything loads: another trainer than ``sft`` or
+    ``grpo`` (TRL's engines), GRPO ``options`` sharding does not serve (:func:`refuse_grpo_options`), a batch
+    that does not split evenly, too few GPUs, one GPU named, float16, or bf16 on the CPU."""
     if method != SHARDED_METHOD or not num_gpus or num_gpus <= 1:
         return 1
     world = int(num_gpus)
@@ -88,7 +153,9 @@ def ranks(method: str, trainer: str, batch_size: int, placement: Any, num_gpus: 
         raise ConfigError(f"{where}: sharded '{method}' fine-tuning needs a whole number of GPUs")
     if trainer not in SHARDED_TRAINERS:
         raise ConfigError(f"{where}: sharded '{method}' fine-tuning supports the "
-                          f"{', '.join(SHARDED_TRAINERS)} trainer, not '{trainer}' (use num_gpus = 1)")
+                          f"{' and '.join(SHARDED_TRAINERS)} trainers, not '{trainer}' (use num_gpus = 1)")
+    if trainer == "grpo":
+        refuse_grpo_options(options, where)
     if batch_size % world:
         raise ConfigError(f"budget.batch_size = {batch_size} must be a multiple of {where} "
                           f"(each rank trains an equal share of every batch)")
@@ -111,6 +178,31 @@ def ranks(method: str, trainer: str, batch_size: int, placement: Any, num_gpus: 
     if placement.dtype != "float32":
         raise ConfigError(f"dtype: sharded full fine-tuning on the CPU computes in float32 (got {placement.dtype})")
     return world
+
+
+def grpo_refusal(options: Any) -> str | None:
+    """Why sharded GRPO cannot run with these trainer ``options`` (a ``GRPOOptions`` or its dict),
+    or None: DAPO's dynamic sampling (a data-dependent number of rollout rounds per rank), a KL term
+    (its reference is an unsharded deep copy of the model) and vLLM rollouts (one engine per rank
+    with weight sync from the shards is not built)."""
+    if options is None:
+        return None
+    get = options.get if isinstance(options, dict) else (lambda name, default=None: getattr(options, name, default))
+    if get("dynamic_sampling", False):
+        return "trainer_options.dynamic_sampling = true"
+    if float(get("beta", 0.0) or 0.0) > 0:
+        return f"trainer_options.beta = {get('beta'):g} (a KL term to a reference copy)"
+    if get("rollout_backend", "auto") == "vllm":
+        return "trainer_options.rollout_backend = 'vllm'"
+    return None
+
+
+def refuse_grpo_options(options: Any, where: str) -> None:
+    """One :class:`ConfigError` line when sharded GRPO does not serve ``options`` (:func:`grpo_refusal`)."""
+    reason = grpo_refusal(options)
+    if reason is not None:
+        raise ConfigError(f"{where}: sharded full fine-tuning with GRPO does not support {reason} "
+                          f"(use num_gpus = 1, or drop the setting)")
 
 
 # ---- the ranks -------------------------------------------------------------------------------
@@ -210,7 +302,9 @@ def _rank_main(rank: int, job: _Job, shared: dict[str, torch.Tensor], messages: 
 
         trainer = job.trainer
         trainer.shard = DataShard(rank, job.world_size, str(device))
-        trainer.share_prefix_forward = False  # every rank must run the same forwards (FSDP's collectives)
+        # Every rank must run the same forwards (FSDP's collectives): no data-dependent shared-prefix forward.
+        trainer.share_prefix_forward = False
+        trainer.share_prompt_forward = False
         progress = (lambda event: messages.put(("event", event))) if rank == 0 else None
         spent = Spent()
         outcome = trainer.train(model=model, tokenizer=job.tokenizer, method=job.method, task=job.task,
@@ -219,7 +313,9 @@ def _rank_main(rank: int, job: _Job, shared: dict[str, torch.Tensor], messages: 
         if outcome.status != "success":  # stop every rank: the others may wait in a collective
             messages.put(("outcome", rank, outcome))
             raise SystemExit(1)
-        spent.train_flops = trainer.shard.total(spent.train_flops)
+        summed = getattr(trainer, "spent_per_rank", ("train_flops",))  # what each rank counted of its own share
+        for name, total in zip(summed, trainer.shard.totals([getattr(spent, name) for name in summed])):
+            setattr(spent, name, type(getattr(spent, name))(total))
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             with torch.no_grad():
@@ -307,4 +403,4 @@ def train(trainer: Any, *, model: torch.nn.Module, tokenizer: Any, method: Any, 
     return outcome, record
 
 
-__all__ = ["DataShard", "SINGLE", "ranks", "shard_model", "train"]
+__all__ = ["DataShard", "SINGLE", "grpo_refusal", "ranks", "shard_model", "train"]

@@ -124,9 +124,7 @@ def test_a_full_sft_run_given_two_gpus_trains_sharded_as_one_process_does(tmp_pa
 
 
 @pytest.mark.parametrize("change,gpus,gpus_here,match", [
-    ({"trainer": "grpo", "budget": {"steps": 1, "batch_size": 2, "generations": 2, "max_new_tokens": 4}}, 2, 0,
-     "supports the sft trainer, not 'grpo'"),
-    ({"trainer": "trl-sft", "trainer_options": {}}, 2, 0, "supports the sft trainer, not 'trl-sft'"),
+    ({"trainer": "trl-sft", "trainer_options": {}}, 2, 0, "supports the sft and grpo trainers, not 'trl-sft'"),
     ({"budget": dict(BUDGET, batch_size=3)}, 2, 0, "batch_size = 3 must be a multiple of resources.num_gpus = 2"),
     ({}, 1.5, 0, "whole number of GPUs"),
     ({"dtype": "bfloat16"}, 2, 0, "on the CPU computes in float32"),
