@@ -151,6 +151,7 @@ class RunEstimate:
     weights: float                # frozen weights in the compute dtype (bytes, per GPU)
     trainable_state: float        # fp32 master weights + gradients + AdamW moments (per GPU)
     shard_buffer: float           # FSDP: the gathered layer being computed and the one prefetched
+    rollout_gather: float         # sharded GRPO: the whole weights gathered for the rollout, and its KV cache
     activations: float            # decoder activations at the micro-batch
     logits: float                 # output-head logits and the fp32 log-softmax
     vllm_reserved: float          # what vLLM takes: gpu_memory_utilization × GPU memory
@@ -166,9 +167,11 @@ class RunEstimate:
     @property
     def total(self) -> float:
         """Peak bytes on the busiest GPU: state, plus the training pass and vLLM's share together when
-        vLLM serves the rollouts, else the larger of the two (evaluation's engine starts after training)."""
+        vLLM serves the rollouts, else the largest of the training pass, a sharded rank's rollout and
+        evaluation's engine (which starts after training)."""
         training = self.activations + self.logits
-        phases = training + self.vllm_reserved if self.vllm_beside_training else max(training, self.vllm_reserved)
+        phases = (training + self.vllm_reserved if self.vllm_beside_training
+                  else max(training, self.rollout_gather, self.vllm_reserved))
         return self.weights + self.trainable_state + self.shard_buffer + phases
 
     @property
@@ -195,11 +198,25 @@ def _sharded_trainers() -> tuple[str, ...]:
     return SHARDED_TRAINERS
 
 
+def shard_refusal(config: dict) -> str | None:
+    """Why a ``full`` run config with more than one GPU would not shard (sharded.py's rule), or None."""
+    from pefthub.trainers.sharded import grpo_refusal
+
+    trainer = config.get("trainer")
+    if trainer not in _sharded_trainers():
+        return (f"sharded full fine-tuning supports the {' and '.join(_sharded_trainers())} trainers only, not "
+                f"{trainer} (pefthub/trainers/sharded.py)")
+    reason = grpo_refusal(config.get("trainer_options") or {}) if trainer == "grpo" else None
+    if reason is not None:
+        return f"sharded full fine-tuning with GRPO does not support {reason} (pefthub/trainers/sharded.py)"
+    return None
+
+
 def shards(config: dict) -> bool:
     """Whether a run config's ``full`` fine-tuning shards over its GPUs with FSDP (sharded.py's rule)."""
     from pefthub.trainers.sharded import SHARDED_METHOD
 
-    return config.get("method") == SHARDED_METHOD and config.get("trainer") in _sharded_trainers()
+    return config.get("method") == SHARDED_METHOD and shard_refusal(config) is None
 
 
 def run_dtype(config: dict) -> str:
@@ -246,8 +263,7 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
     full = config.get("method") == "full"
     refused = None
     if full and gpus > 1 and not shards(config):
-        refused = (f"sharded full fine-tuning supports the {', '.join(_sharded_trainers())} trainer only, not "
-                   f"{config.get('trainer')} (pefthub/trainers/sharded.py), so it trains on one GPU")
+        refused = f"{shard_refusal(config)}, so it trains on one GPU"
         gpus = 1
     sharded = full and gpus > 1
     training = algorithm != "none"
@@ -261,10 +277,13 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
     if sharded:  # FSDP: parameters, gradients and optimizer state split over the GPUs
         state /= gpus
         shard_buffer = 2 * max(arch.layer_params, arch.vocab * arch.hidden) * p
+    rows_per_step = int(budget.get("batch_size", 0)) * (int(budget.get("generations", 1)) if algorithm == "grpo" else 1)
+    seq_len = int(budget.get("max_seq_len", 0))
+    rollout_gather = 0.0
+    if sharded and algorithm == "grpo":  # rollouts on each rank's gathered weights, KV cache of its share of rows
+        rollout_gather = arch.params * p + rows_per_step // gpus * seq_len * arch.kv_bytes_per_token(p)
 
     # One forward/backward chunk: micro_batch sequences at the budget's longest sequence.
-    seq_len = int(budget.get("max_seq_len", 0))
-    rows_per_step = int(budget.get("batch_size", 0)) * (int(budget.get("generations", 1)) if algorithm == "grpo" else 1)
     if micro_batch is None:
         micro_batch = int(options.get("micro_batch_size", rows_per_step)) or rows_per_step
     micro_batch = min(micro_batch, rows_per_step) if rows_per_step else micro_batch
@@ -311,6 +330,7 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
         trainer=config.get("trainer", ""), method=config.get("method", ""), dtype=dtype, num_gpus=gpus,
         sharded=sharded, refused=refused, checkpointing=checkpointing, micro_batch=micro_batch if training else 0, seq_len=seq_len,
         weights=float(weights), trainable_state=float(state), shard_buffer=float(shard_buffer),
+        rollout_gather=float(rollout_gather),
         activations=float(activations), logits=float(logits), vllm_reserved=float(vllm_reserved),
         vllm_beside_training=rollouts_vllm,
         vllm_kv_tokens=kv_tokens, vllm_needs_tokens=needs, rollout_rows=rows_per_step if rollouts_vllm else 0, gpu_memory=gpu_memory, train_flops=float(train_flops),
@@ -336,6 +356,15 @@ def fix_for(arch: Architecture, config: dict, estimate: RunEstimate, **kwargs: A
     trainer = config.get("trainer", "")
     where = f"trainer_options.{trainer}"
     changes: list[str] = []
+    options = config.get("trainer_options") or {}
+    if estimate.refused and trainer == "grpo" and options.get("rollout_backend") == "vllm":
+        # Sharded GRPO does not roll out on vLLM: try its own engine on the ranks' gathered weights.
+        swapped = {**config, "trainer_options": {**options, "rollout_backend": "fused"}}
+        if shards(swapped):
+            change = f"{where}.rollout_backend = 'fused' (sharded GRPO does not roll out on vLLM)"
+            rest = fix_for(arch, swapped, estimate_run(arch, swapped, **kwargs), **kwargs)
+            if rest is None or rest.startswith("set "):
+                return f"set {change}" + (f"; {rest[4:]}" if rest else "")
     if estimate.vllm_kv_tokens < estimate.vllm_needs_tokens:
         arch_p = DTYPE_BYTES[GPU_AUTO_DTYPE]
         need = arch.params * arch_p + estimate.vllm_needs_tokens * arch.kv_bytes_per_token(arch_p)

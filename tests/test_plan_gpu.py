@@ -109,18 +109,28 @@ def test_full_fine_tuning_needs_fsdp_on_80gb(arch):
     assert four.fits and four.total < 69e9
 
 
-def test_full_grpo_does_not_shard_and_fits_no_80gb_gpu(arch):
-    """Sharding supports SFT only (pefthub/trainers/sharded.py): the paper's full/grpo row asks for 8
-    GPUs, would be refused, and on one GPU needs 122 GB of state alone."""
+def test_full_grpo_shards_with_rollouts_on_the_gathered_weights(arch):
+    """Sharded GRPO rolls out on each rank's gathered weights, not on vLLM (pefthub/trainers/sharded.py):
+    the paper's full/grpo row (vLLM rollouts, 8 GPUs) would be refused and needs 155 GB on one GPU;
+    with the fused engine it shards over the 8 and fits."""
     config = paper_config(method="full")
     kwargs = dict(algorithm="grpo", trainable_params=TOTAL, num_gpus=8)
     est = mp.estimate_run(arch, config, **kwargs)
-    assert est.refused and "supports the sft trainer only, not grpo" in est.refused and not est.sharded and est.num_gpus == 1
-    assert not est.fits
-    least = TOTAL * 16 + 4608 * (ACT_CKPT + LOGITS) + 24e9          # ≈155 GB at micro-batch 1, checkpointed
+    assert est.refused and not est.sharded and est.num_gpus == 1 and not est.fits
+    assert "with GRPO does not support trainer_options.rollout_backend = 'vllm'" in est.refused
     assert mp.fix_for(arch, config, est, **kwargs) == (
-        f"{est.refused}; needs {least / 1e9:,.0f} GB on 1 GPU(s) even at micro-batch 1 with gradient "
-        "checkpointing, more than 80 GB: use GPUs with more memory or shorten budget.max_seq_len")
+        "set trainer_options.grpo.rollout_backend = 'fused' (sharded GRPO does not roll out on vLLM)")
+    fused = mp.estimate_run(arch, paper_config(method="full", rollout_backend="fused"), **kwargs)
+    assert fused.sharded and fused.refused is None and fused.trainable_state == TOTAL * 16 / 8
+    # The rollout holds the whole bf16 weights and the KV cache of its 256 / 8 completions at 4608 tokens.
+    kv = 2 * L * KV_D * 2
+    assert fused.rollout_gather == TOTAL * 2 + 32 * 4608 * kv            # ≈ 23.7 GB
+    assert fused.total == pytest.approx(TOTAL * 2 + 2 * EMBED * 2 + max(4608 * (ACT + LOGITS), fused.rollout_gather,
+                                                                        0.3 * 80e9))
+    assert fused.fits and fused.total < 54e9
+    # SFT's rows never gather for rollouts.
+    assert mp.estimate_run(arch, paper_config(method="full", trainer="sft"), algorithm="sft", trainable_params=TOTAL,
+                           num_gpus=8).rollout_gather == 0
 
 
 def test_fixes_for_activations_and_vllm(arch):
