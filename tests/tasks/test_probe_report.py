@@ -11,7 +11,7 @@ def _doc(correct: list[int], name: str) -> tuple[Path, dict]:
     per_prompt = [{"id": str(i), "correct": c, "capped": 0, "no_answer": 0, "tokens": 40} for i, c in enumerate(correct)]
     return Path(f"{name}.json"), {
         "summary": summarize(per_prompt, 4), "rollout_backend": "fused", "seconds": 10.0, "load_average": [1.0, 2.0],
-        "settings": {"temperature": 1.0, "generations": 4, "task": {"name": name, "seed": 0, "test_size": 5}}}
+        "settings": {"temperature": 1.0, "generations": 4, "max_new_tokens": 64, "task": {"name": name, "seed": 0, "test_size": 5}}}
 
 
 def test_verdict_names_the_best_probe_and_counts_those_at_half():
@@ -19,7 +19,7 @@ def test_verdict_names_the_best_probe_and_counts_those_at_half():
     high = _doc([2] * 14 + [0] * 6, "high")           # 14/20 = 70%, Wilson lower bound under 50%
     sure = _doc([1] * 40 + [4] * 10, "sure")          # 40/50 = 80%, Wilson [67.0%, 88.8%]
     text = report([low, high, sure], Namespace(source=None, out=Path("x"))).splitlines()
-    assert text[2].startswith("Highest informative-group share: name=sure (T=1, 50 × 4): 40/50 = 80.0% [67.0%, 88.8%]")
+    assert text[2].startswith("Highest informative-group share: name=sure (T=1, 50 × 4, 64 new tokens): 40/50 = 80.0% [67.0%, 88.8%]")
     assert text[4].startswith("Reaching 50.0% informative groups: 2 of 3 probes by point estimate, 1 with the whole")
     rows = [line for line in text if line.startswith("| name=")]
     assert [r.split("|")[1].strip() for r in rows] == ["name=sure", "name=high", "name=low"]
