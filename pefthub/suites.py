@@ -31,7 +31,7 @@ RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": 
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods", "device", "dtype", "vllm"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges"}
-METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources"}
+METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources", "trainer_options"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
 #: registered trainer (``pefthub trainers``) may be named instead.
 DEFAULT_TRAINERS = ("sft", "grpo")
@@ -49,6 +49,8 @@ class MethodSpec:
     trainers: list[str]
     resources: dict[str, Any]
     trainer_learning_rates: dict[str, list[float]] = field(default_factory=dict)  # per-trainer grids
+    #: ``[methods.<name>.trainer_options.<trainer>]``: options this row sets over the suite's own.
+    trainer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def rates(self, trainer: str) -> list[float]:
         """The learning-rate grid of this method under ``trainer``."""
@@ -260,6 +262,13 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
         for trainer in spec_trainers:
             if rates is None and trainer not in by_trainer:
                 c.fail(f"{where}.learning_rates", f"no learning rates for trainer '{trainer}'")
+        own_options = table.get("trainer_options", {})
+        if not isinstance(own_options, dict) or not all(isinstance(v, dict) for v in own_options.values()):
+            c.fail(f"{where}.trainer_options", "must be a table of tables, one per trainer")
+        for trainer in own_options:
+            if trainer not in spec_trainers:
+                c.fail(f"{where}.trainer_options.{trainer}", f"this row does not train with '{trainer}' "
+                       f"(its trainers: {', '.join(spec_trainers)})")
         specs.append(MethodSpec(
             name=name, method=method,
             params=_params(c, table["params"], f"{where}.params") if "params" in table else params,
@@ -267,6 +276,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
             config=dict(config), trainers=spec_trainers,
             resources=_resources(c, table.get("resources", {}), f"{where}.resources", resources),
             trainer_learning_rates={t: r for t, r in (by_trainer or {}).items() if t in spec_trainers},
+            trainer_options={t: dict(o) for t, o in own_options.items()},
         ))
     if evaluation["validation_limit"] == 0:
         for spec in specs:
@@ -392,6 +402,12 @@ class Resolution:
     methods: list[ResolvedMethod]
     trainer_options: dict[str, dict[str, Any]]
     task: dict[str, Any]
+    #: (row name, trainer) -> full options, for rows that set their own (``[methods.<name>.trainer_options]``).
+    row_trainer_options: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, spec: MethodSpec, trainer: str) -> dict[str, Any]:
+        """The full trainer options of ``spec``'s runs under ``trainer``."""
+        return self.row_trainer_options.get((spec.name, trainer), self.trainer_options[trainer])
 
 
 def resolve(suite: Suite) -> Resolution:
@@ -417,22 +433,28 @@ def resolve(suite: Suite) -> Resolution:
                 key = f"{where}.{name}" if where == "trainer_options" else where
                 known = ", ".join(registered)
                 raise ConfigError(f"{suite.file}: {key}: unknown trainer '{name}' (registered: {known})")
-    trainer_options: dict[str, dict[str, Any]] = {}
-    for trainer in sorted({t for spec in suite.methods for t in spec.trainers}):
+    def full_options(trainer: str, given: dict[str, Any], where: str) -> dict[str, Any]:
         try:
             trainer_cls = registered.get(trainer)
-            options = trainer_cls.options_class.from_dict(suite.trainer_options.get(trainer, {}))
+            options = trainer_cls.options_class.from_dict(given)
             trainer_cls(options).check_budget(budget)
         except ConfigError as exc:
-            message = str(exc)  # "trainer_options.<field>: ..." -> "trainer_options.<trainer>.<field>: ..."
+            message = str(exc)  # "trainer_options.<field>: ..." -> "<where>.<trainer>.<field>: ..."
             if message.startswith("trainer_options."):
-                message = message.replace("trainer_options.", f"trainer_options.{trainer}.", 1)
+                message = message.replace("trainer_options.", f"{where}.{trainer}.", 1)
             elif message.startswith("trainer_options:"):
-                message = message.replace("trainer_options:", f"trainer_options.{trainer}:", 1)
+                message = message.replace("trainer_options:", f"{where}.{trainer}:", 1)
             else:
-                message = f"trainer_options.{trainer}: {message}"
+                message = f"{where}.{trainer}: {message}"
             raise ConfigError(f"{suite.file}: {message}") from None
-        trainer_options[trainer] = options.to_dict()
+        return options.to_dict()
+
+    trainer_options = {trainer: full_options(trainer, suite.trainer_options.get(trainer, {}), "trainer_options")
+                       for trainer in sorted({t for spec in suite.methods for t in spec.trainers})}
+    row_trainer_options = {
+        (spec.name, trainer): full_options(trainer, {**suite.trainer_options.get(trainer, {}), **own},
+                                           f"methods.{spec.name}.trainer_options")
+        for spec in suite.methods for trainer, own in spec.trainer_options.items()}
     for spec in suite.methods:
         try:
             method_cls = plugins.methods().get(spec.method)
@@ -452,7 +474,7 @@ def resolve(suite: Suite) -> Resolution:
                 raise ConfigError(f"{suite.file}: {where}: {exc}") from None
             methods.append(ResolvedMethod(spec, params, plan.config, plan.trainable_params, plan.adapter_bytes,
                                           plan.total_params))
-    return Resolution(methods, trainer_options, task_config)
+    return Resolution(methods, trainer_options, task_config, row_trainer_options)
 
 
 def method_label(spec_name: str, params_target: int | None) -> str:
@@ -501,7 +523,7 @@ def expand(suite: Suite, resolution: Resolution | None = None,
                 for seed in seeds:
                     config = {
                         "model": suite.model, "task": resolution.task, "trainer": trainer,
-                        "trainer_options": resolution.trainer_options[trainer],
+                        "trainer_options": resolution.options_for(spec, trainer),
                         "method": spec.method, "method_config": item.config,
                         "params_target": item.params_target, "learning_rate": lr, "seed": seed,
                         "budget": suite.budget, "eval": evaluation,

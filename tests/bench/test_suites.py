@@ -171,3 +171,35 @@ def test_label_of_matches_expand_labels():
     assert suites.label_of(config) == "tinylora@13/grpo/lr=0.001/seed=2"
     assert suites.label_of({"method": "base", "trainer": "none"}) == "base/none"
     assert suites.label_of(dict(config, variant="tiny-r4", params_target=None)) == "tiny-r4/grpo/lr=0.001/seed=2"
+
+
+def test_a_row_may_set_its_own_trainer_options_over_the_suites(tmp_path):
+    text = MINIMAL + """
+        [trainer_options.grpo]
+        temperature = 0.7
+        [methods.tinylora.trainer_options.grpo]
+        rollout_backend = "hf"
+    """
+    runs = suites.expand(suites.load(write_suite(tmp_path, text)))
+    options = {(r.config["method"], r.config["trainer"]): r.config["trainer_options"] for r in runs
+               if r.config["method"] != "base"}
+    assert options[("tinylora", "grpo")]["rollout_backend"] == "hf"
+    assert options[("tinylora", "grpo")]["temperature"] == 0.7  # the suite's own options still apply
+    assert options[("lora", "grpo")]["rollout_backend"] == "auto"
+    assert options[("tinylora", "sft")] == options[("lora", "sft")]
+    plain = {r.label: r.run_id for r in suites.expand(suites.load(write_suite(tmp_path, MINIMAL + """
+        [trainer_options.grpo]
+        temperature = 0.7
+    """, name="plain")))}
+    assert all(plain[r.label] == r.run_id for r in runs if not r.label.startswith("tinylora/grpo"))
+
+
+@pytest.mark.parametrize("table,message", [
+    ("[methods.tinylora.trainer_options.ppo]\nbeta = 0.1", "methods.tinylora.trainer_options.ppo: this row does not "
+                                                          "train with 'ppo'"),
+    ("[methods.tinylora.trainer_options.grpo]\nbeta = -1", "methods.tinylora.trainer_options.grpo.beta: must be >= 0"),
+    ("[methods.tinylora]\ntrainer_options = 3", "methods.tinylora.trainer_options: must be a table of tables"),
+])
+def test_a_rows_bad_trainer_options_name_the_row(tmp_path, table, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        suites.expand(suites.load(write_suite(tmp_path, MINIMAL + table)))
