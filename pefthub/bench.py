@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from pefthub import claims as claims_module
 from pefthub import stats
+from pefthub.executors.base import Stopped, clear_stop, raise_if_stopped, request_stop
 from pefthub.results import (ResultFileError, clean_orphan_samples, clean_temp_files, read_result, result_path,
                              samples_path)
 from pefthub.suites import Experiment, RowTuning, Suite, expand, label_of, method_label
@@ -353,9 +354,15 @@ def execute(plan: Plan, *, suite: str, results_dir: Path, executor, events, clai
     """
     tally = tally if tally is not None else Tally()
     finished = []
+
+    def checked(experiment, event: dict) -> None:  # a requested stop is raised at a run's progress events too
+        if event.get("phase") != "done":
+            raise_if_stopped()
+        events(experiment, event)
+
     draws = _claimed(plan, claims, results_dir, events, tally, retry_failed)
     try:
-        for doc in executor.run(draws, suite=suite, results_dir=results_dir, events=events):
+        for doc in executor.run(draws, suite=suite, results_dir=results_dir, events=checked):
             claims.release(doc["run_id"], finished=doc.get("status") in FINISHED)
             tally.ran.append(doc["run_id"])
             finished.append(doc)
@@ -366,6 +373,7 @@ def execute(plan: Plan, *, suite: str, results_dir: Path, executor, events, clai
 
 def _claimed(plan: Plan, claims, results_dir: Path, events, tally: Tally, retry_failed: bool) -> Iterator[Experiment]:
     for experiment in plan.todo:
+        raise_if_stopped()
         outcome = claims.acquire(experiment.run_id)
         if isinstance(outcome, claims_module.Holder):
             tally.elsewhere[experiment.run_id] = outcome.describe()
@@ -403,39 +411,22 @@ def waiting_on_others(suite: Suite, experiments: list[Experiment], results_dir: 
 
 
 # ---- signals -----------------------------------------------------------------------------------
-class Stopped(KeyboardInterrupt):
-    """A bench stopped by SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler). A KeyboardInterrupt,
-    so every executor's Ctrl-C handling (stop the run, leave it pending) applies to both."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-        self.name = signal.Signals(signum).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-
-
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """While inside, SIGINT and SIGTERM raise :class:`Stopped` in the main thread (once; a second
-    signal during the clean-up is ignored). SIGINT stays ignored where the caller ignored it (a
-    background job of a non-interactive shell)."""
+    """While inside, SIGINT and SIGTERM request a stop (:func:`pefthub.executors.base.request_stop`),
+    which the executor raises as :class:`Stopped` at its next safe point (within half a second while
+    a run's process works; at the run's next progress event inline). SIGINT stays ignored where the
+    caller ignored it (a background job of a non-interactive shell)."""
     signums = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signums.append(signal.SIGINT)
     previous = {s: signal.getsignal(s) for s in signums}
-
-    def handler(signum, frame):
-        for s in signums:
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(signum)
-
+    clear_stop()
     for s in signums:
-        signal.signal(s, handler)
+        signal.signal(s, lambda signum, frame: request_stop(signum))
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        clear_stop()

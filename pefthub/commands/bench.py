@@ -113,6 +113,7 @@ def run(args) -> int:
                     plan.todo = [e for e in plan.todo if e.run_id not in attempted]
                     if plan.todo:
                         console.print(f"learning rates selected on seed {suite.seeds[0]}: {len(plan.todo)} more run(s)")
+                bench.raise_if_stopped()  # a stop asked for after the last run: still reported as one
         except bench.Stopped as stop:
             now = bench.make_plan(plan.experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
             finished = len(now.selected) - len(now.todo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from pefthub.results import new_result, utc_now
@@ -36,3 +37,40 @@ def one_line(text: str, limit: int = 300) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     line = lines[-1] if lines else "unknown error"
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ---- stopping on a signal ----------------------------------------------------------------------
+class Stopped(KeyboardInterrupt):
+    """A stop asked for by SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler). A KeyboardInterrupt,
+    so every executor's Ctrl-C handling (stop the run, leave it pending) applies to both."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+_requested: list[int] = []
+
+
+def request_stop(signum: int) -> None:
+    """Record a stop (what `pefthub bench`'s signal handlers do). It raises nothing: an exception
+    raised by a handler can land inside a garbage-collector callback, where Python drops it, or
+    half-way through starting a child process; :func:`raise_if_stopped` raises it where it is safe."""
+    if not _requested:
+        _requested.append(signum)
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`Stopped` when a stop was requested: executors call this where they wait for a
+    run (at least twice a second) and before starting the next one."""
+    if _requested:
+        raise Stopped(_requested[0])
+
+
+def clear_stop() -> None:
+    _requested.clear()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pefthub.executors.base import EventSink, failure_document
+from pefthub.executors.base import EventSink, failure_document, raise_if_stopped
 from pefthub.executors.worker import DEFAULT_RUN_FUNCTION, child_main, run_isolated
 from pefthub.results import (ResultFileError, StoreWriteError, read_result, remove_partial_files, result_path,
                              utc_now, write_result)
@@ -80,6 +80,7 @@ class LocalExecutor:
         drawn) one after the other."""
         results_dir = Path(results_dir)
         for experiment in experiments:
+            raise_if_stopped()
             events(experiment, {"phase": "start"})
             if self.isolation == "inline":
                 doc = self._run_inline(experiment, suite, results_dir, events)
@@ -112,9 +113,10 @@ class LocalExecutor:
         outcome = None
         store_error = None
         over_memory = None
-        proc.start()
         try:
+            proc.start()
             while True:
+                raise_if_stopped()
                 try:
                     kind, payload = messages.get(timeout=POLL_SECONDS)
                 except queue_module.Empty:
@@ -134,22 +136,25 @@ class LocalExecutor:
                 elif kind == "store_error":
                     store_error = StoreWriteError(*payload)
                     break
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it by `pefthub bench`
-            proc.kill()  # the child ignores SIGINT and SIGTERM
-            proc.join()
+        except KeyboardInterrupt:  # Ctrl-C, or a stop signal of `pefthub bench` (executors.base.Stopped)
+            if proc.pid is not None:
+                proc.kill()  # the child ignores SIGINT and SIGTERM
+                proc.join()
             _leave_pending(experiment, suite, results_dir, started, attempt_start)
             raise
         finally:
             # Close the queue here, interrupted or not: its three semaphores are unlinked with it,
             # so no "leaked semaphore objects" warning from the resource tracker at exit.
-            proc.join(30)  # after its last message a child only flushes its queue and exits
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            exitcode = proc.exitcode
+            exitcode = None
+            if proc.pid is not None:
+                proc.join(30)  # after its last message a child only flushes its queue and exits
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+                exitcode = proc.exitcode
+                proc.close()
             messages.close()
             messages.join_thread()
-            proc.close()
         if store_error is not None:
             raise store_error
         try:

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from pefthub.errors import ConfigError, PefthubError
-from pefthub.executors.base import EventSink, failure_document, one_line
+from pefthub.executors.base import EventSink, failure_document, one_line, raise_if_stopped
 from pefthub.executors.worker import DEFAULT_RUN_FUNCTION
 from pefthub.results import read_result, read_samples, result_path, samples_path, write_result
 
@@ -198,6 +198,7 @@ class RayExecutor:
         seen_start: set[str] = set()
         try:
             while pending:
+                raise_if_stopped()  # a stop signal of `pefthub bench` (handled below as Ctrl-C)
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 self._drain(queue, by_id, seen_start, events)
                 for ref in ready:

@@ -110,10 +110,10 @@ def test_ctrl_c_stops_with_rc_130_and_a_resume_hint(tmp_path):
     assert proc.poll() is None, "bench finished before it could be stopped; enlarge the grid"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (out, err)
     assert "leaked" not in err and "Traceback" not in err, err
-    (line,) = [ln for ln in err.splitlines() if ln.strip()]
-    assert line.startswith("stopped by SIGINT: ") and "of 3 runs finished" in line
+    (line,) = [ln for ln in err.splitlines() if ln.strip()] or [err]
+    assert line.startswith("stopped by SIGINT: ") and "of 3 runs finished" in line, (out, err)
     assert line.endswith(f"resume with: pefthub bench {suite_dir} --results {results}")
 
 
@@ -130,10 +130,13 @@ def test_a_full_disk_mid_bench_is_one_line_and_the_rerun_resumes(tmp_path, monke
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", fills_after_one_result)
-    assert main(["bench", str(suite_dir), "--results", str(results), "--isolation", "inline"]) == 2
+    rc = main(["bench", str(suite_dir), "--results", str(results), "--isolation", "inline"])
     monkeypatch.undo()
-    err = capsys.readouterr().err  # inline, the runs' own progress bars (lm-eval's tqdm) share stderr
-    (line,) = [ln for ln in err.splitlines() if ln.strip() and "%|" not in ln]
+    err = capsys.readouterr().err
+    assert rc == 2, err  # inline, the runs' own progress bars (lm-eval's tqdm) share stderr
+    lines = [ln for ln in err.splitlines() if ln.strip() and "%|" not in ln]
+    assert len(lines) == 1, err
+    (line,) = lines
     assert re.fullmatch(rf"error: cannot write results to {re.escape(str(results))}: "
                         rf"{re.escape(str(results))}/[0-9a-f]{{16}}\.json: No space left on device", line), line
     (first,) = written
