@@ -435,7 +435,8 @@ def print_suite_plan(suite_ref, *, as_json: bool = False, extra: dict | None = N
                          "adapter_bytes": m.adapter_bytes, "total_params": m.total_params,
                          "trainers": m.spec.trainers, "learning_rates": m.spec.learning_rates,
                          "trainer_learning_rates": {t: m.spec.rates(t) for t in m.spec.trainers},
-                         "resources": m.spec.resources} for m in resolution.methods],
+                         "resources": m.spec.resources, "own_trainer_options": m.spec.trainer_options}
+                        for m in resolution.methods],
             "trainer_options": resolution.trainer_options, **(extra or {}),
         }, indent=1))
         return 0
@@ -460,6 +461,9 @@ def print_suite_plan(suite_ref, *, as_json: bool = False, extra: dict | None = N
                       "beyond a grid edge the choice lands on (not counted above)" if suite.extend_edges else ""))
     for trainer, options in resolution.trainer_options.items():
         console.print(f"{trainer} options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    for spec in suite.methods:
+        for trainer, own in spec.trainer_options.items():
+            console.print(f"{spec.name}/{trainer} sets its own: " + ", ".join(f"{k}={v}" for k, v in own.items()))
     console.print("resources per run: " + _resources_text(suite.resources)
                   + "".join(f"; {m.name}: {_resources_text(m.resources)}" for m in suite.methods
                             if m.resources != suite.resources))
