@@ -566,17 +566,33 @@ def clean_orphan_samples(results_dir: str | os.PathLike, *, in_flight: Callable[
     """Delete samples files without their result document (a writer killed between the two, or a
     disk that filled), unless ``in_flight(run_id)`` says the run is being written now or the file is
     younger than ``older_than`` seconds. Returns what was removed."""
-    removed = []
     results_dir = Path(results_dir)
+
+    def orphan(path: Path) -> bool:
+        if is_temp_file(path) or not path.name.endswith(SAMPLES_SUFFIX):
+            return False
+        rid = path.name[: -len(SAMPLES_SUFFIX)]
+        return not result_path(results_dir, rid).exists() and not in_flight(rid)
+
+    return _remove_stale(results_dir, orphan, older_than)
+
+
+def clean_temp_files(results_dir: str | os.PathLike, *, older_than: float = 60.0) -> list[Path]:
+    """Delete temp files a killed writer left behind (only those older than ``older_than`` seconds,
+    so a writer in another process that is mid-write keeps its file). Returns what was removed."""
+    return _remove_stale(Path(results_dir), lambda path: path.is_file() and path.name.startswith(".")
+                         and path.name.endswith(TEMP_SUFFIX), older_than)
+
+
+def _remove_stale(results_dir: Path, wanted: Callable[[Path], bool], older_than: float) -> list[Path]:
+    """Delete the files of ``results_dir`` that ``wanted`` picks and that are at least ``older_than``
+    seconds old; a file that vanishes or cannot be removed meanwhile is left to the next pass."""
+    removed: list[Path] = []
     if not results_dir.is_dir():
         return removed
     now = time.time()
     for path in results_dir.iterdir():
-        name = path.name
-        if is_temp_file(path) or not name.endswith(SAMPLES_SUFFIX):
-            continue
-        rid = name[: -len(SAMPLES_SUFFIX)]
-        if result_path(results_dir, rid).exists() or in_flight(rid):
+        if not wanted(path):
             continue
         try:
             if now - path.stat().st_mtime >= older_than:
@@ -585,15 +601,6 @@ def clean_orphan_samples(results_dir: str | os.PathLike, *, in_flight: Callable[
         except OSError:
             pass
     return removed
-
-
-def clean_temp_files(results_dir: str | os.PathLike, *, older_than: float = 60.0) -> list[Path]:
-    """Delete temp files a killed writer left behind (only those older than ``older_than`` seconds,
-    so a writer in another process that is mid-write keeps its file). Returns what was removed."""
-    removed = []
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return removed
     now = time.time()
     for path in results_dir.iterdir():
         if path.is_file() and path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
