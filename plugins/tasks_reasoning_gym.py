@@ -165,7 +165,10 @@ class ShortAnswer(AnswerFormat):
     def equal(self, extracted: str | None, gold: str) -> bool:
         if extracted is None:
             return False
-        return self._dataset.score_answer(extracted, _bare_entry(gold)) >= 1.0
+        try:
+            return self._dataset.score_answer(extracted, _bare_entry(gold)) >= 1.0
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError):
+            return False  # some scorers parse the answer and raise on malformed text: not correct
 
 
 def _clean(text: str) -> str:

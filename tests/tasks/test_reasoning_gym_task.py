@@ -80,3 +80,11 @@ def test_bad_settings_are_one_line_config_errors(params, message):
     with pytest.raises(ConfigError, match=message) as info:
         get_task("reasoning_gym", **params)
     assert "\n" not in str(info.value)
+
+
+def test_a_scorer_that_raises_on_malformed_text_counts_it_wrong():
+    task = get_task("reasoning_gym", dataset="prime_factorization", options={"min_value": 2, "max_value": 100},
+                    test_size=5, validation_size=0, train_size=0)
+    ex = task.examples("test")[0]
+    assert task.score("The answer is not 2.", ex) == 0.0  # reasoning-gym's scorer raises ValueError on it
+    assert task.score(f"The answer is {ex.answer}.", ex) == 1.0
