@@ -73,13 +73,21 @@ QUESTIONS: list[tuple[str, list[Claim]]] = [
 ]
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
-NULL, NOT_MEASURED, NOT_COMPARABLE = "not distinguishable at this size", "not measured in this suite", "not comparable"
+NOT_MEASURED, NOT_COMPARABLE = "not measured in this suite", "not comparable"
+#: A null after correction; the verdict adds the seeds, e.g. "not significant after Holm (3 seeds)".
+NULL = "not significant after Holm"
+#: An arm did not train (:func:`pefthub.health.did_not_train`): no verdict, and not in any Holm family.
+NOT_TESTED = "not tested"
+#: The pair of rows was already compared higher on the page: each comparison is counted once.
+COUNTED_ONCE = "counted once"
+PRIMARY_QUESTION = "Primary comparison, declared in the suite (tested on its own, not in the Holm family)"
+PRIMARY, EXPLORATORY = "primary", "exploratory"
 NEAR_120 = (100, 200)   # params targets that stand for the paper's "~120"
 
 
 @dataclass
 class Finding:
-    """One claim checked against the suite."""
+    """One claim checked against the suite; ``family`` says which multiple-testing family it is in."""
 
     claim: Claim
     a: str
@@ -87,10 +95,15 @@ class Finding:
     comparison: stats.Comparison | None
     verdict: str
     note: str = ""
+    family: str = EXPLORATORY
 
     @property
     def figure(self) -> Figure | None:
         return PAPER.get(self.claim.paper) if self.claim.paper else None
+
+    @property
+    def tested(self) -> bool:
+        return self.comparison is not None and self.verdict not in (NOT_TESTED, COUNTED_ONCE)
 
 
 def _find(rows: Sequence[stats.StatRow], method: str, params, trainer: str) -> stats.StatRow | None:
@@ -108,59 +121,130 @@ def _name(method: str, params, trainer: str) -> str:
     return f"{method}{'' if params is None else f'@{params}'}/{trainer}"
 
 
-def check(rows: Sequence[stats.StatRow], alpha: float = stats.ALPHA) -> list[tuple[str, list[Finding]]]:
-    """Every question's findings; p-values Holm-corrected over all comparisons made."""
-    out, made = [], []
+def seeds_words(c: stats.Comparison) -> str:
+    """``"3 seeds"``, or ``"3 and 1 seeds"`` when the arms differ."""
+    n = c.seeds_a if c.seeds_a == c.seeds_b else f"{c.seeds_a} and {c.seeds_b}"
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
+def untrained_note(labels: Sequence[str], flags: dict[str, list[health.RowFlag]]) -> str:
+    """``"tinylora@13/grpo did not train (flat-reward)"`` for each arm that did not train; empty when none."""
+    return "; ".join(f"{label} did not train ({flags_words(gates)})" for label in dict.fromkeys(labels)
+                     if (gates := health.did_not_train(flags.get(label, []))))
+
+
+def check(rows: Sequence[stats.StatRow], alpha: float = stats.ALPHA, *, primary: Sequence[tuple[str, str]] = (),
+          flags: dict[str, list[health.RowFlag]] | None = None) -> list[tuple[str, list[Finding]]]:
+    """Every question's findings, the ``primary`` comparisons (row labels A, B from the suite's
+    ``primary`` key) first as their own question. A comparison with an arm that did not train is
+    :data:`NOT_TESTED`; a pair of rows already compared is :data:`COUNTED_ONCE`; the rest are tested, the
+    primary ones Holm-corrected among themselves and the others over the page's exploratory family."""
+    flags = health.rows_health(rows) if flags is None else flags
+    by_label = {r.label: r for r in rows}
+    seen: dict[frozenset, str] = {}
+    families: dict[str, list[Finding]] = {PRIMARY: [], EXPLORATORY: []}
+
+    def judge(claim: Claim, a, b, a_name: str, b_name: str, family: str, where: str) -> Finding:
+        if a is None or b is None:
+            missing = [name for name, r in ((a_name, a), (b_name, b)) if r is None]
+            return Finding(claim, a_name, b_name, None, NOT_MEASURED, f"no {' and no '.join(missing)} row", family)
+        pair = frozenset((a.label, b.label))
+        if pair in seen:
+            return Finding(claim, a.label, b.label, None, COUNTED_ONCE, f"the same rows as {seen[pair]}", family)
+        seen[pair] = where
+        try:
+            comparison = stats.compare_rows(a, b)
+        except stats.PairingError as exc:
+            return Finding(claim, a.label, b.label, None, NOT_COMPARABLE, str(exc), family)
+        note = untrained_note((a.label, b.label), flags)
+        if note:
+            return Finding(claim, a.label, b.label, comparison, NOT_TESTED, note, family)
+        finding = Finding(claim, a.label, b.label, comparison, NULL, "", family)
+        families[family].append(finding)
+        return finding
+
+    out = []
+    if primary:
+        found = []
+        for la, lb in primary:
+            a, b = by_label.get(la), by_label.get(lb)
+            claim = next((c for _, claims in QUESTIONS for c in claims
+                          if a is not None and b is not None and _find(rows, *c.a) is a and _find(rows, *c.b) is b),
+                         Claim(f"primary:{la} - {lb}", (la, None, ""), (lb, None, ""), 0, None))
+            found.append(judge(claim, a, b, la, lb, PRIMARY, "the primary comparison"))
+        out.append((PRIMARY_QUESTION, found))
     for question, claims in QUESTIONS:
-        findings = []
-        for claim in claims:
-            a, b = _find(rows, *claim.a), _find(rows, *claim.b)
-            if a is None or b is None:
-                missing = [_name(*x) for x, r in ((claim.a, a), (claim.b, b)) if r is None]
-                findings.append(Finding(claim, a.label if a else _name(*claim.a), b.label if b else _name(*claim.b),
-                                        None, NOT_MEASURED, f"no {' and no '.join(missing)} row"))
-                continue
-            try:
-                comparison = stats.compare_rows(a, b)
-            except stats.PairingError as exc:
-                findings.append(Finding(claim, a.label, b.label, None, NOT_COMPARABLE, str(exc)))
-                continue
-            findings.append(Finding(claim, a.label, b.label, comparison, NULL))
-            made.append(findings[-1])
-        out.append((question, findings))
-    for finding, adjusted in zip(made, stats.holm([f.comparison.p_value for f in made])):
-        c = finding.comparison
-        c.p_holm = adjusted
-        if adjusted < alpha:
-            finding.verdict = SUPPORTED if (c.delta > 0) == (finding.claim.sign > 0) else CONTRADICTED
+        out.append((question, [judge(claim, _find(rows, *claim.a), _find(rows, *claim.b), _name(*claim.a),
+                                     _name(*claim.b), EXPLORATORY, f"“{question}”") for claim in claims]))
+    for members in families.values():
+        for finding, adjusted in zip(members, stats.holm([f.comparison.p_value for f in members])):
+            c = finding.comparison
+            c.p_holm = adjusted
+            if adjusted >= alpha:
+                finding.verdict = (f"{NULL} ({seeds_words(c)})" if finding.family == EXPLORATORY or len(members) > 1
+                                   else f"not significant ({seeds_words(c)})")
+            elif finding.claim.sign == 0:
+                finding.verdict = f"{finding.a} {'higher' if c.delta > 0 else 'lower'}"
+            else:
+                finding.verdict = SUPPORTED if (c.delta > 0) == (finding.claim.sign > 0) else CONTRADICTED
     return out
 
 
+def made(results: Sequence[tuple[str, list[Finding]]], family: str = EXPLORATORY) -> list[Finding]:
+    """The tested findings of one family (the comparisons its Holm correction ran over)."""
+    return [f for _, found in results for f in found if f.family == family and f.tested]
+
+
+def figure_words(f: Finding) -> str | None:
+    """Where the published figure sits against the interval: ``"contradicts the published +8.0"`` when
+    the interval lies wholly on the other side of 0, ``"excludes ..."`` when it only misses it,
+    ``"contains ..."`` otherwise (``None`` without a figure or a comparison)."""
+    if f.figure is None or f.comparison is None:
+        return None
+    c, d = f.comparison, f.figure.delta
+    low, high = 100 * c.low, 100 * c.high
+    if low <= d <= high:
+        return f"its interval contains the published {d:+.1f}"
+    if (d > 0 and high < 0) or (d < 0 and low > 0):
+        return f"contradicts the published {d:+.1f}"
+    return f"excludes the published {d:+.1f}"
+
+
 def statement(f: Finding) -> str:
-    """One sentence per finding; a null is stated as a null."""
+    """One sentence per finding; a null is stated as a null, an untested one says why."""
     if f.comparison is None:
         return f"{f.a} vs {f.b}: {f.verdict} ({f.note})."
     c = f.comparison
     ci = f"{stats.fmt_pct(c.low, sign=True)} to {stats.fmt_pct(c.high, sign=True)}"
+    if f.verdict == NOT_TESTED:
+        return (f"{f.a} vs {f.b}: not tested: {f.note}. For the record only (no verdict, not in the Holm family): "
+                f"Δ {stats.fmt_pct(c.delta, sign=True)} points (95% CI {ci}, p {stats.fmt_p(c.p_value)}).")
+    p = f"Holm p {stats.fmt_p(c.p_holm)}" if f.family == EXPLORATORY else f"p {stats.fmt_p(c.p_holm)}, its own test"
+    head = (f"{f.a} scores {stats.fmt_pct(c.accuracy_a)}% and {f.b} {stats.fmt_pct(c.accuracy_b)}% on the same "
+            f"{c.n_items} items: Δ {stats.fmt_pct(c.delta, sign=True)} points (95% CI {ci}, {p})")
+    words = figure_words(f)
+    tail = f"; the interval {words.removeprefix('its interval ')}" if words else ""
     paper = (f"the published {f.figure.delta:+.1f}" if f.figure else
              f"the paper's direction ({'higher' if f.claim.sign > 0 else 'lower'})")
-    head = (f"{f.a} scores {stats.fmt_pct(c.accuracy_a)}% and {f.b} {stats.fmt_pct(c.accuracy_b)}% on the same "
-            f"{c.n_items} items: Δ {stats.fmt_pct(c.delta, sign=True)} points (95% CI {ci}, Holm p {stats.fmt_p(c.p_holm)})")
-    if f.verdict == NULL:
-        return f"{head}. No difference is detectable at this size; this neither confirms nor rules out {paper}."
     if f.verdict == SUPPORTED:
-        return f"{head}. The difference has the sign of {paper}."
-    return f"{head}. The difference has the opposite sign to {paper}."
+        return f"{head}. The difference has the sign of {paper}{tail}."
+    if f.verdict == CONTRADICTED:
+        return f"{head}. The difference has the opposite sign to {paper}{tail}."
+    if f.claim.sign == 0:
+        return f"{head}: {f.verdict}."
+    return f"{head}: {f.verdict}{tail}."
 
 
 def render_markdown(suite: str, rows: Sequence[stats.StatRow], source: str, *, docs: Sequence[dict] = (),
                     pilots: Sequence[tuple[str, list[tuple[dict, object]]]] = (), results_dir=None,
-                    command: str | None = None) -> str:
+                    command: str | None = None, primary: Sequence[tuple[str, str]] = ()) -> str:
     """The findings page for ``suite`` (deterministic: regenerating unchanged results is a no-op). With
     ``docs`` (every result of the suite) it also says how learning rates were chosen and what the runs
-    cost; ``pilots`` are (source, [(result, samples path)]) compared with the suite's runs."""
-    results = check(rows)
+    cost; ``pilots`` are (source, [(result, samples path)]) compared with the suite's runs; ``primary``
+    the suite's declared primary comparisons (row labels A, B), stated first."""
     flags = health.rows_health(rows)
+    results = check(rows, primary=primary, flags=flags)
+    family = made(results)
     power = stats.suite_power(rows)
     selected = [d for r in rows for d in r.docs]
     models = sorted({d["config"].get("model") for d in selected})
@@ -173,28 +257,45 @@ def render_markdown(suite: str, rows: Sequence[stats.StatRow], source: str, *, d
     if power is not None:
         lines += [f"**{'Smoke run' if power.smoke else 'Power'}.** {power.sentence()}", ""]
     lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points; 95% interval exact for "
-              "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise); p-values are Holm-corrected over the comparisons on this page. A claim is *supported* when "
+              "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise). "
+              + ("The primary comparison declared in the suite is tested on its own; " if primary else "")
+              + f"p-values are Holm-corrected over the {len(family)} exploratory comparisons on this page, each pair "
+              "of rows counted once. A comparison with an arm that did not train (flagged `no-op` or `collapsed` on "
+              "a majority of its seeds, or `flat-reward`: [run health](../benchmarks.md#run-health)) is *not tested*: "
+              "its numbers are shown for the record, with no verdict, and it is left out of the Holm family. "
+              "A claim is *supported* when "
               "the difference is significant with the paper's sign, *contradicted* when significant with the opposite "
               "sign. The published figures come from larger models, other tasks and full budgets: they give the "
-              "direction to test, not a number to reproduce.", ""]
+              "direction to test, not a number to reproduce; the verdict says whether the interval contains, "
+              "excludes or contradicts (excludes, on the other side of 0) the published Δ.", ""]
     for question, findings in results:
         lines += [f"## {question}", "", "| A − B | A | B | Δ [95% CI] | p (Holm) | verdict | health | published |",
                   "|---|---|---|---|---|---|---|---|"]
         for f in findings:
             c = f.comparison
+            if not f.tested:
+                p = f"{stats.fmt_p(c.p_value)} (not in the family)" if c else "-"
+            else:
+                p = f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm) if f.family == EXPLORATORY else 'own test'})"
+            verdict = f"**{f.verdict}**" + (f": {f.note}" if f.verdict in (NOT_TESTED, COUNTED_ONCE) else "")
+            words = figure_words(f) if f.tested else None
             lines.append("| " + " | ".join([
                 f"`{f.a}` − `{f.b}`",
                 f"{stats.fmt_pct(c.accuracy_a)}%" if c else "-", f"{stats.fmt_pct(c.accuracy_b)}%" if c else "-",
-                stats.interval_text(c) if c else "-",
-                f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})" if c else "-",
-                f"**{f.verdict}**",
+                stats.interval_text(c) if c else "-", p, verdict + (f"; {words}" if words else ""),
                 comparison_health(f, flags),
                 f.figure.text() if f.figure else "not reported in our notes"]) + " |")
         lines.append("")
+        untested = [f for f in findings if f.verdict == NOT_TESTED]
+        if untested:
+            lines += [f"Not tested, and left out of the Holm family: {len(untested)} comparison"
+                      f"{'s' if len(untested) > 1 else ''} with an arm that did not train.", ""]
         lines += health_lines({label: flags.get(label, []) for f in findings for label in (f.a, f.b)})
         lines += [f"- {statement(f)}" for f in findings]
         lines.append("")
-    lines += versus_base_lines(rows, flags)
+    seeds = per_seed(rows)
+    lines += versus_base_lines(rows, flags, seeds)
+    lines += per_seed_lines(rows, seeds)
     lines += tuning_lines(docs)
     for pilot_source, pilot_docs in pilots:
         lines += pilot_lines(docs, pilot_docs, results_dir, pilot_source)
@@ -208,10 +309,10 @@ EXAMPLE_END = "<!-- end of worked example -->"
 
 def worked_example(suite: str, rows: Sequence[stats.StatRow]) -> str:
     """Markdown that walks through one row's comparison with base step by step (the row with the smallest p)."""
-    base = next((r for r in rows if r.is_base), None)
-    family = {label: c for label, c in stats.versus_base(rows, base).items() if isinstance(c, stats.Comparison)}
+    family = {label: c for label, c in tested_versus_base(rows, health.rows_health(rows)).items()
+              if isinstance(c, stats.Comparison) and c.p_holm is not None}
     if not family:
-        return "(no row of this suite can be paired with a base row)"
+        return "(no row of this suite that trained can be paired with a base row)"
     label, c = min(family.items(), key=lambda kv: (kv[1].p_value, kv[0]))
     n, m = c.n_items, c.a_only + c.b_only
     ranks = sorted(family.values(), key=lambda x: x.p_value)
@@ -228,10 +329,11 @@ def worked_example(suite: str, rows: Sequence[stats.StatRow]) -> str:
         f"4. **McNemar**: of the {m} discordant items A wins {c.a_only}; if neither row were better each would "
         f"be a fair coin, and a split at least as lopsided as {c.a_only}–{c.b_only} (either way) has probability "
         f"p = {stats.fmt_p(c.p_value)}.",
-        f"5. **Holm**: {len(family)} rows were compared with base. Sorted by p this one is number {rank + 1}, "
+        f"5. **Holm**: {len(family)} rows that trained were compared with base (a row that did not train is left "
+        f"out: see Run health). Sorted by p this one is number {rank + 1}, "
         f"so its p is multiplied by {len(family) - rank} (and never below an earlier adjusted p): "
         f"{stats.fmt_p(c.p_holm)}. {'Below' if c.p_holm < stats.ALPHA else 'Not below'} 0.05, so the row is "
-        f"marked **{c.verdict}**.",
+        f"marked **{row_verdict(c)}**.",
     ]
     power = stats.suite_power(rows)
     if power is not None:
@@ -285,67 +387,102 @@ def headline_start(suite: str) -> str:
     return f"<!-- headline of {suite}: generated by `pefthub findings {suite} --headline FILE`; do not edit -->"
 
 
-def headline(suite: str, rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]] | None = None) -> str:
-    """One paragraph a README can carry: how many rows beat, match or fall below the base model on
-    the same test items (Holm over the rows), and the paper's 13-parameter GRPO − SFT comparison; each
-    row it names carries its run-health flags (``flags``: by label, :func:`pefthub.health.rows_health`
-    when omitted)."""
-    base = next((r for r in rows if r.is_base), None)
-    family = {label: c for label, c in stats.versus_base(rows, base).items() if isinstance(c, stats.Comparison)}
-    if not family:
+def headline(suite: str, rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]] | None = None,
+             primary: Sequence[tuple[str, str]] = ()) -> str:
+    """One paragraph a README can carry: the ``primary`` comparisons first (else the paper's 13-parameter
+    GRPO − SFT comparison, last), then which rows did not train, and how many of the rest beat, match or
+    fall below the base model on the same test items (Holm over the rows that trained), with the rows
+    significant on every seed and the seeds significantly worse than base; each row it names carries its
+    run-health flags (``flags``: by label, :func:`pefthub.health.rows_health` when omitted)."""
+    flags = health.rows_health(rows) if flags is None else flags
+    outcomes = tested_versus_base(rows, flags)
+    compared = {label: c for label, c in outcomes.items() if isinstance(c, stats.Comparison)}
+    family = {label: c for label, c in compared.items() if c.p_holm is not None}
+    if not compared:
         return f"Suite `{suite}` has no row paired with a base-model row yet."
     trained = [r for r in rows if not r.is_base]
     seeds = sorted({len(r.docs) for r in trained})
     budgets = sorted({(r.config.get("budget") or {}).get("steps") for r in trained} - {None})
     sizes = sorted({(r.config.get("budget") or {}).get("batch_size") for r in trained} - {None})
-    flags = health.rows_health(rows) if flags is None else flags
+    per = per_seed(rows)
+    results = check(rows, primary=primary, flags=flags)
 
     def named(c: stats.Comparison) -> str:
         words = flags_words(flags.get(c.a, []))
         return f"`{c.a}` {stats.interval_text(c)}" + (f", flagged {words}" if words else "")
 
-    any_c = next(iter(family.values()))
+    def comparison_text(f: Finding, name: str) -> str:
+        c = f.comparison
+        if not f.tested:
+            return f"{name}: {f.verdict}" + (f": {f.note}" if f.note else "")
+        words = "; ".join(f"`{label}` flagged {flags_words(flags[label])}" for label in (f.a, f.b) if flags.get(label))
+        fig = f.figure
+        if f.family == PRIMARY:
+            p = f"p {stats.fmt_p(c.p_value)}, its own test"
+        else:
+            p = (f"p {stats.fmt_p(c.p_value)}; {stats.fmt_p(c.p_holm)} after Holm over the "
+                 f"{len(made(results))} comparisons of the findings page")
+        figure = figure_words(f)
+        published = f" ({figure.removeprefix('its interval ')}, {fig.a:g}% vs {fig.b:g}% on {fig.setting})" if fig else ""
+        return (f"{name}{f' ({words})' if words else ''}: {stats.interval_text(c)} points ({p}), "
+                f"{f.verdict}{published}")
+
+    any_c = next(iter(compared.values()))
     shape = ", ".join(filter(None, [
         f"{budgets[0]} steps of {sizes[0]}" if len(budgets) == 1 and len(sizes) == 1 else None,
         f"{len(trained)} rows",
         f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''} each" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]} seeds",
         f"{any_c.n_items} paired test items"]))
+    parts = []
+    primaries = [f for question, found in results if question == PRIMARY_QUESTION for f in found]
+    for f in primaries:
+        parts.append(comparison_text(f, f"Primary comparison `{f.a}` − `{f.b}`"))
 
     def listed(verdict: str) -> list[str]:
         ordered = sorted((c for c in family.values() if c.verdict == verdict), key=lambda c: -abs(c.delta))
         return [named(c) for c in ordered]
 
-    better, worse = listed(stats.BETTER), listed(stats.WORSE)
-    same = sum(c.verdict == stats.SAME for c in family.values())
-    # The nulls that came closest, so a reader sees which way they lean (stated as not significant).
-    nearest = sorted((c for c in family.values() if c.verdict == stats.SAME and c.p_value < stats.ALPHA),
-                     key=lambda c: c.p_value)[:3]
+    untrained = [label for label, c in compared.items() if c.p_holm is None]
     base_pct = f"{stats.fmt_pct(any_c.accuracy_b)}%"
-    parts = [f"On `{suite}` ({shape}), after Holm correction over {len(family)} rows, "
+    text = f"on `{suite}` ({shape}), "
+    if untrained:
+        text += (f"{len(untrained)} row{'s' if len(untrained) > 1 else ''} did not train and "
+                 f"{'are' if len(untrained) > 1 else 'is'} not tested ("
+                 + "; ".join(f"{words}: {', '.join(f'`{label}`' for label in labels)}"
+                             for words, labels in _grouped(untrained, flags).items())
+                 + "); ")
+    better, worse = listed(stats.BETTER), listed(stats.WORSE)
+    same = [c for c in family.values() if c.verdict == stats.SAME]
+    steady = [c for c in same if every_seed_significant(per.get(c.a, ()))]
+    text += (f"after Holm correction over the {len(family)} rows that trained, "
              + (f"{len(better)} beat the base model's {base_pct} ({'; '.join(better)})" if better
                 else f"no row beats the base model's {base_pct}")
-             + f", {same} {'is' if same == 1 else 'are'} indistinguishable from it"
-             + (f" (closest, each below 0.05 only before the correction: "
-                f"{'; '.join(named(c) for c in nearest)})" if nearest else "")
+             + f", {len(same)} {'is' if len(same) == 1 else 'are'} not significant after Holm"
+             + (f" ({len(steady)} of them significant on every seed: "
+                f"{'; '.join(named(c) for c in sorted(steady, key=lambda c: -abs(c.delta)))})" if steady else "")
              + " and "
              + (f"{len(worse)} {'is' if len(worse) == 1 else 'are'} worse ({'; '.join(worse)})" if worse
-                else "none is worse")]
-    grpo_sft = next((f for question, found in check(rows) for f in found
-                     if f.claim.a == ("tinylora", 13, "grpo") and f.claim.b == ("tinylora", 13, "sft")), None)
-    if grpo_sft is not None and grpo_sft.comparison is not None:
-        c = grpo_sft.comparison
-        fig = grpo_sft.figure
-        published = f" (published: {fig.delta:+.1f}, {fig.a:g}% vs {fig.b:g}% on {fig.setting})" if fig else ""
-        made = sum(f.comparison is not None for _, found in check(rows) for f in found)
-        holm = (f" (p {stats.fmt_p(c.p_value)}; {stats.fmt_p(c.p_holm)} after Holm over the "
-                f"{made} comparisons of the findings page)"
-                if c.p_holm is not None else f" (p {stats.fmt_p(c.p_value)})")
-        arms = "; ".join(f"{arm} arm flagged {flags_words(flags[label])}" for arm, label in
-                         (("GRPO", grpo_sft.a), ("SFT", grpo_sft.b)) if flags.get(label))
-        parts.append(f"TinyLoRA at 13 parameters, GRPO − SFT{f' ({arms})' if arms else ''}: "
-                     f"{stats.interval_text(c)} points{holm}, "
-                     f"{grpo_sft.verdict}{published}")
-    return "; ".join(parts) + ". Δ in accuracy points, 95% interval over items and seeds."
+                else "none is worse"))
+    bad = worse_seeds(per)
+    text += ("; seeds significantly worse than base: " + "; ".join(
+        f"`{label}` seed {r.seed} ({stats.fmt_pct(r.comparison.accuracy_a)}%, p {stats.fmt_p(r.comparison.p_value)})"
+        for label, r in bad) if bad else "; no seed is significantly worse than base")
+    rest = [text[0].upper() + text[1:]]
+    if not primaries:
+        grpo_sft = next((f for question, found in results for f in found
+                         if f.claim.a == ("tinylora", 13, "grpo") and f.claim.b == ("tinylora", 13, "sft")), None)
+        if grpo_sft is not None and grpo_sft.comparison is not None:
+            rest.append(comparison_text(grpo_sft, "TinyLoRA at 13 parameters, GRPO − SFT"))
+    return "".join(f"{'; '.join(sentence)}. " for sentence in (parts, rest) if sentence) + \
+        "Δ in accuracy points, 95% interval over items and seeds."
+
+
+def _grouped(labels: Sequence[str], flags: dict[str, list[health.RowFlag]]) -> dict[str, list[str]]:
+    """Rows that did not train, grouped by the words of the flags that say so."""
+    out: dict[str, list[str]] = {}
+    for label in labels:
+        out.setdefault(flags_words(health.did_not_train(flags[label])), []).append(label)
+    return out
 
 
 def replace_headline(text: str, suite: str, paragraph: str) -> str:
@@ -360,18 +497,108 @@ def replace_headline(text: str, suite: str, paragraph: str) -> str:
     return f"{head}{start}\n{paragraph}\n{HEADLINE_END}{tail}"
 
 
-def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]] | None = None) -> list[str]:
-    """Markdown: every row against the base model on the same test items, Holm-corrected over the rows,
-    with each row's run-health flags (``flags``: by label, :func:`pefthub.health.rows_health` when omitted)."""
+def tested_versus_base(rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]]
+                       ) -> dict[str, stats.Comparison | str]:
+    """Every trained row against the base model (:func:`pefthub.stats.versus_base`), Holm over the rows
+    that trained; a row that did not train (:func:`pefthub.health.did_not_train`) is compared for the
+    record only: no Holm p, no verdict."""
     base = next((r for r in rows if r.is_base), None)
-    outcomes = stats.versus_base(rows, base)
+    untrained = {r.label for r in rows if not r.is_base and health.did_not_train(flags.get(r.label, []))}
+    out = stats.versus_base([r for r in rows if r.label not in untrained], base)
+    if base is None:
+        return out
+    for row in rows:
+        if row.label in untrained:
+            try:
+                out[row.label] = stats.compare_rows(row, base)
+            except stats.PairingError as exc:
+                out[row.label] = str(exc)
+    return {r.label: out[r.label] for r in rows if r.label in out}
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed of a row against the base model on the same test items (McNemar, exact)."""
+
+    seed: object
+    comparison: stats.Comparison
+
+    @property
+    def significant(self) -> bool:
+        return self.comparison.p_value < stats.ALPHA
+
+
+def per_seed(rows: Sequence[stats.StatRow]) -> dict[str, list[SeedResult]]:
+    """Each trained row's seeds one by one against the base model's first run, by row label; ``p_holm``
+    of each comparison is Holm over every per-seed comparison of the suite."""
+    base = next((r for r in rows if r.is_base), None)
+    if base is None or not base.docs:
+        return {}
+    reference = stats.StatRow(base.label, base.config, base.docs[:1], base.samples[:1])
+    try:
+        ref_scores = stats.item_scores(reference)
+    except stats.PairingError:
+        return {}
+    out: dict[str, list[SeedResult]] = {}
+    for row in rows:
+        if row.is_base:
+            continue
+        for doc, path in zip(row.docs, row.samples):
+            one = stats.StatRow(row.label, doc["config"], [doc], [path])
+            try:
+                c = stats.compare(stats.item_scores(one), ref_scores)
+            except stats.PairingError:
+                continue
+            out.setdefault(row.label, []).append(SeedResult(doc["config"].get("seed"), c))
+    every = [r.comparison for found in out.values() for r in found]
+    for c, adjusted in zip(every, stats.holm([c.p_value for c in every])):
+        c.p_holm = adjusted
+    return out
+
+
+def every_seed_significant(found: Sequence[SeedResult]) -> int:
+    """+1 (or -1) when a row has several seeds and each is significantly above (below) base; else 0."""
+    if len(found) < 2 or not all(r.significant for r in found):
+        return 0
+    signs = {r.comparison.delta > 0 for r in found}
+    return 0 if len(signs) > 1 else (1 if signs.pop() else -1)
+
+
+def worse_seeds(seeds: dict[str, list[SeedResult]]) -> list[tuple[str, SeedResult]]:
+    """(row label, seed) for every seed significantly worse than base (McNemar p < 0.05 before correction)."""
+    return [(label, r) for label, found in seeds.items() for r in found if r.significant and r.comparison.delta < 0]
+
+
+def row_verdict(c: stats.Comparison, found: Sequence[SeedResult] = ()) -> str:
+    """A row's verdict against base in words: better/worse, or "not significant after Holm (3 seeds)",
+    adding when every seed was significant on its own."""
+    if c.verdict != stats.SAME:
+        return c.verdict
+    text = f"{NULL} ({c.seeds_a} seed{'' if c.seeds_a == 1 else 's'})"
+    direction = every_seed_significant(found)
+    if direction:
+        worst = max(r.comparison.p_value for r in found)
+        text += (f"; {'above' if direction > 0 else 'below'} base on every seed (per-seed McNemar p ≤ "
+                 f"{stats.fmt_p(worst)})")
+    return text
+
+
+def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]] | None = None,
+                      seeds: dict[str, list[SeedResult]] | None = None) -> list[str]:
+    """Markdown: every row against the base model on the same test items, Holm-corrected over the rows
+    that trained, with each row's run-health flags (``flags``: by label, :func:`pefthub.health.rows_health`
+    when omitted) and ``seeds`` (:func:`per_seed`, computed when omitted)."""
+    flags = health.rows_health(rows) if flags is None else flags
+    outcomes = tested_versus_base(rows, flags)
     if not any(isinstance(c, stats.Comparison) for c in outcomes.values()):
         return []
-    flags = health.rows_health(rows) if flags is None else flags
+    seeds = per_seed(rows) if seeds is None else seeds
+    family = [c for c in outcomes.values() if isinstance(c, stats.Comparison) and c.p_holm is not None]
     trained = sorted((r for r in rows if not r.is_base), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
     lines = ["## Every row against the base model", "",
              f"Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
-             f"p Holm-corrected over the {sum(isinstance(c, stats.Comparison) for c in outcomes.values())} rows.", "",
+             f"p Holm-corrected over the {len(family)} rows that trained; a row that did not train is *not tested* "
+             "(its numbers for the record, outside the family).", "",
              "| row | trained parameters | seeds | accuracy | Δ vs base [95% CI] | p (Holm) | verdict | health |",
              "|---|---|---|---|---|---|---|---|"]
     for row in trained:
@@ -382,11 +609,50 @@ def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[healt
                          f"{words} |")
             continue
         params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
+        if c.p_holm is None:
+            p = f"{stats.fmt_p(c.p_value)} (not in the family)"
+            verdict = f"{NOT_TESTED}: did not train ({flags_words(health.did_not_train(flags.get(row.label, [])))})"
+        else:
+            p, verdict = f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})", row_verdict(c, seeds.get(row.label, ()))
         lines.append(f"| `{row.label}` | {params} | {c.seeds_a} | {stats.fmt_pct(c.accuracy_a)}% | "
-                     f"{stats.interval_text(c)} | {stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)}) | {c.verdict} | "
-                     f"{words} |")
+                     f"{stats.interval_text(c)} | {p} | {verdict} | {words} |")
     lines.append("")
     return lines + health_lines({row.label: flags.get(row.label, []) for row in trained})
+
+
+def per_seed_lines(rows: Sequence[stats.StatRow], seeds: dict[str, list[SeedResult]]) -> list[str]:
+    """Markdown: each row's seeds one by one against base (accuracy and exact McNemar p on the same
+    items), then the seeds significantly worse than base and the rows significant on every seed."""
+    if not seeds:
+        return []
+    n = sum(len(found) for found in seeds.values())
+    lines = ["## Every seed against the base model", "",
+             "Each seed of each row (at the row's chosen rate) against the base model's run on the same test items: "
+             "accuracy, and McNemar's exact p for the paired difference (▲ significantly above base, ▼ below, "
+             f"p < 0.05 before correction; Holm over all {n} per-seed tests in the list below).", "",
+             "| row | seed: accuracy (p vs base) |", "|---|---|"]
+    order = sorted((r for r in rows if r.label in seeds), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
+    for row in order:
+        cells = [f"{r.seed}: {stats.fmt_pct(r.comparison.accuracy_a)}% (p {stats.fmt_p(r.comparison.p_value)}"
+                 + ((" ▲" if r.comparison.delta > 0 else " ▼") if r.significant else "") + ")"
+                 for r in seeds[row.label]]
+        lines.append(f"| `{row.label}` | {'; '.join(cells)} |")
+    lines.append("")
+    worse = worse_seeds(seeds)
+    base_pct = stats.fmt_pct(next(iter(seeds.values()))[0].comparison.accuracy_b)
+    lines.append(f"Seeds significantly worse than base ({base_pct}%): " + (
+        "; ".join(f"`{label}` seed {r.seed} {stats.fmt_pct(r.comparison.accuracy_a)}% "
+                  f"(Δ {stats.fmt_pct(r.comparison.delta, sign=True)}, p {stats.fmt_p(r.comparison.p_value)}, "
+                  f"Holm {stats.fmt_p(r.comparison.p_holm)})" for label, r in worse) if worse else "none") + ".")
+    steady = [(label, every_seed_significant(found)) for label, found in seeds.items() if every_seed_significant(found)]
+    if steady:
+        lines.append("")
+        lines.append("Significant on every seed: " + "; ".join(
+            f"`{label}` ({'above' if d > 0 else 'below'} base on all {len(seeds[label])}, p ≤ "
+            f"{stats.fmt_p(max(r.comparison.p_value for r in seeds[label]))})" for label, d in steady)
+            + ". Where the row is not significant after Holm, the seed-to-seed spread, not the items, is what the "
+              "row's interval cannot exclude.")
+    return lines + [""]
 
 
 def comparison_health(f: Finding, flags: dict[str, list[health.RowFlag]]) -> str:

@@ -1,5 +1,6 @@
 """Run health: flags saying a finished run did not change the model (``no-op``) or broke it
-(``collapsed``), plus two warnings (``runaway``, ``no-signal``).
+(``collapsed``), plus two warnings (``runaway``, ``no-signal``), and one row-level flag over a GRPO
+row's seeds (``flat-reward``: its training reward did not rise, see :func:`reward_rise`).
 
 Every flag is a pure function of a run's result document, its test samples, its training log
 (``doc["curves"]``) and the base-model run of the same suite evaluated the same way. Flags never
@@ -22,14 +23,19 @@ from pefthub.results import ResultFileError, load_results_dir, read_samples, sam
 
 BASE_METHOD = "base"
 NO_OP, COLLAPSED, RUNAWAY, NO_SIGNAL = "no-op", "collapsed", "runaway", "no-signal"
+FLAT_REWARD = "flat-reward"
 #: Flag name -> severity ("error": the score does not measure the method; "warning": read with care).
-SEVERITY = {COLLAPSED: "error", NO_OP: "warning", RUNAWAY: "warning", NO_SIGNAL: "warning"}
+SEVERITY = {COLLAPSED: "error", NO_OP: "warning", RUNAWAY: "warning", NO_SIGNAL: "warning", FLAT_REWARD: "warning"}
+#: The flags one run can carry (:func:`assess`); ``flat-reward`` is judged over a row's seeds (:func:`row_health`).
+RUN_FLAGS = (COLLAPSED, NO_OP, RUNAWAY, NO_SIGNAL)
 #: What each flag means, one line (CLI legends, site tooltips, docs).
 MEANING = {
     NO_OP: "the run did not change the model: mostly byte-identical test completions to the base model's and the same score",
     COLLAPSED: "the model's outputs degenerated (answers gone, strict format gone, or the trainer stopped on collapse)",
     RUNAWAY: "many more test completions than the base model's run to the token cap (longer, costlier evaluation)",
     NO_SIGNAL: "GRPO had almost no learning signal: reward near zero and nearly every group at zero advantage",
+    FLAT_REWARD: "GRPO training reward did not rise: the second half of the steps did not score detectably above "
+                 "the first (95% interval over seeds, or over steps for one seed)",
 }
 #: Characters that end a finished sentence; a completion at least as long (in characters) as the
 #: token cap that does not end with one of them is counted as cut off by the cap.
@@ -68,6 +74,10 @@ class Thresholds:
     zero_advantage_min: float = _rule(
         0.85, "no-signal when at least this share of GRPO groups had zero advantage (all completions scored "
               "alike), so nearly no rollout carried a gradient")
+    reward_rise_min: float = _rule(
+        0.02, "flat-reward unless the 95% interval of the GRPO reward's rise (mean of the second half of the "
+              "steps minus the first half) lies above 0 and reaches past this: a rise of under 2 points of a "
+              "0-1 reward is within what a changed prompt mix moves")
 
     def rationale(self) -> list[tuple[str, float, str]]:
         """(name, value, why) for every threshold, in declaration order."""
@@ -178,6 +188,62 @@ def _grpo_signal(doc: dict) -> tuple[float | None, float | None]:
             zero, sampled = zero + n_zero, sampled + n_groups
     reward = statistics.fmean(rewards) if rewards else None
     return reward, (zero / sampled if sampled else None)
+
+
+@dataclass(frozen=True)
+class RewardRise:
+    """How much a GRPO row's training reward rose: per seed, the mean reward of the second half of its
+    steps minus the first half (the middle step of an odd count left out); the mean of those rises with a
+    95% t interval over seeds, or, for one seed, Welch's interval over the two halves' steps."""
+
+    rise: float
+    low: float
+    high: float
+    seeds: int
+    steps: int
+    basis: str                    # "seeds" | "steps"
+
+    def rose(self, thresholds: Thresholds | None = None) -> bool:
+        """True when the interval lies above 0 and its upper end passes ``reward_rise_min``."""
+        t = thresholds or THRESHOLDS
+        return self.low > 0 and self.high > t.reward_rise_min
+
+    def detail(self) -> str:
+        return (f"reward rise (second half of {self.steps} steps − first half) {self.rise:+.3f}, 95% interval "
+                f"[{self.low:+.3f}, {self.high:+.3f}] over {self.seeds} seed{'s' if self.seeds > 1 else ''}"
+                + (" (over steps)" if self.basis == "steps" else ""))
+
+
+def _rewards(doc: dict) -> list[float]:
+    curves = doc.get("curves") if isinstance(doc.get("curves"), list) else []
+    return [_number(c.get("reward")) for c in curves if isinstance(c, dict) and _number(c.get("reward")) is not None]
+
+
+def reward_rise(docs: Iterable[dict]) -> RewardRise | None:
+    """The :class:`RewardRise` of a row's runs (``None``: no run logged at least two rewards, or one
+    seed with fewer than four). scipy gives the intervals."""
+    from scipy import stats as st
+
+    logs = [r for r in (_rewards(d) for d in docs) if len(r) >= 2]
+    if not logs:
+        return None
+    halves = [(r[:len(r) // 2], r[len(r) - len(r) // 2:]) for r in logs]
+    steps = max(len(r) for r in logs)
+    if len(logs) > 1:
+        rises = [statistics.fmean(b) - statistics.fmean(a) for a, b in halves]
+        mean = statistics.fmean(rises)
+        if statistics.pstdev(rises) == 0:
+            return RewardRise(mean, mean, mean, len(logs), steps, "seeds")
+        ci = st.ttest_1samp(rises, 0.0).confidence_interval(0.95)
+        return RewardRise(mean, float(ci.low), float(ci.high), len(logs), steps, "seeds")
+    first, second = halves[0]
+    if len(first) < 2:
+        return None
+    mean = statistics.fmean(second) - statistics.fmean(first)
+    if statistics.pstdev(first) == 0 and statistics.pstdev(second) == 0:
+        return RewardRise(mean, mean, mean, 1, steps, "steps")
+    ci = st.ttest_ind(second, first, equal_var=False).confidence_interval(0.95)
+    return RewardRise(mean, float(ci.low), float(ci.high), 1, steps, "steps")
 
 
 def stopped_early(doc: dict) -> dict | None:
@@ -329,6 +395,9 @@ def flags_text(flags: Iterable[Flag]) -> str:
 
 #: Flags that leave nothing to compare: the row's score is the base model's (no-op) or a broken model's.
 UNTESTED = (NO_OP, COLLAPSED)
+#: Flags that mean a row did not train, so no comparison with it is tested: ``no-op`` or ``collapsed`` on
+#: a majority of its seeds, or ``flat-reward`` (a row-level flag). :attr:`RowFlag.untested` applies it.
+DID_NOT_TRAIN = (*UNTESTED, FLAT_REWARD)
 
 
 @dataclass(frozen=True)
@@ -346,8 +415,11 @@ class RowFlag:
 
     @property
     def untested(self) -> bool:
-        """True when every seed carries a flag that leaves the row's score nothing to compare."""
-        return self.name in UNTESTED and self.flagged == self.seeds
+        """True when the flag says the row did not train: ``no-op`` or ``collapsed`` on a majority of its
+        seeds, or ``flat-reward``. A comparison with such a row is not tested."""
+        if self.name == FLAT_REWARD:
+            return True
+        return self.name in UNTESTED and 2 * self.flagged > self.seeds
 
     def words(self) -> str:
         """``"no-op"`` when every seed carries it, else ``"no-op on 1 of 3 seeds"``."""
@@ -395,7 +467,8 @@ def legend(names: Iterable[str]) -> str:
 
 
 def row_health(row, loaded: dict | None = None) -> list[RowFlag]:
-    """The run-health flags of a row over its seeds (:func:`row_flag_summary`). ``row`` has ``docs``
+    """The run-health flags of a row over its seeds (:func:`row_flag_summary`), and ``flat-reward`` when
+    its GRPO training reward did not rise (:func:`reward_rise`). ``row`` has ``docs``
     (result documents) and ``samples`` (each one's samples file or ``None``), as a
     :class:`pefthub.stats.StatRow`; each run is assessed against the base-model run of its own results
     directory. ``loaded`` caches each directory's documents and samples between calls."""
@@ -416,7 +489,16 @@ def row_health(row, loaded: dict | None = None) -> list[RowFlag]:
         docs, read = loaded[directory]
         base = pick_base(doc, docs)
         healths.append(assess(doc, read(doc), base, read(base) if base else None))
-    return row_flag_summary(healths)
+    out = row_flag_summary(healths)
+    rise = reward_rise(d for d in row.docs if not is_base(d))
+    if rise is not None and not rise.rose():
+        out.append(RowFlag(FLAT_REWARD, rise.seeds, rise.seeds, rise.detail()))
+    return out
+
+
+def did_not_train(flags: Iterable[RowFlag]) -> list[RowFlag]:
+    """The flags of a row (:func:`row_health`) that say it did not train (:attr:`RowFlag.untested`)."""
+    return [f for f in flags if f.untested]
 
 
 def rows_health(rows: Iterable) -> dict[str, list[RowFlag]]:

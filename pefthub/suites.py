@@ -29,7 +29,7 @@ BASE_TRAINER = "none"
 SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
-                  "resources", "grid", "methods", "device", "dtype", "vllm"}
+                  "resources", "grid", "methods", "device", "dtype", "vllm", "primary"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources", "trainer_options"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
@@ -81,6 +81,9 @@ class Suite:
     #: The ``vllm`` settings every run's config carries (``gpu_memory_utilization``, ``max_model_len``;
     #: empty, and absent from the configs, unless the suite sets them).
     vllm: dict[str, Any] = field(default_factory=dict)
+    #: ``primary = ["A - B", ...]``: the comparisons (row labels) the suite was built to test; findings test
+    #: them on their own, first. Not part of any run's config, so it changes no run id.
+    primary: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def file(self) -> Path:
@@ -288,7 +291,24 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
-                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, placement=placement, vllm=vllm)
+                 tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, placement=placement, vllm=vllm,
+                 primary=_primary(c, data.get("primary", [])))
+
+
+def _primary(c: _Checker, value: Any) -> list[tuple[str, str]]:
+    """``primary = ["tinylora@13/grpo - tinylora@13/sft"]``: each entry two row labels joined by " - "."""
+    if not isinstance(value, list):
+        c.fail("primary", 'must be a list of "A - B" strings (row labels, e.g. "tinylora@13/grpo - tinylora@13/sft")')
+    out = []
+    for entry in value:
+        parts = entry.replace(" − ", " - ").split(" - ") if isinstance(entry, str) else []
+        if len(parts) != 2 or not all(p.strip() for p in parts) or parts[0].strip() == parts[1].strip():
+            c.fail("primary", f'{entry!r} is not "A - B" with two different row labels')
+        pair = (parts[0].strip(), parts[1].strip())
+        if pair in out or pair[::-1] in out:
+            c.fail("primary", f"{entry!r} is listed twice")
+        out.append(pair)
+    return out
 
 
 def _orphan_overrides(c: _Checker, method_names: list[str], overrides: dict) -> None:

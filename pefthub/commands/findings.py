@@ -1,7 +1,9 @@
 """Answer the paper's questions from a suite's results and write them to docs/findings/<suite>.md:
 for each, the paired Δ with its 95% interval, the verdict (supported / contradicted / not
-distinguishable at this size / not measured in this suite) and the published figure beside it.
-Every table names each row's run-health flags (pefthub/health.py), and so does the headline.
+significant after Holm / not tested / not measured in this suite) and the published figure beside it.
+Every table names each row's run-health flags (pefthub/health.py), and so does the headline; a
+comparison with an arm that did not train is "not tested". The suite's declared `primary`
+comparisons (suite.toml) are tested on their own and stated first.
 The file is generated; rerun the command after new results instead of editing it.
 
   pefthub findings quick
@@ -35,6 +37,18 @@ def add_arguments(parser) -> None:
                         help="also rewrite the suite's generated headline paragraph between its markers in FILE")
 
 
+def declared_primary(name: str) -> list[tuple[str, str]]:
+    """The ``primary`` comparisons of ``benchmarks/<name>/suite.toml`` (none when the suite has no file)."""
+    from pefthub import suites
+    from pefthub.errors import ConfigError
+
+    try:
+        path = suites.locate(name)
+    except ConfigError:
+        return []
+    return suites.load(path).primary
+
+
 def run(args) -> int:
     from pefthub import findings, stats
     from pefthub.bench import results_dir_for
@@ -55,8 +69,9 @@ def run(args) -> int:
     pilots = [(pilot.as_posix(), [(doc, samples_path(pilot, doc["run_id"])) for _, doc in
                                   load_results_dir(pilot, with_paths=True)[0]]) for pilot in args.pilot]
     command = " ".join(["pefthub findings", name, *(f"--pilot {p.as_posix()}" for p in args.pilot)])
+    primary = declared_primary(name)
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), docs=docs, pilots=pilots,
-                                    results_dir=directory, command=command)
+                                    results_dir=directory, command=command, primary=primary)
     if args.worked_example is not None:
         if not args.worked_example.is_file():
             raise ConfigError(f"--worked-example: no file {args.worked_example}")
@@ -68,7 +83,7 @@ def run(args) -> int:
         if not args.headline.is_file():
             raise ConfigError(f"--headline: no file {args.headline}")
         updated = findings.replace_headline(args.headline.read_text(encoding="utf-8"), name,
-                                            findings.headline(name, rows))
+                                            findings.headline(name, rows, primary=primary))
         atomic_write_text(args.headline, updated)
         print(f"updated the headline in {args.headline}")
     if args.stdout:

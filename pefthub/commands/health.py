@@ -138,7 +138,7 @@ def markdown(suite: str, docs: list[dict], healths: dict) -> str:
                         if h.measures["identical"] is not None), reverse=True)
         lines.append("- Test completions byte-identical to the base model's on the same items: "
                      + ", ".join(f"{label} {k}/{n}" for k, label, n in ident) + ".")
-    counts = {name: [label for label, h in runs if name in h.names] for name in health.SEVERITY}
+    counts = {name: [label for label, h in runs if name in h.names] for name in health.RUN_FLAGS}
     lines.append("- Flagged: " + "; ".join(f"`{name}` {len(labels)} ({', '.join(labels) or 'none'})"
                                           for name, labels in counts.items()) + ".")
     lines += ["", "## Thresholds", "",

@@ -1,5 +1,6 @@
 """`pefthub compare` names each arm's run-health flags (pefthub/health.py) on the committed
-cpu-paper-shape results, and gives no verdict for an arm whose every seed is no-op or collapsed."""
+cpu-paper-shape results, and gives no verdict for an arm that did not train (no-op or collapsed on a
+majority of its seeds, or flat-reward)."""
 
 from __future__ import annotations
 
@@ -33,14 +34,17 @@ def test_compare_names_a_no_op_arm_and_qualifies_the_verdict(capsys):
     assert ("A (tinylora@13/grpo) is flagged no-op on 1 of 3 seeds: 380 of 400 test completions byte-identical to "
             "base; same score (the other seeds: 377/384 of 400 identical, score changed)") in out
     assert "no-op: the run did not change the model" in out  # the flag's meaning, from health.MEANING
-    assert "different at α 0.05 (read with care: A is flagged no-op on 1 of 3 seeds)" in out
+    # the GRPO reward did not rise over the 8 steps (health.reward_rise), so the arm did not train
+    assert "A (tinylora@13/grpo) is flagged flat-reward: reward rise (second half of 8 steps − first half)" in out
+    assert "not tested: A is flagged flat-reward" in out and "different at α" not in out
     assert "B (tinylora@13/sft) is flagged" not in out
 
     code, out, err = run_cli(capsys, "compare", "tinylora@13/grpo", "tinylora@13/sft", "--results", str(PAPER), "--json")
     doc = json.loads(out)
-    assert doc["tested"] is True and doc["flags_b"] == []
-    [flag] = doc["flags_a"]
-    assert (flag["name"], flag["seeds_flagged"], flag["seeds"], flag["untested"]) == ("no-op", 1, 3, False)
+    assert doc["tested"] is False and doc["flags_b"] == []
+    noop, flat = doc["flags_a"]
+    assert (noop["name"], noop["seeds_flagged"], noop["seeds"], noop["untested"]) == ("no-op", 1, 3, False)
+    assert (flat["name"], flat["seeds_flagged"], flat["seeds"], flat["untested"]) == ("flat-reward", 3, 3, True)
 
 
 def test_no_verdict_when_every_seed_of_an_arm_is_no_op(capsys):
@@ -60,7 +64,10 @@ def test_row_flag_summary_counts_seeds_from_the_health_module():
     rows = {r.label: r for r in stats.rows_in(PAPER)}
     from pefthub.commands.compare import arm_flags
 
-    [flag] = arm_flags(rows["tinylora@1/grpo"])
+    flag, flat = arm_flags(rows["tinylora@1/grpo"])
     assert (flag.name, flag.flagged, flag.seeds) == (health.NO_OP, 2, 3)
-    assert flag.severity == "warning" and not flag.untested
+    assert flag.severity == "warning" and flag.untested  # no-op on a majority of seeds: did not train
+    assert flat.name == health.FLAT_REWARD and health.did_not_train([flag, flat]) == [flag, flat]
+    [runaway] = arm_flags(rows["tinylora@120/sft"])
+    assert runaway.name == health.RUNAWAY and not runaway.untested and health.did_not_train([runaway]) == []
     assert arm_flags(rows["base"]) == []  # the base row is what the others are measured against

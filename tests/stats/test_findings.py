@@ -55,17 +55,21 @@ def test_verdicts_on_a_synthetic_suite(tmp_path):
     synthetic_suite(tmp_path)
     rows = stats.rows_in(tmp_path)
     checked = {f.claim.key: f for _, fs in findings.check(rows) for f in fs}
-    assert checked["grpo:13-vs-1"].verdict == findings.SUPPORTED
-    assert checked["grpo:120-vs-13"].verdict == findings.NULL
+    # tinylora@1/grpo answers exactly as base (no-op on its only seed): it did not train, so no verdict
+    assert checked["grpo:13-vs-1"].verdict == findings.NOT_TESTED
+    assert checked["grpo:13-vs-1"].note == "tinylora@1/grpo did not train (no-op)"
     assert checked["grpo:120-vs-13"].a == "tinylora@120/grpo"
     assert checked["sft:13-vs-base"].verdict == findings.CONTRADICTED
     assert checked["sft:13-vs-lora"].verdict == findings.SUPPORTED
     assert checked["grpo:13-vs-full"].verdict == findings.NOT_MEASURED
     assert checked["grpo:13-vs-full"].note == "no full/grpo row"
-    made = [f for f in checked.values() if f.comparison]
+    made = [f for f in checked.values() if f.tested]
+    assert len(made) == 4  # grpo:13-vs-1 is not tested (tinylora@1/grpo is a no-op); two are not measured
     assert [f.comparison.p_holm for f in made] == pytest.approx(stats.holm([f.comparison.p_value for f in made]))
+    assert checked["grpo:120-vs-13"].verdict == f"{findings.NULL} (1 seed)"
     text = findings.render_markdown("synthetic", rows, "x")
-    assert "No difference is detectable at this size" in text and "**contradicted**" in text
+    assert "not significant after Holm (1 seed)" in text and "**contradicted**" in text
+    assert "No difference is detectable" not in text and "indistinguishable" not in text
     assert findings.PAPER["grpo-vs-sft@13"].text().startswith("+8.0 (91% vs 83%")
 
 
@@ -95,8 +99,9 @@ def test_the_docs_worked_example_is_generated_from_the_quick_results():
     example = findings.worked_example("quick", rows)
     assert findings.replace_worked_example(text, example) == text, \
         "stale: pefthub findings quick --worked-example docs/benchmarks.md"
-    c = stats.versus_base(rows, next(r for r in rows if r.is_base))["full/sft"]
+    c = findings.tested_versus_base(rows, health.rows_health(rows))["full/sft"]
     assert f"({c.a_only} − {c.b_only}) / 64" in example and stats.fmt_p(c.p_holm) in example
+    assert "rows that trained were compared with base" in example
 
 
 def tuned_run(directory: Path, lr: float, seed: int, val: np.ndarray, steps: int = 2, status: str = "success",
@@ -160,8 +165,9 @@ def test_headline_counts_rows_against_base_and_states_nulls_as_nulls(tmp_path):
     assert f"{len(better)} beat the base model's" in text and all(f"`{label}`" in text for label in better + worse)
     assert f"{len(worse)} {'is' if len(worse) == 1 else 'are'} worse" in text
     assert "5 rows" in text and "1 seed each" in text and f"{N} paired test items" in text
+    assert "not significant after Holm" in text and "indistinguishable" not in text
     c = stats.compare_rows(*(next(r for r in rows if r.label == f"tinylora@13/{t}") for t in ("grpo", "sft")))
-    assert f"GRPO − SFT: {stats.interval_text(c)} points" in text and "(published: +8.0, 91% vs 83%" in text
+    assert f"GRPO − SFT: {stats.interval_text(c)} points" in text and ", 91% vs 83% on GSM8K" in text
     start = findings.headline_start("synthetic")
     page = f"intro\n{start}\nold text\n{findings.HEADLINE_END}\noutro\n"
     updated = findings.replace_headline(page, "synthetic", text)
@@ -171,10 +177,16 @@ def test_headline_counts_rows_against_base_and_states_nulls_as_nulls(tmp_path):
         findings.replace_headline(page, "other", text)
 
 
-def test_the_readme_headline_is_generated_from_the_sweep_results():
+def test_the_readme_headline_is_generated_from_the_sweep_results(monkeypatch):
+    from pefthub.commands.findings import declared_primary
+
+    monkeypatch.chdir(REPO)
     rows = stats.rows_in(REPO / "leaderboards" / "cpu-paper-shape" / "results")
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    assert findings.replace_headline(text, "cpu-paper-shape", findings.headline("cpu-paper-shape", rows)) == text, \
+    primary = declared_primary("cpu-paper-shape")
+    assert primary == [("tinylora@13/grpo", "tinylora@13/sft")]
+    paragraph = findings.headline("cpu-paper-shape", rows, primary=primary)
+    assert findings.replace_headline(text, "cpu-paper-shape", paragraph) == text, \
         "stale: pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results --headline README.md"
 
 
@@ -211,6 +223,7 @@ def test_findings_tables_name_each_rows_health_flags(tmp_path):
     assert row("| `lora/sft` |").endswith("| collapsed |")
     assert row("| `tinylora@13/sft` |").endswith("| ok |")
     assert "| A: no-op on 1 of 2 seeds | +8.0 (91% vs 83%" in row("| `tinylora@13/grpo` − `tinylora@13/sft` |")
+    assert "**not tested**: lora/sft did not train (collapsed)" in row("| `tinylora@13/sft` − `lora/sft` |")
     assert "| ok | +7.0 (83% vs 76%" in row("| `tinylora@13/sft` − `base` |")
     assert "| B: collapsed |" in row("| `tinylora@13/sft` − `lora/sft` |")
     # under each table with a flagged row: the flag with its measured detail and what it means
@@ -226,14 +239,14 @@ def test_findings_tables_name_each_rows_health_flags(tmp_path):
 def test_headline_names_the_flags_of_the_rows_it_mentions(tmp_path):
     flagged_suite(tmp_path)
     text = findings.headline("synthetic", stats.rows_in(tmp_path))
-    assert "TinyLoRA at 13 parameters, GRPO − SFT (GRPO arm flagged no-op on 1 of 2 seeds): " in text
-    assert "`lora/sft` +" in text and "], flagged collapsed" in text  # a row beating base, but collapsed
+    assert "TinyLoRA at 13 parameters, GRPO − SFT (`tinylora@13/grpo` flagged no-op on 1 of 2 seeds): " in text
+    assert "1 row did not train and is not tested (collapsed: `lora/sft`)" in text  # it beat base, but collapsed
     synthetic_suite(tmp_path / "clean")
     clean = findings.headline("synthetic", stats.rows_in(tmp_path / "clean"))
     assert "GRPO − SFT: " in clean and "flagged" not in clean
 
 
-def test_committed_cpu_paper_shape_findings_name_the_no_op_arm(capsys, monkeypatch):
+def test_committed_cpu_paper_shape_findings_gate_the_untrained_grpo_arm(capsys, monkeypatch):
     from pefthub.cli import main
 
     monkeypatch.chdir(REPO)
@@ -242,6 +255,175 @@ def test_committed_cpu_paper_shape_findings_name_the_no_op_arm(capsys, monkeypat
     generated = capsys.readouterr().out
     assert generated == (REPO / "docs" / "findings" / "cpu-paper-shape.md").read_text(encoding="utf-8"), \
         f"stale: pefthub {' '.join(command)}"
-    assert "| A: no-op on 1 of 3 seeds | +8.0 (91% vs 83%" in generated
+    sections = [line for line in generated.splitlines() if line.startswith("## ")]
+    assert sections[0] == f"## {findings.PRIMARY_QUESTION}"
+    primary = next(line for line in generated.splitlines() if line.startswith("| `tinylora@13/grpo` − `tinylora@13/sft`"))
+    assert "**not tested**: tinylora@13/grpo did not train (flat-reward)" in primary
     assert "`tinylora@13/grpo` is flagged no-op on 1 of 3 seeds: 380 of 400 test completions" in generated
-    assert "GRPO − SFT (GRPO arm flagged no-op on 1 of 3 seeds): " in (REPO / "README.md").read_text(encoding="utf-8")
+    assert "**counted once**: the same rows as the primary comparison" in generated
+    assert "`lora/grpo` seed 1 8.8%" in generated and "`full/grpo` seed 0 12.0%" in generated
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme.split(findings.headline_start("cpu-paper-shape"))[1].lstrip().startswith(
+        "Primary comparison `tinylora@13/grpo` − `tinylora@13/sft`: not tested: tinylora@13/grpo did not train")
+    assert "neither confirms nor rules out" not in generated + readme and "indistinguishable" not in generated
+
+
+def flat_curves(rewards: list[float]) -> list[dict]:
+    return [{"step": i + 1, "reward": r} for i, r in enumerate(rewards)]
+
+
+def set_curves(directory: Path, label: str, curves_by_seed: dict[int, list[dict]]) -> None:
+    """Give the runs of ``label`` in ``directory`` a GRPO training log (their samples stay)."""
+    import json
+
+    for path in directory.glob("*.json"):
+        doc = json.loads(path.read_text())
+        if stats.row_label(doc["config"]) == label and doc["config"]["seed"] in curves_by_seed:
+            doc["curves"] = curves_by_seed[doc["config"]["seed"]]
+            path.write_text(json.dumps(doc))
+
+
+def test_reward_rise_over_seeds_and_over_steps():
+    rising = [{"curves": flat_curves([0.1, 0.1, 0.3, 0.35])}, {"curves": flat_curves([0.0, 0.1, 0.3, 0.3])},
+              {"curves": flat_curves([0.1, 0.05, 0.25, 0.4])}]
+    rise = health.reward_rise(rising)
+    assert rise.basis == "seeds" and rise.seeds == 3 and rise.low > 0 and rise.rose()
+    flat = [{"curves": flat_curves([0.1, 0.0, 0.1, 0.0])}, {"curves": flat_curves([0.0, 0.1, 0.1, 0.0])},
+            {"curves": flat_curves([0.1, 0.1, 0.05, 0.1])}]
+    rise = health.reward_rise(flat)
+    assert rise.low <= 0 <= rise.high and not rise.rose()
+    tiny = [{"curves": flat_curves([0.1, 0.1, 0.11, 0.11])}, {"curves": flat_curves([0.1, 0.1, 0.111, 0.111])}]
+    assert health.reward_rise(tiny).low > 0 and not health.reward_rise(tiny).rose()  # above 0, under the threshold
+    one = health.reward_rise([{"curves": flat_curves([0.0, 0.05, 0.0, 0.05, 0.6, 0.7, 0.65, 0.7, 0.2])}])
+    assert one.basis == "steps" and one.steps == 9 and one.rose()  # odd count: the middle step is left out
+    assert health.reward_rise([{"curves": flat_curves([0.1, 0.2, 0.3])}]) is None  # one seed, halves of one step
+    assert health.reward_rise([{"curves": [{"step": 1, "loss": 0.3}]}]) is None  # SFT: no reward logged
+
+
+def test_a_comparison_with_an_arm_that_did_not_train_is_not_tested(tmp_path):
+    synthetic_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    before = findings.made(findings.check(rows))
+    set_curves(tmp_path, "tinylora@13/grpo", {0: flat_curves([0.1, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0, 0.1])})
+    rows = stats.rows_in(tmp_path)
+    flags = health.rows_health(rows)
+    assert [f.name for f in flags["tinylora@13/grpo"]] == [health.FLAT_REWARD] and flags["tinylora@13/grpo"][0].untested
+    results = findings.check(rows, flags=flags)
+    checked = {f.claim.key: f for _, fs in results for f in fs}
+    for key in ("grpo-vs-sft@13", "grpo:13-vs-1", "grpo:120-vs-13"):  # 13-vs-1 was out already (1 is no-op)
+        assert checked[key].verdict == findings.NOT_TESTED and checked[key].comparison.p_holm is None
+        assert "tinylora@13/grpo did not train (flat-reward)" in checked[key].note
+    after = findings.made(results)
+    assert len(after) == len(before) - 2  # left out of the Holm family
+    assert [f.comparison.p_holm for f in after] == pytest.approx(stats.holm([f.comparison.p_value for f in after]))
+    assert "not tested: tinylora@13/grpo did not train" in findings.statement(checked["grpo:13-vs-1"])
+    text = findings.headline("synthetic", rows, flags)
+    assert "TinyLoRA at 13 parameters, GRPO − SFT: not tested: tinylora@13/grpo did not train (flat-reward)" in text
+    assert "2 rows did not train and are not tested (no-op: `tinylora@1/grpo`; flat-reward: `tinylora@13/grpo`)" in text
+    assert "over the 3 rows that trained" in text
+    line = next(x for x in findings.versus_base_lines(rows, flags) if x.startswith("| `tinylora@13/grpo` |"))
+    assert "(not in the family) | not tested: did not train (flat-reward) |" in line
+    # a rising reward trains: the gate lifts
+    set_curves(tmp_path, "tinylora@13/grpo", {0: flat_curves([0.0, 0.05, 0.0, 0.05, 0.6, 0.7, 0.65, 0.7])})
+    rows = stats.rows_in(tmp_path)
+    assert len(findings.made(findings.check(rows))) == len(before)
+
+
+def test_primary_comparison_is_first_on_its_own_and_counted_once(tmp_path):
+    synthetic_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    primary = [("tinylora@13/grpo", "tinylora@13/sft")]
+    results = findings.check(rows, primary=primary)
+    question, [first] = results[0]
+    assert question == findings.PRIMARY_QUESTION and first.family == findings.PRIMARY
+    assert first.claim.key == "grpo-vs-sft@13" and first.figure is findings.PAPER["grpo-vs-sft@13"]
+    assert first.comparison.p_holm == first.comparison.p_value  # its own test, not corrected with the others
+    again = next(f for _, fs in results[1:] for f in fs if f.claim.key == "grpo-vs-sft@13")
+    assert again.verdict == findings.COUNTED_ONCE and again.comparison is None
+    family = findings.made(results)
+    pairs = [frozenset((f.a, f.b)) for f in family]
+    assert len(pairs) == len(set(pairs)) and frozenset(primary[0]) not in pairs
+    assert len(family) == len(findings.made(findings.check(rows))) - 1
+    text = findings.render_markdown("synthetic", rows, "x", primary=primary)
+    assert text.index(findings.PRIMARY_QUESTION) < text.index("## GRPO vs SFT at 13 parameters")
+    assert "| own test) |" not in text and "(own test)" in text
+    head = findings.headline("synthetic", rows, primary=primary)
+    assert head.startswith("Primary comparison `tinylora@13/grpo` − `tinylora@13/sft`: ")
+    assert "its own test" in head and "TinyLoRA at 13 parameters" not in head
+    # a primary pair that is not among the questions has no paper sign: the verdict names the direction
+    other = findings.check(rows, primary=[("lora/sft", "tinylora@120/grpo")])[0][1][0]
+    assert other.claim.sign == 0 and other.verdict == "lora/sft higher"
+
+
+def test_verdict_words_match_the_interval(tmp_path):
+    synthetic_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    checked = {f.claim.key: f for _, fs in findings.check(rows) for f in fs}
+    f = checked["sft:13-vs-base"]   # 25 items worse than base: the interval lies below 0, the paper has +7.0
+    assert f.comparison.high < 0 and findings.figure_words(f) == "contradicts the published +7.0"
+    assert "the interval contradicts the published +7.0" in findings.statement(f)
+    g = checked["sft:13-vs-lora"]   # the published -47.3, against an interval on its side of 0 that misses it
+    g.comparison.low, g.comparison.high = -0.30, -0.10
+    assert findings.figure_words(g) == "excludes the published -47.3"
+    h = checked["grpo-vs-sft@13"]
+    h.comparison.low, h.comparison.high = -0.05, 0.10
+    assert findings.figure_words(h) == "its interval contains the published +8.0"
+
+
+def two_seed_suite(directory: Path) -> None:
+    """Base; lora/sft far above base on both seeds but by different amounts; full/grpo worse on seed 1."""
+    rng = np.random.default_rng(3)
+    base = rng.random(N) < 0.3
+    wrong, right = np.flatnonzero(~base), np.flatnonzero(base)
+    write_row(directory, "base", None, "none", base)
+    for seed, k in ((0, 12), (1, 40)):
+        y = base.copy()
+        y[wrong[:k]] = True
+        write_row(directory, "lora", None, "sft", y, seed=seed)
+    for seed, k in ((0, 0), (1, 20)):
+        y = base.copy()
+        y[right[:k]] = False
+        write_row(directory, "full", None, "grpo", y, seed=seed)
+
+
+def test_per_seed_results_list_seeds_worse_than_base(tmp_path):
+    two_seed_suite(tmp_path)
+    rows = stats.rows_in(tmp_path)
+    seeds = findings.per_seed(rows)
+    assert [r.seed for r in seeds["lora/sft"]] == [0, 1] and all(r.significant for r in seeds["lora/sft"])
+    assert findings.every_seed_significant(seeds["lora/sft"]) == 1
+    assert findings.every_seed_significant(seeds["full/grpo"]) == 0
+    [(label, worst)] = findings.worse_seeds(seeds)
+    assert (label, worst.seed) == ("full/grpo", 1) and worst.comparison.p_value == stats.mcnemar_p(0, 20)
+    every = [r.comparison for found in seeds.values() for r in found]
+    assert [c.p_holm for c in every] == pytest.approx(stats.holm([c.p_value for c in every]))
+    lines = findings.per_seed_lines(rows, seeds)
+    assert any(line.startswith("| `full/grpo` | 0: ") and "1: " in line and " ▼)" in line for line in lines)
+    assert any(line.startswith("Seeds significantly worse than base") and "`full/grpo` seed 1" in line for line in lines)
+    assert any(line.startswith("Significant on every seed: `lora/sft` (above base on all 2") for line in lines)
+    text = findings.render_markdown("synthetic", rows, "x")
+    assert "## Every seed against the base model" in text
+    lora = next(line for line in text.splitlines() if line.startswith("| `lora/sft` | 0 |"))
+    c = stats.versus_base(rows, next(r for r in rows if r.is_base))["lora/sft"]
+    if c.verdict == stats.SAME:  # the spread between seeds (12 vs 40 items) keeps it from significance
+        assert "not significant after Holm (2 seeds); above base on every seed" in lora
+    head = findings.headline("synthetic", rows)
+    assert "seeds significantly worse than base: `full/grpo` seed 1" in head
+
+
+def test_suite_primary_key_is_parsed_and_checked(tmp_path):
+    from pefthub import suites
+    from pefthub.errors import ConfigError
+
+    data = {"model": "tiny-random", "task": {"name": "chain_sum"}, "budget": {"steps": 1},
+            "grid": {"methods": ["lora"], "learning_rates": [1e-3]}}
+    file = tmp_path / "suite.toml"
+    assert suites.parse(dict(data), file).primary == []
+    parsed = suites.parse(dict(data, primary=["lora/grpo - lora/sft", "lora/sft − base"]), file)
+    assert parsed.primary == [("lora/grpo", "lora/sft"), ("lora/sft", "base")]
+    ids = [e.run_id for e in suites.expand(suites.parse(dict(data), file))]
+    assert [e.run_id for e in suites.expand(parsed)] == ids  # not part of any run's config
+    for bad, why in (("lora/sft", "is not"), (["lora/sft"], "is not"), (["a - a"], "is not"),
+                     (["a - b", "b - a"], "listed twice")):
+        with pytest.raises(ConfigError, match=f"primary: .*{why}|primary: must be"):
+            suites.parse(dict(data, primary=bad), file)
