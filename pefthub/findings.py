@@ -190,6 +190,26 @@ def check(rows: Sequence[stats.StatRow], alpha: float = stats.ALPHA, *, primary:
     return out
 
 
+def p_words(f: Finding) -> str:
+    """What stands in brackets after a finding's p: ``"Holm 0.075"``, ``"own test"`` (a primary
+    comparison) or ``"not in the family"`` (not tested)."""
+    if not f.tested:
+        return "not in the family"
+    return f"Holm {stats.fmt_p(f.comparison.p_holm)}" if f.family == EXPLORATORY else "own test"
+
+
+def declared_primary(suite: str) -> list[tuple[str, str]]:
+    """The ``primary`` comparisons of ``benchmarks/<suite>/suite.toml`` (none when there is no such file)."""
+    from pefthub import suites
+    from pefthub.errors import ConfigError
+
+    try:
+        path = suites.locate(suite)
+    except ConfigError:
+        return []
+    return suites.load(path).primary
+
+
 def made(results: Sequence[tuple[str, list[Finding]]], family: str = EXPLORATORY) -> list[Finding]:
     """The tested findings of one family (the comparisons its Holm correction ran over)."""
     return [f for _, found in results for f in found if f.family == family and f.tested]
@@ -273,10 +293,7 @@ def render_markdown(suite: str, rows: Sequence[stats.StatRow], source: str, *, d
                   "|---|---|---|---|---|---|---|---|"]
         for f in findings:
             c = f.comparison
-            if not f.tested:
-                p = f"{stats.fmt_p(c.p_value)} (not in the family)" if c else "-"
-            else:
-                p = f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm) if f.family == EXPLORATORY else 'own test'})"
+            p = f"{stats.fmt_p(c.p_value)} ({p_words(f).removeprefix('Holm ')})" if c else "-"
             verdict = f"**{f.verdict}**" + (f": {f.note}" if f.verdict in (NOT_TESTED, COUNTED_ONCE) else "")
             words = figure_words(f) if f.tested else None
             lines.append("| " + " | ".join([

@@ -377,8 +377,9 @@ def samples_in(results_dir: str | Path) -> Callable[[dict], list[dict] | None]:
     return read
 
 
-def row_flags(healths: Iterable[Health | None]) -> list[Flag]:
-    """A row's flags from its runs' (seeds'): each flag once, with how many seeds carry it."""
+def row_flags(healths: Iterable[Health | None], docs: Iterable[dict] = ()) -> list[Flag]:
+    """A row's flags from its runs' (seeds'): each flag once, with how many seeds carry it; with the
+    runs' result ``docs``, also ``flat-reward`` when their GRPO reward did not rise (:func:`reward_rise`)."""
     healths = [h for h in healths if h is not None]
     out = []
     for name in SEVERITY:
@@ -386,6 +387,9 @@ def row_flags(healths: Iterable[Health | None]) -> list[Flag]:
         if hits:
             seeds = f" [{len(hits)} of {len(healths)} seeds]" if len(healths) > 1 else ""
             out.append(Flag(name, hits[0].detail + seeds))
+    rise = reward_rise(d for d in docs if not is_base(d))
+    if rise is not None and not rise.rose():
+        out.append(Flag(FLAT_REWARD, rise.detail()))
     return out
 
 

@@ -37,18 +37,6 @@ def add_arguments(parser) -> None:
                         help="also rewrite the suite's generated headline paragraph between its markers in FILE")
 
 
-def declared_primary(name: str) -> list[tuple[str, str]]:
-    """The ``primary`` comparisons of ``benchmarks/<name>/suite.toml`` (none when the suite has no file)."""
-    from pefthub import suites
-    from pefthub.errors import ConfigError
-
-    try:
-        path = suites.locate(name)
-    except ConfigError:
-        return []
-    return suites.load(path).primary
-
-
 def run(args) -> int:
     from pefthub import findings, stats
     from pefthub.bench import results_dir_for
@@ -69,7 +57,7 @@ def run(args) -> int:
     pilots = [(pilot.as_posix(), [(doc, samples_path(pilot, doc["run_id"])) for _, doc in
                                   load_results_dir(pilot, with_paths=True)[0]]) for pilot in args.pilot]
     command = " ".join(["pefthub findings", name, *(f"--pilot {p.as_posix()}" for p in args.pilot)])
-    primary = declared_primary(name)
+    primary = findings.declared_primary(name)
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), docs=docs, pilots=pilots,
                                     results_dir=directory, command=command, primary=primary)
     if args.worked_example is not None:

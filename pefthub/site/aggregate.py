@@ -207,7 +207,8 @@ def view_suite(suite: Suite) -> SuiteView:
             pairs.append((a.label, b.label, str(exc)))
     healths = suite_health(successes)
     for row in rows:
-        row.flag_details = run_health.row_flags(healths.get(r.run_id) for r in row.runs)
+        row.flag_details = run_health.row_flags((healths.get(r.run_id) for r in row.runs),
+                                                [r.doc for r in row.runs if r.doc.get("status") == "success"])
         row.flags = [f.name for f in row.flag_details]
     trained = [r for r in suite.runs if not r.is_base] or suite.runs
     started = [r.doc.get("started_at") for r in suite.runs if isinstance(r.doc.get("started_at"), str)]

@@ -137,7 +137,8 @@ def _write_suite(staging: Path, env, suite: Suite, view: SuiteView, slug: str, r
     _write(staging / "downloads" / f"{slug}.json", table_json(view))
     _write(staging / "downloads" / f"{slug}-findings.md",
            findings.render_markdown(suite.name, render.view_stat_rows(view),
-                                    source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}"))
+                                    source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}",
+                                    primary=findings.declared_primary(suite.name)))
     return pages
 
 

@@ -159,12 +159,12 @@ def findings_context(view: SuiteView) -> list[dict]:
     out = []
     rows = view_stat_rows(view)
     flags = run_health.rows_health(rows)
-    for question, items in findings.check(rows):
+    for question, items in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags):
         out.append({"question": question, "items": [{
             "a": f.a, "b": f.b, "verdict": f.verdict, "statement": findings.statement(f),
             "health": findings.comparison_health(f, flags),
             "delta": stats.interval_text(f.comparison) if f.comparison else MISSING,
-            "p": f"{stats.fmt_p(f.comparison.p_value)} (Holm {stats.fmt_p(f.comparison.p_holm)})" if f.comparison else MISSING,
+            "p": f"{stats.fmt_p(f.comparison.p_value)} ({findings.p_words(f)})" if f.comparison else MISSING,
             "published": f.figure.text() if f.figure else "not reported in our notes"} for f in items]})
     return out
 

@@ -47,7 +47,11 @@ def test_site_findings_name_each_compared_rows_health_flags():
 
     suites, _ = load_leaderboards(LEADERBOARDS)
     (suite,) = [s for s in suites if s.name == "cpu-paper-shape"]
-    items = {(f["a"], f["b"]): f for q in findings_context(view_suite(suite)) for f in q["items"]}
+    questions = findings_context(view_suite(suite))
+    assert questions[0]["question"].startswith("Primary comparison")  # suite.toml's primary, stated first
+    items = {}
+    for f in (f for q in questions for f in q["items"]):
+        items.setdefault((f["a"], f["b"]), f)
     assert items[("tinylora@13/grpo", "tinylora@13/sft")]["health"] == "A: no-op on 1 of 3 seeds, flat-reward"
     assert items[("tinylora@13/grpo", "tinylora@13/sft")]["verdict"] == "not tested"
     assert "ok" in {f["health"] for f in items.values()}

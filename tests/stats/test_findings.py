@@ -178,12 +178,10 @@ def test_headline_counts_rows_against_base_and_states_nulls_as_nulls(tmp_path):
 
 
 def test_the_readme_headline_is_generated_from_the_sweep_results(monkeypatch):
-    from pefthub.commands.findings import declared_primary
-
     monkeypatch.chdir(REPO)
     rows = stats.rows_in(REPO / "leaderboards" / "cpu-paper-shape" / "results")
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    primary = declared_primary("cpu-paper-shape")
+    primary = findings.declared_primary("cpu-paper-shape")
     assert primary == [("tinylora@13/grpo", "tinylora@13/sft")]
     paragraph = findings.headline("cpu-paper-shape", rows, primary=primary)
     assert findings.replace_headline(text, "cpu-paper-shape", paragraph) == text, \

@@ -319,10 +319,20 @@ def test_site_downloads_carry_the_flags(tmp_path):
     build_site(tmp_path / "lb", tmp_path / "site")
     data = json.loads((tmp_path / "site" / "downloads" / "t.json").read_text())
     row = next(r for r in data["rows"] if r["method"] == "tinylora")
-    assert row["flags"] == [COLLAPSED, NO_SIGNAL]
+    assert row["flags"] == [COLLAPSED, NO_SIGNAL, health.FLAT_REWARD]  # the site row names flat-reward too
     assert data["health"]["runs"][doc["run_id"]]["measures"]["no_answer"] == 308
     with open(tmp_path / "site" / "downloads" / "t.csv", newline="") as fh:
         flags = {r["method"]: r["flags"] for r in csv.DictReader(fh)}
-    assert flags == {"tinylora": "collapsed no-signal", "base": ""}
+    assert flags == {"tinylora": "collapsed no-signal flat-reward", "base": ""}
     page = (tmp_path / "site" / "runs" / "t" / f"{doc['run_id']}.html").read_text()
     assert 'class="badge flag error"' in page and "no extractable answer in 308/400" in page
+
+
+def test_row_flags_add_flat_reward_from_the_runs_training_logs():
+    flat = [{"config": {"method": "lora"}, "curves": [{"step": i, "reward": r} for i, r in enumerate(rewards)]}
+            for rewards in ([0.1, 0.0, 0.1, 0.0], [0.0, 0.1, 0.0, 0.1])]
+    (flag,) = health.row_flags([None, None], flat)
+    assert flag.name == health.FLAT_REWARD and flag.detail.startswith("reward rise (second half of 4 steps")
+    rising = [dict(d, curves=[{"step": i, "reward": r} for i, r in enumerate(rewards)])
+              for d, rewards in zip(flat, ([0.0, 0.1, 0.5, 0.6], [0.1, 0.0, 0.6, 0.5]))]
+    assert health.row_flags([None, None], rising) == [] and health.row_flags([None]) == []
