@@ -615,15 +615,19 @@ def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[healt
     lines = ["## Every row against the base model", "",
              f"Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
              f"p Holm-corrected over the {len(family)} rows that trained; a row that did not train is *not tested* "
-             "(its numbers for the record, outside the family).", "",
-             "| row | trained parameters | seeds | accuracy | Δ vs base [95% CI] | p (Holm) | verdict | health |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(its numbers for the record, outside the family). *accuracy* is the task's scored metric; "
+             "*strict-match* (mean over seeds) counts only answers in the exact format the prompt asks for, so a "
+             "gain in accuracy that strict-match does not share is a change of answer format"
+             + (f" (base: {strict_text(base)})" if (base := next((r for r in rows if r.is_base), None)) else "")
+             + ".", "",
+             "| row | trained parameters | seeds | accuracy | strict-match | Δ vs base [95% CI] | p (Holm) | verdict | health |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in trained:
         c = outcomes.get(row.label)
         words = flags_words(flags.get(row.label, [])) or "ok"
         if not isinstance(c, stats.Comparison):
-            lines.append(f"| `{row.label}` | - | {len(row.docs)} | - | not paired: {c or 'no comparison'} | - | - | "
-                         f"{words} |")
+            lines.append(f"| `{row.label}` | - | {len(row.docs)} | - | {strict_text(row)} | not paired: "
+                         f"{c or 'no comparison'} | - | - | {words} |")
             continue
         params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
         if c.p_holm is None:
@@ -631,10 +635,17 @@ def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[healt
             verdict = f"{NOT_TESTED}: did not train ({flags_words(health.did_not_train(flags.get(row.label, [])))})"
         else:
             p, verdict = f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})", row_verdict(c, seeds.get(row.label, ()))
-        lines.append(f"| `{row.label}` | {params} | {c.seeds_a} | {stats.fmt_pct(c.accuracy_a)}% | "
+        lines.append(f"| `{row.label}` | {params} | {c.seeds_a} | {stats.fmt_pct(c.accuracy_a)}% | {strict_text(row)} | "
                      f"{stats.interval_text(c)} | {p} | {verdict} | {words} |")
     lines.append("")
     return lines + health_lines({row.label: flags.get(row.label, []) for row in trained})
+
+
+def strict_text(row: stats.StatRow) -> str:
+    """A row's mean strict-match test score over its seeds (``exact_match,strict-match``), or ``-``."""
+    values = [v for v in (((d.get("evaluation") or {}).get("test") or {}).get("metrics", {}).get(health.STRICT_METRIC)
+                          for d in row.docs) if stats.is_number(v)]
+    return f"{stats.fmt_pct(sum(values) / len(values))}%" if values else "-"
 
 
 def per_seed_lines(rows: Sequence[stats.StatRow], seeds: dict[str, list[SeedResult]]) -> list[str]:

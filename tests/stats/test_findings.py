@@ -425,3 +425,21 @@ def test_suite_primary_key_is_parsed_and_checked(tmp_path):
                      (["a - b", "b - a"], "listed twice")):
         with pytest.raises(ConfigError, match=f"primary: .*{why}|primary: must be"):
             suites.parse(dict(data, primary=bad), file)
+
+
+def test_rows_against_base_show_strict_match_beside_accuracy(tmp_path):
+    import json
+
+    synthetic_suite(tmp_path)
+    for path in tmp_path.glob("*.json"):
+        doc = json.loads(path.read_text())
+        if stats.row_label(doc["config"]) in ("tinylora@13/sft", "base"):
+            strict = 0.04 if doc["config"]["method"] == "tinylora" else 0.2
+            doc["evaluation"]["test"]["metrics"] = {health.STRICT_METRIC: strict}
+            path.write_text(json.dumps(doc))
+    rows = stats.rows_in(tmp_path)
+    lines = findings.versus_base_lines(rows)
+    assert "| row | trained parameters | seeds | accuracy | strict-match |" in "\n".join(lines)
+    assert next(x for x in lines if x.startswith("| `tinylora@13/sft` |")).split(" | ")[4] == "4.0%"
+    assert next(x for x in lines if x.startswith("| `lora/sft` |")).split(" | ")[4] == "-"
+    assert "(base: 20.0%)" in "\n".join(lines)
