@@ -152,6 +152,8 @@ def verdict(docs: list) -> list[str]:
     (by point estimate, and by the lower end of the Wilson interval)."""
     if not docs:
         return []
+    whole = len(docs)
+    docs = [d for d in docs if not _superseded(d[1], docs)]
     summaries = [doc["summary"] for _, doc in docs]
     path, best = max(docs, key=lambda d: (d[1]["summary"]["informative_share"], d[1]["summary"]["informative_share_ci"][0]))
     s, st = best["summary"], best["settings"]
@@ -165,7 +167,20 @@ def verdict(docs: list) -> list[str]:
             f"[{_pct(s['informative_share_ci'][0])}, {_pct(s['informative_share_ci'][1])}], pass rate "
             f"{_pct(s['pass_rate'])} (`{path.name}`).", "",
             f"Reaching {target} informative groups: {point} of {len(docs)} probes by point estimate, "
-            f"{sure} with the whole 95% interval at or above {target}. Rows are sorted by informative share.", ""]
+            f"{sure} with the whole 95% interval at or above {target}"
+            + (f" ({whole - len(docs)} probe(s) not counted here: the same settings were probed on more prompts, "
+               f"which include theirs)" if whole > len(docs) else "")
+            + ". Rows are sorted by informative share.", ""]
+
+
+def _superseded(doc: dict, docs: list) -> bool:
+    """Whether another probe has the same settings on more prompts (its first prompts are this one's)."""
+    def key(d: dict) -> str:
+        import json
+
+        return json.dumps({k: v for k, v in d["settings"].items() if k not in ("prompts", "chunk")}, sort_keys=True)
+
+    return any(key(other) == key(doc) and other["summary"]["prompts"] > doc["summary"]["prompts"] for _, other in docs)
 
 
 def report(docs: list, args, not_run: int = 0) -> str:

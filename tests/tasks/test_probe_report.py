@@ -43,3 +43,12 @@ def test_stored_only_runs_nothing_and_says_what_is_missing(tmp_path, monkeypatch
     text = report_path.read_text()
     assert "--stored-only" in text.splitlines()[0] and "1 probe(s) of the file were not run" in text
     assert not list((tmp_path / "p").glob("*.json"))
+
+
+def test_verdict_counts_a_screen_only_through_its_larger_rerun():
+    screen = _doc([2] * 8 + [0] * 2, "same")         # 8/10 on the first 10 prompts
+    larger = _doc([2] * 8 + [0] * 32, "same")        # 8/40 on 40 prompts, the same settings otherwise
+    other = _doc([2] * 3 + [0] * 7, "other")         # 3/10
+    text = report([screen, larger, other], Namespace(source=None, out=Path("x"))).splitlines()
+    assert "name=other" in text[2] and "3/10 = 30.0%" in text[2]
+    assert "0 of 2 probes by point estimate" in text[4] and "1 probe(s) not counted here" in text[4]
