@@ -601,13 +601,3 @@ def _remove_stale(results_dir: Path, wanted: Callable[[Path], bool], older_than:
         except OSError:
             pass
     return removed
-    now = time.time()
-    for path in results_dir.iterdir():
-        if path.is_file() and path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
-            try:
-                if now - path.stat().st_mtime >= older_than:
-                    path.unlink()
-                    removed.append(path)
-            except OSError:
-                pass
-    return removed
