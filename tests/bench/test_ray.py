@@ -25,7 +25,7 @@ os.environ.update(_RAY_AUTH)
 import ray  # noqa: E402  (the `ray` extra is part of the test environment; .ci/run installs it)
 
 from pefthub import results as R
-from pefthub.errors import ConfigError, PefthubError
+from pefthub.errors import ConfigError
 from pefthub.executors.ray import RayExecutor, check_fits_a_node, remote_task
 from pefthub.suites import Experiment, label_of
 
