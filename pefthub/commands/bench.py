@@ -140,10 +140,11 @@ def run(args) -> int:
     from pefthub import health
 
     healths = health.assess_all(docs, health.samples_in(results_dir))
+    flags = row_health_flags(rows, healths, docs)
     for row in rows:
-        row.flags = [f.name for f in health.row_flags(healths.get(rid) for rid in row.run_ids)]
+        row.flags = [f.name for f in flags[row.label]]
     print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
-    print_health(console, rows, healths)
+    print_health(console, rows, flags)
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
 
@@ -389,16 +390,26 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
         console.print(f"[red]failed[/] {escape(label)}: {escape(err)}")
 
 
-def print_health(console, rows, health: dict) -> None:
-    """One line per run-health flag of a row (``health``: run id -> :class:`pefthub.health.Health`)
+def row_health_flags(rows, healths: dict, docs) -> dict:
+    """Each row's run-health flags by label (``healths``: run id -> :class:`pefthub.health.Health`;
+    ``docs``: the result documents, for the rows' training-reward rule)."""
+    from pefthub.health import row_flags
+
+    by_id = {d["run_id"]: d for d in docs}
+    return {row.label: row_flags((healths.get(rid) for rid in row.run_ids),
+                                 [by_id[rid] for rid in row.run_ids if rid in by_id]) for row in rows}
+
+
+def print_health(console, rows, flags: dict) -> None:
+    """One line per run-health flag of a row (``flags``: label -> flags, :func:`row_health_flags`)
     under the results table, and what the flags shown mean."""
     from rich.markup import escape
 
-    from pefthub.health import MEANING, row_flags
+    from pefthub.health import MEANING
 
     shown = set()
     for row in rows:
-        for f in row_flags(health.get(rid) for rid in row.run_ids):
+        for f in flags[row.label]:
             colour = "red" if f.severity == "error" else "yellow"
             console.print(f"[{colour}]⚑ {f.name}[/] {escape(row.label)}: {escape(f.detail)}")
             shown.add(f.name)

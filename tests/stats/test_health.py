@@ -286,27 +286,29 @@ def test_bench_results_table_marks_flagged_rows():
     from rich.console import Console
 
     from pefthub import bench
-    from pefthub.commands.bench import print_health, print_results
+    from pefthub.commands.bench import print_health, print_results, row_health_flags
 
     docs, _ = R.load_results_dir(QUICK)
     console = Console(record=True, width=250)
     suite = SimpleNamespace(name="quick", model="smollm2-135m-instruct", task={"name": "basic_arithmetic"})
     healths = health.assess_all(docs, health.samples_in(QUICK))
     rows = bench.summarize(docs)
+    flags = row_health_flags(rows, healths, docs)
     for row in rows:
-        row.flags = [f.name for f in health.row_flags(healths.get(rid) for rid in row.run_ids)]
+        row.flags = [f.name for f in flags[row.label]]
     print_results(console, suite, rows, total=15, have=15)
-    print_health(console, rows, healths)
+    print_health(console, rows, flags)
     lines = console.export_text().splitlines()
     def flags_cell(name, trainer):
         line = next(x for x in lines if x.startswith(f"│ {name} ") and f"│ {trainer} " in x)
         return line.split("│")[-2].strip()
 
-    assert flags_cell("vera", "grpo") == "no-op"
-    assert flags_cell("full", "grpo") == "no-op, no-signal"
+    assert flags_cell("vera", "grpo") == "no-op, flat-reward"  # as the findings page says of the same rows
+    assert flags_cell("full", "grpo") == "no-op, no-signal, flat-reward"
     assert flags_cell("bitfit", "sft") == ""
     assert "⚑ no-op vera/grpo: 62/64 test completions byte-identical to base; same score (15/64)" in lines
     assert "⚑ runaway lora/grpo: 19/64 test completions cut off by the token cap (base 0/64)" in lines
+    assert any(x.startswith("⚑ flat-reward lora/grpo: reward rise (second half of 4 steps − first half)") for x in lines)
 
 
 def test_site_downloads_carry_the_flags(tmp_path):
