@@ -418,22 +418,18 @@ def print_health(console, rows, flags: dict) -> None:
                       + " (`pefthub health` shows the measures of every run)")
 
 
-def print_suite_plan(suite_ref, *, as_json: bool = False, extra: dict | None = None) -> int:
-    """The suite form of `pefthub plan`: every method × params budget with its exact config, count
-    and bytes on the meta device, plus the budget, trainer options and resource requests."""
+def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | None = None) -> int:
+    """The suite form of `pefthub plan`: every method × params budget of ``suite`` (as resolved by
+    :func:`pefthub.suites.resolve`) with its exact config, count and bytes on the meta device, plus
+    the budget, trainer options and resource requests."""
     import json
 
     from rich.table import Table
 
-    from pefthub import suites
     from pefthub.console import console as make_console
     from pefthub.planning import config_summary
 
     console = make_console()
-    suite = suites.load(suite_ref)
-    with console.status(f"resolving {suite.name} on {suite.model} (meta device)…"):
-        resolution = suites.resolve(suite)
-        suites.expand(suite, resolution)  # refuses two runs with the same config
     planned = int(suite.include_base) + sum(_planned_runs(suite, len(m.spec.rates(t)))
                                             for m in resolution.methods for t in m.spec.trainers)
     if as_json:

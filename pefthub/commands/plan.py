@@ -89,7 +89,8 @@ def _plan_suite(args) -> int:
     from pefthub.console import console
 
     suite = suites.load(args.suite)
-    gpu = suite_gpu_plan(suite, gpu_memory_gb=args.gpu_memory_gb, gpu_tflops=args.gpu_tflops)
+    resolution = suites.resolve(suite)  # once: the GPU plan and the table below share it
+    gpu = suite_gpu_plan(suite, resolution, gpu_memory_gb=args.gpu_memory_gb, gpu_tflops=args.gpu_tflops)
     if args.markdown:
         print(gpu.markdown(args.suite), end="")
         return 0
@@ -99,7 +100,7 @@ def _plan_suite(args) -> int:
         "base_source": summary.base_source, "power": 0.8, "alpha": 0.05, "test": "McNemar exact",
         "detectable_gain_one_way": summary.one_way, "detectable_gain_independent": summary.independent,
         "smoke": summary.smoke, "summary": summary.sentence()}
-    code = print_suite_plan(args.suite, as_json=args.json, extra={"power": power, "gpu": gpu.to_dict()})
+    code = print_suite_plan(suite, resolution, as_json=args.json, extra={"power": power, "gpu": gpu.to_dict()})
     if not args.json:
         gpu.print()
         if summary is None:
@@ -188,14 +189,16 @@ class SuiteGpuPlan:
         out.print(f"[bold]Weights[/]: {sentence}" if present else f"[bold]Weights[/]: [yellow]{sentence}[/yellow]")
 
 
-def suite_gpu_plan(suite, *, gpu_memory_gb: float | None = None, gpu_tflops: float | None = None) -> SuiteGpuPlan:
-    """The GPU plan of every planned run of ``suite`` (weightless and offline)."""
+def suite_gpu_plan(suite, resolution=None, *, gpu_memory_gb: float | None = None,
+                   gpu_tflops: float | None = None) -> SuiteGpuPlan:
+    """The GPU plan of every planned run of ``suite`` (weightless and offline; ``resolution``:
+    :func:`pefthub.suites.resolve` of it, computed when not given)."""
     from pefthub import memory_plan as mp
     from pefthub import suites
     from pefthub.commands.bench import _planned_runs
     from pefthub.planning import gpu_plan, weights_status
 
-    resolution = suites.resolve(suite)
+    resolution = suites.resolve(suite) if resolution is None else resolution
     experiments = suites.expand(suite, resolution)
     runs = {f"{suites.method_label(m.spec.name, m.params_target)}/{t}": _planned_runs(suite, len(m.spec.rates(t)))
             for m in resolution.methods for t in m.spec.trainers}
