@@ -44,6 +44,11 @@ class _ExpressionTask(ProceduralTask):
         # "What is 5 + 3?" and "Compute 5 + 3." are one problem: keep it in one split only.
         return "".join(example.metadata["expression"].split())
 
+    def stratum(self, example: Example) -> str | None:
+        """The number of terms, e.g. "2 terms" (the generator's own count)."""
+        terms = example.metadata.get("num_terms")
+        return None if terms is None else f"{terms} terms"
+
     def make_example(self, item: dict[str, Any], index: int) -> Example | None:
         expression = item["metadata"]["expression"]
         value = arithmetic.value(expression)
@@ -54,7 +59,8 @@ class _ExpressionTask(ProceduralTask):
         answer = format_number(gold)
         solution = arithmetic.worked_solution(expression, NUMERIC.answer_line(answer))
         return Example(id=str(index), question=item["question"], answer=answer, solution=solution,
-                       metadata={"expression": expression, "source_index": index})
+                       metadata={"expression": expression, "source_index": index,
+                                 "num_terms": item["metadata"].get("num_terms")})
 
 
 @dataclass
@@ -261,7 +267,25 @@ class ReasoningGym(ProceduralTask):
         if not _short(answer):
             return None
         return Example(id=str(index), question=item["question"], answer=answer,
-                       solution=self.answer_format.answer_line(answer), metadata={"source_index": index})
+                       solution=self.answer_format.answer_line(answer),
+                       metadata={"source_index": index, "stratum": _item_stratum(item.get("metadata") or {})})
+
+    def stratum(self, example: Example) -> str | None:
+        """The item's ``task_type`` (e.g. aiw's "siblings"), else its own difficulty level
+        ("difficulty 2"), else None (a difficulty that is the generator's config ranges is no stratum)."""
+        return example.metadata.get("stratum")
+
+
+def _item_stratum(metadata: dict[str, Any]) -> str | None:
+    task_type = metadata.get("task_type")
+    if isinstance(task_type, str) and task_type:
+        return task_type
+    difficulty = metadata.get("difficulty")
+    if isinstance(difficulty, dict) and len(difficulty) == 1:  # e.g. {"difficulty": 2}: the item's own level
+        difficulty = next(iter(difficulty.values()))
+    if isinstance(difficulty, (int, float, str)) and not isinstance(difficulty, bool):
+        return f"difficulty {difficulty}"
+    return None
 
 
 def _short(answer: Any) -> bool:

@@ -6,6 +6,8 @@ Tasks are registered by plugins through the ``register_tasks`` hook (the built-i
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from pefthub.errors import ConfigError
@@ -46,5 +48,24 @@ def default_task() -> Task:
     return task_from_config(DEFAULT_TASK)
 
 
+def strata_of(task: Task | dict[str, Any] | str, split: str, ids: Iterable[str]) -> dict[str, str | None]:
+    """The stratum (:meth:`Task.stratum`) of each item id of ``split`` (ids as sample records carry
+    them, e.g. "chain_sum-test-12"), recomputed by regenerating the split from the task (an object, a
+    result file's task config, or a name); an id the split does not hold is a :class:`ConfigError`."""
+    task = task if isinstance(task, Task) else task_from_config(task)
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    pattern = re.compile(rf"{re.escape(task.name)}-{re.escape(split)}-(\d+)")
+    indices = [m.group(1) for m in map(pattern.fullmatch, wanted) if m]
+    n = max(int(i) for i in indices) + 1 if len(indices) == len(wanted) else None
+    by_id = {ex.id: ex for ex in task.examples(split, n)}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise ConfigError(f"task '{task.name}': the {split} split has no item {missing[0]!r}"
+                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return {i: task.stratum(by_id[i]) for i in wanted}
+
+
 __all__ = ["DEFAULT_TASK", "SPLITS", "Example", "Task", "TaskParams", "default_task", "get_task", "param",
-           "task_from_config"]
+           "strata_of", "task_from_config"]

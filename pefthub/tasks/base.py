@@ -44,6 +44,10 @@ class TaskParams:
     """Base class of a task's parameters: a dataclass whose values are type-checked and then
     validated by :meth:`validate` (subclasses add range checks)."""
 
+    #: Parameters added after results were published: a task's config carries them only when they
+    #: differ from their default, so the run ids of runs that do not use them stay what they were.
+    OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
@@ -62,7 +66,14 @@ class TaskParams:
             raise ConfigError(f"parameter {name}={getattr(self, name)!r} {message}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The parameters as plain values, without the :attr:`OMIT_WHEN_DEFAULT` ones left at their default."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if self.OMIT_WHEN_DEFAULT:
+            defaults = {name: default for name, _, default in self.field_help()}
+            for name in self.OMIT_WHEN_DEFAULT:
+                if out[name] == defaults[name]:
+                    del out[name]
+        return out
 
     @classmethod
     def field_help(cls) -> list[tuple[str, str, Any]]:
@@ -165,6 +176,11 @@ class Task:
     def empty_split_hint(self, split: str) -> str:
         """Appended to the empty-split error: why it is empty and what to change."""
         return ""
+
+    def stratum(self, example: Example) -> str | None:
+        """The difficulty stratum of ``example`` (e.g. "2 terms"), for per-stratum reports and split
+        checks; None when the task defines none."""
+        return None
 
     # ---- prompting ---------------------------------------------------------------------------
     def system_prompt(self) -> str:

@@ -1,18 +1,36 @@
 """Tasks generated offline by reasoning-gym's procedural generators.
 
-Splits are carved from one deterministic stream: reasoning-gym item ``i`` of the dataset seeded
+Every split comes from one deterministic stream: reasoning-gym item ``i`` of the dataset seeded
 with ``seed`` is a pure function of ``(seed, i)``. Walking ``i = 0, 1, 2, ...`` and keeping each
 question the first time it appears (by its text, or for arithmetic by its expression, so a
-reworded expression cannot sit in two splits) gives a list of distinct questions; the first
-``test_size`` are the test split, the next ``validation_size`` the validation split, and the rest
-(up to ``train_size``) the train split. The splits are therefore disjoint by construction, and the
-same parameters always give the same examples. Items without a correct worked solution are skipped
-(see :meth:`ProceduralTask.make_example`), deterministically.
+reworded expression cannot sit in two splits) gives a list of distinct questions. Items without a
+correct worked solution are skipped (see :meth:`ProceduralTask.make_example`), deterministically.
+The parameter ``split_rule`` deals those questions to the splits, disjoint by construction:
+
+- ``"stream"`` (the default, which every committed result used): the first ``test_size`` distinct
+  questions are the test split, the next ``validation_size`` the validation split, and the rest (up
+  to ``train_size``) the train split. A small sub-space (two-term sums among three-term ones) is
+  frequent early in the stream and exhausted soon, so test and validation get most of it and the
+  train split is harder than they are.
+- ``"hash"``: the walk stops at one stream position for all three splits, where the stream has
+  produced ``test_size + validation_size + train_size`` distinct questions (or at its end); those
+  questions are ordered by a stable hash of ``(seed, key)`` and dealt in that order, the first
+  ``test_size`` to test, the next ``validation_size`` to validation, the rest to train. Each split
+  is therefore a uniform random subset of the same set, so all three have one difficulty mix up
+  to sampling noise, and so does every prefix (``examples(split, n)``).
+
+Why one common stop and no repeats: distinct questions drawn first-come are a depth-dependent
+sample (a split that walks further has exhausted more of the small sub-space), so splits cut at
+different stream positions differ in mix even when hashed into separate buckets, while a common
+cut makes them thinnings of one set. Sampling with the generator's frequencies (repeats allowed)
+would match the generator instead, but it would repeat test questions and, with few distinct
+questions in a small sub-space, give each split a mix that differs by more than item-level noise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,21 +41,30 @@ from pefthub.tasks.base import Example, Task, TaskParams, param
 # Stop walking the stream after this many consecutive repeated/skipped items: the generator's
 # question space is exhausted for these parameters (a bounded walk keeps bad settings fast).
 MAX_CONSECUTIVE_MISSES = 2000
-_COMMON = ("seed", "test_size", "validation_size", "train_size")
+_COMMON = ("seed", "test_size", "validation_size", "train_size", "split_rule")
+#: How distinct questions are dealt to the splits (see the module docstring).
+SPLIT_RULES = ("stream", "hash")
 
 
 @dataclass
 class ProceduralParams(TaskParams):
+    OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("split_rule",)
+
     seed: int = param(0, "seed of the generator; every split follows from it")
     test_size: int = param(500, "distinct questions in the test split")
     validation_size: int = param(100, "distinct questions in the validation split")
     train_size: int = param(20000, "maximum distinct questions in the train split (generated on demand)")
+    split_rule: str = param("stream", "how distinct questions are dealt to splits: 'stream' (test first, then "
+                                      "validation, then train, in stream order: a small sub-space lands mostly in "
+                                      "test) or 'hash' (a hash-ordered partition of the first test+validation+train "
+                                      "distinct questions: every split has the same difficulty mix)")
 
     def validate(self) -> None:
         self.require(self.seed >= 0, "seed", "must be >= 0")
         self.require(self.test_size >= 1, "test_size", "must be >= 1")
         self.require(self.validation_size >= 0, "validation_size", "must be >= 0")
         self.require(self.train_size >= 0, "train_size", "must be >= 0")
+        self.require(self.split_rule in SPLIT_RULES, "split_rule", f"must be one of {', '.join(SPLIT_RULES)}")
 
     def generator_kwargs(self) -> dict[str, Any]:
         """The parameters passed to the reasoning-gym generator (everything but the split sizes)."""
@@ -67,6 +94,7 @@ class ProceduralTask(Task):
         self._seen: set[str] = set()
         self._next_index = 0
         self._exhausted = False
+        self._dealt: list[Example] | None = None  # the hash rule's ordered questions
 
     # ---- generator --------------------------------------------------------------------------
     def _make_dataset(self, size: int):
@@ -116,11 +144,28 @@ class ProceduralTask(Task):
             self._seen.add(key)
             self._stream.append(example)
 
+    def _hash_order(self) -> list[Example]:
+        """The hash rule's deal: the stream's first ``test + validation + train`` distinct questions,
+        ordered by a stable hash of ``(seed, key)`` (the key breaks a tie)."""
+        if self._dealt is None:
+            self._extend(self._bounds["train"][1])
+            seed = str(self.params.seed).encode()
+
+            def rank(example: Example) -> tuple[bytes, str]:
+                key = self.dedupe_key(example)
+                return hashlib.blake2b(key.encode(), digest_size=8, key=seed).digest(), key
+
+            self._dealt = sorted(self._stream, key=rank)
+        return self._dealt
+
     def load_split(self, split: str, n: int | None) -> list[Example]:
         start, end = self._bounds[split]
         stop = end if n is None else min(end, start + n)
-        self._extend(stop)
-        chosen = self._stream[start:stop]
+        if self.params.split_rule == "hash":
+            chosen = self._hash_order()[start:stop]
+        else:
+            self._extend(stop)
+            chosen = self._stream[start:stop]
         return [dataclasses.replace(ex, id=f"{self.name}-{split}-{i}") for i, ex in enumerate(chosen)]
 
     def empty_split_hint(self, split: str) -> str:
