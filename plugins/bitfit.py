@@ -18,7 +18,7 @@ from torch import nn
 
 from pefthub.errors import ConfigError, UnsupportedError
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, Method, MethodConfig, config_field, matching_linears
+from pefthub.methods import PAPER_TARGET_MODULES, Method, MethodConfig, matching_linears, setting
 from pefthub.methods import adapter_files
 
 _ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
@@ -27,17 +27,16 @@ _MLP = {"gate_proj", "up_proj", "down_proj"}
 
 @dataclass
 class BitFitMethodConfig(MethodConfig):
-    target_modules: list[str] = config_field(list(PAPER_TARGET_MODULES), "linear layers whose biases train")
-    add_missing_biases: bool = config_field(True, "add zero-initialised biases to target linears that have "
+    target_modules: list[str] = setting(list(PAPER_TARGET_MODULES), "linear layers whose biases train",
+                                        nonempty=True)
+    add_missing_biases: bool = setting(True, "add zero-initialised biases to target linears that have "
                                                   "none (needed for Llama/SmolLM2, which have no biases)")
-
-    def validate(self) -> None:
-        self._require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
 
 
 class BitFit(Method):
     name = "bitfit"
     config_class = BitFitMethodConfig
+    default_learning_rate = 1e-3
     summary = "BitFit: train only the bias terms of the target linears"
     notes = "adds zero-initialised biases where a model has none (e.g. Llama, SmolLM2)"
 

@@ -11,19 +11,20 @@ from torch import nn
 
 from pefthub.errors import ConfigError
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import Method, MethodConfig, config_field
+from pefthub.methods import Method, MethodConfig, setting
 
 WEIGHTS = "model.safetensors"
 
 
 @dataclass
 class FullMethodConfig(MethodConfig):
-    train_embeddings: bool = config_field(True, "also train the (possibly tied) token embeddings")
+    train_embeddings: bool = setting(True, "also train the (possibly tied) token embeddings")
 
 
 class Full(Method):
     name = "full"
     config_class = FullMethodConfig
+    default_learning_rate = 1e-5
     summary = "Full fine-tuning: every weight trains"
     notes = "the 'adapter' is the whole model"
     trains_base_weights = True

@@ -8,27 +8,23 @@ from typing import Iterator
 from torch import nn
 
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, config_field, matching_linears
+from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, matching_linears, setting
 from pefthub.methods.peft_method import PeftMethod
 
 
 @dataclass
 class LoraMethodConfig(MethodConfig):
-    r: int = config_field(8, "rank of the update B·A")
-    alpha: float = config_field(16.0, "scaling numerator: the update is multiplied by alpha / r")
-    dropout: float = config_field(0.0, "dropout on the adapter's input during training")
-    target_modules: list[str] = config_field(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)")
-
-    def validate(self) -> None:
-        self._require(self.r >= 1, "r", "must be >= 1")
-        self._require(self.alpha > 0, "alpha", "must be > 0")
-        self._require(0.0 <= self.dropout < 1.0, "dropout", "must be within [0, 1)")
-        self._require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
+    r: int = setting(8, "rank of the update B·A", min=1)
+    alpha: float = setting(16.0, "scaling numerator: the update is multiplied by alpha / r", above=0)
+    dropout: float = setting(0.0, "dropout on the adapter's input during training", min=0, below=1)
+    target_modules: list[str] = setting(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)",
+                                        nonempty=True)
 
 
 class Lora(PeftMethod):
     name = "lora"
     config_class = LoraMethodConfig
+    default_learning_rate = 1e-4
     summary = "LoRA: trainable low-rank factors B·A added to each target weight"
 
     def peft_config(self):

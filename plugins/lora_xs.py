@@ -21,24 +21,20 @@ from torch import nn
 
 from pefthub.errors import ConfigError
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, Method, MethodConfig, config_field, matching_linears
+from pefthub.methods import PAPER_TARGET_MODULES, Method, MethodConfig, matching_linears, setting
 from pefthub.methods import adapter_files
 
 
 @dataclass
 class LoraXSMethodConfig(MethodConfig):
-    r: int = config_field(4, "rank of the frozen truncated SVD; each module trains an r×r matrix")
-    target_modules: list[str] = config_field(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)")
-    n_modules: int | None = config_field(
+    r: int = setting(4, "rank of the frozen truncated SVD; each module trains an r×r matrix", min=1)
+    target_modules: list[str] = setting(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)",
+                                        nonempty=True)
+    n_modules: int | None = setting(
         None, "adapt only this many of the targeted modules, evenly spaced in module order (for exact small "
-              "budgets); None adapts all")
-    save_frozen: bool = config_field(True, "store the frozen SVD factors in saved adapters (False: recomputed "
+              "budgets); None adapts all", min=1)
+    save_frozen: bool = setting(True, "store the frozen SVD factors in saved adapters (False: recomputed "
                                            "from the base weights on load)")
-
-    def validate(self) -> None:
-        self._require(self.r >= 1, "r", "must be >= 1")
-        self._require(self.n_modules is None or self.n_modules >= 1, "n_modules", "must be >= 1 or None")
-        self._require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
 
 
 class LoraXSLinear(nn.Module):
@@ -90,6 +86,7 @@ def _select(names: list, n_modules: int | None) -> list:
 class LoraXS(Method):
     name = "lora_xs"
     config_class = LoraXSMethodConfig
+    default_learning_rate = 1e-3
     summary = "LoRA-XS: a trainable r×r matrix between each weight's frozen truncated-SVD factors"
     exact_params = True
 

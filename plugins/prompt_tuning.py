@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import MethodConfig, config_field
+from pefthub.methods import MethodConfig, setting
 from pefthub.methods.peft_method import PeftMethod
 
 INITS = ("sample_vocab", "random")
@@ -17,18 +17,15 @@ INITS = ("sample_vocab", "random")
 
 @dataclass
 class PromptTuningMethodConfig(MethodConfig):
-    num_virtual_tokens: int = config_field(8, "virtual tokens prepended to every input (params = tokens × hidden)")
-    init: str = config_field("sample_vocab", "initialisation: 'sample_vocab' (embeddings of random vocabulary "
-                                             "tokens) or 'random'")
-
-    def validate(self) -> None:
-        self._require(self.num_virtual_tokens >= 1, "num_virtual_tokens", "must be >= 1")
-        self._require(self.init in INITS, "init", f"must be one of {', '.join(INITS)}")
+    num_virtual_tokens: int = setting(8, "virtual tokens prepended to every input (params = tokens × hidden)", min=1)
+    init: str = setting("sample_vocab", "initialisation: 'sample_vocab' (embeddings of random vocabulary "
+                        "tokens) or 'random'", choices=INITS)
 
 
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
     config_class = PromptTuningMethodConfig
+    default_learning_rate = 1e-3
     summary = "Prompt tuning: trainable embeddings of virtual tokens prepended to the input"
     notes = "not mergeable (virtual tokens lengthen every sequence); changes outputs at initialisation"
     identity_at_init = False

@@ -13,7 +13,7 @@ from typing import Iterator
 from torch import nn
 
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, AdapterBytes, MethodConfig, config_field, matching_linears
+from pefthub.methods import PAPER_TARGET_MODULES, AdapterBytes, MethodConfig, matching_linears, setting
 from pefthub.methods.peft_method import PeftMethod
 
 #: Largest u a parameter budget is spread over before untying more modules: P is u×r×r per module,
@@ -23,26 +23,22 @@ MAX_U_FOR_BUDGET = 256
 
 @dataclass
 class TinyLoraMethodConfig(MethodConfig):
-    r: int = config_field(2, "rank of the frozen truncated SVD (the paper uses 2)")
-    u: int = config_field(13, "length of each trainable vector v (parameters per tying group)")
-    weight_tying: float = config_field(
+    r: int = setting(2, "rank of the frozen truncated SVD (the paper uses 2)", min=1)
+    u: int = setting(13, "length of each trainable vector v (parameters per tying group)", min=1)
+    weight_tying: float = setting(
         1.0, "share of modules tied together, 0..1: groups = max(1, round(N·(1−weight_tying))) over the N "
-             "targeted modules in module order; 1.0 ties every module to one v")
-    target_modules: list[str] = config_field(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)")
-    projection_seed: int = config_field(42, "seed of the fixed random projections P (plus the layer index)")
-    save_projection: bool = config_field(True, "store the frozen SVD factors and P in saved adapters "
+             "targeted modules in module order; 1.0 ties every module to one v", min=0, max=1)
+    target_modules: list[str] = setting(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)",
+                                        nonempty=True)
+    projection_seed: int = setting(42, "seed of the fixed random projections P (plus the layer index)")
+    save_projection: bool = setting(True, "store the frozen SVD factors and P in saved adapters "
                                                "(False: rebuilt from the base weights and seed on load)")
-
-    def validate(self) -> None:
-        self._require(self.r >= 1, "r", "must be >= 1")
-        self._require(self.u >= 1, "u", "must be >= 1")
-        self._require(0.0 <= self.weight_tying <= 1.0, "weight_tying", "must be within [0, 1]")
-        self._require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
 
 
 class TinyLora(PeftMethod):
     name = "tinylora"
     config_class = TinyLoraMethodConfig
+    default_learning_rate = 1e-3
     summary = "TinyLoRA: a tiny trainable vector v projected through fixed random tensors into each SVD core"
     exact_params = True
 

@@ -9,25 +9,23 @@ import torch
 from torch import nn
 
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, config_field, matching_linears
+from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, matching_linears, setting
 from pefthub.methods.peft_method import PeftMethod
 
 
 @dataclass
 class VeraMethodConfig(MethodConfig):
-    r: int = config_field(256, "rank of the shared frozen random matrices (length of each λ_d)")
-    projection_prng_key: int = config_field(0, "seed of the shared random matrices")
-    save_projection: bool = config_field(True, "store the shared random matrices in saved adapters")
-    target_modules: list[str] = config_field(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)")
-
-    def validate(self) -> None:
-        self._require(self.r >= 1, "r", "must be >= 1")
-        self._require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
+    r: int = setting(256, "rank of the shared frozen random matrices (length of each λ_d)", min=1)
+    projection_prng_key: int = setting(0, "seed of the shared random matrices")
+    save_projection: bool = setting(True, "store the shared random matrices in saved adapters")
+    target_modules: list[str] = setting(list(PAPER_TARGET_MODULES), "linear layers to adapt (last name part)",
+                                        nonempty=True)
 
 
 class Vera(PeftMethod):
     name = "vera"
     config_class = VeraMethodConfig
+    default_learning_rate = 1e-3
     summary = "VeRA: per-module trainable scaling vectors λ_d (r) and λ_b (out) around shared random A, B"
 
     def peft_config(self):

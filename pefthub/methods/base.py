@@ -8,33 +8,31 @@ itself into the base weights for fast generation, and says how many bytes its ad
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
-from pefthub import schema
+from pefthub.settings import Settings, setting
 from pefthub.errors import ConfigError, UnsupportedError
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def config_field(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
-    """A dataclass field carrying the help text shown by `pefthub methods` and in the docs."""
-    if isinstance(default, (list, dict, set, tuple)):
-        value = default
-        return field(default_factory=lambda: copy.copy(value), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+#: Kept for plugins written against it: a method config's field is a :func:`pefthub.settings.setting`.
+config_field = setting
+
+#: The learning rate of a method that declares none (:attr:`Method.default_learning_rate`).
+FALLBACK_LEARNING_RATE = 1e-4
 
 
 @dataclass
-class MethodConfig(schema.Settings):
-    """Base class for method configs: a small dataclass validated in ``__post_init__``; errors name
-    ``<ConfigClass>.<field>``."""
+class MethodConfig(Settings):
+    """Base class for method configs: :func:`~pefthub.settings.setting` fields, validated in
+    ``__post_init__``; errors name ``<ConfigClass>.<field>``."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,17 @@ class Method:
     exact_params: ClassVar[bool] = False
     #: The method trains the base model's own weights (full fine-tuning).
     trains_base_weights: ClassVar[bool] = False
+    #: The learning rate a run takes when its config gives none (`pefthub train` without ``--lr``);
+    #: adapters with very few parameters need much larger steps than full fine-tuning.
+    default_learning_rate: ClassVar[float] = FALLBACK_LEARNING_RATE
+    #: Trainer algorithm ("sft", "grpo") -> learning rate, where one differs from ``default_learning_rate``.
+    trainer_learning_rates: ClassVar[dict[str, float]] = {}
+
+    @classmethod
+    def learning_rate_for(cls, trainer: str | None = None) -> float:
+        """The default learning rate of this method under the trainer algorithm ``trainer``."""
+        return cls.trainer_learning_rates.get(trainer, cls.default_learning_rate) if trainer else \
+            cls.default_learning_rate
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_class()

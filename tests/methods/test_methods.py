@@ -69,14 +69,23 @@ def test_non_positive_budget_rejected(bad):
 
 
 @pytest.mark.parametrize("name, fields, match", [
-    ("tinylora", {"u": 0}, r"TinyLoraMethodConfig.u: must be >= 1"),
-    ("tinylora", {"weight_tying": 1.5}, r"weight_tying: must be within \[0, 1\]"),
+    ("tinylora", {"u": 0}, r"TinyLoraMethodConfig.u: must be a positive integer \(got 0\)"),
+    ("tinylora", {"weight_tying": 1.5}, r"weight_tying: must be a number in \[0, 1\] \(got 1.5\)"),
     ("lora", {"r": -1}, r"LoraMethodConfig.r"),
     ("lora", {"rank": 4}, r"unknown field\(s\) rank"),
     ("prompt_tuning", {"init": "text"}, r"init: must be one of"),
     ("lora_xs", {"n_modules": 0}, r"n_modules"),
+    ("lora", {"target_modules": []}, r"^LoraMethodConfig.target_modules: must be a non-empty list \(got \[\]\)$"),
+    ("bitfit", {"add_missing_biases": "yes"}, r"^BitFitMethodConfig.add_missing_biases: must be true or false"),
+    ("lora", {"alpha": 16}, None),  # an integer for a float field is that float (one setting, one hash)
 ])
 def test_invalid_configs_name_the_field(name, fields, match):
+    if match is None:
+        from pefthub.results import canonical_json
+
+        assert canonical_json(method(name).config_class.from_dict(fields).to_dict()) == \
+            canonical_json(method(name).config_class.from_dict({k: float(v) for k, v in fields.items()}).to_dict())
+        return
     with pytest.raises(ConfigError, match=match):
         method(name).config_class.from_dict(fields)
 
