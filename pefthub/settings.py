@@ -20,7 +20,7 @@ from typing import Any
 
 from pefthub.errors import ConfigError
 
-__all__ = ["Rule", "Settings", "build", "check", "check_known", "default_of", "defaults", "field_help", "rule_of",
+__all__ = ["Rule", "Settings", "build", "check", "check_field", "check_known", "default_of", "defaults", "field_help", "rule_of",
            "setting", "validate"]
 
 
@@ -129,6 +129,12 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, min: float | 
 def rule_of(cls: type, name: str) -> Rule:
     """The :class:`Rule` declared for field ``name`` of ``cls`` (a plain ``Rule`` when it has none)."""
     return {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("rule", Rule())
+
+
+def check_field(cls: type, name: str, value: Any, key: str) -> Any:
+    """``value`` checked against field ``name`` of the dataclass ``cls`` (its type and :class:`Rule`),
+    for a caller that takes that setting alone (a function argument, a CLI flag); errors name ``key``."""
+    return rule_of(cls, name).check(value, key, typing.get_type_hints(cls)[name])
 
 
 def check(value: Any, key: str, annotation: Any = Any, **rule: Any) -> Any:

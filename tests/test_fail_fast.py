@@ -227,7 +227,7 @@ def assert_one_line_error(argv: list[str]) -> str:
 def test_eval_rejects_a_bad_limit_before_loading(guarded_loaders):
     for limit in ("0", "-5"):
         assert assert_one_line_error(["eval", "--limit", limit]) == \
-            f"error: evaluation limit must be an integer >= 1 (got {int(limit)})"
+            f"error: eval.limit: must be a positive integer (got {int(limit)})"
 
 
 def test_train_and_plan_refuse_a_huge_budget_before_loading(guarded_loaders):

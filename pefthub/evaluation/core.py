@@ -118,16 +118,15 @@ def _check(task: Any, split: str, limit: Any, max_new_tokens: Any, batch_size: A
 
 
 def check_settings(*, split: str, limit: Any, max_new_tokens: Any, batch_size: Any, backend: str) -> None:
-    """Raise :class:`ConfigError` naming the first invalid evaluation setting (nothing is loaded)."""
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
-    for name, value, low in (("limit", limit, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
-        if (name == "limit" and value is None) or (name == "max_new_tokens" and value == TASK_SIZED):
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"evaluation {name} must be an integer >= {low} (got {value!r})")
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown evaluation backend '{backend}' (known: {', '.join(BACKENDS)})")
+    """Raise :class:`ConfigError` naming the first invalid evaluation setting (nothing is loaded): the
+    evaluation schema's rules (:class:`pefthub.schema.Evaluation`), any split of a task, a batch size >= 1."""
+    from pefthub.schema import Evaluation
+    from pefthub.settings import check, check_field
+
+    check(split, "eval.split", str, choices=SPLITS)
+    for name, value in (("limit", limit), ("max_new_tokens", max_new_tokens), ("backend", backend)):
+        check_field(Evaluation, name, value, f"eval.{name}")
+    check(batch_size, "eval.batch_size", int, min=1)
 
 
 def resolve_backend(model: Any, backend: str) -> tuple[str, str | None]:

@@ -207,10 +207,11 @@ def test_prompt_tuning_peft_model_is_evaluated_unmerged(tiny):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"split": "dev"}, "unknown split 'dev'"),
-    ({"limit": 0}, "limit must be an integer >= 1"),
-    ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
-    ({"backend": "tgi"}, "unknown evaluation backend 'tgi'"),
+    ({"split": "dev"}, r"^eval.split: must be one of train, validation, test \(got 'dev'\)$"),
+    ({"limit": 0}, r"^eval.limit: must be a positive integer \(got 0\)$"),
+    ({"max_new_tokens": 0}, r"^eval.max_new_tokens: must be a positive integer \(got 0\)$"),
+    ({"batch_size": True}, r"^eval.batch_size: must be a positive integer \(got True\)$"),
+    ({"backend": "tgi"}, r"^eval.backend: must be one of auto, fused, hf, vllm \(got 'tgi'\)$"),
 ])
 def test_bad_evaluation_settings_are_one_line(tiny, kwargs, match):
     with pytest.raises(ConfigError, match=match):
