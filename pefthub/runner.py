@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pefthub.errors import ConfigError, PefthubError
-from pefthub.schema import Budget, Evaluation, learning_rate
+from pefthub.schema import Budget, Evaluation, check_checkpoints, learning_rate
 
 BASE_METHOD = "base"
 NO_TRAINER = "none"
@@ -120,6 +120,8 @@ def prepare(config: dict) -> Prepared:
     meta = meta_model(config["model"])  # also: unknown model names fail here, before any download or load
 
     if method_name == BASE_METHOD:
+        if evaluation.get("checkpoints"):
+            raise ConfigError("config.eval.checkpoints: the base-model row trains no steps to score after")
         _check_vllm(config, None, evaluation)
         return Prepared(config, task, None, None, None, None, evaluation, None, seed, placement)
 
@@ -135,6 +137,11 @@ def prepare(config: dict) -> Prepared:
     trainer = trainer_cls(trainer_cls.options_class.from_dict(config.get("trainer_options") or {}))
     budget = _settings(Budget, config.get("budget"), "budget")
     trainer.check_budget(budget)
+    if evaluation.get("checkpoints"):
+        check_checkpoints(evaluation["checkpoints"], budget.steps, "config.eval.checkpoints")
+        if not trainer.reports_steps:
+            raise ConfigError(f"config.eval.checkpoints: trainer '{trainer.name}' cannot score between its "
+                              "optimizer steps (the built-in sft and grpo trainers can)")
     _check_vllm(config, budget, evaluation)
     lr = config.get("learning_rate")
     lr = default_learning_rate(method_name) if lr is None else learning_rate(lr, "config.learning_rate")
@@ -210,12 +217,16 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
     ranks = 1 if prepared.trainer is None else sharded.ranks(
         config["method"], prepared.trainer.name, prepared.budget.batch_size, prepared.placement, num_gpus,
         config.get("device", "auto"), options=prepared.trainer.options)
+    if ranks > 1 and prepared.evaluation.get("checkpoints"):
+        raise ConfigError("config.eval.checkpoints: not with sharded training (the ranks would have to stop for "
+                          "one process to score); run it on one GPU or drop the checkpoints")
     doc = results.new_result(config, suite=suite, status="failed", started_at=results.utc_now())
     spent = Spent()
     meter = MemoryMeter()
     meter.start()
     started, load_at_start = time.perf_counter(), os.getloadavg()
     samples: list[dict] | None = None
+    checkpoints: _Checkpoints | None = None
     placement = prepared.placement
     precision = Precision(placement.torch_dtype)
     vllm_run = _enter_vllm(config, prepared)
@@ -248,11 +259,20 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
                 doc["training"] = {"sharded": record}
                 model.to(placement.torch_device)  # evaluated on one device, as every run is
             else:
+                if prepared.evaluation.get("checkpoints"):
+                    def score(limit: int | None) -> dict:  # the final evaluation's function and settings
+                        return _evaluate(model, lm.tokenizer, method, prepared.task, "validation", limit,
+                                         _eval_settings(prepared, lm.tokenizer), spent, phase="checkpoint_eval")[0]
+
+                    checkpoints = _Checkpoints(prepared, spent, progress, score)
+                    doc["checkpoints"] = checkpoints.points
                 with precision.autocast(placement.torch_device):
+                    if checkpoints is not None:
+                        checkpoints.start()
                     outcome = prepared.trainer.train(model=model, tokenizer=lm.tokenizer, method=method,
                                                      task=prepared.task, budget=prepared.budget,
                                                      learning_rate=prepared.learning_rate, seed=prepared.seed,
-                                                     spent=spent, progress=progress)
+                                                     spent=spent, progress=progress, after_step=checkpoints)
             doc["curves"] = outcome.curves
             if outcome.stopped_early is not None:  # still a success: the model is evaluated
                 doc.setdefault("training", {})["stopped_early"] = outcome.stopped_early
@@ -266,17 +286,15 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
             splits.append(("validation", prepared.evaluation["validation_limit"]))
         for split, limit in splits:
             _emit(progress, {"phase": "eval", "split": split, "limit": limit})
-            evaluation = dict(prepared.evaluation)
-            if evaluation["max_new_tokens"] == "task":  # sized from the task, never below the rollout cap
-                from pefthub.evaluation import task_max_new_tokens
-
-                rollout_cap = prepared.budget.max_new_tokens if prepared.budget is not None else 0
-                evaluation["max_new_tokens"] = task_max_new_tokens(prepared.task, lm.tokenizer, rollout_cap)
+            evaluation = _eval_settings(prepared, lm.tokenizer)
+            scored_at = time.perf_counter()
             with precision.autocast(placement.torch_device):
                 summary, split_samples = _evaluate(model, lm.tokenizer, method, prepared.task, split, limit,
                                                    evaluation, spent)
             doc["evaluation"][split] = summary
             samples.extend(split_samples)
+            if split == "validation" and checkpoints is not None:  # the last checkpoint is the final model
+                checkpoints.finish(summary, time.perf_counter() - scored_at)
         doc["status"], doc["error"] = "success", None
         return doc
     except KeyboardInterrupt:
@@ -312,14 +330,88 @@ def _enter_vllm(config: dict, prepared: Prepared):
     return vllm_engine.enter_run(config.get("vllm"), rollout_len=rollout_len)
 
 
-def _evaluate(model, tokenizer, method, task, split: str, limit: int | None, evaluation: dict, spent) -> tuple[dict, list]:
-    """Score the (merged) model on ``split``; the adapter is folded in for generation speed."""
+def _eval_settings(prepared: Prepared, tokenizer) -> dict:
+    """The run's evaluation settings with ``max_new_tokens = "task"`` sized from the task (never below
+    the rollout cap): what every evaluation of the run, final or at a checkpoint, generates with."""
+    evaluation = dict(prepared.evaluation)
+    if evaluation["max_new_tokens"] == "task":
+        from pefthub.evaluation import task_max_new_tokens
+
+        rollout_cap = prepared.budget.max_new_tokens if prepared.budget is not None else 0
+        evaluation["max_new_tokens"] = task_max_new_tokens(prepared.task, tokenizer, rollout_cap)
+    return evaluation
+
+
+class _Checkpoints:
+    """The ``after_step`` hook that scores the validation split after each optimizer step named in
+    ``eval.checkpoints`` (the run's own validation evaluation: same limit, cap, greedy decoding and
+    backend), and the result's ``checkpoints`` list it fills.
+
+    Every global random state is put back after scoring, and the adapter is folded in the way the final
+    evaluation folds it (restored bit-for-bit), so training goes on exactly as without checkpoints. The
+    scoring's seconds go to ``budget.spent.seconds_checkpoint_eval``, not to training's; a checkpoint
+    at ``budget.steps`` is not scored twice: the final validation evaluation fills it (:meth:`finish`).
+    """
+
+    def __init__(self, prepared: Prepared, spent, progress: Progress | None, score: Callable[[int | None], dict]):
+        self.steps = set(prepared.evaluation["checkpoints"])
+        self.last = prepared.budget.steps
+        self.limit = Evaluation.from_dict(prepared.evaluation).checkpoint_limit
+        self.spent, self.progress, self.score = spent, progress, score
+        self.points: list[dict] = []
+        self.pending: dict | None = None
+        self.started = time.perf_counter()
+
+    def start(self) -> None:
+        """Training starts now: ``seconds_train_so_far`` counts from here."""
+        self.started = time.perf_counter()
+
+    def __call__(self, step: int) -> None:
+        if step not in self.steps:
+            return
+        from pefthub.trainers.common import rng_preserved
+
+        s = self.spent
+        point = {"step": step, "split": "validation",
+                 "seconds_train_so_far": time.perf_counter() - self.started - s.seconds_checkpoint_eval,
+                 "examples": s.examples, "prompts": s.prompts, "prompts_trained": s.prompts_trained,
+                 "completions": s.completions, "tokens_trained": s.tokens_trained,
+                 "tokens_generated": s.tokens_generated, "train_flops": s.train_flops}
+        if step == self.last:
+            self.pending = point
+            return
+        _emit(self.progress, {"phase": "eval", "split": "validation", "limit": self.limit, "step": step})
+        scored_at = time.perf_counter()
+        with rng_preserved():
+            summary = self.score(self.limit)
+        self.points.append(_checkpoint_point(point, summary, time.perf_counter() - scored_at))
+
+    def finish(self, summary: dict, seconds: float) -> None:
+        """Fill the checkpoint at ``budget.steps`` (if it was reached) from the final validation evaluation."""
+        if self.pending is not None:
+            self.points.append(_checkpoint_point(self.pending, summary, seconds))
+            self.pending = None
+
+
+def _checkpoint_point(point: dict, summary: dict, seconds: float) -> dict:
+    from pefthub.evaluation.core import STRICT
+
+    metrics = summary.get("metrics") or {}
+    return {**point, "accuracy": summary["accuracy"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"],
+            "n": summary["n"], "correct": summary["correct"], "strict_accuracy": metrics.get(STRICT),
+            "backend": (summary.get("protocol") or {}).get("backend"), "seconds_eval": seconds}
+
+
+def _evaluate(model, tokenizer, method, task, split: str, limit: int | None, evaluation: dict, spent,
+              phase: str = "eval") -> tuple[dict, list]:
+    """Score the (merged) model on ``split``; the adapter is folded in for generation speed (and the
+    model's own weights restored bit-for-bit after). Its seconds go to ``spent.seconds_<phase>``."""
     import contextlib
 
     from pefthub.evaluation import evaluate
 
     merged = method.merged(model) if method is not None else contextlib.nullcontext(model)
-    with spent.timing("eval"), merged as m:
+    with spent.timing(phase), merged as m:
         result = evaluate(m, tokenizer, task, split=split, limit=limit, max_new_tokens=evaluation["max_new_tokens"],
                           batch_size=EVAL_BATCH_SIZE, backend=evaluation["backend"],
                           merged=method is None or method.mergeable)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pefthub.errors import ConfigError
+
 # Re-exported: the config dataclasses' base and helpers live in pefthub.settings.
 from pefthub.settings import (Settings, build, check, check_known, default_of, defaults,  # noqa: F401
                               field_help, setting)
@@ -59,7 +61,49 @@ class Evaluation(Settings):
     max_new_tokens: int | str = setting(256, "longest evaluation answer; \"task\": sized from the task's worked "
                                              "solutions", min=1, also=(TASK_SIZED,))
     backend: str = setting("auto", "evaluation engine", choices=EVAL_BACKENDS)
+    checkpoints: list[int] = setting([], "optimizer steps after which the validation split is scored too, inside "
+                                         "the run (accuracy vs budget from one run); strictly increasing, each "
+                                         "<= budget.steps; in a config only when set")
 
     @classmethod
     def where(cls) -> str:
         return "eval"
+
+    def validate(self) -> None:
+        super().validate()
+        self.checkpoints = check_checkpoints(self.checkpoints, None, f"{self.where()}.checkpoints")
+        if self.checkpoints and self.split != "validation" and self.validation_limit == 0:
+            raise ConfigError(f"{self.where()}.checkpoints: score the validation split, so set "
+                              f"{self.where()}.validation_limit > 0")
+        if self.checkpoints and self.backend == "vllm":
+            raise ConfigError(f"{self.where()}.checkpoints: not with backend 'vllm' (its engine would start "
+                              "beside training); use 'auto', 'fused' or 'hf'")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not out["checkpoints"]:  # added after results were published: absent unless set (run ids unchanged)
+            del out["checkpoints"]
+        return out
+
+    @property
+    def checkpoint_limit(self) -> int | None:
+        """Examples of the validation split scored at each checkpoint: those of the run's own validation
+        evaluation (``limit`` when the run's split is validation, else ``validation_limit``)."""
+        return self.limit if self.split == "validation" else self.validation_limit
+
+
+def check_checkpoints(value: Any, steps: int | None, where: str = "eval.checkpoints") -> list[int]:
+    """``value`` as a list of checkpoint steps: positive integers, strictly increasing, each at most
+    ``steps`` (when given); else one :class:`ConfigError` line naming the offending value."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: must be a list of optimizer steps (got {value!r})")
+    previous = 0
+    for item in value:
+        if not isinstance(item, int) or isinstance(item, bool) or item < 1:
+            raise ConfigError(f"{where}: {item!r} is not a positive integer")
+        if item <= previous:
+            raise ConfigError(f"{where}: must be strictly increasing ({item} after {previous})")
+        if steps is not None and item > steps:
+            raise ConfigError(f"{where}: {item} is beyond budget.steps ({steps})")
+        previous = item
+    return list(value)

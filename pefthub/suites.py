@@ -11,16 +11,17 @@ The file format is documented in ``docs/benchmarks.md``. Every error names the f
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pefthub.devices import AUTO, placement_keys
+from pefthub import settings
+from pefthub import settings
 from pefthub.errors import ConfigError
 from pefthub.results import run_id as compute_run_id
-from pefthub.schema import Budget, Evaluation, learning_rate
+from pefthub.schema import Budget, Evaluation, check_checkpoints, learning_rate
 
 SUITE_FILE = "suite.toml"
 BASE_METHOD = "base"
@@ -141,13 +142,20 @@ def load(suite: str | Path) -> Suite:
 
 
 class _Checker:
-    """Type and range checks whose errors name the file and the dotted key."""
+    """A suite file's checks: :mod:`pefthub.settings` rules whose errors name the file and the dotted key."""
 
     def __init__(self, file: Path):
         self.file = file
 
     def fail(self, key: str, message: str) -> None:
         raise ConfigError(f"{self.file}: {key}: {message}")
+
+    def check(self, value: Any, key: str, annotation: Any, **rule: Any) -> Any:
+        """``value`` checked by :func:`pefthub.settings.check`, the error prefixed with the file."""
+        try:
+            return settings.check(value, key, annotation, **rule)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.file}: {exc}") from None
 
     def keys(self, table: Any, allowed: set[str], where: str) -> dict:
         if not isinstance(table, dict):
@@ -158,33 +166,17 @@ class _Checker:
             self.fail(f"{prefix}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
         return table
 
-    def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(key, f"must be a non-empty string (got {value!r})")
-        if choices and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
-        return value
+    def string(self, value: Any, key: str) -> str:
+        return self.check(value, key, str, nonempty=True)
 
     def integer(self, value: Any, key: str, minimum: int | None = None) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(key, f"must be an integer (got {value!r})")
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be >= {minimum} (got {value})")
-        return value
+        return self.check(value, key, int, min=minimum)
 
-    def number(self, value: Any, key: str, low: float | None = None, high: float | None = None,
-               low_open: bool = False, high_open: bool = False) -> float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            self.fail(key, f"must be a finite number (got {value!r})")
-        if low is not None and (value <= low if low_open else value < low):
-            self.fail(key, f"must be {'>' if low_open else '>='} {low} (got {value})")
-        if high is not None and (value >= high if high_open else value > high):
-            self.fail(key, f"must be {'<' if high_open else '<='} {high} (got {value})")
-        return float(value)
+    def boolean(self, value: Any, key: str) -> bool:
+        return self.check(value, key, bool)
 
     def nonempty_list(self, value: Any, key: str) -> list:
-        if not isinstance(value, list) or not value:
-            self.fail(key, "must be a non-empty list")
+        self.check(value, key, list, nonempty=True)
         if len(set(map(repr, value))) != len(value):
             self.fail(key, f"has duplicates ({value})")
         return value
@@ -198,13 +190,9 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
         if key not in data:
             c.fail(key, "missing (required)")
     suite_name = c.string(data.get("name", file.parent.name), "name")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        c.fail("description", "must be a string")
+    description = c.check(data.get("description", ""), "description", str)
     model = c.string(data["model"], "model")
-    include_base = data.get("base", True)
-    if not isinstance(include_base, bool):
-        c.fail("base", f"must be true or false (got {include_base!r})")
+    include_base = c.boolean(data.get("base", True), "base")
     try:  # checked here, resolved on the machine that runs (a GPU suite plans on a laptop)
         placement = placement_keys(data.get("device", AUTO), data.get("dtype", AUTO))
     except ConfigError as exc:
@@ -223,7 +211,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     for trainer, options in trainer_options.items():
         if not isinstance(options, dict):
             c.fail(f"trainer_options.{trainer}", "must be a table")
-    evaluation = _eval(c, data.get("eval", {}))
+    evaluation = _eval(c, data.get("eval", {}), budget)
     vllm = _vllm(c, data["vllm"], budget, trainer_options, evaluation) if "vllm" in data else {}
     resources = _resources(c, data.get("resources", {}), "resources", RESOURCE_DEFAULTS)
 
@@ -236,9 +224,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     learning_rates, trainer_rates = _rate_grid(c, grid["learning_rates"], "grid.learning_rates", trainers)
     params = _params(c, grid.get("params", []), "grid.params")
     seeds = [c.integer(s, "grid.seeds", 0) for s in c.nonempty_list(grid.get("seeds", [0]), "grid.seeds")]
-    tune_on_first_seed = grid.get("tune_on_first_seed", False)
-    if not isinstance(tune_on_first_seed, bool):
-        c.fail("grid.tune_on_first_seed", f"must be true or false (got {tune_on_first_seed!r})")
+    tune_on_first_seed = c.boolean(grid.get("tune_on_first_seed", False), "grid.tune_on_first_seed")
     extend_edges = c.integer(grid.get("extend_edges", 0), "grid.extend_edges", 0)
     if extend_edges and not tune_on_first_seed:
         c.fail("grid.extend_edges", "needs tune_on_first_seed = true (rates are added after the first seed's selection)")
@@ -336,11 +322,14 @@ def _budget(c: _Checker, table: Any) -> dict[str, Any]:
         raise ConfigError(f"{c.file}: {exc}") from None
 
 
-def _eval(c: _Checker, table: Any) -> dict[str, Any]:
-    """The evaluation settings: the schema's defaults and checks; the split is always ``test``."""
+def _eval(c: _Checker, table: Any, budget: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation settings: the schema's defaults and checks; the split is always ``test``;
+    ``checkpoints`` (absent unless set) within the suite's ``budget.steps``."""
     c.keys(table, SUITE_EVAL_KEYS, "eval")
     try:
-        return Evaluation.from_dict(table).to_dict()
+        evaluation = Evaluation.from_dict(table).to_dict()
+        check_checkpoints(evaluation.get("checkpoints", []), budget["steps"], "eval.checkpoints")
+        return evaluation
     except ConfigError as exc:
         raise ConfigError(f"{c.file}: {exc}") from None
 
@@ -362,10 +351,9 @@ def _vllm(c: _Checker, table: Any, budget: dict, trainer_options: dict, evaluati
 def _resources(c: _Checker, table: Any, where: str, defaults: dict[str, Any]) -> dict[str, Any]:
     c.keys(table, set(RESOURCE_DEFAULTS), where)
     out = {**defaults, **table}
-    c.number(out["num_cpus"], f"{where}.num_cpus", 0.0)
-    c.number(out["num_gpus"], f"{where}.num_gpus", 0.0)
-    if out["memory_gb"] is not None:
-        c.number(out["memory_gb"], f"{where}.memory_gb", 0.0, low_open=True)
+    c.check(out["num_cpus"], f"{where}.num_cpus", float, min=0)
+    c.check(out["num_gpus"], f"{where}.num_gpus", float, min=0)
+    c.check(out["memory_gb"], f"{where}.memory_gb", float | None, above=0)
     return out
 
 
@@ -523,10 +511,12 @@ def expand(suite: Suite, resolution: Resolution | None = None,
     evaluation = dict(suite.eval)
     runs: list[Experiment] = []
     if suite.include_base:
+        # The untrained row has no steps to score after: its config (and id) is the one without checkpoints.
+        base_eval = {k: v for k, v in evaluation.items() if k != "checkpoints"}
         config = {
             "model": suite.model, "task": resolution.task, "trainer": BASE_TRAINER, "trainer_options": {},
             "method": BASE_METHOD, "method_config": {}, "params_target": None, "learning_rate": None,
-            "seed": 0, "budget": {"steps": 0}, "eval": evaluation, **suite.placement,
+            "seed": 0, "budget": {"steps": 0}, "eval": base_eval, **suite.placement,
         }
         if suite.vllm:
             config["vllm"] = dict(suite.vllm)

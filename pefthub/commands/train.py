@@ -7,6 +7,8 @@
 The result JSON (with the spent budget: steps, prompts, tokens, seconds, peak memory, FLOPs) goes
 to ``--results`` (default ``leaderboards/adhoc/results``) and its path is printed. Method config
 fields: ``--set key=value``; trainer options: ``--option key=value`` (see docs/trainers.md).
+``--eval-checkpoints 10,20,40`` also scores the validation split after those optimizer steps, inside
+the run (the result's ``checkpoints``: accuracy vs budget from one run).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def add_arguments(parser) -> None:
                         help="longest evaluation answer (default: %(default)s)")
     parser.add_argument("--eval-backend", choices=EVAL_BACKENDS, default=evaluation["backend"],
                         help="evaluation engine (default: %(default)s)")
+    parser.add_argument("--eval-validation-limit", type=int, default=evaluation["validation_limit"],
+                        help="validation examples scored too (default: %(default)s)")
+    parser.add_argument("--eval-checkpoints", metavar="STEPS",
+                        help="score the validation split after these optimizer steps too, inside the run, e.g. "
+                             "10,20,40 (needs --eval-validation-limit > 0)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="directory for the result file (default: %(default)s)")
     add_placement_arguments(parser)
@@ -95,10 +102,26 @@ def build_config(args) -> dict:
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "generations": args.generations,
                    "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len,
                    "schedule": args.schedule, "warmup_ratio": args.warmup_ratio},
-        "eval": {"limit": args.eval_limit, "max_new_tokens": args.eval_max_new_tokens, "backend": args.eval_backend},
+        "eval": {"limit": args.eval_limit, "max_new_tokens": args.eval_max_new_tokens, "backend": args.eval_backend,
+                 "validation_limit": args.eval_validation_limit,
+                 **({"checkpoints": parse_steps(args.eval_checkpoints)} if args.eval_checkpoints else {})},
         **placement_keys(args.device, args.dtype),  # only when not "auto": run ids of default runs unchanged
     }
     return resolve_config(config)
+
+
+def parse_steps(text: str, flag: str = "--eval-checkpoints") -> list[int]:
+    """``"10,20,40"`` as ``[10, 20, 40]``; an item that is no integer is one line naming it (order and
+    range are the schema's checks)."""
+    from pefthub.errors import ConfigError
+
+    steps = []
+    for item in text.split(","):
+        try:
+            steps.append(int(item.strip()))
+        except ValueError:
+            raise ConfigError(f"{flag}: {item.strip()!r} is not a positive integer (e.g. {flag} 10,20,40)") from None
+    return steps
 
 
 def run(args) -> int:

@@ -107,6 +107,10 @@ class Trainer:
     kind: ClassVar[str] = ""
     options_class: ClassVar[type[TrainerOptions]] = TrainerOptions
     summary: ClassVar[str] = ""
+    #: Whether :meth:`run_steps` calls :meth:`step_done` after every optimizer step, so a run can score
+    #: the model at ``eval.checkpoints`` inside training (the built-in loops do; other trainers refuse it).
+    reports_steps: ClassVar[bool] = False
+    _after_step: Callable[[int], None] | None = None
 
     @classmethod
     def algorithm(cls) -> str:
@@ -123,17 +127,21 @@ class Trainer:
 
     def train(self, *, model: nn.Module, tokenizer: Any, method: Any, task: Any, budget: Budget,
               learning_rate: float, seed: int, spent: Spent | None = None,
-              progress: Progress | None = None) -> TrainOutcome:
+              progress: Progress | None = None, after_step: Callable[[int], None] | None = None) -> TrainOutcome:
         """Train ``model`` (already adapted by ``method``) in place for ``budget.steps`` optimizer steps.
 
         ``spent`` (created if None) accumulates what the run uses; the runner passes its own so the
         evaluation time and peak memory land in the same record. A :class:`TrainingFailure` or an
         out-of-memory error inside :meth:`run_steps` becomes ``status="failed"`` with a one-line
         error and the curves and spending recorded up to that point; other exceptions propagate.
+        ``after_step(step)`` runs after each optimizer step (trainers with :attr:`reports_steps` only).
         """
         from pefthub.trainers.budget import MemoryMeter
 
         self.check_budget(budget)
+        if after_step is not None and not self.reports_steps:
+            raise ConfigError(f"trainer '{self.name}' cannot run work between its optimizer steps "
+                              "(eval.checkpoints needs the built-in sft or grpo trainer)")
         spent = spent if spent is not None else Spent()
         curves: list[dict] = []
         meter = None
@@ -141,6 +149,7 @@ class Trainer:
         if spent.peak_rss_bytes is None:  # standalone use (no runner measuring): measure our own peak
             meter = MemoryMeter()
             meter.start()
+        self._after_step = after_step
         try:
             with gradient_checkpointing(model, bool(getattr(self.options, "gradient_checkpointing", False))):
                 stopped_early = self.run_steps(model=model, tokenizer=tokenizer, method=method, task=task,
@@ -154,11 +163,18 @@ class Trainer:
                 raise
             status, error = "failed", f"out of memory at step {spent.optimizer_steps + 1}: {exc}".splitlines()[0]
         finally:
+            self._after_step = None
             model.eval()
             if meter is not None:
                 meter.record(spent)
         return TrainOutcome(status=status, spent=spent, curves=curves, error=error,
                             stopped_early=stopped_early if status == "success" else None)
+
+    def step_done(self, step: int) -> None:
+        """What :meth:`run_steps` calls once optimizer step ``step`` is taken and recorded (its timers
+        closed): runs the ``after_step`` hook :meth:`train` was given, if any."""
+        if self._after_step is not None:
+            self._after_step(step)
 
     def run_steps(self, *, model: nn.Module, tokenizer: Any, method: Any, task: Any, budget: Budget,
                   learning_rate: float, seed: int, spent: Spent, curves: list[dict],

@@ -37,6 +37,7 @@ class Spent:
     seconds_generation: float = 0.0
     seconds_train: float = 0.0
     seconds_eval: float = 0.0
+    seconds_checkpoint_eval: float = 0.0  # the validation scored at eval.checkpoints inside training
     peak_rss_bytes: int | None = None
     peak_accelerator_bytes: int | None = None
     train_flops: float = 0.0
@@ -47,7 +48,7 @@ class Spent:
 
     @contextlib.contextmanager
     def timing(self, phase: str) -> Iterator[None]:
-        """Add the block's wall seconds to ``seconds_<phase>`` (generation, train or eval)."""
+        """Add the block's wall seconds to ``seconds_<phase>`` (generation, train, eval or checkpoint_eval)."""
         attr = f"seconds_{phase}"
         if not hasattr(self, attr):
             raise ValueError(f"unknown phase {phase!r}")

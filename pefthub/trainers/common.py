@@ -3,6 +3,7 @@ log-probs over the positions that matter, and the checks that turn NaN/OOM into 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from typing import Any, Iterator, Sequence
@@ -24,6 +25,28 @@ def seed_everything(seed: int) -> None:
         np.random.seed(seed % 2**32)
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Run the block and put every global random state back afterwards (Python's, NumPy's, torch's on
+    the CPU and on each initialised CUDA device): work done between optimizer steps (lm-eval reseeds
+    all of them) leaves training's random draws what they would have been without it."""
+    py_state = random.getstate()
+    try:
+        import numpy as np
+
+        np_state = np.random.get_state()
+    except ImportError:
+        np, np_state = None, None
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        if np is not None:
+            np.random.set_state(np_state)
 
 
 def step_seed(seed: int, step: int) -> int:

@@ -360,6 +360,7 @@ class GRPOTrainer(Trainer):
     #: collapse watch see the whole step's numbers.
     shard: DataShard = SINGLE
     #: Spending each rank counts of its own share only: summed over the ranks at the end.
+    reports_steps = True
     spent_per_rank = ("train_flops", "prompts", "prompts_trained", "completions", "tokens_generated",
                       "tokens_trained", "zero_advantage_groups")
 
@@ -491,6 +492,7 @@ class GRPOTrainer(Trainer):
                 if progress is not None:
                     progress({"phase": "train", "step": step, "steps": budget.steps, "reward": point["reward"],
                               "loss": point["loss"]})
+                self.step_done(step)
                 if watch is not None:
                     stop = watch.observe(step, StepHealth(reward=point["reward"], zero_share=n_zero / len(grouped),
                                                           unanswered_share=unanswered / completions))

@@ -98,6 +98,7 @@ class SFTTrainer(Trainer):
     share_prefix_forward = True
     #: The share of each batch this process trains (pefthub.trainers.sharded sets it per rank).
     shard: DataShard = SINGLE
+    reports_steps = True
 
     def run_steps(self, *, model, tokenizer, method, task, budget: Budget, learning_rate: float, seed: int,
                   spent: Spent, curves: list[dict], progress) -> None:
@@ -160,6 +161,7 @@ class SFTTrainer(Trainer):
             curves.append(point)
             if progress is not None:
                 progress({"phase": "train", "step": step, "steps": budget.steps, "loss": loss_total})
+            self.step_done(step)
 
 
 __all__ = ["SFTTrainer", "SFTOptions"]
