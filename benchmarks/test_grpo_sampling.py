@@ -98,8 +98,8 @@ def test_dynamic_sampling_at_equal_wall_time(benchmark, method_name):
         })
     info["informative_per_s_dynamic_over_plain"] = round(rate["dynamic"] / rate["plain"], 3) if rate["plain"] else None
     info["accuracy_dynamic_minus_plain"] = round(dynamic["accuracy"] - plain["accuracy"], 4)
-    # Paired on the same test items: McNemar's exact p and the interval that agrees with it (pefthub.stats).
-    from pefthub import stats
+    # Paired on the same test items: McNemar's exact p and the interval that agrees with it (pefthub.report.stats).
+    from pefthub.report import stats
 
     items = sorted(plain["correct"])
     d_only = sum(dynamic["correct"][i] and not plain["correct"][i] for i in items)

@@ -57,7 +57,7 @@ def run(config: dict, before: bool, tmp_path) -> dict:
 
 @pytest.mark.parametrize("trainer", list(RUNS))
 def test_run_end_to_end(benchmark, trainer, tmp_path):
-    from pefthub import stats
+    from pefthub.report import stats
     from pefthub.results import read_samples, samples_path
 
     benchmark.group = "end to end: one cpu-paper-shape run, before and after the cost work"

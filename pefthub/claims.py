@@ -14,7 +14,7 @@ generation of a run decides:
 * ``.released`` (a holder gave the run back unfinished: cancelled, stopped) or none -> free.
 
 A finished result remains the only truth: the claim only decides who computes a pending run, and a
-claimer re-reads the result after claiming (see :func:`pefthub.bench.execute`). Hand-written because
+claimer re-reads the result after claiming (see :func:`pefthub.grid.execute`). Hand-written because
 no maintained library offers lease files that work across machines over a shared directory (the
 ``filelock`` package relies on ``flock``/``fcntl`` locks, which NFS does not reliably honour).
 """

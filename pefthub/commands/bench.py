@@ -61,7 +61,7 @@ def _patterns(values: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    from pefthub import bench, claims, suites
+    from pefthub import claims, grid, suites
     from pefthub.console import console as make_console
     from pefthub.errors import ConfigError
     from pefthub.executors import make_executor
@@ -70,12 +70,12 @@ def run(args) -> int:
     if args.address is not None and args.executor != "ray":
         raise ConfigError("--address only applies to --executor ray")
     suite = suites.load(args.suite)
-    results_dir = args.results or bench.results_dir_for(suite.name)
+    results_dir = args.results or grid.results_dir_for(suite.name)
     with console.status(f"resolving the grid of {suite.name} on {suite.model} (meta device)…"):
         resolution = suites.resolve(suite)
-        experiments = bench.tuned_grid(suite, resolution, results_dir)
+        experiments = grid.tuned_grid(suite, resolution, results_dir)
     only, skip = _patterns(args.only), _patterns(args.skip)
-    plan = bench.make_plan(experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
+    plan = grid.make_plan(experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
     if (only or skip) and not plan.selected:
         raise ConfigError(f"no run of suite '{suite.name}' matches --only {only or '-'} --skip {skip or '-'}")
     for run_id, reason in plan.state.corrupt.items():
@@ -84,7 +84,7 @@ def run(args) -> int:
         print_grid(console, suite, plan, results_dir)
         _print_awaiting(console, suite, plan.experiments)
         return 0
-    removed = bench.prepare_store(results_dir)
+    removed = grid.prepare_store(results_dir)
     if removed:
         console.print(f"removed {len(removed)} file(s) left by an interrupted writer "
                       f"({', '.join(sorted(p.name for p in removed)[:3])}{', …' if len(removed) > 3 else ''})")
@@ -95,27 +95,27 @@ def run(args) -> int:
                   f"{len(plan.todo)} to run → {results_dir}")
     if plan.todo:
         executor = make_executor(args.executor, address=args.address, isolation=args.isolation)
-        tally = bench.Tally()
+        tally = grid.Tally()
         attempted: set[str] = set()
         try:
-            with bench.stop_on_signals(), claims.Claims(results_dir) as held:
+            with grid.stop_on_signals(), claims.Claims(results_dir) as held:
                 if hasattr(executor, "connect"):
                     with console.status(f"connecting to Ray ({args.address or 'auto'})…"):
                         executor.connect()
                 while plan.todo:  # a suite tuned on its first seed grows as rows finish: run until it stops
                     with GridProgress(console, plan.todo) as progress:
-                        bench.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
+                        grid.execute(plan, suite=suite.name, results_dir=results_dir, executor=executor,
                                       events=progress.event, claims=held, retry_failed=args.retry_failed,
                                       tally=tally)
                     attempted |= {e.run_id for e in plan.todo}
-                    plan = bench.make_plan(bench.tuned_grid(suite, resolution, results_dir), results_dir,
+                    plan = grid.make_plan(grid.tuned_grid(suite, resolution, results_dir), results_dir,
                                            only=only, skip=skip, retry_failed=args.retry_failed)
                     plan.todo = [e for e in plan.todo if e.run_id not in attempted]
                     if plan.todo:
                         console.print(f"learning rates selected on seed {suite.seeds[0]}: {len(plan.todo)} more run(s)")
-                bench.raise_if_stopped()  # a stop asked for after the last run: still reported as one
-        except bench.Stopped as stop:
-            now = bench.make_plan(plan.experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
+                grid.raise_if_stopped()  # a stop asked for after the last run: still reported as one
+        except grid.Stopped as stop:
+            now = grid.make_plan(plan.experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
             finished = len(now.selected) - len(now.todo)
             print(f"stopped by {stop.name}: {finished} of {len(now.selected)} runs finished "
                   f"({len(tally.ran)} by this bench), {len(now.todo)} pending; "
@@ -125,8 +125,8 @@ def run(args) -> int:
             if hasattr(executor, "close"):
                 executor.close()
         console.print(tally_line(tally, done))
-        state = bench.scan(plan.experiments, results_dir)
-        running = sum(state.status(rid) not in bench.FINISHED and (h := claims.holder(results_dir, rid)) is not None
+        state = grid.scan(plan.experiments, results_dir)
+        running = sum(state.status(rid) not in grid.FINISHED and (h := claims.holder(results_dir, rid)) is not None
                       and h.stale_reason() is None for rid in tally.elsewhere)
         if running:
             console.print(f"{running} run(s) skipped here are still running in another bench; "
@@ -135,9 +135,9 @@ def run(args) -> int:
             console.print(f"[yellow]warning:[/] {len(tally.lost)} claim(s) of this bench were taken over by another "
                           f"bench after {claims.STALE_SECONDS:.0f} s without a heartbeat; their runs may have run twice")
         _print_awaiting(console, suite, plan.experiments, results_dir)
-    docs = bench.grid_documents(plan.experiments, results_dir)
-    rows = bench.summarize(docs, results_dir=results_dir)
-    from pefthub import health
+    docs = grid.grid_documents(plan.experiments, results_dir)
+    rows = grid.summarize(docs, results_dir=results_dir)
+    from pefthub.report import health
 
     healths = health.assess_all(docs, health.samples_in(results_dir))
     flags = row_health_flags(rows, healths, docs)
@@ -178,15 +178,15 @@ def resume_command(args, results_dir) -> str:
 
 
 def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
-    from pefthub import bench
+    from pefthub import grid
 
-    rows = bench.awaiting_selection(suite, experiments)
+    rows = grid.awaiting_selection(suite, experiments)
     if rows:
         console.print(f"{rows} row(s) still choose their learning rate on seed {suite.seeds[0]}; then "
                       f"{len(suite.seeds) - 1} more seed(s) each run at the chosen rate"
                       + (f" (or up to {suite.extend_edges} more rate(s) first, when it is at a grid edge)"
                          if suite.extend_edges else ""))
-        others = bench.waiting_on_others(suite, experiments, results_dir) if results_dir is not None else 0
+        others = grid.waiting_on_others(suite, experiments, results_dir) if results_dir is not None else 0
         if others:
             console.print(f"{others} run(s) of seed {suite.seeds[0]} they wait on are running in another bench, "
                           "which chooses the rates and runs the remaining seeds when they finish")
@@ -335,7 +335,7 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from pefthub import stats
+    from pefthub.report import stats
 
     table = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
                         f"({have} of {total} runs have results)")
@@ -391,9 +391,9 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
 
 
 def row_health_flags(rows, healths: dict, docs) -> dict:
-    """Each row's run-health flags by label (``healths``: run id -> :class:`pefthub.health.Health`;
+    """Each row's run-health flags by label (``healths``: run id -> :class:`pefthub.report.health.Health`;
     ``docs``: the result documents, for the rows' training-reward rule)."""
-    from pefthub.health import row_flags
+    from pefthub.report.health import row_flags
 
     by_id = {d["run_id"]: d for d in docs}
     return {row.label: row_flags((healths.get(rid) for rid in row.run_ids),
@@ -405,7 +405,7 @@ def print_health(console, rows, flags: dict) -> None:
     under the results table, and what the flags shown mean."""
     from rich.markup import escape
 
-    from pefthub.health import MEANING
+    from pefthub.report.health import MEANING
 
     shown = set()
     for row in rows:

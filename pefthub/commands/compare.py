@@ -8,7 +8,7 @@ disagree. A and B are row names of a suite (as `pefthub bench` prints them: `tin
   pefthub compare a0b759edac48102c e5501a31c81086e0
 
 Rows evaluated on different items, tasks or evaluation protocols are refused with the reason.
-Each arm's run-health flags (pefthub/health.py) are named first; when every seed of an arm is
+Each arm's run-health flags (pefthub/report/health.py) are named first; when every seed of an arm is
 flagged no-op or collapsed there is no verdict (its score is the base model's or a broken model's,
 not the method's), only the figures. The statistics are explained in docs/benchmarks.md
 ("Reading the numbers").
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def _run_row(run_id: str, directories: list[Path]):
-    from pefthub import stats
+    from pefthub.report import stats
     from pefthub.errors import ConfigError
     from pefthub.results import ResultFileError, read_result, result_path, samples_path
 
@@ -69,8 +69,8 @@ def resolve(name: str, rows, directories: list[Path], suite: str | None):
 
 
 def run(args) -> int:
-    from pefthub import stats
-    from pefthub.bench import DEFAULT_RESULTS_ROOT, results_dir_for
+    from pefthub.report import stats
+    from pefthub.grid import DEFAULT_RESULTS_ROOT, results_dir_for
     from pefthub.errors import ConfigError
 
     directory = args.results or (results_dir_for(args.suite) if args.suite else None)
@@ -99,8 +99,8 @@ def run(args) -> int:
 
 
 def arm_flags(row) -> list:
-    """The run-health flags of a row over its seeds (:func:`pefthub.health.row_health`)."""
-    from pefthub import health
+    """The run-health flags of a row over its seeds (:func:`pefthub.report.health.row_health`)."""
+    from pefthub.report import health
 
     return health.row_health(row)
 
@@ -114,9 +114,9 @@ def print_comparison(c, *, show: int, flags: dict[str, list] | None = None) -> N
     from rich.markup import escape
     from rich.table import Table
 
-    from pefthub import stats
+    from pefthub.report import stats
     from pefthub.console import console as make_console
-    from pefthub.health import UNTESTED, legend
+    from pefthub.report.health import UNTESTED, legend
 
     flags = flags or {}
     console = make_console()

@@ -1,7 +1,7 @@
 """Answer the paper's questions from a suite's results and write them to docs/findings/<suite>.md:
 for each, the paired Δ with its 95% interval, the verdict (supported / contradicted / not
 significant after Holm / not tested / not measured in this suite) and the published figure beside it.
-Every table names each row's run-health flags (pefthub/health.py), and so does the headline; a
+Every table names each row's run-health flags (pefthub/report/health.py), and so does the headline; a
 comparison with an arm that did not train is "not tested". The suite's declared `primary`
 comparisons (suite.toml) are tested on their own and stated first.
 The file is generated; rerun the command after new results instead of editing it.
@@ -38,8 +38,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pefthub import findings, stats
-    from pefthub.bench import results_dir_for
+    from pefthub.report import findings, stats
+    from pefthub.grid import results_dir_for
     from pefthub.errors import ConfigError
     from pefthub.results import atomic_write_text, load_results_dir, samples_path
 

@@ -68,8 +68,8 @@ def run(args) -> int:
 
 def suite_power(suite, base_accuracy: float | None):
     """The suite's power summary, or ``None`` when no base accuracy is stored or given (weightless)."""
-    from pefthub import stats
-    from pefthub.bench import results_dir_for
+    from pefthub.report import stats
+    from pefthub.grid import results_dir_for
 
     n, seeds = int(suite.eval["limit"]), len(suite.seeds)
     if base_accuracy is not None:

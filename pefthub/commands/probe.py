@@ -21,7 +21,7 @@ _KEYS = ("model", "task", "temperature", "generations", "prompts", "max_new_toke
 
 def add_arguments(parser) -> None:
     from pefthub.models import EMBEDDED_MODEL
-    from pefthub.probe import ProbeSettings
+    from pefthub.difficulty import ProbeSettings
 
     d = ProbeSettings(model=EMBEDDED_MODEL)
     parser.add_argument("--from", dest="source", type=Path, metavar="TOML",
@@ -48,7 +48,7 @@ def _settings_list(args) -> list:
 
     from pefthub.errors import ConfigError
     from pefthub.planning import parse_overrides
-    from pefthub.probe import ProbeSettings
+    from pefthub.difficulty import ProbeSettings
     from pefthub.runner import default_task
 
     if args.task_params and not args.task:
@@ -96,7 +96,7 @@ def run(args) -> int:
     import json
 
     from pefthub.console import console
-    from pefthub.probe import probe
+    from pefthub.difficulty import probe
     from pefthub.results import atomic_write_text
     from pefthub.runner import make_task
 

@@ -1,6 +1,6 @@
 """From a suite's runs to leaderboard rows: seeds averaged, learning rates selected, fronts found.
 
-The rules are :mod:`pefthub.stats`' (also used by `pefthub bench`; docs/site.md, docs/benchmarks.md):
+The rules are :mod:`pefthub.report.stats`' (also used by `pefthub bench`; docs/site.md, docs/benchmarks.md):
 seeds averaged with a 95% interval, learning rate chosen on validation (every rate shown, marked
 "unselected", when that is impossible), each row compared item by item with the base row (paired Δ,
 Holm verdict), rows differing only in trainer compared with each other. Failed and cancelled runs
@@ -16,8 +16,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from pefthub import stats
-from pefthub import health as run_health
+from pefthub.report import stats
+from pefthub.report import health as run_health
 from pefthub.results import ResultFileError, read_samples
 from pefthub.site.load import Run, Suite
 
@@ -163,7 +163,7 @@ def select_rows(runs: list[Run], attempted: list[Run] | None = None) -> list[Row
 
 
 def stat_row(row: Row) -> stats.StatRow:
-    """The row as :mod:`pefthub.stats` compares it (its runs and their samples files)."""
+    """The row as :mod:`pefthub.report.stats` compares it (its runs and their samples files)."""
     label = row.label
     return stats.StatRow(label, row.runs[0].config, [r.doc for r in row.runs], [r.samples_file() for r in row.runs])
 

@@ -18,8 +18,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pefthub import __version__, findings
-from pefthub import health as run_health
+from pefthub import __version__
+from pefthub.report import findings
+from pefthub.report import health as run_health
 from pefthub.errors import ConfigError
 from pefthub.site import plots, render
 from pefthub.site.aggregate import SuiteView, view_suite

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pefthub.stats import is_number  # noqa: F401 (re-exported: the site reads numbers by this rule)
+from pefthub.report.stats import is_number  # noqa: F401 (re-exported: the site reads numbers by this rule)
 
 SCHEMA_FILE = Path(__file__).with_name("metrics.toml")
 FORMATS = ("percent", "pp", "count", "integer", "bytes", "duration", "sci", "float")

@@ -15,8 +15,9 @@ from typing import Any
 
 import jinja2
 
-from pefthub import __version__, findings, stats
-from pefthub import health as run_health
+from pefthub import __version__
+from pefthub.report import findings, stats
+from pefthub.report import health as run_health
 from pefthub.site import plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
 from pefthub.site.load import Problem, Run
@@ -155,7 +156,7 @@ def _pair(item) -> dict:
 
 
 def findings_context(view: SuiteView) -> list[dict]:
-    """The paper's questions for the suite (:mod:`pefthub.findings`), ready for the template."""
+    """The paper's questions for the suite (:mod:`pefthub.report.findings`), ready for the template."""
     out = []
     rows = view_stat_rows(view)
     flags = run_health.rows_health(rows)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pefthub import bench
+from pefthub import grid
 from pefthub import results as R
 from pefthub.executors.local import LocalExecutor
 from pefthub.suites import Experiment
@@ -104,20 +104,20 @@ def test_only_and_skip_patterns():
     runs = [experiment(method="lora"), experiment(method="lora_xs"), experiment(method="tinylora", params=13),
             experiment(method="lora", trainer="grpo")]
     names = lambda sel: [e.label for e in sel]
-    assert names(bench.select(runs, only=["lora"])) == [runs[0].label, runs[3].label]
-    assert len(bench.select(runs, only=["lora*"])) == 3
-    assert names(bench.select(runs, only=["tinylora@13"])) == [runs[2].label]
-    assert names(bench.select(runs, skip=["grpo"])) == names(runs[:3])
-    assert names(bench.select(runs, only=["lora*"], skip=["sft"])) == [runs[3].label]
-    assert bench.select(runs, only=[runs[1].run_id]) == [runs[1]]
-    assert bench.select(runs, only=["nothing"]) == []
+    assert names(grid.select(runs, only=["lora"])) == [runs[0].label, runs[3].label]
+    assert len(grid.select(runs, only=["lora*"])) == 3
+    assert names(grid.select(runs, only=["tinylora@13"])) == [runs[2].label]
+    assert names(grid.select(runs, skip=["grpo"])) == names(runs[:3])
+    assert names(grid.select(runs, only=["lora*"], skip=["sft"])) == [runs[3].label]
+    assert grid.select(runs, only=[runs[1].run_id]) == [runs[1]]
+    assert grid.select(runs, only=["nothing"]) == []
 
 
 # ---- aggregation -----------------------------------------------------------------------------------
 def test_learning_rate_is_selected_on_validation_never_test():
     docs = [doc_for(e, val=fake_accuracy(e.config, "validation"), test=fake_accuracy(e.config, "test"), half=0.001)
             for lr in (1e-3, 1e-2) for seed in (0, 1, 2) for e in [experiment(lr=lr, seed=seed)]]
-    (row,) = bench.summarize(docs)
+    (row,) = grid.summarize(docs)
     assert row.selection == "validation"
     assert row.best_lr == 1e-3  # best on validation, although 1e-2 scores higher on test
     assert row.seeds == 3 and row.ci_method == "t over 3 seeds"
@@ -132,7 +132,7 @@ def test_learning_rate_is_selected_on_validation_never_test():
 
 
 def test_single_seed_reports_the_runs_wilson_interval():
-    (row,) = bench.summarize([doc_for(experiment(), test=0.3)])
+    (row,) = grid.summarize([doc_for(experiment(), test=0.3)])
     assert row.selection == "single" and row.seeds == 1
     assert (row.test_mean, row.ci_low, row.ci_high, row.ci_method) == (0.3, 0.25, 0.35, "wilson")
 
@@ -142,7 +142,7 @@ def test_failed_seeds_stay_out_of_the_means_and_ties_go_to_the_smaller_rate():
             doc_for(experiment(lr=1e-2, seed=1), status="failed", error="NaN loss at step 2"),
             doc_for(experiment(lr=1e-3, seed=0), val=0.4, test=0.5),
             doc_for(experiment(lr=1e-3, seed=1), val=0.6, test=0.6)]
-    (row,) = bench.summarize(docs)
+    (row,) = grid.summarize(docs)
     assert row.best_lr == 1e-3 and row.failed == 1 and row.runs == 4 and row.seeds == 2
     assert row.errors == ["NaN loss at step 2"]
     assert [s.validation_mean for s in row.learning_rates] == [pytest.approx(0.5), pytest.approx(0.5)]
@@ -150,14 +150,14 @@ def test_failed_seeds_stay_out_of_the_means_and_ties_go_to_the_smaller_rate():
 
 def test_seed_interval_is_widened_to_the_per_run_interval():
     docs = [doc_for(experiment(seed=s), test=0.5) for s in range(3)]  # identical seeds: t width 0
-    (row,) = bench.summarize(docs)
+    (row,) = grid.summarize(docs)
     assert (row.ci_low, row.ci_high) == (pytest.approx(0.45), pytest.approx(0.55))
     assert row.ci_method == "t over 3 seeds, widened to the per-run interval"
 
 
 def test_several_learning_rates_without_validation_select_nothing():
     docs = [doc_for(experiment(lr=lr), test=0.5) for lr in (1e-3, 1e-2)]
-    (row,) = bench.summarize(docs)
+    (row,) = grid.summarize(docs)
     assert row.selection == "unselected" and row.best_lr is None and row.test_mean is None
 
 
@@ -167,7 +167,7 @@ def test_rows_split_by_method_params_and_trainer_in_order():
             doc_for(experiment(method="tinylora", params=1), test=0.25),
             doc_for(experiment(method="tinylora", params=13, trainer="grpo"), test=0.35),
             doc_for(experiment(method="lora"), status="failed", error="out of memory")]
-    rows = bench.summarize(docs)
+    rows = grid.summarize(docs)
     assert [r.label for r in rows] == ["base", "tinylora@13/sft", "tinylora@1/sft", "tinylora@13/grpo", "lora/sft"]
     assert rows[-1].test_mean is None and rows[-1].selection == "none" and rows[-1].errors == ["out of memory"]
 
@@ -179,11 +179,11 @@ def test_resume_policy(tmp_path):
     R.write_result(tmp_path, doc_for(runs[1], status="failed", error="NaN"))
     R.write_result(tmp_path, doc_for(runs[2], status="cancelled", error="interrupted by the user"))
     R.result_path(tmp_path, runs[3].run_id).write_text('{"schema_version": 1, "run_')  # torn by hand
-    plan = bench.make_plan(runs, tmp_path)
+    plan = grid.make_plan(runs, tmp_path)
     assert [plan.status(e) for e in runs] == ["success", "failed", "cancelled", "corrupt", "missing"]
     assert plan.todo == [runs[2], runs[3], runs[4]]
-    assert bench.make_plan(runs, tmp_path, retry_failed=True).todo == runs[1:]
-    assert bench.make_plan(runs, tmp_path, only=[runs[4].run_id]).todo == [runs[4]]
+    assert grid.make_plan(runs, tmp_path, retry_failed=True).todo == runs[1:]
+    assert grid.make_plan(runs, tmp_path, only=[runs[4].run_id]).todo == [runs[4]]
 
 
 # ---- local executor: isolation -------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_bench_table_and_leaderboard_site_agree(tmp_path):
     results_dir = tmp_path / "leaderboards" / "unit" / "results"
     for doc in docs:
         R.write_result(results_dir, doc)
-    ours = {(r.name, r.trainer, r.params_target): r for r in bench.summarize(docs) if r.test_mean is not None}
+    ours = {(r.name, r.trainer, r.params_target): r for r in grid.summarize(docs) if r.test_mean is not None}
     (suite,), problems = load_leaderboards(tmp_path / "leaderboards")
     assert problems == []
     theirs = view_suite(suite).rows
@@ -334,4 +334,4 @@ def test_ctrl_c_records_the_run_as_cancelled(tmp_path):
     (doc,) = [R.read_result(p) for p in tmp_path.glob("*.json")]
     assert doc["status"] == "cancelled" and doc["error"] == "interrupted by the user"
     assert not _alive(int(marker.name.split("-")[1]))
-    assert bench.needs_run("cancelled", retry_failed=False)
+    assert grid.needs_run("cancelled", retry_failed=False)

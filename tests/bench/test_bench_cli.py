@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pefthub import bench, suites
+from pefthub import grid, suites
 from pefthub import results as R
 from pefthub.cli import main
 from pefthub.hookspecs import hookimpl
@@ -215,7 +215,7 @@ def test_kill_9_then_rerun_redoes_nothing_finished(tmp_path):
     assert again.returncode == 0 and f"{len(runs)} already done" in again.stdout and "0 to run" in again.stdout
     for row in ("base", "lora", "tinylora@13"):
         assert row in again.stdout
-    rows = bench.summarize(bench.grid_documents(runs, results))
+    rows = grid.summarize(grid.grid_documents(runs, results))
     lora_sft = next(r for r in rows if r.label == "lora/sft")
     assert lora_sft.selection == "validation" and lora_sft.best_lr in (1e-3, 1e-2)
 
@@ -251,7 +251,7 @@ def test_shipped_cpu_suites_resolve(name, runs):
     assert all(n == target for target, n in tiny.items())
     committed = REPO / "leaderboards" / name / "results"
     if committed.is_dir():  # every committed result is a run of this grid (all of it, once the grid is done)
-        grid = {e.run_id for e in bench.tuned_grid(suite, resolution, committed)}
+        grid = {e.run_id for e in grid.tuned_grid(suite, resolution, committed)}
         files = {p.name.removesuffix(".json") for p in committed.glob("*.json")}
         assert files <= grid and (files == grid or suite.tune_on_first_seed)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pefthub import bench, claims
+from pefthub import claims, grid
 from pefthub import results as R
 from test_bench import doc_for, experiment
 
@@ -115,7 +115,7 @@ def test_the_heartbeat_refreshes_and_notices_a_takeover(tmp_path):
 
 def test_execute_skips_runs_claimed_elsewhere_and_finds_runs_done_meanwhile(tmp_path):
     runs = [experiment(seed=s) for s in range(3)]
-    plan = bench.make_plan(runs, tmp_path)
+    plan = grid.make_plan(runs, tmp_path)
     write_claim(tmp_path, runs[0].run_id, host="elsewhere", pid=1)       # another machine runs it
     R.write_result(tmp_path, doc_for(runs[1], test=0.5))                  # finished since the plan
 
@@ -127,9 +127,9 @@ def test_execute_skips_runs_claimed_elsewhere_and_finds_runs_done_meanwhile(tmp_
                 R.write_result(results_dir, doc)
                 yield doc
 
-    events, tally = [], bench.Tally()
+    events, tally = [], grid.Tally()
     with claims.Claims(tmp_path) as held:
-        docs = bench.execute(plan, suite="unit", results_dir=tmp_path, executor=Executor(),
+        docs = grid.execute(plan, suite="unit", results_dir=tmp_path, executor=Executor(),
                              events=lambda e, ev: events.append((e.run_id, ev)), claims=held, tally=tally)
     assert [d["run_id"] for d in docs] == tally.ran == [runs[2].run_id]
     assert tally.elsewhere == {runs[0].run_id: "elsewhere pid 1, since 2026-01-01T00:00:00Z"}
@@ -147,7 +147,7 @@ def test_orphan_samples_are_cleaned_unless_their_run_is_in_flight(tmp_path):
         old = time.time() - 120
         os.utime(R.samples_path(tmp_path, e.run_id), (old, old))
     live = claims.acquire(tmp_path, runs[2].run_id)  # being written right now by a live bench
-    removed = bench.prepare_store(tmp_path)
+    removed = grid.prepare_store(tmp_path)
     assert removed == [R.samples_path(tmp_path, runs[1].run_id)]
     assert R.samples_path(tmp_path, runs[0].run_id).exists() and R.samples_path(tmp_path, runs[2].run_id).exists()
     live.release(finished=False)
@@ -158,16 +158,16 @@ DRIVER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {here!r})
     from pathlib import Path
-    from pefthub import bench, claims
+    from pefthub import claims, grid
     from pefthub.executors.local import LocalExecutor
     from test_bench import experiment
     store = Path({store!r})
     runs = [experiment(seed=s) for s in range({n})]
-    bench.prepare_store(store)
-    plan = bench.make_plan(runs, store)
-    tally = bench.Tally()
+    grid.prepare_store(store)
+    plan = grid.make_plan(runs, store)
+    tally = grid.Tally()
     with claims.Claims(store) as held:
-        bench.execute(plan, suite="unit", results_dir=store, executor=LocalExecutor(run_function={fn!r}, isolation="inline"),
+        grid.execute(plan, suite="unit", results_dir=store, executor=LocalExecutor(run_function={fn!r}, isolation="inline"),
                       events=lambda e, ev: None, claims=held, tally=tally)
     print("ran", len(tally.ran), "elsewhere", len(tally.elsewhere), "done", len(tally.found_done), flush=True)
 """)
@@ -255,15 +255,15 @@ def test_rows_waiting_on_first_seed_runs_another_bench_holds_are_reported(tmp_pa
 
     suite = suites.load(tiny_suite(tmp_path, TUNED))
     resolution, store = suites.resolve(suite), tmp_path / "results"
-    first = bench.tuned_grid(suite, resolution, store)
+    first = grid.tuned_grid(suite, resolution, store)
     finish(store, first[1], 0.2)
     finish(store, first[2], 0.7)
-    assert bench.waiting_on_others(suite, first, store) == 0  # the last rate is not running anywhere
+    assert grid.waiting_on_others(suite, first, store) == 0  # the last rate is not running anywhere
     write_claim(store, first[3].run_id, host="elsewhere", pid=1)
-    assert bench.waiting_on_others(suite, first, store) == 1
+    assert grid.waiting_on_others(suite, first, store) == 1
     finish(store, first[3], 0.4)  # that bench finishes it: the row is decided
-    grown = bench.tuned_grid(suite, resolution, store)
-    assert bench.awaiting_selection(suite, grown) == 0 and bench.waiting_on_others(suite, grown, store) == 0
+    grown = grid.tuned_grid(suite, resolution, store)
+    assert grid.awaiting_selection(suite, grown) == 0 and grid.waiting_on_others(suite, grown, store) == 0
 
 
 def test_dry_run_shows_runs_another_bench_is_running(tmp_path, capsys, monkeypatch):

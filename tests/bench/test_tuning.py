@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pefthub import bench, stats, suites
+from pefthub import grid, suites
+from pefthub.report import stats
 from pefthub import results as R
 from pefthub.errors import ConfigError
 from test_bench_cli import bench_cli, tiny_suite
@@ -56,30 +57,30 @@ def test_per_trainer_grids_and_their_errors(tmp_path):
 def test_other_seeds_wait_for_the_first_seeds_choice(tmp_path):
     suite = suites.load(tiny_suite(tmp_path, TUNED))
     resolution, store = suites.resolve(suite), tmp_path / "results"
-    first = bench.tuned_grid(suite, resolution, store)
+    first = grid.tuned_grid(suite, resolution, store)
     assert labels(first) == [f"lora/sft/lr={lr}/seed=0" for lr in ("0.001", "0.01", "0.1")]
-    assert bench.awaiting_selection(suite, first) == 1
+    assert grid.awaiting_selection(suite, first) == 1
     for e, val in zip(first[1:], (0.2, 0.7, 0.4)):
         if e.config["learning_rate"] != 0.1:
             finish(store, e, val)
-    assert labels(bench.tuned_grid(suite, resolution, store)) == labels(first)  # one rate still running
+    assert labels(grid.tuned_grid(suite, resolution, store)) == labels(first)  # one rate still running
     finish(store, first[3], 0.4, status="failed")  # a failed rate is finished: it cannot be chosen
-    grown = bench.tuned_grid(suite, resolution, store)
+    grown = grid.tuned_grid(suite, resolution, store)
     assert set(labels(grown)) - set(labels(first)) == {"lora/sft/lr=0.01/seed=1", "lora/sft/lr=0.01/seed=2"}
-    assert bench.awaiting_selection(suite, grown) == 0
+    assert grid.awaiting_selection(suite, grown) == 0
 
 
 def test_a_choice_at_the_edge_adds_the_next_rate_first(tmp_path):
     suite = suites.load(tiny_suite(tmp_path, TUNED.replace("learning_rates = [1e-3, 1e-2, 1e-1]",
                                                            "learning_rates = [1e-3, 1e-2]\nextend_edges = 1")))
     resolution, store = suites.resolve(suite), tmp_path / "results"
-    first = bench.tuned_grid(suite, resolution, store)
+    first = grid.tuned_grid(suite, resolution, store)
     finish(store, first[1], 0.3)
     finish(store, first[2], 0.5)  # the largest rate wins: try one grid step further (x10)
-    grown = bench.tuned_grid(suite, resolution, store)
+    grown = grid.tuned_grid(suite, resolution, store)
     assert labels(grown)[2:] == ["lora/sft/lr=0.1/seed=0"]  # added after the grid's own rates
     finish(store, grown[3], 0.6)  # wins again, at the new edge, but the one extension allowed is spent
-    done = bench.tuned_grid(suite, resolution, store)
+    done = grid.tuned_grid(suite, resolution, store)
     assert labels(done)[2:] == ["lora/sft/lr=0.1/seed=0", "lora/sft/lr=0.1/seed=1", "lora/sft/lr=0.1/seed=2"]
 
 
@@ -110,5 +111,5 @@ def test_bench_runs_the_chosen_rate_on_the_remaining_seeds(tmp_path):
     docs = [R.read_result(p) for p in store.glob("*.json") if not p.name.endswith(".samples.json")]
     trained = sorted((d["config"]["seed"], d["config"]["learning_rate"]) for d in docs if d["config"]["method"] != "base")
     assert len(trained) == 3 and [s for s, _ in trained] == [0, 0, 1]
-    row = next(r for r in bench.summarize(docs) if r.method == "lora")
+    row = next(r for r in grid.summarize(docs) if r.method == "lora")
     assert trained[2][1] == row.best_lr and row.seeds == 2  # seed 1 ran at the rate seed 0 chose

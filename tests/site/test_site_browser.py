@@ -308,7 +308,7 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
         "better than base", "worse than base", "indistinguishable from base"}
     pairs = page.locator("#suite-quick-compare-table tbody tr.pair")
     assert pairs.count() == len({(m, p) for m, p, _ in configurations})
-    from pefthub import stats
+    from pefthub.report import stats
     rows = {r.label: r for r in stats.rows_in(QUICK_RESULTS)}
     expected = stats.compare_rows(rows["full/grpo"], rows["full/sft"])
     full = pairs.filter(has_text="full/grpo")

@@ -1,4 +1,4 @@
-"""`pefthub compare` names each arm's run-health flags (pefthub/health.py) on the committed
+"""`pefthub compare` names each arm's run-health flags (pefthub/report/health.py) on the committed
 cpu-paper-shape results, and gives no verdict for an arm that did not train (no-op or collapsed on a
 majority of its seeds, or flat-reward)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pefthub import health, stats
+from pefthub.report import health, stats
 from pefthub.cli import main
 
 PAPER = Path(__file__).resolve().parents[2] / "leaderboards" / "cpu-paper-shape" / "results"

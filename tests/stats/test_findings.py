@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pefthub import findings, health, results, stats
+from pefthub import results
+from pefthub.report import findings, health, stats
 
 REPO = Path(__file__).resolve().parents[2]
 N = 120

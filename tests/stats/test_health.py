@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pefthub import health
+from pefthub.report import health
 from pefthub import results as R
-from pefthub.health import COLLAPSED, NO_OP, NO_SIGNAL, RUNAWAY, THRESHOLDS, Thresholds, assess, at_token_cap
+from pefthub.report.health import COLLAPSED, NO_OP, NO_SIGNAL, RUNAWAY, THRESHOLDS, Thresholds, assess, at_token_cap
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "leaderboards" / "quick" / "results"
@@ -285,14 +285,14 @@ def test_health_command_json_and_a_bad_suite_is_one_line(capsys):
 def test_bench_results_table_marks_flagged_rows():
     from rich.console import Console
 
-    from pefthub import bench
+    from pefthub import grid
     from pefthub.commands.bench import print_health, print_results, row_health_flags
 
     docs, _ = R.load_results_dir(QUICK)
     console = Console(record=True, width=250)
     suite = SimpleNamespace(name="quick", model="smollm2-135m-instruct", task={"name": "basic_arithmetic"})
     healths = health.assess_all(docs, health.samples_in(QUICK))
-    rows = bench.summarize(docs)
+    rows = grid.summarize(docs)
     flags = row_health_flags(rows, healths, docs)
     for row in rows:
         row.flags = [f.name for f in flags[row.label]]

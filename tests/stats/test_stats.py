@@ -1,4 +1,4 @@
-"""pefthub.stats: known answers computed by hand, the interval's coverage by simulation, refusals."""
+"""pefthub.report.stats: known answers computed by hand, the interval's coverage by simulation, refusals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from pefthub import results, stats
+from pefthub import results
+from pefthub.report import stats
 
 QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "quick" / "results"
 
@@ -211,14 +212,14 @@ def test_rows_on_different_items_refuse_with_one_reason(tmp_path):
 
 def test_cli_summary_and_site_report_identical_numbers(tmp_path):
     """The committed quick results through `pefthub bench`'s summary and the site's aggregation."""
-    from pefthub import bench
+    from pefthub import grid
     from pefthub.site.aggregate import view_suite
     from pefthub.site.load import load_leaderboards
 
     root = tmp_path / "leaderboards" / "quick"
     shutil.copytree(QUICK, root / "results")
     docs = [doc for _, doc in results.load_results_dir(root / "results", with_paths=True)[0]]
-    ours = {r.label: r for r in bench.summarize(docs, results_dir=root / "results")}
+    ours = {r.label: r for r in grid.summarize(docs, results_dir=root / "results")}
     (suite,), problems = load_leaderboards(tmp_path / "leaderboards")
     assert problems == []
     view = view_suite(suite)
@@ -297,11 +298,11 @@ def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
 
     from rich.console import Console
 
-    from pefthub import bench
+    from pefthub import grid
     from pefthub.commands.bench import print_results
 
     docs = [doc for _, doc in results.load_results_dir(QUICK, with_paths=True)[0]]
-    rows = bench.summarize(docs, results_dir=QUICK)
+    rows = grid.summarize(docs, results_dir=QUICK)
     console = Console(record=True, width=220)
     print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), rows, total=15, have=15)
     text = console.export_text()
@@ -331,14 +332,14 @@ def test_chosen_rate_at_the_edge_of_its_grid_is_flagged(best, edge):
 
     from rich.console import Console
 
-    from pefthub import bench
+    from pefthub import grid
     from pefthub.commands.bench import print_results
 
     docs = lr_docs(best)
     selection = stats.select_learning_rate(docs)
     assert selection.rule == stats.LR_SELECTED and list(selection.chosen) == [(1e-4, 1e-3, 1e-2)[best]]
     assert selection.at_edge == edge
-    (row,) = bench.summarize(docs)
+    (row,) = grid.summarize(docs)
     assert row.lr_at_edge == edge and row.best_lr == (1e-4, 1e-3, 1e-2)[best]
     console = Console(record=True, width=220)
     print_results(console, SimpleNamespace(name="s", model="m", task={"name": "t"}), [row], total=3, have=3)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pefthub import cli
-from pefthub.probe import ProbeSettings, probe, summarize
+from pefthub.difficulty import ProbeSettings, probe, summarize
 
 ARITH = {"name": "chain_sum", "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
          "allow_negation": False, "test_size": 20, "validation_size": 5}

@@ -4,7 +4,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from pefthub.commands.probe import report
-from pefthub.probe import summarize
+from pefthub.difficulty import summarize
 
 
 def _doc(correct: list[int], name: str) -> tuple[Path, dict]:
@@ -29,11 +29,11 @@ def test_stored_only_runs_nothing_and_says_what_is_missing(tmp_path, monkeypatch
     import pytest
 
     import pefthub.models
-    import pefthub.probe
+    import pefthub.difficulty
     from pefthub import cli
 
     monkeypatch.setattr(pefthub.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    monkeypatch.setattr(pefthub.probe, "probe", lambda *a, **k: pytest.fail("probe run"))
+    monkeypatch.setattr(pefthub.difficulty, "probe", lambda *a, **k: pytest.fail("probe run"))
     source = tmp_path / "probes.toml"
     source.write_text('[[probe]]\nmodel = "tiny-random"\nprompts = 3\n'
                       'task = { name = "chain_sum", max_terms = 2, test_size = 20, validation_size = 5 }\n')

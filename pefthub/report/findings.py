@@ -1,6 +1,6 @@
 """The paper's questions answered from a suite's results: for each, the paired Δ with its interval, a
 verdict and the paper's own figure beside it, and each compared row's run-health flags
-(:mod:`pefthub.health`). `pefthub findings <suite>` writes the Markdown; the
+(:mod:`pefthub.report.health`). `pefthub findings <suite>` writes the Markdown; the
 site shows the same report. The only typed numbers are the published figures in :data:`PAPER`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from pefthub import health, stats
+from pefthub.report import health, stats
 
 MORRIS = 'Morris et al. 2026, "Learning to Reason in 13 Parameters" (arXiv 2602.04118)'
 PEFT = "peft method_comparison (MetaMathQA → GSM8K, Llama-3.2-3B, SFT)"
@@ -76,7 +76,7 @@ SUPPORTED, CONTRADICTED = "supported", "contradicted"
 NOT_MEASURED, NOT_COMPARABLE = "not measured in this suite", "not comparable"
 #: A null after correction; the verdict adds the seeds, e.g. "not significant after Holm (3 seeds)".
 NULL = "not significant after Holm"
-#: An arm did not train (:func:`pefthub.health.did_not_train`): no verdict, and not in any Holm family.
+#: An arm did not train (:func:`pefthub.report.health.did_not_train`): no verdict, and not in any Holm family.
 NOT_TESTED = "not tested"
 #: The pair of rows was already compared higher on the page: each comparison is counted once.
 COUNTED_ONCE = "counted once"
@@ -391,7 +391,7 @@ def replace_worked_example(text: str, example: str) -> str:
     from pefthub.errors import ConfigError
 
     if EXAMPLE_START not in text or EXAMPLE_END not in text:
-        raise ConfigError("the file has no worked-example markers (see pefthub/findings.py EXAMPLE_START)")
+        raise ConfigError("the file has no worked-example markers (see pefthub/report/findings.py EXAMPLE_START)")
     head, rest = text.split(EXAMPLE_START, 1)
     _, tail = rest.split(EXAMPLE_END, 1)
     return f"{head}{EXAMPLE_START}\n{example}\n{EXAMPLE_END}{tail}"
@@ -410,7 +410,7 @@ def headline(suite: str, rows: Sequence[stats.StatRow], flags: dict[str, list[he
     GRPO − SFT comparison, last), then which rows did not train, and how many of the rest beat, match or
     fall below the base model on the same test items (Holm over the rows that trained), with the rows
     significant on every seed and the seeds significantly worse than base; each row it names carries its
-    run-health flags (``flags``: by label, :func:`pefthub.health.rows_health` when omitted)."""
+    run-health flags (``flags``: by label, :func:`pefthub.report.health.rows_health` when omitted)."""
     flags = health.rows_health(rows) if flags is None else flags
     outcomes = tested_versus_base(rows, flags)
     compared = {label: c for label, c in outcomes.items() if isinstance(c, stats.Comparison)}
@@ -508,7 +508,7 @@ def replace_headline(text: str, suite: str, paragraph: str) -> str:
 
     start = headline_start(suite)
     if start not in text or HEADLINE_END not in text.split(start, 1)[1]:
-        raise ConfigError(f"the file has no headline markers for suite {suite} (see pefthub/findings.py headline_start)")
+        raise ConfigError(f"the file has no headline markers for suite {suite} (see pefthub/report/findings.py headline_start)")
     head, rest = text.split(start, 1)
     _, tail = rest.split(HEADLINE_END, 1)
     return f"{head}{start}\n{paragraph}\n{HEADLINE_END}{tail}"
@@ -516,8 +516,8 @@ def replace_headline(text: str, suite: str, paragraph: str) -> str:
 
 def tested_versus_base(rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]]
                        ) -> dict[str, stats.Comparison | str]:
-    """Every trained row against the base model (:func:`pefthub.stats.versus_base`), Holm over the rows
-    that trained; a row that did not train (:func:`pefthub.health.did_not_train`) is compared for the
+    """Every trained row against the base model (:func:`pefthub.report.stats.versus_base`), Holm over the rows
+    that trained; a row that did not train (:func:`pefthub.report.health.did_not_train`) is compared for the
     record only: no Holm p, no verdict."""
     base = next((r for r in rows if r.is_base), None)
     untrained = {r.label for r in rows if not r.is_base and health.did_not_train(flags.get(r.label, []))}
@@ -603,7 +603,7 @@ def row_verdict(c: stats.Comparison, found: Sequence[SeedResult] = ()) -> str:
 def versus_base_lines(rows: Sequence[stats.StatRow], flags: dict[str, list[health.RowFlag]] | None = None,
                       seeds: dict[str, list[SeedResult]] | None = None) -> list[str]:
     """Markdown: every row against the base model on the same test items, Holm-corrected over the rows
-    that trained, with each row's run-health flags (``flags``: by label, :func:`pefthub.health.rows_health`
+    that trained, with each row's run-health flags (``flags``: by label, :func:`pefthub.report.health.rows_health`
     when omitted) and ``seeds`` (:func:`per_seed`, computed when omitted)."""
     flags = health.rows_health(rows) if flags is None else flags
     outcomes = tested_versus_base(rows, flags)
@@ -708,7 +708,7 @@ def health_lines(flags: dict[str, list[health.RowFlag]]) -> list[str]:
 # ---- how the suite was run: learning-rate choices, pilots, cost -------------------------------------
 def tuning_lines(docs: Sequence[dict]) -> list[str]:
     """Markdown: for each trained row, every rate's validation accuracy at the first seed, the rate
-    :func:`pefthub.stats.select_learning_rate` chose (and whether it sits at an edge of the rates
+    :func:`pefthub.report.stats.select_learning_rate` chose (and whether it sits at an edge of the rates
     tried), and how many seeds ran at it."""
     groups: dict[str, list[dict]] = {}
     for doc in docs:

@@ -474,7 +474,7 @@ def row_health(row, loaded: dict | None = None) -> list[RowFlag]:
     """The run-health flags of a row over its seeds (:func:`row_flag_summary`), and ``flat-reward`` when
     its GRPO training reward did not rise (:func:`reward_rise`). ``row`` has ``docs``
     (result documents) and ``samples`` (each one's samples file or ``None``), as a
-    :class:`pefthub.stats.StatRow`; each run is assessed against the base-model run of its own results
+    :class:`pefthub.report.stats.StatRow`; each run is assessed against the base-model run of its own results
     directory. ``loaded`` caches each directory's documents and samples between calls."""
     loaded = {} if loaded is None else loaded
     healths = []

@@ -10,7 +10,7 @@ bench holds is skipped, and a run whose result appeared meanwhile is found done 
 * ``failed``: kept by default -- a divergence or an unsupported combination is a result, and
   rerunning it would usually fail the same way; ``--retry-failed`` reruns failed runs.
 
-Selection and aggregation (pure functions of result documents) are :mod:`pefthub.stats`' rules,
+Selection and aggregation (pure functions of result documents) are :mod:`pefthub.report.stats`' rules,
 the same the leaderboard site applies: rows are (method [variant], params budget, trainer), the
 learning rate is chosen on validation, the test score is the mean over seeds with a 95% interval,
 and each row is compared item by item with the base row (docs/benchmarks.md).
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from pefthub import claims as claims_module
-from pefthub import stats
+from pefthub.report import stats
 from pefthub.executors.base import Stopped, clear_stop, raise_if_stopped, request_stop
 from pefthub.results import (ResultFileError, clean_orphan_samples, clean_temp_files, read_result, result_path,
                              samples_path)
@@ -49,7 +49,7 @@ def tuned_grid(suite: Suite, resolution, results_dir: Path) -> list[Experiment]:
     """The suite's runs as far as its results decide them.
 
     Without ``tune_on_first_seed`` this is the whole grid. With it, each row's rates run at the first
-    seed; once they have all finished, the rate :func:`pefthub.stats.select_learning_rate` picks is
+    seed; once they have all finished, the rate :func:`pefthub.report.stats.select_learning_rate` picks is
     either at an edge of the rates tried (and ``extend_edges`` allows more: the next rate beyond it,
     one grid step further, is added) or it gets the remaining seeds. A row with no successful rate
     gets no more runs.
@@ -237,7 +237,7 @@ def summarize(docs: Iterable[dict], results_dir: Path | None = None) -> list[Row
     """Rows in order of first appearance (pass documents in grid order); see the module docstring.
 
     With ``results_dir`` (where the samples files are) every row also gets its paired comparison
-    with the base row, Holm-corrected over the suite (:func:`pefthub.stats.versus_base`).
+    with the base row, Holm-corrected over the suite (:func:`pefthub.report.stats.versus_base`).
     """
     groups: dict[str, list[dict]] = {}
     for doc in docs:
