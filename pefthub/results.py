@@ -506,8 +506,14 @@ def read_result(path: str | os.PathLike) -> dict:
     return doc
 
 
-def read_samples(path: str | os.PathLike) -> list[dict]:
-    """The records of a ``.samples.jsonl`` file (raises :class:`ResultFileError` on a bad line)."""
+def read_samples(path: str | os.PathLike, *, result: dict | None = None, lm_eval_ids: bool = True) -> list[dict]:
+    """The records of a ``.samples.jsonl`` file (raises :class:`ResultFileError` on a bad line).
+
+    With ``lm_eval_ids`` every object record carries lm-eval's ``doc_id``, ``doc_hash``,
+    ``prompt_hash`` and ``target_hash``: files written before they were recorded get them derived
+    from the stored fields (:mod:`pefthub.evaluation.sample_ids`); ``doc_hash`` of such a file needs
+    the run's ``result`` document (its task config regenerates the documents) and is null without it.
+    """
     path = Path(path)
     records = []
     try:
@@ -520,7 +526,35 @@ def read_samples(path: str | os.PathLike) -> list[dict]:
                         raise ResultFileError(path, f"invalid JSON on line {lineno}: {exc.msg}") from None
     except OSError as exc:
         raise ResultFileError(path, f"unreadable: {exc}") from None
+    if lm_eval_ids and records:
+        from pefthub.evaluation import sample_ids  # the one place lm-eval's identifiers are computed
+
+        sample_ids.fill(records, _task_configs(result))
     return records
+
+
+def _task_configs(result: dict | None) -> dict[str, dict]:
+    """split -> the task config a result's evaluation of that split recorded."""
+    out = {}
+    for split, block in ((result or {}).get("evaluation") or {}).items():
+        task = ((block or {}).get("protocol") or {}).get("task") if isinstance(block, dict) else None
+        if isinstance(task, dict):
+            out[split] = task
+    return out
+
+
+def samples_file_of(result_file: str | os.PathLike, doc: dict) -> Path | None:
+    """The samples file of the result at ``result_file``, if one exists beside it: the name its
+    evaluation blocks record (only the last component, so a crafted ``../`` name reads nothing from
+    elsewhere), else ``<run_id>.samples.jsonl`` (files of schema v0 were named by hand, not by id)."""
+    folder = Path(result_file).parent
+    names = [os.path.basename(block["samples_file"]) for block in (doc.get("evaluation") or {}).values()
+             if isinstance(block, dict) and isinstance(block.get("samples_file"), str) and block["samples_file"]]
+    names.append(f"{doc.get('run_id')}{SAMPLES_SUFFIX}")
+    for name in names:
+        if name.endswith(SAMPLES_SUFFIX) and (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def is_temp_file(path: str | os.PathLike) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from pefthub.errors import ConfigError
-from pefthub.evaluation import glue
+from pefthub.evaluation import glue, sample_ids
 from pefthub.evaluation.render import render
 from pefthub.evaluation.stats import wilson_interval
 from pefthub.schema import EVAL_BACKENDS as BACKENDS  # the config schema owns the list
@@ -46,7 +46,8 @@ HEADLINE_METRIC = FLEXIBLE
 class EvalResult:
     #: The schema's ``evaluation.<split>`` object, minus ``samples_file``.
     summary: dict[str, Any]
-    #: One dict per example: split, id, prompt, completion, extracted, gold, correct.
+    #: One dict per example: split, id, prompt, completion, extracted, gold, correct, and lm-eval's
+    #: doc_id, doc_hash, prompt_hash, target_hash (:mod:`pefthub.evaluation.sample_ids`).
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -245,6 +246,8 @@ def _result(out: dict[str, Any], rendered, task: Task, *, max_new_tokens: int, m
             "extracted": None if extracted in (None, glue.INVALID) else str(extracted),
             "gold": doc["answer"],
             "correct": entry["metrics"].get("flexible-extract") == 1.0,
+            # lm-eval's own identifiers of the item, as its --log_samples writes them (sample_ids.py)
+            **{key: record.get(key) for key in sample_ids.FIELDS},
         })
     n = len(samples)
     if n != rendered.n:

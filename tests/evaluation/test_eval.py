@@ -17,7 +17,8 @@ from pefthub.evaluation.render import render
 from pefthub.tasks import get_task
 
 SMALL = {"test_size": 12, "validation_size": 4, "train_size": 8, "min_terms": 2, "max_terms": 3, "max_digits": 2}
-SAMPLE_KEYS = {"split", "id", "prompt", "completion", "extracted", "gold", "correct"}
+SAMPLE_KEYS = {"split", "id", "prompt", "completion", "extracted", "gold", "correct",
+               "doc_id", "doc_hash", "prompt_hash", "target_hash"}  # the last four: lm-eval's own identifiers
 
 
 @pytest.fixture(autouse=True)

@@ -75,7 +75,12 @@ def test_write_then_read_roundtrip_with_samples(tmp_path):
     back = R.read_result(path)
     assert back["evaluation"]["test"]["samples_file"] == f"{doc['run_id']}.samples.jsonl"
     assert back["config"] == CONFIG and back["status"] == "success"
-    assert R.read_samples(tmp_path / back["evaluation"]["test"]["samples_file"]) == samples
+    stored = tmp_path / back["evaluation"]["test"]["samples_file"]
+    assert R.read_samples(stored, lm_eval_ids=False) == samples
+    # a reader adds lm-eval's identifiers the records lack (tests/results/test_lm_eval_ids.py)
+    read = R.read_samples(stored)
+    assert [{k: r[k] for k in samples[0]} for r in read] == samples
+    assert [r["doc_id"] for r in read] == [0, 1, 2, 3] and all(r["doc_hash"] is None for r in read)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
