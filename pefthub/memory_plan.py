@@ -322,6 +322,7 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
         prompts = steps * int(budget.get("batch_size", 0))
         generated = prompts * prompt_cap + prompts * int(budget.get("generations", 1)) * int(budget.get("max_new_tokens", 0))
     eval_items = int(evaluation.get("limit") or 0) + int(evaluation.get("validation_limit") or 0)
+    eval_items += checkpoint_items(evaluation, steps)
     generated += eval_items * _eval_len(budget, evaluation)
     generation_flops = forward_flops(n, generated)
     peak = gpu_tflops * 1e12
@@ -335,6 +336,14 @@ def estimate_run(arch: Architecture, config: dict, *, algorithm: str, trainable_
         vllm_beside_training=rollouts_vllm,
         vllm_kv_tokens=kv_tokens, vllm_needs_tokens=needs, rollout_rows=rows_per_step if rollouts_vllm else 0, gpu_memory=gpu_memory, train_flops=float(train_flops),
         generation_flops=float(generation_flops), gpu_hours=gpu_hours)
+
+
+def checkpoint_items(evaluation: dict, steps: int) -> int:
+    """Validation examples scored at ``eval.checkpoints`` inside training: each checkpoint before the
+    last step scores the run's validation evaluation once more (the one at ``steps`` is the final one)."""
+    inside = sum(1 for step in evaluation.get("checkpoints") or () if step < steps)
+    per = evaluation.get("limit") if evaluation.get("split") == "validation" else evaluation.get("validation_limit")
+    return inside * int(per or 0)
 
 
 def _eval_len(budget: dict, evaluation: dict) -> int:

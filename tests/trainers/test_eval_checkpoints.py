@@ -175,3 +175,23 @@ def test_a_suite_passes_its_checkpoints_to_trained_runs_only(tmp_path):
     (path / "suite.toml").write_text(textwrap.dedent(SUITE) + "checkpoints = [2, 5]\n")
     with pytest.raises(ConfigError, match=r"suite.toml: eval.checkpoints: 5 is beyond budget.steps \(4\)"):
         suites.load(path)
+
+
+def test_the_gpu_plan_counts_checkpoint_evaluations():
+    from pefthub import memory_plan as mp
+    from pefthub.models import load_config
+
+    arch = mp.Architecture.from_config(load_config("qwen2.5-7b-instruct"))
+    budget = {"steps": 40, "batch_size": 8, "generations": 4, "max_new_tokens": 512, "max_seq_len": 1024}
+    evaluation = {"limit": 100, "validation_limit": 50, "max_new_tokens": 256, "backend": "fused"}
+    cfg = {"model": "Qwen/Qwen2.5-7B-Instruct", "method": "lora", "trainer": "grpo", "trainer_options": {},
+           "budget": budget, "eval": evaluation}
+
+    def estimate(**extra):
+        return mp.estimate_run(arch, {**cfg, "eval": {**evaluation, **extra}}, algorithm="grpo", trainable_params=10)
+
+    plain, points = estimate(), estimate(checkpoints=[10, 20, 40])
+    # Steps 10 and 20 score 50 validation examples each, at (1024 - 512) prompt room + 256 new tokens;
+    # step 40 is the final validation evaluation, already counted.
+    assert points.generation_flops - plain.generation_flops == 2 * arch.forward_params * 2 * 50 * (512 + 256)
+    assert points.train_flops == plain.train_flops and points.gpu_hours > plain.gpu_hours
