@@ -13,39 +13,35 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from pefthub.errors import ConfigError
 from pefthub.evaluation.stats import wilson_interval
+from pefthub.settings import Settings, setting
 
 PROBE_SCHEMA = "pefthub.probe"
 PROBE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class ProbeSettings:
-    """What a probe samples: model, task, temperature, group size, number of prompts, token cap."""
+@dataclass
+class ProbeSettings(Settings):
+    """What a probe samples: model, task, temperature, group size, number of prompts, token cap; each
+    field checked on construction (errors name the field, before anything is loaded)."""
 
-    model: str
-    task: dict = field(default_factory=dict)
-    temperature: float = 1.0
-    generations: int = 4
-    prompts: int = 128
-    max_new_tokens: int = 64
-    seed: int = 0
-    rollout_backend: str = "auto"
-    chunk: int = 16
+    model: str = setting(help="model name or path", nonempty=True)
+    task: dict = setting({}, "task config: a name and its parameters")
+    temperature: float = setting(1.0, "sampling temperature", above=0)
+    generations: int = setting(4, "samples per prompt, as GRPO's group", min=2)
+    prompts: int = setting(128, "train prompts sampled", min=1)
+    max_new_tokens: int = setting(64, "longest sample", min=1)
+    seed: int = setting(0, "sampling seed", min=0)
+    rollout_backend: str = setting("auto", "rollout engine", nonempty=True)
+    chunk: int = setting(16, "prompts sampled together", min=1)
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field (before anything is loaded)."""
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature > 0):
-            raise ConfigError(f"temperature: must be a number > 0 (got {self.temperature!r})")
-        for name, low in (("generations", 2), ("prompts", 1), ("max_new_tokens", 1), ("chunk", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name}: must be an integer >= {low} (got {value!r})")
+    @classmethod
+    def where(cls) -> str:
+        return ""
 
 
 def summarize(per_prompt: list[dict], generations: int) -> dict:
@@ -74,7 +70,6 @@ def summarize(per_prompt: list[dict], generations: int) -> dict:
 
 def probe(settings: ProbeSettings, progress: Callable[[int, int], None] | None = None) -> dict:
     """Sample ``generations`` completions for each of the first ``prompts`` train examples and score them."""
-    settings.validate()
     from pefthub.models import check_loadable
     from pefthub.runner import make_task
 

@@ -75,9 +75,8 @@ def _settings_list(args) -> list:
         unknown = sorted(set(table) - set(_KEYS))
         if unknown:
             raise ConfigError(f"{where}unknown key(s) {', '.join(unknown)} (allowed: {', '.join(_KEYS)})")
-        settings = ProbeSettings(**{**flags, **table})
         try:
-            settings.validate()
+            settings = ProbeSettings(**{**flags, **table})
         except ConfigError as exc:
             raise ConfigError(f"{where}{exc}") from None
         out.append(settings)

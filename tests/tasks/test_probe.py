@@ -43,6 +43,7 @@ def test_probe_on_a_tiny_model_counts_every_sample():
 @pytest.mark.parametrize("argv,message", [
     (["--generations", "1"], "generations: must be an integer >= 2"),
     (["--temperature", "0"], "temperature: must be a number > 0"),
+    (["--prompts", "0"], "error: prompts: must be a positive integer (got 0)"),
     (["--task-param", "max_terms=2"], "--task-param needs --task"),
     (["--task", "chain_sum", "--task-param", "max_terms=0"], "max_terms"),
 ])
