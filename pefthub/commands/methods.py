@@ -28,9 +28,21 @@ def describe_methods(name: str | None = None) -> list[dict]:
             "name": n, "plugin": registry.owner[n], "summary": cls.summary, "notes": cls.notes,
             "trainers": list(cls.supported_trainers), "identity_at_init": cls.identity_at_init,
             "mergeable": cls.mergeable, "exact_params": cls.exact_params,
+            "default_learning_rate": cls.default_learning_rate,
+            "trainer_learning_rates": dict(cls.trainer_learning_rates),
             "fields": [{"name": f, "help": h, "default": d} for f, h, d in cls.config_class.field_help()],
         })
     return out
+
+
+def _learning_rates(m: dict) -> str:
+    """The method's default learning rate, and any per-trainer ones (`pefthub train` without --lr)."""
+    def text(lr: float) -> str:
+        mantissa, exponent = f"{lr:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+    own = ", ".join(f"{t} {text(lr)}" for t, lr in sorted(m["trainer_learning_rates"].items()))
+    return text(m["default_learning_rate"]) + (f" ({own})" if own else "")
 
 
 def markdown_reference(methods: list[dict]) -> str:
@@ -42,7 +54,8 @@ def markdown_reference(methods: list[dict]) -> str:
         facts = [f"trainers: {', '.join(m['trainers'])}",
                  f"identity at initialisation: {'yes' if m['identity_at_init'] else 'no'}",
                  f"mergeable: {'yes' if m['mergeable'] else 'no'}",
-                 f"parameter budgets: {'exact' if m['exact_params'] else 'nearest'}"]
+                 f"parameter budgets: {'exact' if m['exact_params'] else 'nearest'}",
+                 f"default learning rate: {_learning_rates(m)}"]
         lines += [f"- {f}" for f in facts]
         if m["notes"]:
             lines.append(f"- note: {m['notes']}")
@@ -70,7 +83,8 @@ def run(args) -> int:
         flags = [f"trainers: {', '.join(m['trainers'])}",
                  "identity at init" if m["identity_at_init"] else "not identity at init",
                  "mergeable" if m["mergeable"] else "not mergeable",
-                 "exact params budgets" if m["exact_params"] else "nearest params budget"]
+                 "exact params budgets" if m["exact_params"] else "nearest params budget",
+                 f"default lr {_learning_rates(m)}"]
         title = f"[bold]{m['name']}[/bold] ({m['plugin']}): {m['summary']}"
         table = Table(title=title, title_justify="left", caption="; ".join(flags)
                       + (f"\nnote: {m['notes']}" if m["notes"] else ""), caption_justify="left")

@@ -8,25 +8,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pefthub.hookspecs import hookimpl
-from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, config_field
+from pefthub.methods import PAPER_TARGET_MODULES, MethodConfig, setting
 from pefthub.methods.peft_method import PeftMethod
 
 
 @dataclass
 class DoraMethodConfig(MethodConfig):
-    r: int = config_field(8, "rank of the low-rank direction update")
-    alpha: float = config_field(16.0, "scaling numerator: the update is multiplied by alpha / r")
-    target_modules: list[str] = config_field(list(PAPER_TARGET_MODULES), "linear layers to adapt")
-
-    def validate(self) -> None:
-        self._require(self.r >= 1, "r", "must be >= 1")
-        self._require(self.alpha > 0, "alpha", "must be > 0")
+    r: int = setting(8, "rank of the low-rank direction update", min=1)
+    alpha: float = setting(16.0, "scaling numerator: the update is multiplied by alpha / r", above=0)
+    target_modules: list[str] = setting(list(PAPER_TARGET_MODULES), "linear layers to adapt", nonempty=True)
 
 
 class Dora(PeftMethod):
     name = "dora"
     config_class = DoraMethodConfig
     summary = "DoRA: LoRA on the direction of each weight plus a trainable magnitude vector"
+    default_learning_rate = 1e-4  # a run without a learning rate takes this one (LoRA's scale)
     # DoRA renormalises W + ΔW by column norms, so folding it in is not W + ΔW; the base class's
     # merged() would be wrong, and peft's merge/unmerge drifts. Generation runs unmerged.
     mergeable = False
