@@ -284,6 +284,8 @@ BAD_ARGUMENTS = {
     "bench": (["--dry-run"], {"": _WORD.map(lambda w: "zz-no-suite-" + w)}),
     "site": (["build", "leaderboards"], {"--max-samples": st.integers(max_value=-1).map(str)}),
     "health": ([], {"": _WORD.map(lambda w: "zz-no-results-" + w)}),
+    "export": (["--format", "parquet"], {"": _WORD.map(lambda w: "zz-no-results-" + w),
+                                         "--format": _WORD.map(lambda w: "zz" + w)}),
     "plugins": ([], {"": _WORD.map(lambda w: "zz" + w)}),  # takes no argument: argparse refuses it
     "compare": (["base", "--suite", "quick"], {
         "": _WORD.map(lambda w: "zz-no-row-" + w), "--suite": _WORD.map(lambda w: "zz-no-suite-" + w),
