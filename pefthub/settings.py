@@ -76,18 +76,14 @@ class Rule:
             if not isinstance(value, str) or (self.nonempty and not value):
                 return "a non-empty string" if self.nonempty else "a string"
             return None
-        if kind in (list, tuple):
-            args = typing.get_args(annotation)
-            item = args[0] if args else None
-            if not isinstance(value, (list, tuple)) or (item is not None and not all(_matches(v, item) for v in value)):
-                return f"a list{' of ' + _plural(item) if item is not None else ''}"
+        if kind in (list, tuple, dict):
+            if not _matches(value, annotation):
+                return _describe(annotation)
             if self.nonempty and not value:
-                return "a non-empty list"
+                return f"a non-empty {'table' if kind is dict else 'list'}"
             if self.choices and any(v not in self.choices for v in value):
                 return f"a list of {', '.join(map(str, self.choices))}"
             return None
-        if kind is dict:
-            return None if isinstance(value, dict) else "a table"
         if Any not in options and not any(_matches(value, o) for o in options):
             return " or ".join(_type_name(o) for o in options)
         return None
@@ -240,8 +236,13 @@ def _options(annotation: Any) -> tuple:
     return (annotation,)
 
 
-def _plural(annotation: Any) -> str:
-    return {int: "integers", float: "numbers", str: "strings"}.get(annotation, _type_name(annotation))
+def _describe(annotation: Any) -> str:
+    """How an error names a list or table type: "a list of strings", "a table"."""
+    origin, args = typing.get_origin(annotation) or annotation, typing.get_args(annotation)
+    plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+    if origin is dict:
+        return f"a table of {plural.get(args[1], _type_name(args[1]))}" if len(args) == 2 else "a table"
+    return f"a list of {plural.get(args[0], _type_name(args[0]))}" if args else "a list"
 
 
 def _is_int(value: Any) -> bool:
@@ -253,6 +254,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` has the type ``annotation`` names, items of lists and tables included."""
     if annotation is Any:
         return True
     if annotation is type(None):
@@ -261,7 +263,16 @@ def _matches(value: Any, annotation: Any) -> bool:
         return _is_number(value)
     if annotation is int:
         return _is_int(value)
-    return isinstance(value, typing.get_origin(annotation) or annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(annotation))
+    origin, args = typing.get_origin(annotation) or annotation, typing.get_args(annotation)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if not isinstance(value, origin):
+        return False
+    if origin is dict and len(args) == 2:
+        return all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    return True
 
 
 def _type_name(annotation: Any) -> str:
