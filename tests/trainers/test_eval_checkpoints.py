@@ -47,9 +47,14 @@ def same_curves(a: list[dict], b: list[dict]) -> bool:
 
 
 @pytest.mark.parametrize("trainer,metric", [("sft", "loss"), ("grpo", "reward")])
-def test_checkpoints_are_scored_at_their_steps_and_leave_training_unchanged(tmp_path, trainer, metric):
+def test_checkpoints_are_scored_at_their_steps_and_leave_training_unchanged(tmp_path, monkeypatch, trainer, metric):
     # LoRA dropout draws from torch's RNG every training forward, and lm-eval reseeds it when it scores:
-    # without the random state put back, the steps after a checkpoint train differently.
+    # without the random state put back, the steps after a checkpoint train differently. A reward by
+    # length gives the random policy's groups an advantage, so GRPO trains through dropout too.
+    import pefthub.trainers.grpo
+
+    monkeypatch.setattr(pefthub.trainers.grpo, "resolve_reward",
+                        lambda task, name: ("length", lambda completions, **_: [float(len(c)) for c in completions]))
     lora = {"r": 2, "dropout": 0.5}
     plain = run_experiment(resolve_config(config(trainer=trainer, method_config=lora)), results_dir=tmp_path / "plain")
     events = []
@@ -58,6 +63,7 @@ def test_checkpoints_are_scored_at_their_steps_and_leave_training_unchanged(tmp_
     assert plain["status"] == doc["status"] == "success", (plain["error"], doc["error"])
     assert "checkpoints" not in plain
     assert same_curves(doc["curves"], plain["curves"]) and [c[metric] for c in doc["curves"]]
+    assert sum(c["grad_norm"] for c in doc["curves"]) > 0  # it trained
     points = doc["checkpoints"]
     assert [p["step"] for p in points] == [1, 3] and all(p["split"] == "validation" for p in points)
     for p in points:
@@ -73,9 +79,9 @@ def test_checkpoints_are_scored_at_their_steps_and_leave_training_unchanged(tmp_
     assert spent["seconds_checkpoint_eval"] > 0 and plain["budget"]["spent"]["seconds_checkpoint_eval"] == 0
     counted = "examples" if trainer == "sft" else "prompts"
     assert points[0][counted] == spent[counted] // 3 and points[-1][counted] == spent[counted]
-    assert points[-1]["tokens_trained"] == spent["tokens_trained"] >= points[0]["tokens_trained"]
-    tokens = "tokens_trained" if trainer == "sft" else "tokens_generated"  # a random policy's groups may all tie
+    tokens = "tokens_trained" if trainer == "sft" else "tokens_generated"  # GRPO's step 1 groups may all tie
     assert points[-1][tokens] == spent[tokens] > points[0][tokens] > 0
+    assert points[-1]["tokens_trained"] == spent["tokens_trained"] >= points[0]["tokens_trained"]
     # Training seconds exclude the checkpoint's scoring: the wall time up to step 3, less it.
     assert 0 < points[0]["seconds_train_so_far"] < points[-1]["seconds_train_so_far"]
     assert points[-1]["seconds_train_so_far"] < spent["seconds_total"] - spent["seconds_checkpoint_eval"]
