@@ -153,7 +153,8 @@ def run(args) -> int:
                                   if isinstance(event.get(key), (int, float)))
                 bar.update(job, description="training", completed=event["step"], stats=stats)
             elif phase == "eval":
-                bar.update(job, description=f"evaluating {event.get('split')} ({event.get('limit')})")
+                after = f" after step {event['step']}" if event.get("step") is not None else ""
+                bar.update(job, description=f"evaluating {event.get('split')} ({event.get('limit')}){after}")
             elif phase == "load":
                 bar.update(job, description="loading model")
 
@@ -165,6 +166,9 @@ def run(args) -> int:
         out.print(f"accuracy {test.get('accuracy', float('nan')):.3f} on {test.get('n')} {config['eval']['split']} "
                   f"examples · {spent.get('optimizer_steps', 0)} steps · {spent.get('seconds_total', 0):.0f} s · "
                   f"peak RSS {spent.get('peak_rss_bytes', 0) / 2**30:.2f} GiB")
+        if doc.get("checkpoints"):
+            out.print("validation by step: " + " · ".join(f"{p['step']}: {p['accuracy']:.3f}" for p in doc["checkpoints"])
+                      + f" (n {doc['checkpoints'][0]['n']}; scoring {spent.get('seconds_checkpoint_eval', 0):.0f} s)")
     else:
         out.print(f"[red]run {doc['status']}: {doc['error']}[/red]")
     print(path)

@@ -152,6 +152,18 @@ def test_pefthub_train_flag(tmp_path, capsys):
         assert code == 2 and err.strip().startswith(expected) and len(err.strip().splitlines()) == 1
 
 
+def test_pefthub_train_records_and_prints_the_checkpoints(tmp_path, capsys):
+    code = main(["train", "--model", "tiny-random", "--method", "lora", "--set", "r=2", "--trainer", "sft",
+                 "--task", "chain_sum", "--steps", "2", "--batch-size", "2", "--eval-limit", "2",
+                 "--eval-max-new-tokens", "4", "--eval-backend", "hf", "--eval-validation-limit", "2",
+                 "--eval-checkpoints", "1,2", "--results", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    doc = results.read_result(out.strip().splitlines()[-1])
+    assert [p["step"] for p in doc["checkpoints"]] == [1, 2] and doc["config"]["eval"]["checkpoints"] == [1, 2]
+    assert "validation by step: 1: " in out
+
+
 SUITE = """
 model = "tiny-random"
 [task]
