@@ -134,6 +134,13 @@ def test_bad_checkpoints_are_one_line_before_any_work(tmp_path, change, message)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sharded_training_refuses_checkpoints_before_any_work(tmp_path):
+    raw = config([1, 2], trainer="sft", method="full", method_config={}, device="cpu")
+    with pytest.raises(ConfigError, match="config.eval.checkpoints: not with sharded training"):
+        run_experiment(raw, results_dir=tmp_path, num_gpus=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pefthub_train_flag(tmp_path, capsys):
     from pefthub.commands import train
 
