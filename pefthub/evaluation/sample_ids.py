@@ -22,11 +22,16 @@ from typing import Any, Iterable
 FIELDS = ("doc_id", "doc_hash", "prompt_hash", "target_hash")
 
 
+@functools.cache
+def _lm_eval_hash():
+    from lm_eval.utils import hash_string as lm_eval_hash  # imported on first use: lm_eval.utils pulls numpy
+
+    return lm_eval_hash
+
+
 def hash_string(text: str) -> str:
     """lm-eval's own hash (``lm_eval.utils.hash_string``)."""
-    from lm_eval.utils import hash_string as lm_eval_hash
-
-    return lm_eval_hash(text)
+    return _lm_eval_hash()(text)
 
 
 def doc_hash(doc: dict[str, Any]) -> str:
@@ -89,13 +94,14 @@ def fill(records: Iterable[Any], tasks: dict[str, dict[str, Any]] | None = None)
         docs = None
         if tasks and isinstance(tasks.get(split), dict) and any(r.get("doc_hash") is None for r in group):
             docs = regenerated_docs(tasks[split], split, len(group))
+        hash_ = _lm_eval_hash()  # prompt_hash and target_hash inlined: a reader fills every line of every file
         for position, record in enumerate(group):
             record.setdefault("doc_id", position)
             if "prompt_hash" not in record:
                 prompt = record.get("prompt")
-                record["prompt_hash"] = prompt_hash(prompt) if isinstance(prompt, str) else None
+                record["prompt_hash"] = hash_(prompt) if isinstance(prompt, str) else None
             if "target_hash" not in record:
-                record["target_hash"] = target_hash(record["gold"]) if "gold" in record else None
+                record["target_hash"] = hash_(str(record["gold"])) if "gold" in record else None
             if record.get("doc_hash") is None:
                 doc = docs[position] if docs is not None and position < len(docs) else None
                 record["doc_hash"] = doc_hash(doc) if doc is not None and _matches(doc, record) else None
