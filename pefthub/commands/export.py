@@ -15,6 +15,7 @@ results/, or a results directory. Writes <out>/<suite>.runs.<ext> and <out>/<sui
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -63,7 +64,8 @@ def _int(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _str(value: Any) -> str | None:
@@ -161,8 +163,8 @@ class _Table:
 def export(results_dir: Path, out: Path, name: str, fmt: str, completions: bool = False,
            warn=lambda line: None) -> tuple[Path, Path, int, int]:
     """Write ``<out>/<name>.runs.<ext>`` and ``<out>/<name>.items.<ext>`` from the result files under
-    ``results_dir`` (corrupt ones reported through ``warn`` and skipped); (runs path, items path,
-    runs written, items written)."""
+    ``results_dir`` (corrupt ones and second copies of a run reported through ``warn`` and skipped);
+    (runs path, items path, runs written, items written)."""
     from pefthub import results
 
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +173,7 @@ def export(results_dir: Path, out: Path, name: str, fmt: str, completions: bool 
     paths = out / f"{name}.runs.{ext}", out / f"{name}.items.{ext}"
     runs, items = _Table(paths[0], runs_columns, fmt), _Table(paths[1], items_columns, fmt)
     n_runs = n_items = 0
+    seen: dict[str, Path] = {}
     ok = False
     try:
         for path in results.result_files(results_dir):
@@ -179,6 +182,10 @@ def export(results_dir: Path, out: Path, name: str, fmt: str, completions: bool 
             except results.ResultFileError as exc:
                 warn(f"skipped {path}: {exc.reason}")
                 continue
+            if doc["run_id"] in seen:
+                warn(f"skipped {path}: duplicate of run {doc['run_id']} already read from {seen[doc['run_id']]}")
+                continue
+            seen[doc["run_id"]] = path
             runs.add(run_row(doc))
             n_runs += 1
             samples = results.samples_file_of(path, doc)

@@ -29,6 +29,8 @@ def suite(tmp_path, monkeypatch):
                                 status="failed", error="NaN loss at step 3")
     results.write_result(directory, failed)
     (directory / "broken.json").write_text("{not json")
+    (directory / "copies").mkdir()  # a second copy of a run in a subfolder is read once
+    shutil.copy(QUICK / f"{RUNS[0]}.json", directory / "copies" / f"{RUNS[0]}.json")
     return directory, failed["run_id"]
 
 
@@ -46,6 +48,7 @@ def test_export_tables_open_with_datasets_and_pandas(suite, tmp_path, capsys, fm
     assert cli.main(["export", str(directory.parent), "--format", fmt, "--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "broken.json" in printed.err and "4 runs" in printed.out
+    assert f"copies/{RUNS[0]}.json: duplicate of run {RUNS[0]}" in printed.err
     runs_file, items_file = out / f"mini.runs.{fmt}", out / f"mini.items.{fmt}"
 
     cache = str(tmp_path / "hf-cache")
