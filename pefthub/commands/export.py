@@ -112,7 +112,13 @@ def item_rows(run_id: str, records: list[dict], completions: bool) -> Iterator[d
 
 
 class _Table:
-    """One output file written in batches to a temp file beside it, renamed into place on close."""
+    """One output file written in batches to a temp file beside it, renamed into place on close.
+
+    JSON lines carry no column types, and ``datasets`` infers them from the file's first block
+    (10 MB): a column null throughout that block and set later fails to load. So for each column
+    the first line that sets it is kept aside (a few lines at most) and written first on close,
+    followed by every other line in order, copied from the temp file.
+    """
 
     def __init__(self, path: Path, columns: list[tuple[str, str]], fmt: str):
         import pyarrow as pa
@@ -120,15 +126,21 @@ class _Table:
         self.path, self.fmt, self.rows = path, fmt, []
         self.names = [name for name, _ in columns]
         self.schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in columns])
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = self._temp()
+        self.written = 0
+        self.witnesses: dict[int, str] = {}  # line number -> line: the first line setting some column
+        self.unset = set(self.names)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
             self.writer = pq.ParquetWriter(self.tmp, self.schema)
         else:
             self.writer = open(self.tmp, "w", encoding="utf-8")
+
+    def _temp(self) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        return Path(tmp)
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -143,8 +155,16 @@ class _Table:
 
             self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
         else:
-            self.writer.write("".join(json.dumps({k: row[k] for k in self.names}, ensure_ascii=False, allow_nan=False)
-                                      + "\n" for row in self.rows))
+            lines = []
+            for row in self.rows:
+                line = json.dumps({k: row[k] for k in self.names}, ensure_ascii=False, allow_nan=False) + "\n"
+                setting = {k for k in self.unset if row[k] is not None}
+                if setting:
+                    self.unset -= setting
+                    self.witnesses[self.written + len(lines)] = line
+                lines.append(line)
+            self.writer.write("".join(lines))
+            self.written += len(lines)
         self.rows = []
 
     def close(self, keep: bool) -> None:
@@ -153,6 +173,20 @@ class _Table:
                 self.flush()
         finally:
             self.writer.close()
+        if keep and self.fmt == "jsonl" and self.witnesses:
+            ordered = self._temp()
+            try:
+                with open(self.tmp, encoding="utf-8") as src, open(ordered, "w", encoding="utf-8") as dst:
+                    dst.write("".join(self.witnesses[i] for i in sorted(self.witnesses)))
+                    for i, line in enumerate(src):
+                        if i not in self.witnesses:
+                            dst.write(line)
+            except BaseException:
+                ordered.unlink(missing_ok=True)
+                raise
+            finally:
+                self.tmp.unlink(missing_ok=True)
+            self.tmp = ordered
         if keep:
             os.chmod(self.tmp, 0o644)
             os.replace(self.tmp, self.path)

@@ -71,7 +71,7 @@ def test_export_tables_open_with_datasets_and_pandas(suite, tmp_path, capsys, fm
     assert len(items) == sum(docs[r]["evaluation"]["test"]["n"] for r in RUNS)
     assert "completion" not in items.column_names
     first = results.read_samples(directory / f"{RUNS[0]}.samples.jsonl", result=docs[RUNS[0]])
-    mine = [r for r in items if r["run_id"] == RUNS[0]]
+    mine = sorted((r for r in items if r["run_id"] == RUNS[0]), key=lambda r: (r["split"] != "test", r["doc_id"]))
     assert [r["correct"] for r in mine] == [s["correct"] for s in first]
     assert [(r["doc_id"], r["doc_hash"], r["prompt_hash"], r["target_hash"]) for r in mine] == [
         (s["doc_id"], s["doc_hash"], s["prompt_hash"], s["target_hash"]) for s in first]
@@ -110,3 +110,35 @@ def test_bad_suite_or_format_is_one_line_rc_2(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "never").exists()
+
+
+def test_jsonl_loads_when_a_column_is_first_set_far_into_the_file(tmp_path, monkeypatch):
+    """datasets types JSON columns from the file's first block; the export writes, first, a line
+    setting each column, so a column null for many lines (`error`, set only by the failed run read
+    last) still loads when the file spans many blocks."""
+    import datasets
+
+    monkeypatch.setenv("PEFTHUB_CACHE", str(tmp_path / "cache"))
+    directory = tmp_path / "many" / "results"
+    directory.mkdir(parents=True)
+    doc = json.loads((QUICK / f"{RUNS[0]}.json").read_text())
+    for seed in range(1, 31):  # the same run under 30 seeds: new ids, same items
+        config = dict(doc["config"], seed=seed)
+        copy = dict(doc, config=config, run_id=results.run_id(config), config_hash=results.config_hash(config))
+        copy["evaluation"] = {"test": dict(doc["evaluation"]["test"], samples_file=f"{copy['run_id']}.samples.jsonl")}
+        (directory / f"{copy['run_id']}.json").write_text(json.dumps(copy))
+        shutil.copy(QUICK / f"{RUNS[0]}.samples.jsonl", directory / f"{copy['run_id']}.samples.jsonl")
+    failed = results.new_result({"model": "m", "method": "lora", "trainer": "sft", "seed": 9}, suite="many",
+                                status="failed", error="NaN loss at step 3")
+    (directory / "zz-failed.json").write_text(json.dumps(failed))  # read last
+    out = tmp_path / "j"
+    assert cli.main(["export", str(directory), "--format", "jsonl", "--out", str(out)]) == 0
+    runs_file = out / "many.runs.jsonl"
+    assert runs_file.stat().st_size > 3 * 16384
+    assert failed["run_id"] in {json.loads(line)["run_id"] for line in runs_file.read_text().splitlines()[:3]}
+    runs = datasets.load_dataset("json", data_files=str(runs_file), split="train", chunksize=16384,
+                                 cache_dir=str(tmp_path / "hf"))
+    assert len(runs) == 31 and [r["error"] for r in runs if r["error"]] == ["NaN loss at step 3"]
+    items = datasets.load_dataset("json", data_files=str(out / "many.items.jsonl"), split="train", chunksize=16384,
+                                  cache_dir=str(tmp_path / "hf"))
+    assert len(items) == 30 * doc["evaluation"]["test"]["n"]
