@@ -98,3 +98,19 @@ def test_reading_without_the_result_leaves_doc_hash_null_and_fields_present(tmp_
     records = results.read_samples(tmp_path / "x.samples.jsonl")
     assert all(r["doc_hash"] is None and len(r["target_hash"]) == 64 for r in records)
     assert results.read_samples(tmp_path / "x.samples.jsonl", lm_eval_ids=False)[0].keys().isdisjoint(FIELDS)
+
+
+@pytest.mark.parametrize("run", ["quick/results/070475df7ebea6cc", "cpu-paper-shape/results/0193a06de2ee32d6"])
+def test_every_committed_split_regenerates_the_documents_lm_eval_saw(run):
+    """Each split of a committed run: the documents regenerated from its task config render to the
+    task hash the run recorded, and every stored line gets a doc_hash."""
+    path = QUICK_RUN.parents[2] / f"{run}.json"
+    doc = results.read_result(path)
+    records = results.read_samples(results.samples_file_of(path, doc), result=doc)
+    for split, block in doc["evaluation"].items():
+        protocol = block["protocol"]
+        rendered = render(task_from_config(protocol["task"]), split, block["n"], protocol["max_new_tokens"])
+        assert rendered.config_hash == protocol["task_config_hash"], split
+        lines = [r for r in records if r["split"] == split]
+        assert len(lines) == block["n"] and all(r["doc_hash"] for r in lines)
+        assert [r["doc_id"] for r in lines] == list(range(block["n"]))
