@@ -231,6 +231,8 @@ def validate(doc: Any) -> None:
     _require(doc.get("finished_at") is None or isinstance(doc["finished_at"], str), "'finished_at' is not a string")
     error = doc.get("error")
     _require(error is None or isinstance(error, str), "'error' is not a string")
+    if "checkpoints" in doc:
+        _validate_checkpoints(doc["checkpoints"])
     if doc["status"] != "success":
         _require(bool(error), f"status is {doc['status']} but 'error' is empty")
         return
@@ -255,6 +257,43 @@ def validate(doc: Any) -> None:
         _require(isinstance(stopped, dict) and isinstance(stopped.get("reason"), str) and _is_int(stopped.get("step"))
                  and isinstance(stopped.get("detail"), str),
                  "training.stopped_early needs a string 'reason', an integer 'step' and a string 'detail'")
+
+
+#: Fields of a ``checkpoints`` entry: required, and numbers (``None`` allowed where said) when present.
+CHECKPOINT_REQUIRED = ("step", "split", "accuracy", "n", "correct", "seconds_train_so_far", "tokens_trained",
+                       "tokens_generated")
+CHECKPOINT_COUNTERS = ("seconds_train_so_far", "seconds_eval", "examples", "prompts", "prompts_trained",
+                       "completions", "tokens_trained", "tokens_generated", "train_flops")
+CHECKPOINT_OPTIONAL_NUMBERS = ("ci_low", "ci_high", "strict_accuracy")
+
+
+def _validate_checkpoints(points: Any) -> None:
+    """The shape of ``checkpoints`` (validation scored at optimizer steps inside the run): a list of
+    objects with strictly increasing positive integer steps, a split, an accuracy in [0, 1] that is
+    ``correct``/``n``'s, and non-negative budget counters (docs/results-schema.md)."""
+    _require(isinstance(points, list), "'checkpoints' is not a list")
+    last = 0
+    for i, point in enumerate(points):
+        where = f"checkpoints[{i}]"
+        _require(isinstance(point, dict), f"{where} is not an object")
+        for key in CHECKPOINT_REQUIRED:
+            _require(key in point, f"{where} has no '{key}'")
+        step = point["step"]
+        _require(_is_int(step) and step > 0, f"{where}.step is not a positive integer")
+        _require(step > last, f"{where}.step {step} does not come after step {last}")
+        last = step
+        _require(isinstance(point["split"], str) and point["split"], f"{where}.split is not a non-empty string")
+        acc, n, correct = point["accuracy"], point["n"], point["correct"]
+        _require(_is_number(acc) and 0.0 <= acc <= 1.0, f"{where}.accuracy is not a number in [0, 1]")
+        _require(_is_int(n) and n >= 0, f"{where}.n is not a non-negative integer")
+        _require(_is_int(correct) and 0 <= correct <= n, f"{where}.correct is not an integer in [0, n]")
+        _require(n == 0 or abs(acc - correct / n) <= 1e-9, f"{where}.accuracy is not correct / n")
+        for key in CHECKPOINT_COUNTERS:
+            value = point.get(key, 0)
+            _require(_is_number(value) and value >= 0, f"{where}.{key} is not a non-negative number")
+        for key in CHECKPOINT_OPTIONAL_NUMBERS:
+            value = point.get(key)
+            _require(value is None or _is_number(value), f"{where}.{key} is not a number")
 
 
 # ---- upgrades --------------------------------------------------------------------------------
