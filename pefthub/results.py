@@ -582,20 +582,6 @@ def _task_configs(result: dict | None) -> dict[str, dict]:
     return out
 
 
-def samples_file_of(result_file: str | os.PathLike, doc: dict) -> Path | None:
-    """The samples file of the result at ``result_file``, if one exists beside it: the name its
-    evaluation blocks record (only the last component, so a crafted ``../`` name reads nothing from
-    elsewhere), else ``<run_id>.samples.jsonl`` (files of schema v0 were named by hand, not by id)."""
-    folder = Path(result_file).parent
-    names = [os.path.basename(block["samples_file"]) for block in (doc.get("evaluation") or {}).values()
-             if isinstance(block, dict) and isinstance(block.get("samples_file"), str) and block["samples_file"]]
-    names.append(f"{doc.get('run_id')}{SAMPLES_SUFFIX}")
-    for name in names:
-        if name.endswith(SAMPLES_SUFFIX) and (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def is_temp_file(path: str | os.PathLike) -> bool:
     name = Path(path).name
     return name.startswith(".") or name.endswith(TEMP_SUFFIX)

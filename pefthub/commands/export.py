@@ -200,6 +200,7 @@ def export(results_dir: Path, out: Path, name: str, fmt: str, completions: bool 
     ``results_dir`` (corrupt ones and second copies of a run reported through ``warn`` and skipped);
     (runs path, items path, runs written, items written)."""
     from pefthub import results
+    from pefthub.report.records import samples_file_of  # the report layer's rule for where samples live
 
     out.mkdir(parents=True, exist_ok=True)
     ext = FORMATS[fmt]
@@ -222,7 +223,7 @@ def export(results_dir: Path, out: Path, name: str, fmt: str, completions: bool 
             seen[doc["run_id"]] = path
             runs.add(run_row(doc))
             n_runs += 1
-            samples = results.samples_file_of(path, doc)
+            samples = samples_file_of(path, doc)
             if samples is None:
                 continue
             try:

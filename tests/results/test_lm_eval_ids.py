@@ -14,6 +14,7 @@ from pefthub import cli, results
 from pefthub.evaluation import evaluate, sample_ids
 from pefthub.evaluation.render import render
 from pefthub.models import load_model
+from pefthub.report.records import samples_file_of
 from pefthub.tasks import get_task, task_from_config
 
 #: A committed run of the quick suite (its samples file predates the identifiers).
@@ -106,7 +107,7 @@ def test_every_committed_split_regenerates_the_documents_lm_eval_saw(run):
     task hash the run recorded, and every stored line gets a doc_hash."""
     path = QUICK_RUN.parents[2] / f"{run}.json"
     doc = results.read_result(path)
-    records = results.read_samples(results.samples_file_of(path, doc), result=doc)
+    records = results.read_samples(samples_file_of(path, doc), result=doc)
     for split, block in doc["evaluation"].items():
         protocol = block["protocol"]
         rendered = render(task_from_config(protocol["task"]), split, block["n"], protocol["max_new_tokens"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pefthub import cli, results
+from pefthub.report.records import samples_file_of
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "schema-v0"
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def test_schema_v0_directory_reads_with_its_samples():
     assert by_name["draft-full-seed0.json"]["status"] == "failed"
 
     # samples named by hand: found through the document's samples_file, not the run id
-    path = results.samples_file_of(FIXTURE / "draft-lora-seed0.json", lora)
+    path = samples_file_of(FIXTURE / "draft-lora-seed0.json", lora)
     assert path == FIXTURE / "draft-lora-seed0.samples.jsonl"
     assert results.samples_path(FIXTURE, lora["run_id"]) != path
     records = results.read_samples(path, result=lora)
@@ -46,11 +47,11 @@ def test_schema_v0_directory_reads_with_its_samples():
 
     # a draft that recorded no task config: doc_hash cannot be known, the other three can
     seed1 = by_name["draft-lora-seed1.json"]
-    records = results.read_samples(results.samples_file_of(FIXTURE / "draft-lora-seed1.json", seed1), result=seed1)
+    records = results.read_samples(samples_file_of(FIXTURE / "draft-lora-seed1.json", seed1), result=seed1)
     assert [r["doc_hash"] for r in records] == [None, None]
     assert [r["doc_id"] for r in records] == [0, 1] and all(r["prompt_hash"] and r["target_hash"] for r in records)
     # a crafted samples_file cannot point outside the folder
-    assert results.samples_file_of(FIXTURE / "x.json", {"run_id": "x", "evaluation": {
+    assert samples_file_of(FIXTURE / "x.json", {"run_id": "x", "evaluation": {
         "test": {"samples_file": "../../../leaderboards/quick/results/070475df7ebea6cc.samples.jsonl"}}}) is None
 
 
@@ -74,7 +75,7 @@ def test_every_committed_layout_reads_with_lm_eval_identifiers(folder):
     for path, doc in pairs:
         if doc["status"] != "success":
             continue
-        samples = results.samples_file_of(path, doc)
+        samples = samples_file_of(path, doc)
         assert samples is not None, path
         records = results.read_samples(samples)
         assert len(records) == sum(b["n"] for b in doc["evaluation"].values())
