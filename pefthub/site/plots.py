@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from markupsafe import Markup
 
+from pefthub.report.curves import BudgetCurves, Curve
 from pefthub.site import svg
 from pefthub.site.aggregate import LR_UNSELECTED, Row
 from pefthub.site.metrics import format_value, metric, sci
@@ -342,3 +343,123 @@ def curve_plot(steps: list[float], values: list[float | None], key: str, *,
                                    svg.marker("circle", x_axis(s), y_axis(v), 2.6, fill=colour), class_="pt"))
     return svg.svg(width, height, *parts, class_="chart curve-plot", role="img",
                    aria_label=f"{info.name} against optimizer step")
+
+
+# ---- budget curves -----------------------------------------------------------------------------
+#: The budget axes of :func:`budget_curves_plot`: (title, unit kind, the curve point's value).
+BUDGET_AXES = (("Optimizer step", "steps", lambda p: p.step),
+               ("Tokens (trained + generated)", "tokens", lambda p: p.tokens),
+               ("Training wall time", "duration", lambda p: p.seconds))
+#: Panel size and plot area (left, top, right, bottom) in px, and the legend's column width.
+BUDGET_PANEL = (320, 270, 58, 14, 304, 214)
+BUDGET_LEGEND_COLUMN = 240
+
+
+def _shade(colour: str, amount: float) -> str:
+    """``colour`` mixed towards white (``amount`` > 0) or black (< 0) by ``|amount|``."""
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    target = 255 if amount > 0 else 0
+    return "#" + "".join(f"{round(c + (target - c) * abs(amount)):02x}" for c in rgb)
+
+
+def _curve_colours(curves: Sequence[Curve], styles: Styles) -> dict[str, str]:
+    """The method's site colour per curve; a method at several parameter budgets goes from lighter
+    (fewest parameters) to darker (most), so ``tinylora@1`` and ``tinylora@120`` stay apart."""
+    targets: dict[str, list] = {}
+    for c in curves:
+        group = targets.setdefault(c.name, [])
+        if c.params_target not in group:
+            group.append(c.params_target)
+    out = {}
+    for c in curves:
+        group = sorted(targets[c.name], key=lambda p: (p is not None, p or 0))
+        base = styles.colour(c.name)
+        if len(group) < 2:
+            out[c.label] = base
+        else:
+            out[c.label] = _shade(base, 0.45 - 0.8 * group.index(c.params_target) / (len(group) - 1))
+    return out
+
+
+def _budget_x_axis(kind: str, values: list[float], left: float, right: float) -> tuple[svg.LinearAxis, float, str]:
+    """An x axis from 0 to the largest value, with the factor and unit its values are divided by."""
+    factor, unit = _unit(kind, max(values)) if kind == "duration" else (1, "")
+    label = count_tick if kind == "tokens" else (lambda v: f"{v:g}")
+    axis = svg.LinearAxis.nice(0.0, max(values) / factor, left, right, label=label, clamp=(0, math.inf),
+                               target_ticks=4)
+    return axis, factor, unit
+
+
+def _budget_tooltip(curve: Curve, p) -> str:
+    interval = f" [{100 * p.low:.1f}, {100 * p.high:.1f}]" if p.low is not None and p.high is not None else ""
+    seeds = f"{p.seeds} seed{'s' if p.seeds != 1 else ''}"
+    items = f", {p.n} items" if p.n is not None else ""
+    return (f"{curve.label} · step {p.step}\nvalidation accuracy {100 * p.accuracy:.1f}%{interval} "
+            f"({p.interval or 'as recorded'}; {seeds}{items})\n"
+            f"{format_value('count', p.tokens)} tokens · {format_value('duration', p.seconds)} training")
+
+
+def budget_curves_plot(curves: BudgetCurves | None, styles: Styles) -> tuple[Markup, int]:
+    """Validation accuracy (±95% interval over seeds) at each checkpoint step, one series per row, in three
+    panels: against optimizer steps, tokens trained + generated, and training wall time; the base model's
+    validation accuracy is the dashed line. Returns the SVG and the points drawn (empty without curves)."""
+    if curves is None or not curves.curves:
+        return Markup(""), 0
+    width, height, left, top, right, bottom = BUDGET_PANEL
+    colours = _curve_colours(curves.curves, styles)
+    y_values = [v for c in curves.curves for p in c.points for v in (p.accuracy, p.low, p.high) if v is not None]
+    base = curves.base
+    if base is not None:
+        y_values += [v for v in (base.accuracy, base.ci_low, base.ci_high) if v is not None]
+    y_axis = _y_axis_for(y_values, top, bottom)
+    dodge = {c.label: (i - (len(curves.curves) - 1) / 2) * min(1.5, 16 / len(curves.curves))
+             for i, c in enumerate(curves.curves)}
+    panels, n_points = [], 0
+    for title_text, kind, value in BUDGET_AXES:
+        values = [value(p) for c in curves.curves for p in c.points if value(p) is not None]
+        if not values:
+            continue
+        x_axis, factor, unit = _budget_x_axis(kind, values, left, right)
+        x_ticks = [t for t in x_axis.ticks(4) if kind != "steps" or float(t).is_integer()] or x_axis.ticks(4)
+        parts = _frame(x_axis, y_axis, x_ticks, y_axis.ticks(), f"{title_text} ({unit})" if unit else title_text,
+                       "Validation accuracy", (left, top, right, bottom))
+        parts += _base_reference(base, y_axis, left, right)
+        lines, points = [], []
+        for curve in curves.curves:
+            colour, (shape, dash) = colours[curve.label], styles.trainer(curve.trainer)
+            shift = dodge[curve.label] if kind == "steps" else 0.0
+            drawn = [(x_axis(value(p) / factor) + shift, y_axis(p.accuracy), p)
+                     for p in curve.points if value(p) is not None]
+            if len(drawn) > 1:
+                lines.append(svg.polyline([(x, y) for x, y, _ in drawn], stroke=colour, stroke_dasharray=dash,
+                                          class_="series"))
+            for x, y, p in drawn:
+                bar = None
+                if p.low is not None and p.high is not None:
+                    bar = _error_bar(x, y_axis(max(p.low, y_axis.lo)), y_axis(min(p.high, y_axis.hi)), colour)
+                points.append(svg.group(svg.title(_budget_tooltip(curve, p)), bar,
+                                        svg.marker(shape, x, y, 4, fill=colour, stroke="#ffffff", class_="marker"),
+                                        class_="pt", data_row=curve.label, data_step=p.step,
+                                        data_accuracy=f"{p.accuracy:.6f}"))
+        n_points += len(points)
+        panels.append(svg.group(*parts, *lines, *points, class_=f"budget-panel budget-{kind}",
+                                transform=f"translate({len(panels) * width} 0)"))
+    columns = max(1, (len(panels) * width) // BUDGET_LEGEND_COLUMN)
+    entries = [(c.label, colours[c.label], styles.trainer(c.trainer)) for c in curves.curves]
+    legend, row_h = [], 18
+    for i, (label, colour, (shape, dash)) in enumerate(entries):
+        x, y = 12 + (i % columns) * BUDGET_LEGEND_COLUMN, height + 4 + (i // columns) * row_h
+        legend += [svg.line(x, y - 4, x + 22, y - 4, stroke=colour, stroke_dasharray=dash, class_="series"),
+                   svg.marker(shape, x + 11, y - 4, 4, fill=colour),
+                   svg.group(svg.title(label), svg.text(x + 30, y, _shorten(label, 28), class_="legend-label"))]
+    rows_used = (len(entries) + columns - 1) // columns
+    if base is not None:
+        y = height + 4 + rows_used * row_h
+        legend += [svg.tag("rect", {"x": 12, "y": y - 10, "width": 22, "height": 12, "class": "base-band"}),
+                   svg.line(12, y - 4, 34, y - 4, class_="base-line", stroke=BASE_COLOUR),
+                   svg.text(42, y, f"base model {100 * base.accuracy:.1f}% on validation", class_="legend-label")]
+        rows_used += 1
+    chart = svg.svg(len(panels) * width, height + 8 + rows_used * row_h, *panels, svg.group(*legend, class_="legend"),
+                    class_="chart budget-plot", role="img",
+                    aria_label="Validation accuracy against optimizer steps, tokens and training time")
+    return chart, n_points
