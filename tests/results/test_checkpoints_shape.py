@@ -47,7 +47,8 @@ def test_well_formed_checkpoints_round_trip(tmp_path):
     ([point(2, 1, accuracy=1.25)], "checkpoints[0].accuracy is not a number in [0, 1]"),
     ([point(2, 1, correct=5)], "checkpoints[0].correct is not an integer in [0, n]"),
     ([point(2, 1, accuracy=0.5)], "checkpoints[0].accuracy is not correct / n"),
-    ([point(2, 1), point(4, 1, seconds_train_so_far=-1.0)], "checkpoints[1].seconds_train_so_far is not a non-negative"),
+    ([point(2, 1), point(4, 1, seconds_train_so_far=-1.0)],
+     "checkpoints[1].seconds_train_so_far is not a non-negative number"),
     ([point(2, 1, ci_high="0.9")], "checkpoints[0].ci_high is not a number"),
     ([point(2, 1, split="")], "checkpoints[0].split is not a non-empty string"),
 ])
