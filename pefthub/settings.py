@@ -20,7 +20,7 @@ from typing import Any
 
 from pefthub.errors import ConfigError
 
-__all__ = ["Rule", "Settings", "build", "check", "check_field", "check_known", "default_of", "defaults", "field_help", "rule_of",
+__all__ = ["Rule", "Settings", "accepted", "build", "check", "check_field", "check_known", "default_of", "defaults", "field_help", "rule_of",
            "setting", "validate"]
 
 
@@ -42,51 +42,48 @@ class Rule:
     def check(self, value: Any, key: str, annotation: Any = Any) -> Any:
         """``value`` (an integer given for a float becomes a float: 1 and 1.0 are one setting, one
         config hash), or one :class:`ConfigError` line naming ``key``."""
-        if not isinstance(value, bool) and value in self.also:
-            return value
-        options = _options(annotation)
-        if value is None and type(None) in options:
-            return value
-        kinds = [typing.get_origin(o) or o for o in options]
-        kind = next((t for t in (bool, int, float, str, list, tuple, dict) if t in kinds), None)
-        problem = self._problem(value, kind, options[kinds.index(kind)] if kind else None, options)
-        if problem:
-            raise ConfigError(f"{key}: must be {problem} (got {value!r})")
-        if kind is float and isinstance(value, int):
+        if not self.accepts(value, annotation):
+            raise ConfigError(f"{key}: must be {self.describe(annotation)} (got {value!r})")
+        if _kind(annotation) is float and _is_int(value):
             return float(value)
         return value
 
-    def _problem(self, value: Any, kind: Any, annotation: Any, options: tuple) -> str | None:
+    def accepts(self, value: Any, annotation: Any = Any) -> bool:
+        """Whether ``value`` is a valid value of a setting of type ``annotation`` under this rule."""
+        if (not isinstance(value, bool) and value in self.also) or (value is None and _allows_none(annotation)):
+            return True
+        kind = _kind(annotation)
+        if kind in (int, float):
+            return (_is_int(value) if kind is int else _is_number(value)) and self._within(value) and \
+                (not self.choices or value in self.choices)
+        if kind is str:
+            return isinstance(value, str) and (value in self.choices if self.choices else bool(value) or not self.nonempty)
+        if kind in (list, tuple, dict):
+            return _matches(value, _option(annotation, kind)) and (bool(value) or not self.nonempty) and \
+                (not self.choices or all(v in self.choices for v in value))
+        return _matches(value, annotation)
+
+    def describe(self, annotation: Any = Any) -> str:
+        """What the setting accepts, as errors and the docs say it ("a positive integer", "one of a, b")."""
+        kind = _kind(annotation)
         choices = f"one of {', '.join(map(str, self.choices))}" if self.choices else ""
         if kind is bool:
-            return None if isinstance(value, bool) else "true or false"
+            return "true or false"
         if kind in (int, float):
+            if choices:
+                return choices
             bounds = self._bounds()
-            if kind is int and self.min in (0, 1) and bounds in (">= 0", ">= 1"):
-                what = "a positive integer" if self.min == 1 else "a non-negative integer"
-            else:
-                what = f"{'an integer' if kind is int else 'a number'}{' ' + bounds if bounds else ''}"
-            ok = _is_int(value) if kind is int else _is_number(value)
-            if not ok or not self._within(value):
-                return what
-            return choices if self.choices and value not in self.choices else None
+            if kind is int and bounds in (">= 0", ">= 1"):
+                return "a positive integer" if bounds == ">= 1" else "a non-negative integer"
+            return f"{'an integer' if kind is int else 'a number'}{' ' + bounds if bounds else ''}"
         if kind is str:
-            if self.choices:
-                return None if isinstance(value, str) and value in self.choices else choices
-            if not isinstance(value, str) or (self.nonempty and not value):
-                return "a non-empty string" if self.nonempty else "a string"
-            return None
+            return choices or ("a non-empty string" if self.nonempty else "a string")
         if kind in (list, tuple, dict):
-            if not _matches(value, annotation):
-                return _describe(annotation)
-            if self.nonempty and not value:
-                return f"a non-empty {'table' if kind is dict else 'list'}"
-            if self.choices and any(v not in self.choices for v in value):
+            if self.choices:
                 return f"a list of {', '.join(map(str, self.choices))}"
-            return None
-        if Any not in options and not any(_matches(value, o) for o in options):
-            return " or ".join(_type_name(o) for o in options)
-        return None
+            what = _describe(_option(annotation, kind))
+            return what.replace("a ", "a non-empty ", 1) if self.nonempty else what
+        return " or ".join(_type_name(o) for o in _options(annotation))
 
     def _within(self, value: float) -> bool:
         return not ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
@@ -173,6 +170,17 @@ def field_help(cls: type) -> list[tuple[str, str, Any]]:
     return [(f.name, f.metadata.get("help", ""), default_of(f)) for f in dataclasses.fields(cls)]
 
 
+def accepted(cls: type) -> dict[str, str]:
+    """Field name -> what it accepts ("a positive integer", "one of a, b"), from its declaration."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        rule = f.metadata.get("rule", Rule())
+        extra = [repr(v) for v in rule.also] + (["None"] if _allows_none(hints[f.name]) else [])
+        out[f.name] = rule.describe(hints[f.name]) + (f" or {' or '.join(extra)}" if extra else "")
+    return out
+
+
 def check_known(cls: type, data: dict[str, Any], where: str, noun: str = "field") -> None:
     """Raise :class:`ConfigError` naming ``where`` when ``data`` has keys that ``cls`` has no field for."""
     names = sorted(f.name for f in dataclasses.fields(cls))
@@ -234,6 +242,21 @@ def _options(annotation: Any) -> tuple:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return typing.get_args(annotation)
     return (annotation,)
+
+
+def _allows_none(annotation: Any) -> bool:
+    return type(None) in _options(annotation)
+
+
+def _kind(annotation: Any) -> Any:
+    """The type a setting's checks follow: of a union, the first of bool, int, float, str, list, tuple, dict."""
+    kinds = [typing.get_origin(o) or o for o in _options(annotation)]
+    return next((t for t in (bool, int, float, str, list, tuple, dict) if t in kinds), None)
+
+
+def _option(annotation: Any, kind: Any) -> Any:
+    """The member of a union ``annotation`` whose type is ``kind`` (``list[str]`` of ``list[str] | None``)."""
+    return next(o for o in _options(annotation) if (typing.get_origin(o) or o) is kind)
 
 
 def _describe(annotation: Any) -> str:

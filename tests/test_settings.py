@@ -47,8 +47,8 @@ class Example(Settings):
     ("limit", 0, "example.limit: must be a positive integer (got 0)"),
     ("mode", "c", "example.mode: must be one of a, b (got 'c')"),
     ("name", "", "example.name: must be a non-empty string (got '')"),
-    ("targets", [], "example.targets: must be a non-empty list (got [])"),
-    ("targets", ["q", 3], "example.targets: must be a list of strings (got ['q', 3])"),
+    ("targets", [], "example.targets: must be a non-empty list of strings (got [])"),
+    ("targets", ["q", 3], "example.targets: must be a non-empty list of strings (got ['q', 3])"),
     ("table", {"a": "b"}, "example.table: must be a table of integers (got {'a': 'b'})"),
     ("flag", "yes", "example.flag: must be true or false (got 'yes')"),
 ])
@@ -96,3 +96,10 @@ def test_a_lone_value_is_checked_by_the_same_rules():
     with pytest.raises(ConfigError, match=r"^eval.limit: must be a positive integer \(got 0\)$"):
         settings.check_field(Example, "limit", 0, "eval.limit")
     assert settings.check_field(Example, "cap", "task", "eval.cap") == "task"
+
+
+def test_what_a_setting_accepts_is_said_from_its_declaration():
+    accepts = settings.accepted(Example)
+    assert accepts["steps"] == "a positive integer" and accepts["share"] == "a number in [0, 1)"
+    assert accepts["cap"] == "a positive integer or 'task'" and accepts["limit"] == "a positive integer or None"
+    assert accepts["mode"] == "one of a, b" and accepts["targets"] == "a non-empty list of strings"

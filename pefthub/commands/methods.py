@@ -18,19 +18,22 @@ def add_arguments(parser) -> None:
 
 def describe_methods(name: str | None = None) -> list[dict]:
     from pefthub import plugins
+    from pefthub.settings import accepted
 
     registry = plugins.methods()
     names = [name] if name else list(registry)
     out = []
     for n in names:
         cls = registry.get(n)
+        accepts = accepted(cls.config_class)
         out.append({
             "name": n, "plugin": registry.owner[n], "summary": cls.summary, "notes": cls.notes,
             "trainers": list(cls.supported_trainers), "identity_at_init": cls.identity_at_init,
             "mergeable": cls.mergeable, "exact_params": cls.exact_params,
             "default_learning_rate": cls.default_learning_rate,
             "trainer_learning_rates": dict(cls.trainer_learning_rates),
-            "fields": [{"name": f, "help": h, "default": d} for f, h, d in cls.config_class.field_help()],
+            "fields": [{"name": f, "help": h, "default": d, "accepts": accepts[f]}
+                       for f, h, d in cls.config_class.field_help()],
         })
     return out
 
@@ -59,10 +62,10 @@ def markdown_reference(methods: list[dict]) -> str:
         lines += [f"- {f}" for f in facts]
         if m["notes"]:
             lines.append(f"- note: {m['notes']}")
-        lines += ["", "| field | default | help |", "| --- | --- | --- |"]
+        lines += ["", "| field | default | accepts | help |", "| --- | --- | --- | --- |"]
         for f in m["fields"]:
             default = repr(f["default"]).replace("|", "\\|")
-            lines.append(f"| `{f['name']}` | `{default}` | {f['help']} |")
+            lines.append(f"| `{f['name']}` | `{default}` | {f['accepts']} | {f['help']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -90,8 +93,9 @@ def run(args) -> int:
                       + (f"\nnote: {m['notes']}" if m["notes"] else ""), caption_justify="left")
         table.add_column("field")
         table.add_column("default")
+        table.add_column("accepts")
         table.add_column("help")
         for f in m["fields"]:
-            table.add_row(f["name"], repr(f["default"]), f["help"])
+            table.add_row(f["name"], repr(f["default"]), f["accepts"], f["help"])
         out.print(table)
     return 0

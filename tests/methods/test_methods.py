@@ -75,7 +75,7 @@ def test_non_positive_budget_rejected(bad):
     ("lora", {"rank": 4}, r"unknown field\(s\) rank"),
     ("prompt_tuning", {"init": "text"}, r"init: must be one of"),
     ("lora_xs", {"n_modules": 0}, r"n_modules"),
-    ("lora", {"target_modules": []}, r"^LoraMethodConfig.target_modules: must be a non-empty list \(got \[\]\)$"),
+    ("lora", {"target_modules": []}, r"^LoraMethodConfig.target_modules: must be a non-empty list of strings \(got \[\]\)$"),
     ("bitfit", {"add_missing_biases": "yes"}, r"^BitFitMethodConfig.add_missing_biases: must be true or false"),
     ("lora", {"alpha": 16}, None),  # an integer for a float field is that float (one setting, one hash)
 ])
