@@ -20,7 +20,7 @@ from pefthub.devices import AUTO, placement_keys
 from pefthub import settings
 from pefthub.errors import ConfigError
 from pefthub.results import run_id as compute_run_id
-from pefthub.schema import Budget, Evaluation, learning_rate
+from pefthub.schema import Budget, Evaluation, check_checkpoints, learning_rate
 
 SUITE_FILE = "suite.toml"
 BASE_METHOD = "base"
@@ -210,7 +210,7 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     for trainer, options in trainer_options.items():
         if not isinstance(options, dict):
             c.fail(f"trainer_options.{trainer}", "must be a table")
-    evaluation = _eval(c, data.get("eval", {}))
+    evaluation = _eval(c, data.get("eval", {}), budget)
     vllm = _vllm(c, data["vllm"], budget, trainer_options, evaluation) if "vllm" in data else {}
     resources = _resources(c, data.get("resources", {}), "resources", RESOURCE_DEFAULTS)
 
@@ -321,11 +321,14 @@ def _budget(c: _Checker, table: Any) -> dict[str, Any]:
         raise ConfigError(f"{c.file}: {exc}") from None
 
 
-def _eval(c: _Checker, table: Any) -> dict[str, Any]:
-    """The evaluation settings: the schema's defaults and checks; the split is always ``test``."""
+def _eval(c: _Checker, table: Any, budget: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation settings: the schema's defaults and checks; the split is always ``test``;
+    ``checkpoints`` (absent unless set) within the suite's ``budget.steps``."""
     c.keys(table, SUITE_EVAL_KEYS, "eval")
     try:
-        return Evaluation.from_dict(table).to_dict()
+        evaluation = Evaluation.from_dict(table).to_dict()
+        check_checkpoints(evaluation.get("checkpoints", []), budget["steps"], "eval.checkpoints")
+        return evaluation
     except ConfigError as exc:
         raise ConfigError(f"{c.file}: {exc}") from None
 
@@ -507,10 +510,12 @@ def expand(suite: Suite, resolution: Resolution | None = None,
     evaluation = dict(suite.eval)
     runs: list[Experiment] = []
     if suite.include_base:
+        # The untrained row has no steps to score after: its config (and id) is the one without checkpoints.
+        base_eval = {k: v for k, v in evaluation.items() if k != "checkpoints"}
         config = {
             "model": suite.model, "task": resolution.task, "trainer": BASE_TRAINER, "trainer_options": {},
             "method": BASE_METHOD, "method_config": {}, "params_target": None, "learning_rate": None,
-            "seed": 0, "budget": {"steps": 0}, "eval": evaluation, **suite.placement,
+            "seed": 0, "budget": {"steps": 0}, "eval": base_eval, **suite.placement,
         }
         if suite.vllm:
             config["vllm"] = dict(suite.vllm)
