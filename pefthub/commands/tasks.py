@@ -16,6 +16,7 @@ def add_arguments(parser) -> None:
 
 def describe_tasks(name: str | None = None) -> list[dict]:
     from pefthub import plugins
+    from pefthub.settings import accepted
     from pefthub.tasks import DEFAULT_TASK
 
     registry = plugins.tasks()
@@ -27,7 +28,8 @@ def describe_tasks(name: str | None = None) -> list[dict]:
             "answer_format": getattr(cls.answer_format, "name", ""), "reward": cls.reward,
             "format_reward": cls.format_reward,
             "default_task": DEFAULT_TASK if DEFAULT_TASK["name"] == n else None,
-            "params": [{"name": f, "help": h, "default": d} for f, h, d in cls.params_class.field_help()],
+            "params": [{"name": f, "help": h, "default": d, "accepts": accepted(cls.params_class)[f]}
+                       for f, h, d in cls.params_class.field_help()],
         })
     return out
 
@@ -50,8 +52,9 @@ def run(args) -> int:
                       caption=caption, caption_justify="left")
         table.add_column("parameter")
         table.add_column("default")
+        table.add_column("accepts")
         table.add_column("help")
         for p in t["params"]:
-            table.add_row(p["name"], json.dumps(p["default"]), p["help"])
+            table.add_row(p["name"], json.dumps(p["default"]), p["accepts"], p["help"])
         console.print(table)
     return 0

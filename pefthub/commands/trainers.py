@@ -17,13 +17,15 @@ def add_arguments(parser) -> None:
 
 def describe_trainers(name: str | None = None) -> list[dict]:
     from pefthub import plugins
+    from pefthub.settings import accepted
 
     registry = plugins.trainers()
     out = []
     for n in ([name] if name else list(registry)):
         cls = registry.get(n)
         out.append({"name": n, "plugin": registry.owner[n], "algorithm": cls.algorithm(), "summary": cls.summary,
-                    "options": [{"name": f, "help": h, "default": d} for f, h, d in cls.options_class.field_help()]})
+                    "options": [{"name": f, "help": h, "default": d, "accepts": accepted(cls.options_class)[f]}
+                    for f, h, d in cls.options_class.field_help()]})
     return out
 
 
@@ -41,8 +43,9 @@ def run(args) -> int:
                       title_justify="left")
         table.add_column("option")
         table.add_column("default")
+        table.add_column("accepts")
         table.add_column("help")
         for o in t["options"]:
-            table.add_row(o["name"], json.dumps(o["default"]), o["help"])
+            table.add_row(o["name"], json.dumps(o["default"]), o["accepts"], o["help"])
         console.print(table)
     return 0
