@@ -36,49 +36,34 @@ class GRPOAlgorithmOptions(TrainerOptions):
     """The options of the GRPO algorithm and its optimizer, whatever engine runs it (``grpo``,
     ``trl-grpo``)."""
 
-    temperature: float = config_field(1.0, "sampling temperature for rollouts (log-probs use the same)")
+    temperature: float = config_field(1.0, "sampling temperature for rollouts (log-probs use the same)", above=0)
     loss_type: str = config_field(
         "dapo", "aggregation of per-token losses: 'dapo' (token-level: sum over all tokens / number of tokens; "
                 "DAPO, Yu et al. 2025; TRL's and VERL's default), 'grpo' (sequence-level: mean over each "
                 "completion, then over completions; the original GRPO), 'dr_grpo' (sum / (completions × "
-                "max_new_tokens), a constant normaliser; Dr. GRPO, Liu et al. 2025)")
+                "max_new_tokens), a constant normaliser; Dr. GRPO, Liu et al. 2025)", choices=LOSS_TYPES)
     scale_rewards: str = config_field(
         "group", "advantage scaling: 'group' (divide by the group's std, original GRPO), 'batch' (by the "
                  "batch's std), 'none' (no scaling; Dr. GRPO argues std scaling biases towards too-easy and "
-                 "too-hard questions)")
+                 "too-hard questions)", choices=SCALE_REWARDS)
     beta: float = config_field(0.0, "weight of the KL penalty to the reference (the base model); 0 as in the "
-                                    "TinyLoRA paper for GSM8K")
+                                    "TinyLoRA paper for GSM8K", min=0)
     kl_bias_correction: bool = config_field(
         False, "multiply the per-token KL by the policy ratio, which makes its gradient the unbiased reverse-KL "
                "gradient (DeepSeek-V3.2; TRL's default); False is the original GRPO k3 penalty (VERL, the paper)")
-    epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped")
+    epsilon_low: float = config_field(0.2, "lower clip range: ratios below 1 − epsilon_low are clipped", min=0,
+                                      below=1)
     epsilon_high: float = config_field(0.2, "upper clip range: ratios above 1 + epsilon_high are clipped "
-                                            "(DAPO's clip-higher uses 0.28)")
+                                            "(DAPO's clip-higher uses 0.28)", min=0)
     reward: str = config_field("", "reward function name from the reward registry; empty: the task's own")
     micro_batch_size: int = config_field(8, "completions per forward/backward chunk (gradients accumulate "
-                                            "over chunks; bounds memory, not the result); 0 = all at once")
-    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)")
-    weight_decay: float = config_field(0.0, "AdamW weight decay")
-    adam_beta1: float = config_field(0.9, "AdamW beta1")
-    adam_beta2: float = config_field(0.999, "AdamW beta2")
-    adam_eps: float = config_field(1e-8, "AdamW epsilon")
-
-    def validate(self) -> None:
-        self._require(self.temperature > 0, "temperature", "must be > 0")
-        self._require(self.loss_type in LOSS_TYPES, "loss_type", f"must be one of {', '.join(LOSS_TYPES)}")
-        self._require(self.scale_rewards in SCALE_REWARDS, "scale_rewards",
-                      f"must be one of {', '.join(SCALE_REWARDS)}")
-        self._require(self.beta >= 0, "beta", "must be >= 0")
-        self._require(0 <= self.epsilon_low < 1, "epsilon_low", "must be within [0, 1)")
-        self._require(self.epsilon_high >= 0, "epsilon_high", "must be >= 0")
-        self._require(isinstance(self.reward, str), "reward", "must be a string")
-        self._require(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 0, "micro_batch_size",
-                      "must be an integer >= 0")
-        self._require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
-        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        self._require(0 <= self.adam_beta1 < 1, "adam_beta1", "must be within [0, 1)")
-        self._require(0 <= self.adam_beta2 < 1, "adam_beta2", "must be within [0, 1)")
-        self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
+                                            "over chunks; bounds memory, not the result); 0 = all at once",
+                                        min=0)
+    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)", min=0)
+    weight_decay: float = config_field(0.0, "AdamW weight decay", min=0)
+    adam_beta1: float = config_field(0.9, "AdamW beta1", min=0, below=1)
+    adam_beta2: float = config_field(0.999, "AdamW beta2", min=0, below=1)
+    adam_eps: float = config_field(1e-8, "AdamW epsilon", above=0)
 
 
 @dataclass
@@ -91,19 +76,20 @@ class GRPOOptions(GRPOAlgorithmOptions):
     rollout_correction: str = config_field(
         "auto", "'none' (the training forward's log-probs are the old log-probs), 'tis' (also weight each "
                 "token by min(exp(train − rollout log-prob), tis_cap)), 'auto' ('none' for engines whose "
-                "numerics match training (hf), else 'tis')")
-    tis_cap: float = config_field(2.0, "cap C of the truncated importance weight (Yao et al. 2025 use 2)")
+                "numerics match training (hf), else 'tis')", choices=CORRECTIONS)
+    tis_cap: float = config_field(2.0, "cap C of the truncated importance weight (Yao et al. 2025 use 2)", min=1)
     dynamic_sampling: bool = config_field(
         False, "DAPO's dynamic sampling (Yu et al. 2025): drop prompts whose completions all got the same reward "
                "and roll out fresh batches of prompts until the step holds budget.batch_size informative groups "
                "or max_sampling_rounds rollouts were spent; the step trains on the informative groups only")
     max_sampling_rounds: int = config_field(
         4, "with dynamic_sampling: at most this many rollouts of budget.batch_size prompts per optimizer step "
-           "(the per-step sampling cap)")
+           "(the per-step sampling cap)", min=1)
     stop_on_collapse: bool = config_field(
         True, "stop early and record 'collapsed' when the run's own rollouts degenerate for collapse_patience "
               "consecutive steps, measured against its first steps (docs/trainers.md)")
-    collapse_patience: int = config_field(5, "consecutive degenerate steps before stop_on_collapse stops the run")
+    collapse_patience: int = config_field(5, "consecutive degenerate steps before stop_on_collapse stops the run",
+                                          min=1)
 
     gradient_checkpointing: bool = config_field(
         False, "recompute each decoder layer's activations in the backward pass (transformers' gradient "
@@ -117,15 +103,6 @@ class GRPOOptions(GRPOAlgorithmOptions):
         super().validate()
         self._require(self.rollout_backend in ("auto", *backend_names()), "rollout_backend",
                       f"must be one of auto, {', '.join(backend_names())}")
-        self._require(self.rollout_correction in CORRECTIONS, "rollout_correction",
-                      f"must be one of {', '.join(CORRECTIONS)}")
-        self._require(self.tis_cap >= 1.0, "tis_cap", "must be >= 1")
-        for name in ("dynamic_sampling", "stop_on_collapse", "gradient_checkpointing"):
-            self._require(isinstance(getattr(self, name), bool), name, "must be true or false")
-        for name in ("max_sampling_rounds", "collapse_patience"):
-            value = getattr(self, name)
-            self._require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
-                          "must be an integer >= 1")
         # A setting that changes nothing must not change the run's identity either.
         self._require(self.dynamic_sampling or self.max_sampling_rounds == _default("max_sampling_rounds"),
                       "max_sampling_rounds", "only applies with dynamic_sampling = true")

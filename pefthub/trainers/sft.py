@@ -27,28 +27,19 @@ IGNORE = -100
 @dataclass
 class SFTOptions(TrainerOptions):
     micro_batch_size: int = config_field(8, "examples per forward/backward chunk (gradients accumulate over "
-                                            "chunks; bounds memory, not the result); 0 = all at once")
-    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)")
-    weight_decay: float = config_field(0.0, "AdamW weight decay")
-    adam_beta1: float = config_field(0.9, "AdamW beta1")
-    adam_beta2: float = config_field(0.999, "AdamW beta2")
-    adam_eps: float = config_field(1e-8, "AdamW epsilon")
+                                            "chunks; bounds memory, not the result); 0 = all at once",
+                                        min=0)
+    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)", min=0)
+    weight_decay: float = config_field(0.0, "AdamW weight decay", min=0)
+    adam_beta1: float = config_field(0.9, "AdamW beta1", min=0, below=1)
+    adam_beta2: float = config_field(0.999, "AdamW beta2", min=0, below=1)
+    adam_eps: float = config_field(1e-8, "AdamW epsilon", above=0)
     gradient_checkpointing: bool = config_field(
         False, "recompute each decoder layer's activations in the backward pass (transformers' gradient "
                "checkpointing, non-reentrant): less memory, about a third more compute; the shared opening is "
                "then forwarded with every row")
 
     OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
-
-    def validate(self) -> None:
-        self._require(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 0, "micro_batch_size",
-                      "must be an integer >= 0")
-        self._require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
-        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        self._require(0 <= self.adam_beta1 < 1, "adam_beta1", "must be within [0, 1)")
-        self._require(0 <= self.adam_beta2 < 1, "adam_beta2", "must be within [0, 1)")
-        self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
-        self._require(isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing", "must be true or false")
 
 
 def sft_target(task, example) -> str:

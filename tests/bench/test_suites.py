@@ -200,7 +200,7 @@ def test_a_row_may_set_its_own_trainer_options_over_the_suites(tmp_path):
 @pytest.mark.parametrize("table,message", [
     ("[methods.tinylora.trainer_options.ppo]\nbeta = 0.1", "methods.tinylora.trainer_options.ppo: this row does not "
                                                           "train with 'ppo'"),
-    ("[methods.tinylora.trainer_options.grpo]\nbeta = -1", "methods.tinylora.trainer_options.grpo.beta: must be >= 0"),
+    ("[methods.tinylora.trainer_options.grpo]\nbeta = -1", "methods.tinylora.trainer_options.grpo.beta: must be a number >= 0 (got -1)"),
     ("[methods.tinylora]\ntrainer_options = 3", "methods.tinylora.trainer_options: must be a table of tables"),
 ])
 def test_a_rows_bad_trainer_options_name_the_row(tmp_path, table, message):
