@@ -1,4 +1,4 @@
-"""`pefthub bench`: run a suite's grid into its results store, resume, select, aggregate.
+"""`pefthub bench` without the screen: run a suite's grid into its results store, resume, select.
 
 Resume policy (what a rerun does with each run of the grid, found by its config hash):
 
@@ -10,10 +10,9 @@ bench holds is skipped, and a run whose result appeared meanwhile is found done 
 * ``failed``: kept by default -- a divergence or an unsupported combination is a result, and
   rerunning it would usually fail the same way; ``--retry-failed`` reruns failed runs.
 
-Selection and aggregation (pure functions of result documents) are :mod:`pefthub.report.stats`' rules,
-the same the leaderboard site applies: rows are (method [variant], params budget, trainer), the
-learning rate is chosen on validation, the test score is the mean over seeds with a 95% interval,
-and each row is compared item by item with the base row (docs/benchmarks.md).
+The summary table after a bench is the report layer's (:func:`pefthub.report.table.suite_table`), the
+same rows the leaderboard site shows; a grid tuned on its first seed chooses rates by
+:func:`pefthub.report.stats.select_learning_rate`, the rule the rows use (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,16 +20,14 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import signal
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from pefthub import claims as claims_module
 from pefthub.report import stats
 from pefthub.executors.base import Stopped, clear_stop, raise_if_stopped, request_stop
-from pefthub.results import (ResultFileError, clean_orphan_samples, clean_temp_files, read_result, result_path,
-                             samples_path)
+from pefthub.results import ResultFileError, clean_orphan_samples, clean_temp_files, read_result, result_path
 from pefthub.suites import Experiment, RowTuning, Suite, expand, label_of, method_label
 
 DEFAULT_RESULTS_ROOT = Path("leaderboards")
@@ -186,128 +183,9 @@ def prepare_store(results_dir: Path) -> list[Path]:
     return clean_temp_files(results_dir) + clean_orphan_samples(results_dir, in_flight=in_flight)
 
 
-# ---- aggregation -------------------------------------------------------------------------------
-@dataclass
-class LearningRateScore:
-    learning_rate: float | None
-    runs: int = 0
-    successes: int = 0
-    validation: list[float] = field(default_factory=list)
-    test: list[float] = field(default_factory=list)
-
-    @property
-    def validation_mean(self) -> float | None:
-        return statistics.fmean(self.validation) if self.validation else None
-
-
-@dataclass
-class RowResult:
-    """One leaderboard row: a (method, params, trainer) with its selected learning rate."""
-
-    label: str
-    method: str
-    variant: str | None
-    params_target: int | None
-    trainer: str
-    trainable_params: int | None
-    adapter_bytes: dict[str, int] | None
-    learning_rates: list[LearningRateScore]
-    best_lr: float | None
-    selection: str                  # stats.LR_SELECTED | LR_SINGLE | LR_UNSELECTED, or "none"
-    seeds: int                      # successful runs behind the test score
-    test_mean: float | None
-    ci_low: float | None
-    ci_high: float | None
-    ci_method: str | None
-    run_ids: list[str]              # the runs behind the test score
-    runs: int
-    failed: int
-    errors: list[str]
-    vs_base: stats.Comparison | None = None     # paired Δ against the base row (Holm verdict)
-    vs_base_note: str | None = None             # why there is no paired comparison
-    flags: list[str] = field(default_factory=list)   # run-health flags, shown when present
-    lr_at_edge: str | None = None               # stats.LR_EDGE_LOW | LR_EDGE_HIGH: chosen rate at its grid's edge
-
-    @property
-    def name(self) -> str:
-        return self.variant or self.method
-
-
-def summarize(docs: Iterable[dict], results_dir: Path | None = None) -> list[RowResult]:
-    """Rows in order of first appearance (pass documents in grid order); see the module docstring.
-
-    With ``results_dir`` (where the samples files are) every row also gets its paired comparison
-    with the base row, Holm-corrected over the suite (:func:`pefthub.report.stats.versus_base`).
-    """
-    groups: dict[str, list[dict]] = {}
-    for doc in docs:
-        groups.setdefault(stats.point_key(doc["config"]), []).append(doc)
-    rows = [_summarize_row(group) for group in groups.values()]
-    if results_dir is not None:
-        _compare_with_base(rows, [d for group in groups.values() for d in group], Path(results_dir))
-    return rows
-
-
-def _compare_with_base(rows: list[RowResult], docs: list[dict], results_dir: Path) -> None:
-    chosen = {rid for row in rows for rid in row.run_ids}
-    stat_rows = stats.rows_from_docs((d, samples_path(results_dir, d["run_id"])) for d in docs if d["run_id"] in chosen)
-    base = next((r for r in stat_rows if r.is_base), None)
-    by_label = {r.label: r for r in rows}
-    for label, outcome in stats.versus_base(stat_rows, base).items():
-        row = by_label.get(label)
-        if row is None:
-            continue
-        if isinstance(outcome, stats.Comparison):
-            row.vs_base = outcome
-        else:
-            row.vs_base_note = outcome
-
-
-def _summarize_row(docs: list[dict]) -> RowResult:
-    config = docs[0]["config"]
-    by_lr: dict[Any, LearningRateScore] = {}
-    for doc in docs:
-        lr = doc["config"].get("learning_rate")
-        score = by_lr.setdefault(lr, LearningRateScore(lr))
-        score.runs += 1
-        if doc["status"] == "success":
-            score.successes += 1
-            val, test = stats.accuracy(doc, "validation"), stats.accuracy(doc, "test")
-            if val is not None:
-                score.validation.append(val)
-            if test is not None:
-                score.test.append(test)
-    successes = [d for d in docs if d["status"] == "success"]
-    selection = stats.select_learning_rate(successes, docs)
-    chosen: list[dict] = []
-    best_lr = None
-    if selection is not None and selection.rule != stats.LR_UNSELECTED:
-        ((best_lr, chosen),) = selection.chosen.items()
-        chosen = [d for d in chosen if stats.accuracy(d, "test") is not None]
-    interval = stats.seed_interval(chosen)
-    info = (chosen or successes or [{}])[0].get("method") or {}
-    return RowResult(
-        label=stats.row_label(config), method=config.get("method"), variant=config.get("variant"),
-        params_target=config.get("params_target"), trainer=config.get("trainer"),
-        trainable_params=info.get("trainable_params"), adapter_bytes=info.get("adapter_bytes"),
-        learning_rates=sorted(by_lr.values(), key=lambda s: s.learning_rate or 0.0),
-        best_lr=best_lr, selection=selection.rule if selection else "none", seeds=interval.seeds,
-        test_mean=interval.mean, ci_low=interval.low, ci_high=interval.high, ci_method=interval.method,
-        run_ids=[d["run_id"] for d in chosen], runs=len(docs), failed=sum(d["status"] == "failed" for d in docs),
-        errors=sorted({d["error"] for d in docs if d["status"] != "success" and d.get("error")}),
-        lr_at_edge=selection.at_edge if selection else None,
-    )
-
-
-def grid_documents(experiments: list[Experiment], results_dir: Path) -> list[dict]:
-    """The readable results of a grid's runs, in grid order (missing and corrupt ones left out)."""
-    state = scan(experiments, results_dir)
-    return [state.docs[e.run_id] for e in experiments if e.run_id in state.docs]
-
-
 __all__ = ["DEFAULT_RESULTS_ROOT", "Stopped", "Tally", "awaiting_selection", "execute", "make_plan", "stop_on_signals",
-           "waiting_on_others", "tuned_grid", "LearningRateScore", "RowResult", "StoreState", "grid_documents", "label_of",
-           "matches", "needs_run", "prepare_store", "results_dir_for", "scan", "select", "summarize"]
+           "waiting_on_others", "tuned_grid", "StoreState", "label_of", "matches", "needs_run", "prepare_store",
+           "results_dir_for", "scan", "select"]
 
 
 # ---- execution ---------------------------------------------------------------------------------

@@ -135,18 +135,21 @@ def run(args) -> int:
             console.print(f"[yellow]warning:[/] {len(tally.lost)} claim(s) of this bench were taken over by another "
                           f"bench after {claims.STALE_SECONDS:.0f} s without a heartbeat; their runs may have run twice")
         _print_awaiting(console, suite, plan.experiments, results_dir)
-    docs = grid.grid_documents(plan.experiments, results_dir)
-    rows = grid.summarize(docs, results_dir=results_dir)
-    from pefthub.report import health
-
-    healths = health.assess_all(docs, health.samples_in(results_dir))
-    flags = row_health_flags(rows, healths, docs)
-    for row in rows:
-        row.flags = [f.name for f in flags[row.label]]
-    print_results(console, suite, rows, total=len(plan.experiments), have=len(docs))
-    print_health(console, rows, flags)
+    table = results_table(results_dir, [e.run_id for e in plan.experiments])
+    print_results(console, suite, table, total=len(plan.experiments), have=len(table.records))
+    print_health(console, table.rows)
+    docs = [r.doc for r in table.records]
     bad = [d for d in docs if d["status"] != "success" and any(d["run_id"] == e.run_id for e in plan.selected)]
     return 1 if args.strict and bad else 0
+
+
+def results_table(results_dir, run_ids):
+    """The table `pefthub bench` prints: the grid's runs (``run_ids``) read once into records, and the
+    report layer's rows of them (:func:`pefthub.report.table.suite_table`, the site's too)."""
+    from pefthub.report.records import read_runs
+    from pefthub.report.table import suite_table
+
+    return suite_table(read_runs(results_dir, run_ids))
 
 
 def tally_line(tally, done_before: int) -> str:
@@ -331,17 +334,21 @@ def print_grid(console, suite, plan, results_dir=None) -> None:
 EDGE_MARK = {"low": " ◂", "high": " ▸"}
 
 
-def print_results(console, suite, rows, *, total: int, have: int) -> None:
+def print_results(console, suite, table, *, total: int, have: int) -> None:
+    """The suite's rows (:func:`pefthub.report.table.suite_table`) as a table, its power and the errors
+    of its failed runs."""
     from rich.markup import escape
     from rich.table import Table
 
     from pefthub.report import stats
+    from pefthub.report.power import suite_power
 
-    table = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
-                        f"({have} of {total} runs have results)")
+    rows = table.rows
+    out = Table(title=f"{suite.name} on {suite.model}, task {suite.task['name']}: test accuracy % "
+                      f"({have} of {total} runs have results)")
     flagged = any(row.flags for row in rows)
-    chose = any(row.selection not in ("single", "none") for row in rows)
-    validated = any(s.validation for row in rows for s in row.learning_rates)
+    chose = any(row.lr_selection != stats.LR_SINGLE for row in rows)
+    validated = any(row.validation_accuracy is not None for row in rows)
     failed = any(row.failed for row in rows)
     columns = [("method", "left"), ("trainer", "left"), ("trainable", "right"), ("adapter", "right"),
                ("lr", "right")] + ([("lr chosen by", "left")] if chose else []) + [
@@ -349,69 +356,57 @@ def print_results(console, suite, rows, *, total: int, have: int) -> None:
                ("Δ vs base [95% CI]", "right"), ("p (Holm)", "right"), ("vs base", "left")] + (
                [("failed", "right")] if failed else []) + ([("flags", "left")] if flagged else [])
     for col, justify in columns:
-        table.add_column(col, justify=justify, no_wrap=col not in ("method", "flags"))
+        out.add_column(col, justify=justify, no_wrap=col not in ("method", "flags"))
     for row in rows:
-        best = next((s for s in row.learning_rates if s.learning_rate == row.best_lr), None)
-        test = "-" if row.test_mean is None else _fmt_acc(row.test_mean) + (
+        test = "-" if row.accuracy is None else _fmt_acc(row.accuracy) + (
             "" if row.ci_low is None else f" [{_fmt_acc(row.ci_low)}, {_fmt_acc(row.ci_high)}]")
-        adapter = (row.adapter_bytes or {}).get("trainable_fp32")
-        name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
+        name = row.label.rsplit("/", 1)[0] if not row.is_base else row.name
         c = row.vs_base
-        verdict = {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(
-            c.verdict if c else None, "reference" if row.method == stats.BASE_METHOD else "-")
-        cells = [name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(adapter),
-                 "-" if row.best_lr is None else f"{row.best_lr:g}{EDGE_MARK.get(row.lr_at_edge, '')}"] + ([row.selection] if chose else []) + [
-                 str(row.seeds), test] + ([_fmt_acc(best.validation_mean if best else None)] if validated else []) + [
-                 stats.interval_text(c) if c else "-",
-                 f"{c.p_value:.2g} ({c.p_holm:.2g})" if c else "-", verdict] + (
-                 [f"{row.failed}/{row.runs}" if row.failed else ""] if failed else []) + (
-                 [", ".join(row.flags)] if flagged else [])
-        table.add_row(*[escape(x) for x in cells])
-    console.print(table)
+        verdict = ("reference" if row.is_base else "not tested" if c is not None and c.verdict is None
+                   else {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(c.verdict if c else None, "-"))
+        p = "-" if c is None else f"{c.p_value:.2g} ({c.p_holm:.2g})" if c.p_holm is not None else f"{c.p_value:.2g} (-)"
+        cells = [name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(row.adapter_bytes),
+                 "-" if row.learning_rate is None else f"{row.learning_rate:g}{EDGE_MARK.get(row.lr_at_edge, '')}"] + (
+                 [row.lr_selection] if chose else []) + [str(row.seeds), test] + (
+                 [_fmt_acc(row.validation_accuracy)] if validated else []) + [
+                 stats.interval_text(c) if c else "-", p, verdict] + (
+                 [f"{row.failed}/{row.attempted}" if row.failed else ""] if failed else []) + (
+                 [", ".join(f.words() for f in row.flags)] if flagged else [])
+        out.add_row(*[escape(x) for x in cells])
+    console.print(out)
     if any(row.lr_at_edge for row in rows):
         console.print("lr ◂ / ▸: the rate chosen on validation is the smallest / largest of the row's grid; "
                       "a better rate may lie outside it (widen the grid).")
     paired = [r.vs_base for r in rows if r.vs_base]
+    family = [c for c in paired if c.p_holm is not None]
     if paired:
         console.print(f"Δ vs base: paired on the same {paired[0].n_items} test items; with one seed p is exact "
                       "McNemar and the interval inverts the same test (it contains 0 exactly when p ≥ 0.05), "
-                      f"otherwise t over items × seeds; verdicts use Holm's correction over {len(paired)} rows "
-                      "(≈ base: indistinguishable from base; docs/benchmarks.md, 'Reading the numbers').")
-    base = next((r for r in rows if r.method == stats.BASE_METHOD and r.test_mean is not None), None)
-    if paired and base is not None:
-        summary = stats.power(paired[0].n_items, max(r.seeds for r in rows), base.test_mean,
-                              f"measured, run {base.run_ids[0]}")
+                      f"otherwise t over items × seeds; verdicts use Holm's correction over the {len(family)} rows "
+                      "that trained (≈ base: not significant after Holm; not tested: the row did not train, see its "
+                      "flags; docs/benchmarks.md, 'Reading the numbers').")
+    summary = suite_power(rows, table.base) if paired else None
+    if summary is not None:
         console.print(f"[bold]{'Smoke run' if summary.smoke else 'Power'}:[/] {escape(summary.sentence())}")
-    notes = sorted({r.vs_base_note for r in rows if r.vs_base_note and r.test_mean is not None})
+    notes = sorted({r.vs_base_note for r in rows if r.vs_base_note and r.accuracy is not None})
     for note in notes[:5]:
         console.print(f"[yellow]no paired Δ:[/] {escape(note)}")
-    errors = [(row.label, err) for row in rows for err in row.errors]
-    for label, err in errors[:20]:
+    errors = [(stats.row_label(r.config), r.doc["error"]) for r in table.failures if r.doc.get("error")]
+    for label, err in list(dict.fromkeys(errors))[:20]:
         console.print(f"[red]failed[/] {escape(label)}: {escape(err)}")
 
 
-def row_health_flags(rows, healths: dict, docs) -> dict:
-    """Each row's run-health flags by label (``healths``: run id -> :class:`pefthub.report.health.Health`;
-    ``docs``: the result documents, for the rows' training-reward rule)."""
-    from pefthub.report.health import row_flags
-
-    by_id = {d["run_id"]: d for d in docs}
-    return {row.label: row_flags((healths.get(rid) for rid in row.run_ids),
-                                 [by_id[rid] for rid in row.run_ids if rid in by_id]) for row in rows}
-
-
-def print_health(console, rows, flags: dict) -> None:
-    """One line per run-health flag of a row (``flags``: label -> flags, :func:`row_health_flags`)
-    under the results table, and what the flags shown mean."""
+def print_health(console, rows) -> None:
+    """One line per run-health flag of a row under the results table, and what the flags shown mean."""
     from rich.markup import escape
 
     from pefthub.report.health import MEANING
 
     shown = set()
     for row in rows:
-        for f in flags[row.label]:
+        for f in row.flags:
             colour = "red" if f.severity == "error" else "yellow"
-            console.print(f"[{colour}]⚑ {f.name}[/] {escape(row.label)}: {escape(f.detail)}")
+            console.print(f"[{colour}]⚑ {f.words()}[/] {escape(row.label)}: {escape(f.detail)}")
             shown.add(f.name)
     if shown:
         console.print("flags: " + "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in shown)
@@ -428,9 +423,11 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
 
     from pefthub.console import console as make_console
     from pefthub.planning import config_summary
+    from pefthub.suites import method_label
 
     console = make_console()
-    planned = int(suite.include_base) + sum(_planned_runs(suite, len(m.spec.rates(t)))
+    planned = int(suite.include_base) + sum(_planned_runs(suite, len(m.spec.rates(t)),
+                                                          f"{method_label(m.spec.name, m.params_target)}/{t}")
                                             for m in resolution.methods for t in m.spec.trainers)
     if as_json:
         print(json.dumps({
@@ -456,7 +453,8 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
                          ("config", "left"), ("trainers", "left"), ("learning rates", "left"), ("runs", "right")):
         table.add_column(col, justify=justify, overflow="fold")
     for m in resolution.methods:
-        runs = sum(_planned_runs(suite, len(m.spec.rates(t))) for t in m.spec.trainers)
+        runs = sum(_planned_runs(suite, len(m.spec.rates(t)), f"{method_label(m.spec.name, m.params_target)}/{t}")
+                   for t in m.spec.trainers)
         table.add_row(m.spec.name, "-" if m.params_target is None else f"{m.params_target:,}",
                       f"{m.trainable_params:,}", _fmt_share(m.trainable_params / m.total_params),
                       _fmt_bytes(m.adapter_bytes["trainable_fp32"]), _fmt_bytes(m.adapter_bytes["saved_fp32"]),
@@ -477,9 +475,10 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
     return 0
 
 
-def _planned_runs(suite, rates: int) -> int:
-    """Runs of one (method, params, trainer) row before any edge extension."""
-    return rates + len(suite.seeds) - 1 if suite.tune_on_first_seed else rates * len(suite.seeds)
+def _planned_runs(suite, rates: int, row: str | None = None) -> int:
+    """Runs of one (method, params, trainer) row (``row`` its label) before any edge extension."""
+    seeds = len(suite.seeds_for(row))
+    return rates + seeds - 1 if suite.tune_on_first_seed else rates * seeds
 
 
 def _rates_text(spec) -> str:

@@ -36,21 +36,25 @@ def add_arguments(parser) -> None:
 
 
 def _run_row(run_id: str, directories: list[Path]):
-    from pefthub.report import stats
+    """A row of one run found by id, with its flags against the base run of its own results directory."""
     from pefthub.errors import ConfigError
-    from pefthub.results import ResultFileError, read_result, result_path, samples_path
+    from pefthub.report import stats
+    from pefthub.report.health import row_flags
+    from pefthub.report.rows import one_run_row
+    from pefthub.report.table import read_table
+    from pefthub.results import result_path
 
     for directory in directories:
-        path = result_path(directory, run_id)
-        if path.is_file():
-            try:
-                doc = read_result(path)
-            except ResultFileError as exc:
-                raise ConfigError(str(exc)) from None
-            if doc["status"] != "success":
-                raise ConfigError(f"run {run_id} ended {doc['status']}: it has no scores to compare")
-            label = f"{stats.row_label(doc['config'])} (run {run_id})"
-            return stats.StatRow(label, doc["config"], [doc], [samples_path(directory, run_id)])
+        if result_path(directory, run_id).is_file():
+            table = read_table(directory, skipped := [])
+            record = next((r for r in table.records if r.run_id == run_id), None)
+            if record is None:
+                raise ConfigError(f"{result_path(directory, run_id)}: " + "; ".join(reason for _, reason in skipped))
+            if record.status != "success":
+                raise ConfigError(f"run {run_id} ended {record.status}: it has no scores to compare")
+            row = one_run_row(record, f"{stats.row_label(record.config)} (run {run_id})")
+            row.flags = row_flags([table.health.get(run_id)], [record.doc])
+            return row
     raise ConfigError(f"no result file {run_id}.json in {', '.join(str(d) for d in directories) or 'leaderboards/'}")
 
 
@@ -69,15 +73,16 @@ def resolve(name: str, rows, directories: list[Path], suite: str | None):
 
 
 def run(args) -> int:
-    from pefthub.report import stats
-    from pefthub.grid import DEFAULT_RESULTS_ROOT, results_dir_for
     from pefthub.errors import ConfigError
+    from pefthub.grid import DEFAULT_RESULTS_ROOT, results_dir_for
+    from pefthub.report import stats
+    from pefthub.report.table import read_table
 
     directory = args.results or (results_dir_for(args.suite) if args.suite else None)
     if directory is not None and not Path(directory).is_dir():
         raise ConfigError(f"results directory {directory} does not exist"
                           + (f" (has suite {args.suite} been run?)" if args.suite else ""))
-    rows = stats.rows_in(directory) if directory is not None else []
+    rows = read_table(directory).rows if directory is not None else []
     directories = [Path(directory)] if directory is not None else sorted(Path(DEFAULT_RESULTS_ROOT).glob("*/results"))
     a = resolve(args.a, rows, directories, args.suite)
     b = resolve(args.b, rows, directories, args.suite)
@@ -86,7 +91,7 @@ def run(args) -> int:
     if args.show < 0:
         raise ConfigError("--show must be 0 or more")
     result = stats.compare_rows(a, b)
-    flags = {"A": arm_flags(a), "B": arm_flags(b)}
+    flags = {"A": a.flags, "B": b.flags}
     if args.json:
         print(stats.to_json(dict(result.as_dict(), runs_a=[d["run_id"] for d in a.docs],
                                  runs_b=[d["run_id"] for d in b.docs],
@@ -96,13 +101,6 @@ def run(args) -> int:
         return 0
     print_comparison(result, show=args.show, flags=flags)
     return 0
-
-
-def arm_flags(row) -> list:
-    """The run-health flags of a row over its seeds (:func:`pefthub.report.health.row_health`)."""
-    from pefthub.report import health
-
-    return health.row_health(row)
 
 
 def untested(flags: dict[str, list]) -> list[str]:

@@ -38,28 +38,29 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pefthub.report import findings, stats
-    from pefthub.grid import results_dir_for
     from pefthub.errors import ConfigError
-    from pefthub.results import atomic_write_text, load_results_dir, samples_path
+    from pefthub.grid import results_dir_for
+    from pefthub.report import findings
+    from pefthub.report.records import read_records
+    from pefthub.report.table import read_table
+    from pefthub.results import atomic_write_text
 
     name = Path(args.suite).name
     directory = args.results or results_dir_for(name)
     if not Path(directory).is_dir():
         raise ConfigError(f"results directory {directory} does not exist (run `pefthub bench {name}` first)")
-    rows = stats.rows_in(directory)
-    if not rows:
-        raise ConfigError(f"no successful result in {directory}: nothing to report")
     for pilot in args.pilot:
         if not pilot.is_dir():
             raise ConfigError(f"--pilot: no directory {pilot}")
-    docs, _ = load_results_dir(directory)
-    pilots = [(pilot.as_posix(), [(doc, samples_path(pilot, doc["run_id"])) for _, doc in
-                                  load_results_dir(pilot, with_paths=True)[0]]) for pilot in args.pilot]
+    table = read_table(directory)
+    rows = table.rows
+    if not rows:
+        raise ConfigError(f"no successful result in {directory}: nothing to report")
+    pilots = [(pilot.as_posix(), read_records(pilot)) for pilot in args.pilot]
     command = " ".join(["pefthub findings", name, *(f"--pilot {p.as_posix()}" for p in args.pilot)])
     primary = findings.declared_primary(name)
-    text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), docs=docs, pilots=pilots,
-                                    results_dir=directory, command=command, primary=primary)
+    text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), records=table.records,
+                                    pilots=pilots, command=command, primary=primary)
     if args.worked_example is not None:
         if not args.worked_example.is_file():
             raise ConfigError(f"--worked-example: no file {args.worked_example}")

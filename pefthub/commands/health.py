@@ -41,15 +41,16 @@ def results_dir_of(ref: str) -> Path:
 
 
 def load(ref: str):
-    """(results dir, successful documents in label order, health by run id, skipped files)."""
-    from pefthub import results
-    from pefthub.report import health
+    """(results dir, successful documents in label order, health by run id, skipped files), from one
+    read of the directory (:func:`pefthub.report.table.read_table`)."""
+    from pefthub.report.table import read_table
     from pefthub.suites import label_of
 
     results_dir = results_dir_of(ref)
-    docs, skipped = results.load_results_dir(results_dir)
-    docs = sorted((d for d in docs if d["status"] == "success"), key=lambda d: label_of(d["config"]))
-    return results_dir, docs, health.assess_all(docs, health.samples_in(results_dir)), skipped
+    skipped: list = []
+    table = read_table(results_dir, skipped)
+    docs = sorted((r.doc for r in table.successes), key=lambda d: label_of(d["config"]))
+    return results_dir, docs, table.health, skipped
 
 
 def run(args) -> int:

@@ -67,20 +67,21 @@ def run(args) -> int:
 
 
 def suite_power(suite, base_accuracy: float | None):
-    """The suite's power summary, or ``None`` when no base accuracy is stored or given (weightless)."""
-    from pefthub.report import stats
+    """The suite's power (:func:`pefthub.report.power.suite_power`) at its seeds and test items, with the
+    variance measured on its stored results when they were evaluated on as many items; ``None`` when no
+    base accuracy is stored or given (weightless)."""
     from pefthub.grid import results_dir_for
+    from pefthub.report.power import suite_power as power_of
+    from pefthub.report.table import read_table
 
     n, seeds = int(suite.eval["limit"]), len(suite.seeds)
-    if base_accuracy is not None:
-        return stats.power(n, seeds, base_accuracy, "given")
     directory = results_dir_for(suite.name)
-    if directory.is_dir():
-        for row in stats.rows_in(directory):
-            accs = [stats.accuracy(d) for d in row.docs]
-            if row.is_base and all(a is not None for a in accs) and row.config.get("eval", {}).get("limit") == n:
-                return stats.power(n, seeds, sum(accs) / len(accs), f"measured, run {row.docs[0]['run_id']}")
-    return None
+    table = read_table(directory) if directory.is_dir() else None
+    base = table.base if table is not None else None
+    if base is not None and base.config.get("eval", {}).get("limit") != n:
+        base = None
+    rows = table.rows if base is not None else []
+    return power_of(rows, base, n_items=n, seeds=seeds, base_accuracy=base_accuracy)
 
 
 def _plan_suite(args) -> int:
@@ -95,11 +96,7 @@ def _plan_suite(args) -> int:
         print(gpu.markdown(args.suite), end="")
         return 0
     summary = suite_power(suite, args.base_accuracy)
-    power = None if summary is None else {
-        "test_items": summary.n_items, "seeds": summary.seeds, "base_accuracy": summary.base_accuracy,
-        "base_source": summary.base_source, "power": 0.8, "alpha": 0.05, "test": "McNemar exact",
-        "detectable_gain_one_way": summary.one_way, "detectable_gain_independent": summary.independent,
-        "smoke": summary.smoke, "summary": summary.sentence()}
+    power = None if summary is None else summary.as_record()
     code = print_suite_plan(suite, resolution, as_json=args.json, extra={"power": power, "gpu": gpu.to_dict()})
     if not args.json:
         gpu.print()
@@ -200,8 +197,9 @@ def suite_gpu_plan(suite, resolution=None, *, gpu_memory_gb: float | None = None
 
     resolution = suites.resolve(suite) if resolution is None else resolution
     experiments = suites.expand(suite, resolution)
-    runs = {f"{suites.method_label(m.spec.name, m.params_target)}/{t}": _planned_runs(suite, len(m.spec.rates(t)))
-            for m in resolution.methods for t in m.spec.trainers}
+    rows = [(f"{suites.method_label(m.spec.name, m.params_target)}/{t}", len(m.spec.rates(t)))
+            for m in resolution.methods for t in m.spec.trainers]
+    runs = {label: _planned_runs(suite, rates, label) for label, rates in rows}
     runs[f"{suites.BASE_METHOD}/{suites.BASE_TRAINER}"] = 1
     memory = gpu_memory_gb or mp.DEFAULT_GPU_MEMORY_GB
     tflops = gpu_tflops or mp.DEFAULT_GPU_TFLOPS

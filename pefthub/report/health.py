@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable, Sequence
 
-from pefthub.results import ResultFileError, load_results_dir, read_samples, samples_path
+from pefthub.report.records import Items, at_token_cap, eval_max_new_tokens, has_answer, items_of  # noqa: F401
+from pefthub.report import rows as row_rules
+from pefthub.report.rows import STRICT_METRIC, Row, comparable, strict_accuracy  # noqa: F401
 
 BASE_METHOD = "base"
 NO_OP, COLLAPSED, RUNAWAY, NO_SIGNAL = "no-op", "collapsed", "runaway", "no-signal"
@@ -37,10 +38,6 @@ MEANING = {
     FLAT_REWARD: "GRPO training reward did not rise: the second half of the steps did not score detectably above "
                  "the first (95% interval over seeds, or over steps for one seed)",
 }
-#: Characters that end a finished sentence; a completion at least as long (in characters) as the
-#: token cap that does not end with one of them is counted as cut off by the cap.
-TERMINAL = (".", "!", "?", ")", "]", "}", "\"", "'", "*", "`", "$")
-STRICT_METRIC = "exact_match,strict-match"
 
 
 def _rule(default: float, why: str):
@@ -120,25 +117,13 @@ class Health:
                 "flags": [f.as_record() for f in self.flags], "measures": dict(self.measures)}
 
 
-# ---- per-sample measures ---------------------------------------------------------------------
-def test_records(samples: Iterable[dict] | None) -> list[dict]:
-    """The test-split records (records without a split count as test)."""
-    return [s for s in (samples or []) if isinstance(s, dict) and s.get("split", "test") == "test"]
-
-
-def has_answer(sample: dict) -> bool:
-    extracted = sample.get("extracted")
-    return extracted is not None and str(extracted).strip() != ""
-
-
-def at_token_cap(completion: Any, max_new_tokens: int | None) -> bool:
-    """Tokenizer-free proxy for "generation ran to ``max_new_tokens``": at least that many characters
-    (a byte-level BPE token decodes to at least one character of ASCII text, so a shorter completion
-    cannot have used every token) and no sentence-ending character at the end (a cap cuts mid-text)."""
-    if not isinstance(completion, str) or not max_new_tokens:
-        return False
-    text = completion.rstrip()
-    return len(completion) >= max_new_tokens and not text.endswith(TERMINAL)
+# ---- per-run measures ---------------------------------------------------------------------------
+def test_items(samples: Items | Iterable[dict] | None, doc: dict) -> Items | None:
+    """A run's test :class:`~pefthub.report.records.Items` (sample records are read as
+    :func:`pefthub.report.records.read_records` streams them; records without a split count as test)."""
+    if samples is None or isinstance(samples, Items):
+        return samples
+    return items_of(samples, "test", eval_max_new_tokens(doc))
 
 
 def _dict(value: Any) -> dict:
@@ -157,15 +142,8 @@ def _share(k: int | None, n: int | None) -> float | None:
     return None if k is None or not n else k / n
 
 
-def _eval_max_new_tokens(doc: dict) -> int | None:
-    value = _dict(_test_block(doc).get("protocol")).get("max_new_tokens")
-    if not isinstance(value, int):
-        value = _dict(_dict(doc.get("config")).get("eval")).get("max_new_tokens")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def _strict(doc: dict) -> float | None:
-    return _number(_dict(_test_block(doc).get("metrics")).get(STRICT_METRIC))
+    return strict_accuracy(doc)
 
 
 def _accuracy(doc: dict) -> float | None:
@@ -252,25 +230,16 @@ def stopped_early(doc: dict) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def comparable(doc: dict, base: dict) -> bool:
-    """Same model, task and test protocol (the test limit may differ: items are matched by id)."""
-    a, b = _dict(doc.get("config")), _dict(base.get("config"))
-    ignore = ("limit", "validation_limit")
-    eval_a = {k: v for k, v in _dict(a.get("eval")).items() if k not in ignore}
-    eval_b = {k: v for k, v in _dict(b.get("eval")).items() if k not in ignore}
-    return a.get("model") == b.get("model") and a.get("task") == b.get("task") and eval_a == eval_b
-
-
 # ---- the assessment --------------------------------------------------------------------------
-def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
-           base_samples: Iterable[dict] | None = None, thresholds: Thresholds = THRESHOLDS) -> Health:
-    """Flags and measures of one successful run against the base-model run (``None``: no base)."""
+def assess(doc: dict, samples: Items | Iterable[dict] | None, base: dict | None = None,
+           base_samples: Items | Iterable[dict] | None = None, thresholds: Thresholds = THRESHOLDS) -> Health:
+    """Flags and measures of one successful run against the base-model run (``None``: no base);
+    ``samples`` are the run's test items (:class:`~pefthub.report.records.Items`) or sample records."""
     t = thresholds
-    mine = test_records(samples)
-    cap = _eval_max_new_tokens(doc)
-    m: dict[str, Any] = {"n": len(mine) or None}
-    m["no_answer"] = sum(not has_answer(s) for s in mine) if mine else None
-    m["at_cap"] = sum(at_token_cap(s.get("completion"), cap) for s in mine) if mine else None
+    mine = test_items(samples, doc)
+    m: dict[str, Any] = {"n": mine.n if mine else None}
+    m["no_answer"] = mine.no_answer if mine else None
+    m["at_cap"] = mine.at_cap if mine else None
     m["strict"] = _strict(doc)
     m["accuracy"] = _accuracy(doc)
     m["reward_mean"], m["zero_advantage_share"] = _grpo_signal(doc)
@@ -279,20 +248,20 @@ def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
     flags: list[Flag] = []
 
     base_ok = base is not None and base.get("run_id") != doc.get("run_id") and comparable(doc, base)
-    theirs = test_records(base_samples) if base_ok else []
+    theirs = test_items(base_samples, base) if base_ok else None
     if base_ok:
         m["base_strict"], m["base_accuracy"] = _strict(base), _accuracy(base)
     if theirs:
-        m["base_n"] = len(theirs)
-        m["base_no_answer"] = sum(not has_answer(s) for s in theirs)
-        m["base_at_cap"] = sum(at_token_cap(s.get("completion"), _eval_max_new_tokens(base)) for s in theirs)
-    by_id = {s["id"]: s for s in theirs if isinstance(s.get("id"), (str, int))}
-    pairs = [(s, by_id[s["id"]]) for s in mine if isinstance(s.get("id"), (str, int)) and s["id"] in by_id]
-    if pairs:
-        m["shared"] = len(pairs)
-        m["identical"] = sum(a.get("completion") == b.get("completion") for a, b in pairs)
-        m["correct"] = sum(a.get("correct") is True for a, _ in pairs)
-        m["base_correct"] = sum(b.get("correct") is True for _, b in pairs)
+        m["base_n"], m["base_no_answer"], m["base_at_cap"] = theirs.n, theirs.no_answer, theirs.at_cap
+    if mine and theirs:
+        where = theirs.position()
+        pairs = [(i, where[item]) for i, item in enumerate(mine.ids) if item in where]
+        if pairs:
+            m["shared"] = len(pairs)
+            m["identical"] = sum(int(mine.completions[i] == theirs.completions[j]) for i, j in pairs)
+            m["correct"] = sum(int(mine.correct[i]) for i, _ in pairs)
+            m["base_correct"] = sum(int(theirs.correct[j]) for _, j in pairs)
+    pairs = m["shared"]
 
     # no-op: the model answered (nearly) as base did and scored the same on the same items.
     if pairs and m["correct"] == m["base_correct"] and m["identical"] / m["shared"] >= t.noop_min_identical:
@@ -332,65 +301,6 @@ def assess(doc: dict, samples: Iterable[dict] | None, base: dict | None = None,
                                      f"{100 * m['zero_advantage_share']:.0f}% of groups at zero advantage"))
     return Health(run_id=doc.get("run_id", ""), base_run_id=base.get("run_id") if base_ok else None,
                   flags=flags, measures=m)
-
-
-def is_base(doc: dict) -> bool:
-    return _dict(doc.get("config")).get("method") == BASE_METHOD
-
-
-def pick_base(doc: dict, docs: Iterable[dict]) -> dict | None:
-    """The successful base-model run comparable to ``doc`` (the most recently finished one)."""
-    candidates = [d for d in docs if is_base(d) and d.get("status") == "success" and comparable(doc, d)]
-    return max(candidates, key=lambda d: (str(d.get("finished_at") or ""), d.get("run_id", "")), default=None)
-
-
-def assess_all(docs: Iterable[dict], samples_of: Callable[[dict], list[dict] | None],
-               thresholds: Thresholds = THRESHOLDS) -> dict[str, Health]:
-    """Health of every successful non-base run, by run id; ``samples_of(doc)`` reads a run's samples."""
-    docs = list(docs)
-    cache: dict[str, list[dict] | None] = {}
-
-    def samples(d: dict) -> list[dict] | None:
-        if d["run_id"] not in cache:
-            cache[d["run_id"]] = samples_of(d)
-        return cache[d["run_id"]]
-
-    out = {}
-    for doc in docs:
-        if doc.get("status") != "success" or is_base(doc):
-            continue
-        base = pick_base(doc, docs)
-        out[doc["run_id"]] = assess(doc, samples(doc), base, samples(base) if base else None, thresholds)
-    return out
-
-
-def samples_in(results_dir: str | Path) -> Callable[[dict], list[dict] | None]:
-    """A ``samples_of`` reading ``<results_dir>/<run_id>.samples.jsonl`` (``None`` if absent or unreadable)."""
-    def read(doc: dict) -> list[dict] | None:
-        path = samples_path(results_dir, doc["run_id"])
-        if not path.is_file():
-            return None
-        try:
-            return [r for r in read_samples(path) if isinstance(r, dict)]
-        except ResultFileError:
-            return None
-    return read
-
-
-def row_flags(healths: Iterable[Health | None], docs: Iterable[dict] = ()) -> list[Flag]:
-    """A row's flags from its runs' (seeds'): each flag once, with how many seeds carry it; with the
-    runs' result ``docs``, also ``flat-reward`` when their GRPO reward did not rise (:func:`reward_rise`)."""
-    healths = [h for h in healths if h is not None]
-    out = []
-    for name in SEVERITY:
-        hits = [f for h in healths for f in h.flags if f.name == name]
-        if hits:
-            seeds = f" [{len(hits)} of {len(healths)} seeds]" if len(healths) > 1 else ""
-            out.append(Flag(name, hits[0].detail + seeds))
-    rise = reward_rise(d for d in docs if not is_base(d))
-    if rise is not None and not rise.rose():
-        out.append(Flag(FLAT_REWARD, rise.detail()))
-    return out
 
 
 def flags_text(flags: Iterable[Flag]) -> str:
@@ -438,9 +348,26 @@ class RowFlag:
                 "detail": self.detail, "meaning": MEANING[self.name], "untested": self.untested}
 
 
-def row_flag_summary(healths: Iterable[Health | None]) -> list[RowFlag]:
-    """A row's flags over its seeds' healths (``None``: a seed not assessed); a no-op's detail lists
-    each flagged seed's identical completions (``380/377/384 of 400``)."""
+def legend(names: Iterable[str]) -> str:
+    """``"<flag>: <meaning>; ..."`` for the flags named, in :data:`SEVERITY` order (empty when none)."""
+    names = set(names)
+    return "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in names)
+
+
+def did_not_train(flags: Iterable[RowFlag]) -> list[RowFlag]:
+    """The flags of a row (:func:`row_health`) that say it did not train (:attr:`RowFlag.untested`)."""
+    return [f for f in flags if f.untested]
+
+
+def is_base(doc: dict) -> bool:
+    return _dict(doc.get("config")).get("method") == BASE_METHOD
+
+
+def row_flags(healths: Iterable[Health | None], docs: Iterable[dict] = ()) -> list[RowFlag]:
+    """THE row flags: a row's flags over its seeds' healths (``None``: a seed not assessed), each once with
+    how many seeds carry it (a no-op's detail lists each flagged seed's identical completions,
+    ``380/377/384 of 400``), and with the runs' result ``docs`` ``flat-reward`` when their GRPO reward
+    did not rise (:func:`reward_rise`)."""
     healths = [h for h in healths if h is not None]
     out = []
     for name in SEVERITY:
@@ -461,51 +388,26 @@ def row_flag_summary(healths: Iterable[Health | None]) -> list[RowFlag]:
         else:
             detail = " | ".join(dict.fromkeys(f.detail for _, f in hits))
         out.append(RowFlag(name, len(hits), len(healths), detail))
-    return out
-
-
-def legend(names: Iterable[str]) -> str:
-    """``"<flag>: <meaning>; ..."`` for the flags named, in :data:`SEVERITY` order (empty when none)."""
-    names = set(names)
-    return "; ".join(f"{n}: {m}" for n, m in MEANING.items() if n in names)
-
-
-def row_health(row, loaded: dict | None = None) -> list[RowFlag]:
-    """The run-health flags of a row over its seeds (:func:`row_flag_summary`), and ``flat-reward`` when
-    its GRPO training reward did not rise (:func:`reward_rise`). ``row`` has ``docs``
-    (result documents) and ``samples`` (each one's samples file or ``None``), as a
-    :class:`pefthub.report.stats.StatRow`; each run is assessed against the base-model run of its own results
-    directory. ``loaded`` caches each directory's documents and samples between calls."""
-    loaded = {} if loaded is None else loaded
-    healths = []
-    for doc, samples in zip(row.docs, row.samples):
-        if is_base(doc) or samples is None:
-            continue
-        directory = Path(samples).parent
-        if directory not in loaded:
-            read, cache = samples_in(directory), {}
-
-            def cached(d: dict, read=read, cache=cache) -> list[dict] | None:
-                if d["run_id"] not in cache:
-                    cache[d["run_id"]] = read(d)
-                return cache[d["run_id"]]
-            loaded[directory] = (load_results_dir(directory)[0], cached)
-        docs, read = loaded[directory]
-        base = pick_base(doc, docs)
-        healths.append(assess(doc, read(doc), base, read(base) if base else None))
-    out = row_flag_summary(healths)
-    rise = reward_rise(d for d in row.docs if not is_base(d))
+    rise = reward_rise(d for d in docs if not is_base(d))
     if rise is not None and not rise.rose():
         out.append(RowFlag(FLAT_REWARD, rise.seeds, rise.seeds, rise.detail()))
     return out
 
 
-def did_not_train(flags: Iterable[RowFlag]) -> list[RowFlag]:
-    """The flags of a row (:func:`row_health`) that say it did not train (:attr:`RowFlag.untested`)."""
-    return [f for f in flags if f.untested]
+def suite_health(records: Iterable, rows: Sequence[Row], thresholds: Thresholds = THRESHOLDS) -> dict[str, Health]:
+    """Health of every successful trained run of a suite, by run id, each against the first run of its
+    base row (:func:`pefthub.report.rows.base_row`, comparable to the run)."""
+    out = {}
+    for record in records:
+        if record.status != "success" or record.is_base:
+            continue
+        base = row_rules.base_row(rows, like=record.doc)
+        ref = base.records[0] if base is not None else None
+        out[record.run_id] = assess(record.doc, record.items.get("test"), ref.doc if ref else None,
+                                    ref.items.get("test") if ref else None, thresholds)
+    return out
 
 
-def rows_health(rows: Iterable) -> dict[str, list[RowFlag]]:
-    """:func:`row_health` of each row, by its label, reading each results directory once."""
-    loaded: dict = {}
-    return {row.label: row_health(row, loaded) for row in rows}
+def row_health(row: Row, healths: dict[str, Health]) -> list[RowFlag]:
+    """:func:`row_flags` of a row from the suite's healths (:func:`suite_health`)."""
+    return row_flags((healths.get(r.run_id) for r in row.records), [r.doc for r in row.records])

@@ -194,8 +194,10 @@ def record_of(doc: dict, path: str | os.PathLike | None = None, *, samples: Path
     shared = {} if shared is None else shared
     if samples is None and path is not None:
         samples = samples_file_of(path, doc)
+    if samples is not None and not Path(samples).is_file():
+        samples = None
     record = RunRecord(_slim(doc), Path(path) if path is not None else None, samples)
-    if samples is None or not Path(samples).is_file():
+    if samples is None:
         return record
     builders = {split: _ItemsBuilder(eval_max_new_tokens(doc, split)) for split in SPLITS}
     skipped = 0
@@ -245,5 +247,23 @@ def read_records(results_dir: str | os.PathLike, skipped: list[tuple[Path, str]]
             skipped.append((path, f"duplicate of run {rid} already read from {seen[rid].name}; skipped"))
             continue
         seen[rid] = path
+        out.append(record_of(doc, path, shared=shared))
+    return out
+
+
+def read_runs(results_dir: str | os.PathLike, run_ids: Iterable[str]) -> list[RunRecord]:
+    """The records of the given runs (a grid's), in that order; runs without a readable result are left out."""
+    from pefthub.results import result_path
+
+    shared: dict[tuple, tuple] = {}
+    out = []
+    for rid in run_ids:
+        path = result_path(results_dir, rid)
+        if not path.is_file():
+            continue
+        try:
+            doc = read_result(path)
+        except ResultFileError:
+            continue
         out.append(record_of(doc, path, shared=shared))
     return out

@@ -1,6 +1,7 @@
-"""Statistics of result documents: learning-rate selection, across-seed intervals, paired comparisons
-and power. The CLI (`pefthub bench`, `compare`, `plan`, `findings`) and the site call this one module,
-so they report the same numbers; docs/benchmarks.md ("Reading the numbers") explains each rule.
+"""Statistics of result documents: learning-rate selection, across-seed intervals and paired
+comparisons on the same items (power is :mod:`pefthub.report.power`). The CLI (`pefthub bench`,
+`compare`, `plan`, `findings`) and the site call this one module, so they report the same numbers;
+docs/benchmarks.md ("Reading the numbers") explains each rule.
 """
 
 from __future__ import annotations
@@ -8,8 +9,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from pefthub.errors import PefthubError
@@ -156,62 +156,6 @@ def seed_interval(docs: Sequence[dict]) -> Interval:
     return Interval(mean, low, high, method, len(scored))
 
 
-# ---- rows for comparisons ---------------------------------------------------------------------------
-@dataclass
-class StatRow:
-    """A leaderboard row for comparisons: its selected runs and where their samples are."""
-
-    label: str
-    config: dict                         # the first run's config (seed and rate aside, shared)
-    docs: list[dict]
-    samples: list[Path | None]
-    flags: list[str] = field(default_factory=list)
-
-    @property
-    def is_base(self) -> bool:
-        return self.config.get("method") == BASE_METHOD
-
-    @property
-    def trainer(self) -> str:
-        return self.config.get("trainer")
-
-    @property
-    def name(self) -> str:
-        return self.config.get("variant") or self.config.get("method")
-
-    @property
-    def params_target(self) -> int | None:
-        return self.config.get("params_target")
-
-    @property
-    def trainable_params(self) -> int | None:
-        value = (self.docs[0].get("method") or {}).get("trainable_params") if self.docs else None
-        return int(value) if is_number(value) else (0 if self.is_base else None)
-
-
-def rows_from_docs(pairs: Iterable[tuple[dict, Path | None]]) -> list[StatRow]:
-    """Rows (in order of first appearance) from ``(result document, samples file)`` pairs: successful
-    runs only, learning rate selected as :func:`select_learning_rate` does; unselected points give
-    one row per rate, labelled with the rate."""
-    groups: dict[str, list[tuple[dict, Path | None]]] = {}
-    attempted: dict[str, list[dict]] = {}
-    for doc, path in pairs:
-        attempted.setdefault(point_key(doc["config"]), []).append(doc)
-        if doc.get("status") == "success":
-            groups.setdefault(point_key(doc["config"]), []).append((doc, path))
-    rows = []
-    for key, members in groups.items():
-        where = {id(d): p for d, p in members}
-        selection = select_learning_rate((d for d, _ in members), attempted[key])
-        for lr, docs in selection.chosen.items():
-            label = row_label(docs[0]["config"])
-            if selection.rule == LR_UNSELECTED:
-                label += f"/lr={lr:g}" if is_number(lr) else f"/lr={lr}"
-            docs = sorted(docs, key=lambda d: str(d["config"].get("seed")))
-            rows.append(StatRow(label, docs[0]["config"], docs, [where[id(d)] for d in docs]))
-    return rows
-
-
 # ---- item scores ----------------------------------------------------------------------------------------
 #: Protocol fields that decide which items a run was scored on and how (``merged`` and timing do not).
 PROTOCOL_FIELDS = ("harness", "task_config_hash", "split", "generation", "max_new_tokens", "chat_template",
@@ -220,7 +164,7 @@ PROTOCOL_FIELDS = ("harness", "task_config_hash", "split", "generation", "max_ne
 
 @dataclass
 class ItemScores:
-    """A row's 0/1 test scores, items × seeds, with what identifies its items."""
+    """A row's 0/1 scores on one split, items × seeds, with what identifies its items."""
 
     label: str
     ids: list[str]
@@ -228,11 +172,22 @@ class ItemScores:
     seeds: list[Any]
     task: Any
     protocol: dict
-    records: list[dict[str, dict]]       # per seed: item id -> sample record
+    items: list[Any]                     # per seed: its :class:`pefthub.report.records.Items`
 
     @property
     def n(self) -> int:
         return len(self.ids)
+
+    def answers(self, item: str) -> tuple[list, Any]:
+        """(each seed's extracted answer, the gold answer) of one item."""
+        found = [(items.extracted[pos[item]], items.gold[pos[item]])
+                 for items, pos in zip(self.items, self._positions())]
+        return [a for a, _ in found], found[0][1]
+
+    def _positions(self) -> list[dict[str, int]]:
+        if not hasattr(self, "_pos"):
+            self._pos = [items.position() for items in self.items]
+        return self._pos
 
 
 def _natural(text: str) -> list:
@@ -254,33 +209,34 @@ def _protocol(doc: dict) -> dict:
     return out
 
 
-def item_scores(row: StatRow, split: str = "test") -> ItemScores:
-    """Read a row's per-item test scores from the samples files beside its results."""
+def item_scores(row, split: str = "test") -> ItemScores:
+    """A row's per-item scores on ``split`` from its runs' records (:class:`pefthub.report.rows.Row`:
+    ``label``, ``config`` and ``records``, one per seed)."""
     import numpy as np
 
-    from pefthub.results import ResultFileError, read_samples
-
-    per_seed: list[dict[str, dict]] = []
-    for doc, path in zip(row.docs, row.samples):
-        if path is None or not Path(path).is_file():
-            raise PairingError(f"{row.label}: run {doc['run_id']} has no samples file beside its result, "
-                               "so it has no per-item scores to pair")
-        try:
-            records = read_samples(path)
-        except ResultFileError as exc:
-            raise PairingError(f"{row.label}: {exc}") from None
-        items = {str(r["id"]): r for r in records
-                 if isinstance(r, dict) and r.get("split", split) == split and "id" in r and "correct" in r}
-        if not items:
-            raise PairingError(f"{row.label}: run {doc['run_id']} has no {split} items with an id in {Path(path).name}")
+    per_seed = []
+    for record in row.records:
+        items = record.items.get(split)
+        if items is None or not items.ids:
+            if record.problem:
+                raise PairingError(f"{row.label}: {record.samples_file.name}: {record.problem}")
+            if record.samples_file is None:
+                raise PairingError(f"{row.label}: run {record.run_id} has no samples file beside its result, "
+                                   "so it has no per-item scores to pair")
+            raise PairingError(f"{row.label}: run {record.run_id} has no {split} items with an id in "
+                               f"{record.samples_file.name}")
         per_seed.append(items)
-    ids = sorted(per_seed[0], key=_natural)
-    for doc, items in zip(row.docs[1:], per_seed[1:]):
-        if sorted(items, key=_natural) != ids:
-            raise PairingError(f"{row.label}: its seeds were scored on different items (run {doc['run_id']})")
-    scores = np.array([[1.0 if items[i]["correct"] is True else 0.0 for items in per_seed] for i in ids])
-    return ItemScores(row.label, ids, scores, [d["config"].get("seed") for d in row.docs],
-                      row.config.get("task"), _protocol(row.docs[0]), per_seed)
+    ids = sorted(set(per_seed[0].ids), key=_natural)
+    for record, items in zip(row.records[1:], per_seed[1:]):
+        if sorted(set(items.ids), key=_natural) != ids:
+            raise PairingError(f"{row.label}: its seeds were scored on different items (run {record.run_id})")
+    columns = []
+    for items in per_seed:
+        pos = items.position()
+        columns.append(items.correct[[pos[i] for i in ids]])
+    scores = np.column_stack(columns).astype(float) if columns else np.zeros((0, 0))
+    return ItemScores(row.label, ids, scores, [r.seed for r in row.records], row.config.get("task"),
+                      _protocol(row.records[0].doc), per_seed)
 
 
 def check_pairable(a: ItemScores, b: ItemScores) -> None:
@@ -426,11 +382,6 @@ class Comparison:
         return out
 
 
-def _record_summary(records: list[dict[str, dict]], item: str) -> dict:
-    first = records[0][item]
-    return {"extracted": [r[item].get("extracted") for r in records], "gold": first.get("gold")}
-
-
 def compare(a: ItemScores, b: ItemScores, level: float = LEVEL) -> Comparison:
     """Paired Δ accuracy of ``a`` over ``b`` with its interval and p-value (see docs/benchmarks.md)."""
     import numpy as np
@@ -450,48 +401,26 @@ def compare(a: ItemScores, b: ItemScores, level: float = LEVEL) -> Comparison:
     else:
         p = 1.0 if se == 0 else float(2 * t.sf(abs(delta) / se, df))
         test = interval = "t, items × seeds"
-    disagreements = [{"id": i, "a": float(x), "b": float(y), "a_answers": _record_summary(a.records, i)["extracted"],
-                      "b_answers": _record_summary(b.records, i)["extracted"],
-                      "gold": _record_summary(a.records, i)["gold"]}
-                     for i, x, y in zip(a.ids, ma, mb) if x != y]
+    disagreements = []
+    for i, x, y in zip(a.ids, ma, mb):
+        if x != y:
+            (a_answers, gold), (b_answers, _) = a.answers(i), b.answers(i)
+            disagreements.append({"id": i, "a": float(x), "b": float(y), "a_answers": a_answers,
+                                  "b_answers": b_answers, "gold": gold})
     return Comparison(a.label, b.label, a.n, a.scores.shape[1], b.scores.shape[1], float(np.mean(a.scores)),
                       float(np.mean(b.scores)), delta, se, df, low, high, p, test, interval,
                       both_right, a_only, b_only, both_wrong, a.n - a_only - b_only - both_right - both_wrong,
                       disagreements)
 
 
-def compare_rows(a: StatRow, b: StatRow) -> Comparison:
+def compare_rows(a, b) -> Comparison:
+    """Paired comparison of two rows (:class:`pefthub.report.rows.Row`) on their test items."""
     return compare(item_scores(a), item_scores(b))
 
 
-def versus_base(rows: Sequence[StatRow], base: StatRow | None, alpha: float = ALPHA
-                ) -> dict[str, Comparison | str]:
-    """Every non-base row against ``base``: a comparison with Holm-adjusted p and verdict, or the reason
-    it could not be paired. The family is the rows that could be paired."""
-    out: dict[str, Comparison | str] = {}
-    if base is None:
-        return {r.label: "no base-model row in this suite" for r in rows if not r.is_base}
-    try:
-        reference = item_scores(base)
-    except PairingError as exc:
-        return {r.label: str(exc) for r in rows if not r.is_base}
-    for row in rows:
-        if row.is_base or row is base:
-            continue
-        try:
-            out[row.label] = compare(item_scores(row), reference)
-        except PairingError as exc:
-            out[row.label] = str(exc)
-    family = [c for c in out.values() if isinstance(c, Comparison)]
-    for c, adjusted in zip(family, holm([c.p_value for c in family])):
-        c.p_holm = adjusted
-        c.verdict = SAME if adjusted >= alpha else (BETTER if c.delta > 0 else WORSE)
-    return out
-
-
-def trainer_pairs(rows: Sequence[StatRow]) -> list[tuple[StatRow, StatRow]]:
+def trainer_pairs(rows: Sequence) -> list[tuple]:
     """Rows that differ only in trainer (same method, variant, config and parameter budget), GRPO first."""
-    groups: dict[str, list[StatRow]] = {}
+    groups: dict[str, list] = {}
     for row in rows:
         if row.is_base:
             continue
@@ -504,41 +433,6 @@ def trainer_pairs(rows: Sequence[StatRow]) -> list[tuple[StatRow, StatRow]]:
         members = sorted(members, key=lambda r: (order.get(r.trainer, 2), r.trainer))
         pairs += [(x, y) for i, x in enumerate(members) for y in members[i + 1:] if x.trainer != y.trainer]
     return pairs
-
-
-# ---- power ---------------------------------------------------------------------------------------------
-def mcnemar_power(n: int, delta: float, discordance: float, alpha: float = ALPHA) -> float:
-    """Power of the two-sided exact McNemar test on n items when the rows disagree on a share
-    ``discordance`` of them and the first is right on ``(discordance + delta)/2`` of them.
-    Hand-written (a sum over scipy binomials): statsmodels' power tools have no exact McNemar."""
-    import numpy as np
-    from scipy.stats import binom
-
-    if discordance <= 0 or abs(delta) > discordance + 1e-12:
-        return 0.0
-    m = np.arange(1, n + 1)
-    c = binom.ppf(alpha / 2, m, 0.5)                       # largest c with 2·P(X ≤ c) ≤ alpha ...
-    c = np.where(binom.cdf(c, m, 0.5) > alpha / 2, c - 1, c)
-    share = min(1.0, (discordance + abs(delta)) / (2 * discordance))
-    reject = np.where(c >= 0, binom.cdf(c, m, share) + binom.sf(m - c - 1, m, share), 0.0)
-    return float((binom.pmf(m, n, discordance) * reject).sum())
-
-
-def detectable_difference(n: int, base_accuracy: float, *, assumption: str, power: float = 0.8,
-                          alpha: float = ALPHA, step: float = 0.005) -> float | None:
-    """Smallest improvement over ``base_accuracy`` the exact McNemar test detects with ``power`` on n items.
-
-    ``assumption`` fixes the discordance rate ψ: ``"one-way"`` ψ = Δ (the row only fixes base errors;
-    the best case) or ``"independent"`` ψ = p₀(1−p₁) + p₁(1−p₀) (errors independent of base's).
-    """
-    delta = step
-    while base_accuracy + delta <= 1.0 + 1e-9:
-        p1 = base_accuracy + delta
-        psi = delta if assumption == "one-way" else base_accuracy * (1 - p1) + p1 * (1 - base_accuracy)
-        if mcnemar_power(n, delta, psi, alpha) >= power:
-            return round(delta, 6)
-        delta += step
-    return None
 
 
 def fmt_pct(x: float | None, digits: int = 1, sign: bool = False) -> str:
@@ -560,60 +454,3 @@ def interval_text(c: Comparison) -> str:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, allow_nan=False, default=str)
-
-
-@dataclass
-class Power:
-    """What a suite of n test items and S seeds can tell apart from its base model (80% power, α .05)."""
-
-    n_items: int
-    seeds: int
-    base_accuracy: float
-    base_source: str                     # "measured (run …)" | "given"
-    one_way: float | None                # detectable Δ if the row only fixes base errors (best case)
-    independent: float | None            # detectable Δ if its errors are independent of base's
-
-    @property
-    def smoke(self) -> bool:
-        """Too small to separate rows by less than about ten points even in the best case."""
-        return self.one_way is None or self.one_way > 0.1
-
-    def sentence(self) -> str:
-        both = (f"{fmt_pct(self.one_way)} points if the row only fixes base errors, "
-                f"{fmt_pct(self.independent)} if its errors are independent of the base model's"
-                if self.one_way is not None and self.independent is not None else "no difference")
-        text = (f"{self.n_items} test items, {self.seeds} seed{'s' if self.seeds != 1 else ''}, base accuracy "
-                f"{fmt_pct(self.base_accuracy)}% ({self.base_source}): at 80% power (two-sided α 0.05) it detects "
-                f"a gain over base of {both}")
-        if self.smoke:
-            text += (". A smoke run: it can tell a method that clearly learned the task from one that did not, "
-                     "not methods a few points apart; a null here is not evidence of no effect")
-        return text + "."
-
-
-def power(n_items: int, seeds: int, base_accuracy: float, base_source: str) -> Power:
-    """The suite-level power summary (exact McNemar on n items; seeds assumed not to shrink item-level
-    disagreement, so the figures hold for any seed count and are conservative for several seeds)."""
-    return Power(n_items, seeds, base_accuracy, base_source,
-                 detectable_difference(n_items, base_accuracy, assumption="one-way"),
-                 detectable_difference(n_items, base_accuracy, assumption="independent"))
-
-
-def suite_power(rows: Sequence[StatRow]) -> Power | None:
-    """:func:`power` for a suite's rows, the base accuracy measured from its base row."""
-    base = next((r for r in rows if r.is_base), None)
-    scored = [r for r in rows if r.docs and accuracy(r.docs[0]) is not None]
-    if base is None or not scored or accuracy(base.docs[0]) is None:
-        return None
-    n = (base.docs[0]["evaluation"]["test"].get("n") or 0)
-    seeds = max(len(r.docs) for r in scored if not r.is_base) if len(scored) > 1 else 1
-    return power(int(n), seeds, statistics.fmean(accuracy(d) for d in base.docs),
-                 f"measured, run {base.docs[0]['run_id']}")
-
-
-def rows_in(results_dir: str | Path) -> list[StatRow]:
-    """The rows of one results directory (successful runs, learning rate selected), samples beside them."""
-    from pefthub.results import load_results_dir, samples_path
-
-    pairs, _ = load_results_dir(results_dir, with_paths=True)
-    return rows_from_docs((doc, samples_path(results_dir, doc["run_id"])) for _, doc in pairs)

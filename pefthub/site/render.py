@@ -18,7 +18,7 @@ import jinja2
 from pefthub import __version__
 from pefthub.report import findings, stats
 from pefthub.report import health as run_health
-from pefthub.report.curves import budget_curves
+from pefthub.report.power import suite_power
 from pefthub.site import plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
 from pefthub.site.load import Problem, Run
@@ -138,6 +138,9 @@ def _verdict(row: Row) -> dict:
     c = row.vs_base
     if c is None:
         return {"text": MISSING, "cls": "", "sort": "", "title": row.vs_base_note or ""}
+    if c.verdict is None:
+        return {"text": "not tested", "cls": "untested", "sort": "", "title": "the row did not train (see its flags): "
+                f"compared for the record only (p {stats.fmt_p(c.p_value)}), outside the Holm family"}
     return {"text": c.verdict, "cls": VERDICT_CLASS.get(c.verdict, ""), "sort": sort_value(c.p_holm),
             "title": f"p {stats.fmt_p(c.p_value)} ({c.test}); Holm-adjusted over the suite's rows: {stats.fmt_p(c.p_holm)}"}
 
@@ -160,7 +163,7 @@ def findings_context(view: SuiteView) -> list[dict]:
     """The paper's questions for the suite (:mod:`pefthub.report.findings`), ready for the template."""
     out = []
     rows = view_stat_rows(view)
-    flags = run_health.rows_health(rows)
+    flags = findings.flags_of(rows)
     for question, items in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags):
         out.append({"question": question, "items": [{
             "a": f.a, "b": f.b, "verdict": f.verdict, "statement": findings.statement(f),
@@ -171,10 +174,9 @@ def findings_context(view: SuiteView) -> list[dict]:
     return out
 
 
-def view_stat_rows(view: SuiteView) -> list[stats.StatRow]:
-    from pefthub.site.aggregate import stat_row
-
-    return [stat_row(r) for r in view.rows if r.accuracy is not None]
+def view_stat_rows(view: SuiteView) -> list[Row]:
+    """The suite's scored rows: the report's rows, which the findings reason over."""
+    return [r for r in view.rows if r.accuracy is not None]
 
 
 def _lr_cell(row: Row) -> tuple[str, str, str, str]:
@@ -251,8 +253,8 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
                      "lr_edge": lr_edge(row),
                      "status": "success", "seeds": f"{row.seeds} seeds" if row.seeds > 1 else "",
                      "verdict": _verdict(row)})
-        rows[-1]["health_flags"] = [f.as_record() for f in row.flag_details]
-    power = stats.suite_power(view_stat_rows(view))
+        rows[-1]["health_flags"] = [f.as_record() for f in row.flags]
+    power = suite_power(view.rows, view.base)
     params_plot, n_points, skipped = plots.params_accuracy_plot(view.rows, view.base, styles)
     memory = lambda r: r.peak_memory_bytes  # noqa: E731
     seconds = lambda r: r.train_seconds  # noqa: E731
@@ -260,7 +262,6 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
                                          x_title="Peak memory", front=pareto_front(view.ranked, memory))
     pareto_time, _ = plots.pareto_plot(view.ranked, view.base, styles, cost=seconds, kind="duration",
                                        x_title="Training time", front=pareto_front(view.ranked, seconds))
-    budget_plot, _ = plots.budget_curves_plot(budget_curves(view.rows, view.base), styles)
     return {
         "name": view.suite.name, "slug": slug, "anchor": f"suite-{slug}",
         "models": view.models, "tasks": [task_text(t) for t in view.tasks],
@@ -270,7 +271,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         "trainers": sorted({r.trainer for r in view.rows if not r.is_base}),
         "n_flagged": sum(1 for r in view.rows if r.flags), "flag_meaning": run_health.MEANING,
         "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
-        "pareto_memory": pareto_memory, "pareto_time": pareto_time, "budget_plot": budget_plot,
+        "pareto_memory": pareto_memory, "pareto_time": pareto_time,
         "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.name, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
         "failures": [_run_brief(r, links) for r in view.failures],
         "pairs": [_pair(p) for p in view.trainer_pairs], "findings": findings_context(view),

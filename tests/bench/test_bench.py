@@ -113,28 +113,34 @@ def test_only_and_skip_patterns():
     assert grid.select(runs, only=["nothing"]) == []
 
 
-# ---- aggregation -----------------------------------------------------------------------------------
+# ---- aggregation (the report layer's row builder, as `pefthub bench` prints it) -------------------------
+def summarize(docs):
+    from pefthub.report.records import RunRecord
+    from pefthub.report.rows import build_rows
+
+    return build_rows([RunRecord(d, None) for d in docs])
+
+
 def test_learning_rate_is_selected_on_validation_never_test():
     docs = [doc_for(e, val=fake_accuracy(e.config, "validation"), test=fake_accuracy(e.config, "test"), half=0.001)
             for lr in (1e-3, 1e-2) for seed in (0, 1, 2) for e in [experiment(lr=lr, seed=seed)]]
-    (row,) = grid.summarize(docs)
-    assert row.selection == "validation"
-    assert row.best_lr == 1e-3  # best on validation, although 1e-2 scores higher on test
+    (row,) = summarize(docs)
+    assert row.lr_selection == "validation" and row.lr_candidates == [1e-3, 1e-2]
+    assert row.learning_rate == 1e-3  # best on validation, although 1e-2 scores higher on test
     assert row.seeds == 3 and row.ci_method == "t over 3 seeds"
     tests = [0.5, 0.52, 0.54]
-    assert row.test_mean == pytest.approx(sum(tests) / 3)
+    assert row.accuracy == pytest.approx(sum(tests) / 3)
     from scipy import stats
 
     lo, hi = stats.t.interval(0.95, 2, loc=sum(tests) / 3, scale=stats.sem(tests))
     assert (row.ci_low, row.ci_high) == (pytest.approx(lo), pytest.approx(hi))
-    assert [s.learning_rate for s in row.learning_rates] == [1e-3, 1e-2]
-    assert row.learning_rates[0].validation_mean == pytest.approx(0.61)
+    assert row.validation_accuracy == pytest.approx(0.61)
 
 
 def test_single_seed_reports_the_runs_wilson_interval():
-    (row,) = grid.summarize([doc_for(experiment(), test=0.3)])
-    assert row.selection == "single" and row.seeds == 1
-    assert (row.test_mean, row.ci_low, row.ci_high, row.ci_method) == (0.3, 0.25, 0.35, "wilson")
+    (row,) = summarize([doc_for(experiment(), test=0.3)])
+    assert row.lr_selection == "single" and row.seeds == 1
+    assert (row.accuracy, row.ci_low, row.ci_high, row.ci_method) == (0.3, 0.25, 0.35, "wilson")
 
 
 def test_failed_seeds_stay_out_of_the_means_and_ties_go_to_the_smaller_rate():
@@ -142,34 +148,38 @@ def test_failed_seeds_stay_out_of_the_means_and_ties_go_to_the_smaller_rate():
             doc_for(experiment(lr=1e-2, seed=1), status="failed", error="NaN loss at step 2"),
             doc_for(experiment(lr=1e-3, seed=0), val=0.4, test=0.5),
             doc_for(experiment(lr=1e-3, seed=1), val=0.6, test=0.6)]
-    (row,) = grid.summarize(docs)
-    assert row.best_lr == 1e-3 and row.failed == 1 and row.runs == 4 and row.seeds == 2
-    assert row.errors == ["NaN loss at step 2"]
-    assert [s.validation_mean for s in row.learning_rates] == [pytest.approx(0.5), pytest.approx(0.5)]
+    (row,) = summarize(docs)
+    assert row.learning_rate == 1e-3 and row.failed == 1 and row.attempted == 4 and row.seeds == 2
+    assert row.errors == ["NaN loss at step 2"] and row.validation_accuracy == pytest.approx(0.5)
 
 
 def test_seed_interval_is_widened_to_the_per_run_interval():
     docs = [doc_for(experiment(seed=s), test=0.5) for s in range(3)]  # identical seeds: t width 0
-    (row,) = grid.summarize(docs)
+    (row,) = summarize(docs)
     assert (row.ci_low, row.ci_high) == (pytest.approx(0.45), pytest.approx(0.55))
     assert row.ci_method == "t over 3 seeds, widened to the per-run interval"
 
 
 def test_several_learning_rates_without_validation_select_nothing():
     docs = [doc_for(experiment(lr=lr), test=0.5) for lr in (1e-3, 1e-2)]
-    (row,) = grid.summarize(docs)
-    assert row.selection == "unselected" and row.best_lr is None and row.test_mean is None
+    rows = summarize(docs)
+    assert [r.lr_selection for r in rows] == ["unselected", "unselected"]
+    assert [r.label.rsplit("/", 1)[1] for r in rows] == ["lr=0.001", "lr=0.01"]   # every rate shown, none chosen
 
 
 def test_rows_split_by_method_params_and_trainer_in_order():
+    from pefthub.report.records import RunRecord
+    from pefthub.report.table import suite_table
+
     docs = [doc_for(experiment(method="base", trainer="none", lr=None), test=0.2),
             doc_for(experiment(method="tinylora", params=13), test=0.3),
             doc_for(experiment(method="tinylora", params=1), test=0.25),
             doc_for(experiment(method="tinylora", params=13, trainer="grpo"), test=0.35),
             doc_for(experiment(method="lora"), status="failed", error="out of memory")]
-    rows = grid.summarize(docs)
-    assert [r.label for r in rows] == ["base", "tinylora@13/sft", "tinylora@1/sft", "tinylora@13/grpo", "lora/sft"]
-    assert rows[-1].test_mean is None and rows[-1].selection == "none" and rows[-1].errors == ["out of memory"]
+    table = suite_table([RunRecord(d, None) for d in docs])
+    assert [r.label for r in table.rows] == ["base", "tinylora@13/sft", "tinylora@1/sft", "tinylora@13/grpo"]
+    (failed,) = table.failures   # a point with no successful run has no row; its runs are listed apart
+    assert failed.doc["error"] == "out of memory" and failed.config["method"] == "lora"
 
 
 # ---- resume policy -----------------------------------------------------------------------------------
@@ -278,34 +288,6 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except OSError:
         return False
-
-
-def test_bench_table_and_leaderboard_site_agree(tmp_path):
-    """`pefthub bench` prints, and the site publishes, the same selected rate, mean and interval."""
-    from pefthub.site.aggregate import view_suite
-    from pefthub.site.load import load_leaderboards
-
-    docs = [doc_for(experiment(method="base", trainer="none", lr=None), test=0.2)]
-    for lr, val_shift in ((1e-3, 0.0), (1e-2, 0.1), (1e-4, -0.1)):
-        for seed in range(3):
-            e = experiment(method="lora", lr=lr, seed=seed)
-            docs.append(doc_for(e, val=0.5 + val_shift + 0.01 * seed, test=0.4 + 0.05 * seed + lr, half=0.02))
-    docs.append(doc_for(experiment(method="tinylora", params=13, lr=5e-3), test=0.3))
-    docs.append(doc_for(experiment(method="vera", lr=1e-3, seed=0), status="failed", error="NaN"))
-    results_dir = tmp_path / "leaderboards" / "unit" / "results"
-    for doc in docs:
-        R.write_result(results_dir, doc)
-    ours = {(r.name, r.trainer, r.params_target): r for r in grid.summarize(docs) if r.test_mean is not None}
-    (suite,), problems = load_leaderboards(tmp_path / "leaderboards")
-    assert problems == []
-    theirs = view_suite(suite).rows
-    assert len(theirs) == len(ours) == 3
-    for row in theirs:
-        mine = ours[(row.name, row.trainer, row.runs[0].config.get("params_target"))]
-        assert row.learning_rate == mine.best_lr
-        assert row.seeds == mine.seeds
-        assert row.accuracy == pytest.approx(mine.test_mean)
-        assert (row.ci_low, row.ci_high) == (pytest.approx(mine.ci_low), pytest.approx(mine.ci_high))
 
 
 def test_ctrl_c_records_the_run_as_cancelled(tmp_path):

@@ -215,9 +215,12 @@ def test_kill_9_then_rerun_redoes_nothing_finished(tmp_path):
     assert again.returncode == 0 and f"{len(runs)} already done" in again.stdout and "0 to run" in again.stdout
     for row in ("base", "lora", "tinylora@13"):
         assert row in again.stdout
-    rows = grid.summarize(grid.grid_documents(runs, results))
+    from pefthub.report.records import read_runs
+    from pefthub.report.rows import build_rows
+
+    rows = build_rows(read_runs(results, [e.run_id for e in runs]))
     lora_sft = next(r for r in rows if r.label == "lora/sft")
-    assert lora_sft.selection == "validation" and lora_sft.best_lr in (1e-3, 1e-2)
+    assert lora_sft.lr_selection == "validation" and lora_sft.learning_rate in (1e-3, 1e-2)
 
 
 def test_plan_paper_gsm8k_offline(capsys):
@@ -251,9 +254,9 @@ def test_shipped_cpu_suites_resolve(name, runs):
     assert all(n == target for target, n in tiny.items())
     committed = REPO / "leaderboards" / name / "results"
     if committed.is_dir():  # every committed result is a run of this grid (all of it, once the grid is done)
-        grid = {e.run_id for e in grid.tuned_grid(suite, resolution, committed)}
+        planned = {e.run_id for e in grid.tuned_grid(suite, resolution, committed)}
         files = {p.name.removesuffix(".json") for p in committed.glob("*.json")}
-        assert files <= grid and (files == grid or suite.tune_on_first_seed)
+        assert files <= planned and (files == planned or suite.tune_on_first_seed)
 
 
 class TaggedSFTTrainer(SFTTrainer):

@@ -111,5 +111,8 @@ def test_bench_runs_the_chosen_rate_on_the_remaining_seeds(tmp_path):
     docs = [R.read_result(p) for p in store.glob("*.json") if not p.name.endswith(".samples.json")]
     trained = sorted((d["config"]["seed"], d["config"]["learning_rate"]) for d in docs if d["config"]["method"] != "base")
     assert len(trained) == 3 and [s for s, _ in trained] == [0, 0, 1]
-    row = next(r for r in grid.summarize(docs) if r.method == "lora")
-    assert trained[2][1] == row.best_lr and row.seeds == 2  # seed 1 ran at the rate seed 0 chose
+    from pefthub.report.records import RunRecord
+    from pefthub.report.rows import build_rows
+
+    row = next(r for r in build_rows(RunRecord(d, None) for d in docs) if r.method == "lora")
+    assert trained[2][1] == row.learning_rate and row.seeds == 2  # seed 1 ran at the rate seed 0 chose

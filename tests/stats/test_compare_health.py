@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pefthub.report import health, stats
+from pefthub.report import health
 from pefthub.cli import main
 
 PAPER = Path(__file__).resolve().parents[2] / "leaderboards" / "cpu-paper-shape" / "results"
@@ -60,14 +60,14 @@ def test_no_verdict_when_every_seed_of_an_arm_is_no_op(capsys):
     assert json.loads(out)["tested"] is False
 
 
-def test_row_flag_summary_counts_seeds_from_the_health_module():
-    rows = {r.label: r for r in stats.rows_in(PAPER)}
-    from pefthub.commands.compare import arm_flags
+def test_row_flags_count_seeds_from_the_health_module():
+    from pefthub.report.table import read_table
 
-    flag, flat = arm_flags(rows["tinylora@1/grpo"])
+    rows = {r.label: r for r in read_table(PAPER).rows}
+    flag, flat = rows["tinylora@1/grpo"].flags
     assert (flag.name, flag.flagged, flag.seeds) == (health.NO_OP, 2, 3)
     assert flag.severity == "warning" and flag.untested  # no-op on a majority of seeds: did not train
     assert flat.name == health.FLAT_REWARD and health.did_not_train([flag, flat]) == [flag, flat]
-    [runaway] = arm_flags(rows["tinylora@120/sft"])
+    [runaway] = rows["tinylora@120/sft"].flags
     assert runaway.name == health.RUNAWAY and not runaway.untested and health.did_not_train([runaway]) == []
-    assert arm_flags(rows["base"]) == []  # the base row is what the others are measured against
+    assert rows["base"].flags == []  # the base row is what the others are measured against

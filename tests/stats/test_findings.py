@@ -9,6 +9,8 @@ import pytest
 
 from pefthub import results
 from pefthub.report import findings, health, stats
+from pefthub.report.records import read_records
+from pefthub.report.table import read_table, versus_base
 
 REPO = Path(__file__).resolve().parents[2]
 N = 120
@@ -54,7 +56,7 @@ def synthetic_suite(directory: Path) -> None:
 
 def test_verdicts_on_a_synthetic_suite(tmp_path):
     synthetic_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     checked = {f.claim.key: f for _, fs in findings.check(rows) for f in fs}
     # tinylora@1/grpo answers exactly as base (no-op on its only seed): it did not train, so no verdict
     assert checked["grpo:13-vs-1"].verdict == findings.NOT_TESTED
@@ -95,12 +97,12 @@ def test_findings_of_a_suite_without_results_is_one_error(capsys, tmp_path):
 
 
 def test_the_docs_worked_example_is_generated_from_the_quick_results():
-    rows = stats.rows_in(REPO / "leaderboards" / "quick" / "results")
+    rows = read_table(REPO / "leaderboards" / "quick" / "results").rows
     text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     example = findings.worked_example("quick", rows)
     assert findings.replace_worked_example(text, example) == text, \
         "stale: pefthub findings quick --worked-example docs/benchmarks.md"
-    c = findings.tested_versus_base(rows, health.rows_health(rows))["full/sft"]
+    c = findings.tested_versus_base(rows)["full/sft"]
     assert f"({c.a_only} − {c.b_only}) / 64" in example and stats.fmt_p(c.p_holm) in example
     assert "rows that trained were compared with base" in example
 
@@ -139,11 +141,9 @@ def test_tuning_pilot_and_cost_sections(tmp_path):
     better = mid.copy()
     better[np.flatnonzero(~mid)[:30]] = True
     tuned_run(pilot, 1e-3, 0, better, steps=4)                 # twice the steps, 30 more items right
-    docs, _ = results.load_results_dir(suite)
-    pilots = [("pilot", [(d, results.samples_path(pilot, d["run_id"])) for _, d in
-                         results.load_results_dir(pilot, with_paths=True)[0]])]
-    text = findings.render_markdown("synthetic", stats.rows_in(suite), "x", docs=docs, pilots=pilots,
-                                    results_dir=suite)
+    table = read_table(suite)
+    text = findings.render_markdown("synthetic", table.rows, "x", records=table.records,
+                                    pilots=[("pilot", read_records(pilot))])
     row = next(line for line in text.splitlines() if line.startswith("| `lora/sft` |"))
     assert f"**0.001: {stats.fmt_pct(mid.mean())}%**" in row and "0.01: failed" in row
     assert row.endswith("| 0.001 | high | 3 |")  # the largest rate that succeeded (1e-2 failed); 3 seeds
@@ -157,8 +157,8 @@ def test_headline_counts_rows_against_base_and_states_nulls_as_nulls(tmp_path):
     from pefthub.errors import ConfigError
 
     synthetic_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
-    family = stats.versus_base(rows, next(r for r in rows if r.is_base))
+    rows = read_table(tmp_path).rows
+    family = versus_base(rows, next(r for r in rows if r.is_base))
     text = findings.headline("synthetic", rows)
     better = [label for label, c in family.items() if c.verdict == stats.BETTER]
     worse = [label for label, c in family.items() if c.verdict == stats.WORSE]
@@ -180,7 +180,7 @@ def test_headline_counts_rows_against_base_and_states_nulls_as_nulls(tmp_path):
 
 def test_the_readme_headline_is_generated_from_the_sweep_results(monkeypatch):
     monkeypatch.chdir(REPO)
-    rows = stats.rows_in(REPO / "leaderboards" / "cpu-paper-shape" / "results")
+    rows = read_table(REPO / "leaderboards" / "cpu-paper-shape" / "results").rows
     text = (REPO / "README.md").read_text(encoding="utf-8")
     primary = findings.declared_primary("cpu-paper-shape")
     assert primary == [("tinylora@13/grpo", "tinylora@13/sft")]
@@ -209,8 +209,8 @@ def flagged_suite(directory: Path) -> None:
 
 def test_findings_tables_name_each_rows_health_flags(tmp_path):
     flagged_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
-    flags = health.rows_health(rows)
+    rows = read_table(tmp_path).rows
+    flags = findings.flags_of(rows)
     assert [(f.name, f.flagged, f.seeds) for f in flags["tinylora@13/grpo"]] == [(health.NO_OP, 1, 2)]
     assert [f.name for f in flags["lora/sft"]] == [health.COLLAPSED] and flags["tinylora@13/sft"] == []
     lines = findings.render_markdown("synthetic", rows, "x").splitlines()
@@ -237,11 +237,11 @@ def test_findings_tables_name_each_rows_health_flags(tmp_path):
 
 def test_headline_names_the_flags_of_the_rows_it_mentions(tmp_path):
     flagged_suite(tmp_path)
-    text = findings.headline("synthetic", stats.rows_in(tmp_path))
+    text = findings.headline("synthetic", read_table(tmp_path).rows)
     assert "TinyLoRA at 13 parameters, GRPO − SFT (`tinylora@13/grpo` flagged no-op on 1 of 2 seeds): " in text
     assert "1 row did not train and is not tested (collapsed: `lora/sft`)" in text  # it beat base, but collapsed
     synthetic_suite(tmp_path / "clean")
-    clean = findings.headline("synthetic", stats.rows_in(tmp_path / "clean"))
+    clean = findings.headline("synthetic", read_table(tmp_path / "clean").rows)
     assert "GRPO − SFT: " in clean and "flagged" not in clean
 
 
@@ -301,11 +301,11 @@ def test_reward_rise_over_seeds_and_over_steps():
 
 def test_a_comparison_with_an_arm_that_did_not_train_is_not_tested(tmp_path):
     synthetic_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     before = findings.made(findings.check(rows))
     set_curves(tmp_path, "tinylora@13/grpo", {0: flat_curves([0.1, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0, 0.1])})
-    rows = stats.rows_in(tmp_path)
-    flags = health.rows_health(rows)
+    rows = read_table(tmp_path).rows
+    flags = findings.flags_of(rows)
     assert [f.name for f in flags["tinylora@13/grpo"]] == [health.FLAT_REWARD] and flags["tinylora@13/grpo"][0].untested
     results = findings.check(rows, flags=flags)
     checked = {f.claim.key: f for _, fs in results for f in fs}
@@ -324,13 +324,13 @@ def test_a_comparison_with_an_arm_that_did_not_train_is_not_tested(tmp_path):
     assert "(not in the family) | not tested: did not train (flat-reward) |" in line
     # a rising reward trains: the gate lifts
     set_curves(tmp_path, "tinylora@13/grpo", {0: flat_curves([0.0, 0.05, 0.0, 0.05, 0.6, 0.7, 0.65, 0.7])})
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     assert len(findings.made(findings.check(rows))) == len(before)
 
 
 def test_primary_comparison_is_first_on_its_own_and_counted_once(tmp_path):
     synthetic_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     primary = [("tinylora@13/grpo", "tinylora@13/sft")]
     results = findings.check(rows, primary=primary)
     question, [first] = results[0]
@@ -356,7 +356,7 @@ def test_primary_comparison_is_first_on_its_own_and_counted_once(tmp_path):
 
 def test_verdict_words_match_the_interval(tmp_path):
     synthetic_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     checked = {f.claim.key: f for _, fs in findings.check(rows) for f in fs}
     f = checked["sft:13-vs-base"]   # 25 items worse than base: the interval lies below 0, the paper has +7.0
     assert f.comparison.high < 0 and findings.figure_words(f) == "contradicts the published +7.0"
@@ -387,7 +387,7 @@ def two_seed_suite(directory: Path) -> None:
 
 def test_per_seed_results_list_seeds_worse_than_base(tmp_path):
     two_seed_suite(tmp_path)
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     seeds = findings.per_seed(rows)
     assert [r.seed for r in seeds["lora/sft"]] == [0, 1] and all(r.significant for r in seeds["lora/sft"])
     assert findings.every_seed_significant(seeds["lora/sft"]) == 1
@@ -403,7 +403,7 @@ def test_per_seed_results_list_seeds_worse_than_base(tmp_path):
     text = findings.render_markdown("synthetic", rows, "x")
     assert "## Every seed against the base model" in text
     lora = next(line for line in text.splitlines() if line.startswith("| `lora/sft` | 0 |"))
-    c = stats.versus_base(rows, next(r for r in rows if r.is_base))["lora/sft"]
+    c = versus_base(rows, next(r for r in rows if r.is_base))["lora/sft"]
     if c.verdict == stats.SAME:  # the spread between seeds (12 vs 40 items) keeps it from significance
         assert "not significant after Holm (2 seeds); above base on every seed" in lora
     head = findings.headline("synthetic", rows)
@@ -438,7 +438,7 @@ def test_rows_against_base_show_strict_match_beside_accuracy(tmp_path):
             strict = 0.04 if doc["config"]["method"] == "tinylora" else 0.2
             doc["evaluation"]["test"]["metrics"] = {health.STRICT_METRIC: strict}
             path.write_text(json.dumps(doc))
-    rows = stats.rows_in(tmp_path)
+    rows = read_table(tmp_path).rows
     lines = findings.versus_base_lines(rows)
     assert "| row | trained parameters | seeds | accuracy | strict-match |" in "\n".join(lines)
     assert next(x for x in lines if x.startswith("| `tinylora@13/sft` |")).split(" | ")[4] == "4.0%"

@@ -14,9 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from pefthub.report import health
 from pefthub import results as R
+from pefthub.report import health
 from pefthub.report.health import COLLAPSED, NO_OP, NO_SIGNAL, RUNAWAY, THRESHOLDS, Thresholds, assess, at_token_cap
+from pefthub.report.records import RunRecord, eval_max_new_tokens, items_of
+from pefthub.report.rows import build_rows
+from pefthub.report.table import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "leaderboards" / "quick" / "results"
@@ -187,12 +190,18 @@ def test_a_healthy_run_has_no_flags(base):
     assert h.flags == [] and h.measures["identical"] == 0 and h.measures["correct"] == 18
 
 
-def test_assess_all_picks_the_comparable_base_and_skips_failed_runs(base):
+def record(doc, samples=None):
+    """A run record as :func:`pefthub.report.records.read_records` makes it from a document and samples."""
+    items = items_of(samples, "test", eval_max_new_tokens(doc)) if samples is not None else None
+    return RunRecord(doc, None, items={"test": items} if items else {})
+
+
+def test_suite_health_picks_the_comparable_base_and_skips_failed_runs(base):
     other_base = make_doc("base", "none", correct=10, eval_=dict(EVAL, max_new_tokens=64), seed=1)
     run = make_doc(correct=10)
     failed = dict(make_doc(correct=1, seed=2), status="failed")
-    samples = {base[0]["run_id"]: base[1], other_base["run_id"]: make_samples(correct=0), run["run_id"]: base[1]}
-    out = health.assess_all([other_base, run, base[0], failed], lambda d: samples.get(d["run_id"]))
+    records = [record(other_base, make_samples(correct=0)), record(run, base[1]), record(*base), record(failed)]
+    out = health.suite_health(records, build_rows(records))
     assert list(out) == [run["run_id"]]
     assert out[run["run_id"]].base_run_id == base[0]["run_id"] and out[run["run_id"]].names == [NO_OP]
 
@@ -201,8 +210,9 @@ def test_row_flags_count_seeds(base):
     a = assess(make_doc(correct=10), make_samples(correct=10), *base)
     b = assess(make_doc(correct=10, seed=1), make_samples(correct=12), *base)
     (flag,) = health.row_flags([a, b])
-    assert flag.name == NO_OP and flag.detail.endswith("[1 of 2 seeds]")
-    assert health.row_flags([a]) == a.flags and health.row_flags([None]) == []
+    assert flag.name == NO_OP and (flag.flagged, flag.seeds) == (1, 2) and flag.words() == "no-op on 1 of 2 seeds"
+    assert flag.detail.startswith("40 of 40 test completions byte-identical to base; same score (the other seed: ")
+    assert [f.name for f in health.row_flags([a])] == a.names and health.row_flags([None]) == []
 
 
 def test_thresholds_live_in_one_frozen_dataclass_with_a_reason_each():
@@ -220,11 +230,11 @@ def test_thresholds_live_in_one_frozen_dataclass_with_a_reason_each():
 # ---- the committed quick results ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick():
-    docs, skipped = R.load_results_dir(QUICK)
+    skipped = []
+    table = read_table(QUICK, skipped)
     assert not skipped
-    out = health.assess_all(docs, health.samples_in(QUICK))
     label = lambda d: f"{d['config']['method']}/{d['config']['trainer']}"  # noqa: E731
-    return {label(d): out[d["run_id"]] for d in docs if d["run_id"] in out}
+    return {label(r.doc): table.health[r.run_id] for r in table.records if r.run_id in table.health}
 
 
 def test_committed_quick_results_reproduce_the_identical_counts(quick):
@@ -263,7 +273,7 @@ def test_token_cap_proxy_matches_the_tokenizer_on_committed_results():
     hits = 0
     for doc in docs:
         cap = doc["config"]["eval"]["max_new_tokens"]
-        for s in health.test_records(R.read_samples(R.samples_path(QUICK, doc["run_id"]))):
+        for s in (r for r in R.read_samples(R.samples_path(QUICK, doc["run_id"])) if r.get("split", "test") == "test"):
             tokens = len(tok(s["completion"], add_special_tokens=False)["input_ids"])
             assert at_token_cap(s["completion"], cap) == (tokens >= cap), (doc["run_id"], s["id"])
             hits += tokens >= cap
@@ -285,19 +295,13 @@ def test_health_command_json_and_a_bad_suite_is_one_line(capsys):
 def test_bench_results_table_marks_flagged_rows():
     from rich.console import Console
 
-    from pefthub import grid
-    from pefthub.commands.bench import print_health, print_results, row_health_flags
+    from pefthub.commands.bench import print_health, print_results
 
-    docs, _ = R.load_results_dir(QUICK)
     console = Console(record=True, width=250)
     suite = SimpleNamespace(name="quick", model="smollm2-135m-instruct", task={"name": "basic_arithmetic"})
-    healths = health.assess_all(docs, health.samples_in(QUICK))
-    rows = grid.summarize(docs)
-    flags = row_health_flags(rows, healths, docs)
-    for row in rows:
-        row.flags = [f.name for f in flags[row.label]]
-    print_results(console, suite, rows, total=15, have=15)
-    print_health(console, rows, flags)
+    table = read_table(QUICK)
+    print_results(console, suite, table, total=15, have=15)
+    print_health(console, table.rows)
     lines = console.export_text().splitlines()
     def flags_cell(name, trainer):
         line = next(x for x in lines if x.startswith(f"│ {name} ") and f"│ {trainer} " in x)
@@ -306,7 +310,7 @@ def test_bench_results_table_marks_flagged_rows():
     assert flags_cell("vera", "grpo") == "no-op, flat-reward"  # as the findings page says of the same rows
     assert flags_cell("full", "grpo") == "no-op, no-signal, flat-reward"
     assert flags_cell("bitfit", "sft") == ""
-    assert "⚑ no-op vera/grpo: 62/64 test completions byte-identical to base; same score (15/64)" in lines
+    assert "⚑ no-op vera/grpo: 62 of 64 test completions byte-identical to base; same score" in lines
     assert "⚑ runaway lora/grpo: 19/64 test completions cut off by the token cap (base 0/64)" in lines
     assert any(x.startswith("⚑ flat-reward lora/grpo: reward rise (second half of 4 steps − first half)") for x in lines)
 

@@ -13,6 +13,7 @@ from scipy.stats import norm
 
 from pefthub import results
 from pefthub.report import stats
+from pefthub.report.power import detectable_difference, mcnemar_power
 
 QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "quick" / "results"
 
@@ -99,13 +100,13 @@ def test_broadcast_single_run_equals_the_crossed_design_on_differences():
 
 
 def test_power_is_larger_when_errors_move_one_way():
-    one_way = stats.detectable_difference(64, 0.25, assumption="one-way")
-    independent = stats.detectable_difference(64, 0.25, assumption="independent")
+    one_way = detectable_difference(64, 0.25, assumption="one-way")
+    independent = detectable_difference(64, 0.25, assumption="independent")
     assert 0 < one_way < independent < 0.5
-    assert stats.detectable_difference(400, 0.25, assumption="independent") < independent
+    assert detectable_difference(400, 0.25, assumption="independent") < independent
     # one-way at n = 64: 6 discordant pairs all one way reach p = 2 / 64 < .05; power .8 needs P(m >= 6) >= .8
-    assert stats.mcnemar_power(64, one_way, one_way) >= 0.8
-    assert stats.mcnemar_power(64, one_way - 0.005, one_way - 0.005) < 0.8
+    assert mcnemar_power(64, one_way, one_way) >= 0.8
+    assert mcnemar_power(64, one_way - 0.005, one_way - 0.005) < 0.8
 
 
 # ---- coverage by simulation ---------------------------------------------------------------------------
@@ -166,16 +167,24 @@ def test_single_seed_exact_interval_is_conservative(n, effect, shift_sd, bound):
 
 # ---- on the committed quick results -------------------------------------------------------------------
 def quick_rows(directory=QUICK):
-    pairs, _ = results.load_results_dir(directory, with_paths=True)
-    return stats.rows_from_docs((doc, results.samples_path(directory, doc["run_id"])) for _, doc in pairs)
+    from pefthub.report.table import read_table
+
+    return read_table(directory).rows
 
 
 def test_quick_rows_against_base_are_paired_and_holm_corrected():
+    from pefthub.report.health import did_not_train
+    from pefthub.report.table import versus_base
+
     rows = quick_rows()
     base = next(r for r in rows if r.is_base)
-    out = stats.versus_base(rows, base)
+    out = versus_base(rows, base)
     assert len(out) == 14 and all(isinstance(c, stats.Comparison) for c in out.values())
-    for c in out.values():
+    trained = [out[r.label] for r in rows if not r.is_base and not did_not_train(r.flags)]
+    assert 0 < len(trained) < 14 and all(c.p_holm is not None for c in trained)
+    assert all(c.p_holm is None and c.verdict is None for c in out.values() if c not in trained)
+    assert stats.holm([c.p_value for c in trained]) == [c.p_holm for c in trained]
+    for c in trained:
         assert c.both_right + c.a_only + c.b_only + c.both_wrong == 64
         assert c.delta == pytest.approx((c.a_only - c.b_only) / 64)
         assert c.p_value == pytest.approx(stats.mcnemar_p(c.a_only, c.b_only))
@@ -187,52 +196,34 @@ def test_quick_rows_against_base_are_paired_and_holm_corrected():
 
 
 def test_rows_on_different_items_refuse_with_one_reason(tmp_path):
+    from pefthub.report.records import record_of
+    from pefthub.report.rows import one_run_row
+
     rows = quick_rows()
     base = next(r for r in rows if r.is_base)
     other = next(r for r in rows if r.label == "lora/sft")
+
+    def row_of(doc, samples):
+        return one_run_row(record_of(doc, samples=samples), other.label)
+
     moved = tmp_path / "moved.samples.jsonl"
-    lines = other.samples[0].read_text().splitlines()
+    lines = other.records[0].samples_file.read_text().splitlines()
     records = [json.loads(x) for x in lines]
     records[0]["id"] = "chain_sum-test-9999"
     moved.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    changed = stats.StatRow(other.label, other.config, other.docs, [moved])
+    changed = row_of(other.docs[0], moved)
     with pytest.raises(stats.PairingError, match="different items.*1 of 64"):
         stats.compare_rows(changed, base)
     doc = json.loads(json.dumps(other.docs[0]))
     doc["config"]["task"]["max_terms"] = 4
     with pytest.raises(stats.PairingError, match="different task configs"):
-        stats.compare_rows(stats.StatRow(other.label, doc["config"], [doc], other.samples), base)
+        stats.compare_rows(row_of(doc, other.records[0].samples_file), base)
     doc = json.loads(json.dumps(other.docs[0]))
     doc["evaluation"]["test"]["protocol"]["max_new_tokens"] = 256
     with pytest.raises(stats.PairingError, match="evaluation protocol.*max_new_tokens"):
-        stats.compare_rows(stats.StatRow(other.label, other.config, [doc], other.samples), base)
+        stats.compare_rows(row_of(doc, other.records[0].samples_file), base)
     with pytest.raises(stats.PairingError, match="no samples file"):
-        stats.compare_rows(stats.StatRow(other.label, other.config, other.docs, [tmp_path / "none.jsonl"]), base)
-
-
-def test_cli_summary_and_site_report_identical_numbers(tmp_path):
-    """The committed quick results through `pefthub bench`'s summary and the site's aggregation."""
-    from pefthub import grid
-    from pefthub.site.aggregate import view_suite
-    from pefthub.site.load import load_leaderboards
-
-    root = tmp_path / "leaderboards" / "quick"
-    shutil.copytree(QUICK, root / "results")
-    docs = [doc for _, doc in results.load_results_dir(root / "results", with_paths=True)[0]]
-    ours = {r.label: r for r in grid.summarize(docs, results_dir=root / "results")}
-    (suite,), problems = load_leaderboards(tmp_path / "leaderboards")
-    assert problems == []
-    view = view_suite(suite)
-    assert len(view.rows) == len(ours) == 15
-    for row in view.rows:
-        mine = ours[row.label]
-        assert (row.accuracy, row.ci_low, row.ci_high, row.ci_method, row.learning_rate, row.lr_selection) == (
-            mine.test_mean, mine.ci_low, mine.ci_high, mine.ci_method, mine.best_lr, mine.selection)
-        if row.is_base:
-            continue
-        theirs, mine = row.vs_base, mine.vs_base
-        assert (theirs.delta, theirs.low, theirs.high, theirs.p_value, theirs.p_holm, theirs.verdict) == (
-            mine.delta, mine.low, mine.high, mine.p_value, mine.p_holm, mine.verdict)
+        stats.compare_rows(row_of(other.docs[0], tmp_path / "none.jsonl"), base)
 
 
 # ---- pefthub compare ------------------------------------------------------------------------------------
@@ -279,7 +270,7 @@ def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_p
     code, out, err = run_cli(capsys, "plan", "quick", "--json")
     assert code == 0, err
     power = json.loads(out)["power"]
-    expected_one_way = stats.detectable_difference(64, 15 / 64, assumption="one-way")
+    expected_one_way = detectable_difference(64, 15 / 64, assumption="one-way")
     assert power["test_items"] == 64 and power["seeds"] == 1 and power["base_accuracy"] == 15 / 64
     assert power["detectable_gain_one_way"] == expected_one_way and power["smoke"] is True
     assert "not methods a few points apart" in power["summary"]
@@ -289,7 +280,7 @@ def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)   # no stored results: the base accuracy must be given
     assert suite_power(suite, None) is None
     given = suite_power(suite, 0.5)
-    assert given.base_source == "given" and given.independent == stats.detectable_difference(
+    assert given.base_source == "given" and given.independent == detectable_difference(
         64, 0.5, assumption="independent")
 
 
@@ -298,17 +289,18 @@ def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
 
     from rich.console import Console
 
-    from pefthub import grid
     from pefthub.commands.bench import print_results
+    from pefthub.report.table import read_table
 
-    docs = [doc for _, doc in results.load_results_dir(QUICK, with_paths=True)[0]]
-    rows = grid.summarize(docs, results_dir=QUICK)
+    table = read_table(QUICK)
     console = Console(record=True, width=220)
-    print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), rows, total=15, have=15)
+    print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), table, total=15, have=15)
     text = console.export_text()
-    full = next(r for r in rows if r.label == "full/sft").vs_base
+    full = table.row("full/sft").vs_base
+    family = sum(r.vs_base is not None and r.vs_base.p_holm is not None for r in table.rows)
     flat = " ".join(text.split())
-    assert stats.interval_text(full) in text and "≈ base" in text and "Holm's correction over 14 rows" in flat
+    assert stats.interval_text(full) in text and "not tested" in text
+    assert f"Holm's correction over the {family} rows that trained" in flat
     assert "the interval inverts the same test (it contains 0 exactly when p ≥ 0.05)" in flat
     assert "Smoke run: 64 test items, 1 seed" in flat
 
@@ -332,17 +324,19 @@ def test_chosen_rate_at_the_edge_of_its_grid_is_flagged(best, edge):
 
     from rich.console import Console
 
-    from pefthub import grid
     from pefthub.commands.bench import print_results
+    from pefthub.report.records import RunRecord
+    from pefthub.report.table import suite_table
 
     docs = lr_docs(best)
     selection = stats.select_learning_rate(docs)
     assert selection.rule == stats.LR_SELECTED and list(selection.chosen) == [(1e-4, 1e-3, 1e-2)[best]]
     assert selection.at_edge == edge
-    (row,) = grid.summarize(docs)
-    assert row.lr_at_edge == edge and row.best_lr == (1e-4, 1e-3, 1e-2)[best]
+    table = suite_table([RunRecord(d, None) for d in docs])
+    (row,) = table.rows
+    assert row.lr_at_edge == edge and row.learning_rate == (1e-4, 1e-3, 1e-2)[best]
     console = Console(record=True, width=220)
-    print_results(console, SimpleNamespace(name="s", model="m", task={"name": "t"}), [row], total=3, have=3)
+    print_results(console, SimpleNamespace(name="s", model="m", task={"name": "t"}), table, total=3, have=3)
     text = console.export_text()
     marked = {"low": "0.0001 ◂", "high": "0.01 ▸"}.get(edge)
     assert (marked in text) if edge else ("◂" not in text and "▸" not in text)

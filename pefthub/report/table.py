@@ -1,0 +1,105 @@
+"""A suite's table: its rows (:func:`pefthub.report.rows.build_rows`), the reference row, each run's
+health and each row's flags, and every row against the base model, from one read of its records.
+
+`pefthub bench` prints it, `pefthub findings` and `pefthub compare` reason over it, and the site shows
+it (:func:`pefthub.site.aggregate.view_suite`): they cannot disagree on a row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from pefthub.report import health, stats
+from pefthub.report.records import RunRecord, read_records
+from pefthub.report import rows as row_rules
+from pefthub.report.rows import Row, build_rows
+
+
+@dataclass
+class SuiteTable:
+    """Everything the reports say about one results directory."""
+
+    records: list[RunRecord]
+    rows: list[Row]                                    # order of each point's first run
+    base: Row | None                                   # the reference row (:func:`base_row`)
+    health: dict[str, health.Health] = field(default_factory=dict)   # run id -> flags and measures
+
+    @property
+    def successes(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status == "success"]
+
+    @property
+    def failures(self) -> list[RunRecord]:
+        """Failed and cancelled runs, oldest first."""
+        return sorted((r for r in self.records if r.status != "success"),
+                      key=lambda r: (r.doc.get("finished_at") or r.doc.get("started_at") or "", r.run_id))
+
+    @property
+    def flags(self) -> dict[str, list[health.RowFlag]]:
+        """Each row's flags by label."""
+        return {r.label: r.flags for r in self.rows}
+
+    def row(self, label: str) -> Row | None:
+        return next((r for r in self.rows if r.label == label), None)
+
+
+def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPHA) -> dict[str, stats.Comparison | str]:
+    """Every scored non-base row against ``base``: a comparison, or why it could not be paired. The Holm
+    family is the rows that trained; a row that did not train (its flags, :func:`health.did_not_train`)
+    is compared for the record only: no Holm p, no verdict."""
+    scored = [r for r in rows if not r.is_base and r.accuracy is not None]
+    if base is None:
+        return {r.label: "no base-model row in this suite" for r in scored}
+    try:
+        reference = stats.item_scores(base)
+    except stats.PairingError as exc:
+        return {r.label: str(exc) for r in scored}
+    out: dict[str, stats.Comparison | str] = {}
+    for row in scored:
+        try:
+            out[row.label] = stats.compare(stats.item_scores(row), reference)
+        except stats.PairingError as exc:
+            out[row.label] = str(exc)
+    family = [c for r in scored if isinstance(c := out[r.label], stats.Comparison) and not health.did_not_train(r.flags)]
+    for c, adjusted in zip(family, stats.holm([c.p_value for c in family])):
+        c.p_holm = adjusted
+        c.verdict = stats.SAME if adjusted >= alpha else (stats.BETTER if c.delta > 0 else stats.WORSE)
+    return out
+
+
+def suite_table(records: Sequence[RunRecord]) -> SuiteTable:
+    """The table of a suite's records: rows, reference row, health, flags and comparisons with base."""
+    records = list(records)
+    rows = build_rows(records)
+    base = row_rules.base_row(rows)
+    healths = health.suite_health(records, rows)
+    for row in rows:
+        row.flags = health.row_health(row, healths)
+        if base is not None and row.accuracy is not None:
+            row.delta_vs_base = row.accuracy - base.accuracy
+    for label, outcome in versus_base(rows, base).items():
+        row = next(r for r in rows if r.label == label)
+        if isinstance(outcome, stats.Comparison):
+            row.vs_base = outcome
+        else:
+            row.vs_base_note = outcome
+    return SuiteTable(records, rows, base, healths)
+
+
+def read_table(results_dir: str | os.PathLike, skipped: list[tuple[Path, str]] | None = None) -> SuiteTable:
+    """:func:`suite_table` of a results directory, read once (:func:`pefthub.report.records.read_records`)."""
+    return suite_table(read_records(results_dir, skipped))
+
+
+def trainer_pairs(rows: Sequence[Row]) -> list[stats.Comparison | tuple[str, str, str]]:
+    """Rows that differ only in trainer, compared (GRPO first), or (A, B, why they could not be paired)."""
+    out: list[stats.Comparison | tuple[str, str, str]] = []
+    for a, b in stats.trainer_pairs([r for r in rows if r.accuracy is not None]):
+        try:
+            out.append(stats.compare_rows(a, b))
+        except stats.PairingError as exc:
+            out.append((a.label, b.label, str(exc)))
+    return out
