@@ -30,7 +30,8 @@ SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods", "device", "dtype", "vllm", "primary"}
-GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges"}
+GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges",
+             "primary_seeds"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources", "trainer_options"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
 #: registered trainer (``pefthub trainers``) may be named instead.
@@ -84,10 +85,20 @@ class Suite:
     #: ``primary = ["A - B", ...]``: the comparisons (row labels) the suite was built to test; findings test
     #: them on their own, first. Not part of any run's config, so it changes no run id.
     primary: list[tuple[str, str]] = field(default_factory=list)
+    #: ``grid.primary_seeds``: the seeds of the rows in ``primary`` (the grid's seeds first, then more), so the
+    #: comparison the suite was built for gets more seeds than the rest; empty: every row runs ``seeds``.
+    primary_seeds: list[int] = field(default_factory=list)
 
     @property
     def file(self) -> Path:
         return self.path / SUITE_FILE
+
+    def seeds_for(self, row: str | None) -> list[int]:
+        """The seeds row ``row`` (e.g. ``tinylora@13/grpo``) runs: ``primary_seeds`` for a row of a primary
+        comparison when set, else the grid's ``seeds``."""
+        if self.primary_seeds and row is not None and any(row in pair for pair in self.primary):
+            return self.primary_seeds
+        return self.seeds
 
 
 @dataclass
@@ -273,11 +284,25 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
                 c.fail("eval.validation_limit", f"is 0 but method '{spec.name}' has {most} learning rates"
                        f"{' (and extend_edges)' if extend_edges else ''}; the best one is selected on the "
                        "validation split, so set it > 0")
+    primary = _primary(c, data.get("primary", []))
+    primary_seeds = _primary_seeds(c, grid.get("primary_seeds", []), seeds, primary)
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
                  tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, placement=placement, vllm=vllm,
-                 primary=_primary(c, data.get("primary", [])))
+                 primary=primary, primary_seeds=primary_seeds)
+
+
+def _primary_seeds(c: _Checker, value: Any, seeds: list[int], primary: list[tuple[str, str]]) -> list[int]:
+    """``grid.primary_seeds``: the grid's seeds in order, then more; only with ``primary`` comparisons."""
+    if value == []:
+        return []
+    out = [c.integer(s, "grid.primary_seeds", 0) for s in c.nonempty_list(value, "grid.primary_seeds")]
+    if not primary:
+        c.fail("grid.primary_seeds", 'needs primary = ["A - B"] (the rows that run these seeds)')
+    if out[:len(seeds)] != seeds or len(out) <= len(seeds) or len(set(out)) != len(out):
+        c.fail("grid.primary_seeds", f"must be grid.seeds {seeds} followed by more distinct seeds (got {out})")
+    return out
 
 
 def _primary(c: _Checker, value: Any) -> list[tuple[str, str]]:
@@ -526,9 +551,9 @@ def expand(suite: Suite, resolution: Resolution | None = None,
             row = f"{method_label(spec.name, item.params_target)}/{trainer}"
             tune = (tuning or {}).get(row) or RowTuning()
             for lr in [*spec.rates(trainer), *tune.extra_rates]:
-                seeds = suite.seeds
+                seeds = suite.seeds_for(row)
                 if suite.tune_on_first_seed and lr != tune.chosen:
-                    seeds = suite.seeds[:1]
+                    seeds = seeds[:1]
                 for seed in seeds:
                     config = {
                         "model": suite.model, "task": resolution.task, "trainer": trainer,

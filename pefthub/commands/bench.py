@@ -187,6 +187,8 @@ def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
     if rows:
         console.print(f"{rows} row(s) still choose their learning rate on seed {suite.seeds[0]}; then "
                       f"{len(suite.seeds) - 1} more seed(s) each run at the chosen rate"
+                      + (f" ({len(suite.primary_seeds) - 1} for the rows of the primary comparison)"
+                         if suite.primary_seeds else "")
                       + (f" (or up to {suite.extend_edges} more rate(s) first, when it is at a grid edge)"
                          if suite.extend_edges else ""))
         others = grid.waiting_on_others(suite, experiments, results_dir) if results_dir is not None else 0
