@@ -7,9 +7,10 @@
 
 For a suite, plan also estimates each run's GPU memory per GPU (weights, trainable state, activations,
 vLLM) and GPU-hours, flags the runs that do not fit their requested GPUs with the fix, and says whether
-the model's weights are on this machine (pefthub/memory_plan.py; docs/gpu.md). It also prints its power: the smallest gain over the base model its test size can
-detect (80% power, two-sided α 0.05, exact McNemar), with the base accuracy measured from the suite's
-stored base result or given with --base-accuracy (docs/benchmarks.md, "Power").
+the model's weights are on this machine (pefthub/memory_plan.py; docs/gpu.md). It also prints its power: the smallest gain over the base model it can
+detect at its seeds and test items (80% power, two-sided α 0.05; pefthub/report/power.py), with the item and seed
+variance measured on the suite's stored results, or from the items alone (exact McNemar) with the base accuracy
+given by --base-accuracy (docs/benchmarks.md, "Power").
 
 Models: shipped architecture configs (qwen2.5-7b-instruct, qwen2.5-0.5b-instruct,
 smollm2-135m-instruct), the tiny test models, a local directory or a cached hub id.
@@ -197,9 +198,8 @@ def suite_gpu_plan(suite, resolution=None, *, gpu_memory_gb: float | None = None
 
     resolution = suites.resolve(suite) if resolution is None else resolution
     experiments = suites.expand(suite, resolution)
-    rows = [(f"{suites.method_label(m.spec.name, m.params_target)}/{t}", len(m.spec.rates(t)))
-            for m in resolution.methods for t in m.spec.trainers]
-    runs = {label: _planned_runs(suite, rates, label) for label, rates in rows}
+    runs = {f"{suites.method_label(m.spec.name, m.params_target)}/{t}": _planned_runs(suite, len(m.spec.rates(t)))
+            for m in resolution.methods for t in m.spec.trainers}
     runs[f"{suites.BASE_METHOD}/{suites.BASE_TRAINER}"] = 1
     memory = gpu_memory_gb or mp.DEFAULT_GPU_MEMORY_GB
     tflops = gpu_tflops or mp.DEFAULT_GPU_TFLOPS

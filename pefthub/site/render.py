@@ -19,6 +19,7 @@ from pefthub import __version__
 from pefthub.report import findings, stats
 from pefthub.report import health as run_health
 from pefthub.report.power import suite_power
+from pefthub.report.curves import budget_curves
 from pefthub.site import plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
 from pefthub.site.load import Problem, Run
@@ -262,6 +263,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
                                          x_title="Peak memory", front=pareto_front(view.ranked, memory))
     pareto_time, _ = plots.pareto_plot(view.ranked, view.base, styles, cost=seconds, kind="duration",
                                        x_title="Training time", front=pareto_front(view.ranked, seconds))
+    budget_plot, _ = plots.budget_curves_plot(budget_curves(view.rows, view.base), styles)
     return {
         "name": view.suite.name, "slug": slug, "anchor": f"suite-{slug}",
         "models": view.models, "tasks": [task_text(t) for t in view.tasks],
@@ -271,7 +273,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         "trainers": sorted({r.trainer for r in view.rows if not r.is_base}),
         "n_flagged": sum(1 for r in view.rows if r.flags), "flag_meaning": run_health.MEANING,
         "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
-        "pareto_memory": pareto_memory, "pareto_time": pareto_time,
+        "pareto_memory": pareto_memory, "pareto_time": pareto_time, "budget_plot": budget_plot,
         "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.name, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
         "failures": [_run_brief(r, links) for r in view.failures],
         "pairs": [_pair(p) for p in view.trainer_pairs], "findings": findings_context(view),
