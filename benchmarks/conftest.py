@@ -54,6 +54,8 @@ def pytest_addoption(parser):
     parser.addoption("--performance-doc", default=None, metavar="PAGE",
                      help="after the run, merge its results into PAGE's data file (PAGE with .json) and "
                           "re-render PAGE (e.g. docs/performance.md); needs --benchmark-json")
+    parser.addoption("--site-runs", default="101", metavar="N[,N...]",
+                     help="results-directory sizes for benchmarks/test_site_scale.py (docs/performance.md: 5001)")
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

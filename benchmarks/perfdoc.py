@@ -133,6 +133,11 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
         Headline("step peak, prompts shared", "step_peak_shared_prompts_gb", " GB", "rows whole",
                  "step_peak_whole_rows_gb", "step_peak_shared_over_whole", "× whole"),
     ),
+    "test_site_build_scale": (
+        Headline("`site build` wall time, {runs} runs", "wall_s", " s", goal="≤ {goal_wall_s} s", met="wall_met"),
+        Headline("`site build` peak RSS, {runs} runs", "peak_rss_gb", " GB", goal="≤ {goal_rss_gb} GB", met="rss_met"),
+        Headline("site on disk, {runs} runs", "site_mb", " MB", goal="≤ {goal_site_mb} MB", met="size_met"),
+    ),
     "test_run_end_to_end": (
         Headline("one run, total", "after_total_s", " s", "before the cost work", "before_total_s",
                  "total_after_over_before", "× before"),

@@ -22,9 +22,9 @@ from pefthub import __version__
 from pefthub.report import findings
 from pefthub.report import health as run_health
 from pefthub.errors import ConfigError
-from pefthub.site import plots, render
+from pefthub.site import items, plots, render
 from pefthub.site.aggregate import SuiteView, view_suite
-from pefthub.site.load import RESULTS_SUBDIR, Problem, Suite, find_suites, load_leaderboards, read_samples
+from pefthub.site.load import RESULTS_SUBDIR, Problem, Suite, find_suites, read_samples, run_record, stream_suite
 
 ASSETS = Path(__file__).with_name("assets")
 MARKER = ".pefthub-site"
@@ -112,68 +112,84 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _write_suite(staging: Path, env, suite: Suite, view: SuiteView, slug: str, root: Path,
-                 problems: list[Problem], max_samples: int, n_files: int) -> int:
-    links = render.Links(slug)
-    pages = 0
+@dataclass
+class _SuiteRead:
+    """One suite as the first pass left it: its runs, its view, and per run what its page needs."""
+
+    suite: Suite
+    slug: str
+    view: SuiteView | None = None
+    pages: dict[str, tuple[items.Where, dict, Problem | None]] = field(default_factory=dict)
+
+
+def _read_suite(staging: Path, name: str, results_dir: Path, slug: str, root: Path, problems: list[Problem]) -> _SuiteRead:
+    """Read a suite's result files one at a time, each samples file once: its items file is written
+    and the report layer's record of every run kept, from which the suite's rows are built."""
+    read = _SuiteRead(Suite(name=name, results_dir=results_dir), slug)
+    records, shared = [], {}
+    with items.ItemsWriter(staging / render.Links(slug).items()) as writer:
+        for run, doc in stream_suite(name, results_dir, root, problems):
+            samples, problem = read_samples(run, root)
+            if problem:
+                problems.append(problem)
+            read.pages[run.run_id] = (writer.add(doc, samples), render.samples_summary(samples), problem)
+            records.append(run_record(run, samples, problem, shared))
+            read.suite.runs.append(run)
+    read.view = view_suite(read.suite, records)
+    return read
+
+
+def _write_suite(staging: Path, env, read: _SuiteRead, root: Path, max_samples: int, n_files: int) -> int:
+    """Each run's page (its whole document read again, one at a time) and the suite's downloads."""
+    suite, view, links = read.suite, read.view, render.Links(read.slug)
     for run in suite.runs:
-        samples, problem = read_samples(run, root)
-        if problem:
-            problems.append(problem)
-        samples_copied = False
-        source = run.samples_file()
-        if source is not None and problem is None:
-            target = staging / links.samples(run.run_id)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            samples_copied = True
-        _write(staging / links.raw(run.run_id),
-               json.dumps(run.doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+        where, summary, problem = read.pages[run.run_id]
         _write(staging / links.run(run.run_id),
-               render.render_run(env, run, links, samples=samples, samples_problem=problem,
-                                 health=view.health.get(run.run_id),
-                                 samples_copied=samples_copied, max_samples=max_samples, n_result_files=n_files))
-        pages += 1
-    _write(staging / "downloads" / f"{slug}.csv", table_csv(view))
-    _write(staging / "downloads" / f"{slug}.json", table_json(view))
-    _write(staging / "downloads" / f"{slug}-findings.md",
+               render.render_run(env, run, links, doc=run.full_doc(), samples=summary, samples_problem=problem,
+                                 where=where, health=view.health.get(run.run_id), max_samples=max_samples,
+                                 n_result_files=n_files))
+    _write(staging / "downloads" / f"{read.slug}.csv", table_csv(view))
+    _write(staging / "downloads" / f"{read.slug}.json", table_json(view))
+    _write(staging / "downloads" / f"{read.slug}-findings.md",
            findings.render_markdown(suite.name, render.view_stat_rows(view),
                                     source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}",
                                     primary=findings.declared_primary(suite.name)))
-    return pages
+    return len(suite.runs)
 
 
 def build_site(root: str | os.PathLike, out: str | os.PathLike, *, max_samples: int = DEFAULT_MAX_SAMPLES) -> BuildResult:
     """Read every suite under ``root`` and write the static site to ``out``; return what was built.
 
     Corrupt or foreign result files become :attr:`BuildResult.problems` (also shown on the
-    index page); they never stop the build.
+    index page); they never stop the build. Result files are read one at a time and each samples
+    file once (:func:`_read_suite`), so memory stays bounded as a results directory grows.
     """
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise ConfigError(f"results directory {root} does not exist (run a suite first, e.g. `pefthub bench quick`)")
-    _check_output(root, out, find_suites(root))
-    suites, problems = load_leaderboards(root)
-    n_files = sum(len(s.runs) for s in suites) + sum(1 for p in problems)
-    views = [view_suite(s) for s in suites]
-    styles = plots.Styles.for_names(sorted({r.name for s in suites for r in s.runs if not r.is_base}),
-                                    sorted({r.trainer for s in suites for r in s.runs if not r.is_base}))
+    found = find_suites(root)
+    _check_output(root, out, found)
     env = render.environment()
     result = BuildResult(index=out / "index.html")
+    problems: list[Problem] = []
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         shutil.copytree(ASSETS, staging / "assets")
         taken: set[str] = set()
+        suites = [_read_suite(staging, name, results_dir, slugify(name, taken), root, problems)
+                  for name, results_dir in found]
+        n_files = sum(len(r.suite.runs) for r in suites) + len(problems)
+        runs = [run for r in suites for run in r.suite.runs if not run.is_base]
+        styles = plots.Styles.for_names(sorted({r.name for r in runs}), sorted({r.trainer for r in runs}))
         contexts = []
-        for suite, view in zip(suites, views):
-            slug = slugify(suite.name, taken)
-            result.pages += _write_suite(staging, env, suite, view, slug, root, problems, max_samples, n_files)
-            context = render.suite_context(view, slug, styles)
+        for read in suites:
+            result.pages += _write_suite(staging, env, read, root, max_samples, n_files)
+            context = render.suite_context(read.view, read.slug, styles)
             contexts.append(context)
-            result.suites[suite.name] = len(suite.runs)
-            result.plot_points[suite.name] = context["n_points"]
+            result.suites[read.suite.name] = len(read.suite.runs)
+            result.plot_points[read.suite.name] = context["n_points"]
         _write(staging / "index.html", render.render_index(env, contexts, problems, n_files))
         _write(staging / MARKER, f"Built by pefthub {__version__}; `pefthub site build` replaces this directory.\n")
         _swap_in(staging, out)

@@ -4,6 +4,12 @@ Reading, upgrading and validating one file is :mod:`pefthub.results`' job; this 
 groups files into suites, drops duplicates, locates each run's samples file without trusting the
 name written inside the result, and turns every unusable file into a :class:`Problem` (file and
 reason) instead of an exception, so one bad file never stops the build.
+
+Files are read one at a time (:func:`stream_suite`) and each run keeps only what the rows read
+(the report layer's trimmed document; a run page reads its whole document again,
+:meth:`Run.full_doc`); samples are held for one run at a time, and what the reports need of them
+is kept as the report layer's compact record (:func:`run_record`), so the site reads each samples
+file once and memory grows by a few kilobytes per run.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pefthub import results
+from pefthub.report import records as run_records
 from pefthub.site.metrics import is_number
 
 RESULTS_SUBDIR = "results"
+#: Top-level keys of a result document that only its run page shows in full; the rows read at most
+#: :data:`pefthub.report.records.ENVIRONMENT_KEYS` of them.
+PAGE_ONLY_KEYS = ("environment",)
 
 
 @dataclass(frozen=True)
@@ -32,11 +42,18 @@ class Problem:
 
 @dataclass
 class Run:
-    """One validated result document and where it came from."""
+    """One validated result document (:data:`PAGE_ONLY_KEYS` trimmed) and where it came from."""
 
     doc: dict
     path: Path
     suite: str
+
+    def full_doc(self) -> dict:
+        """The whole (upgraded) document, read again from its file; the kept one if that fails now."""
+        try:
+            return results.read_result(self.path)
+        except results.ResultFileError:
+            return self.doc
 
     @property
     def run_id(self) -> str:
@@ -180,34 +197,65 @@ def find_suites(root: str | os.PathLike) -> list[tuple[str, Path]]:
             if child.is_dir() and not child.name.startswith(".") and (child / RESULTS_SUBDIR).is_dir()]
 
 
-def load_leaderboards(root: str | os.PathLike) -> tuple[list[Suite], list[Problem]]:
-    """Every suite's usable runs, and a problem for each file skipped."""
+def _trimmed(doc: dict) -> dict:
+    """``doc`` with :data:`PAGE_ONLY_KEYS` cut to what the report layer reads (a shallow copy)."""
+    out = dict(doc)
+    for key in PAGE_ONLY_KEYS:
+        value = out.pop(key, None)
+        if isinstance(value, dict):
+            out[key] = {k: value[k] for k in run_records.ENVIRONMENT_KEYS if k in value}
+    return out
+
+
+def stream_suite(name: str, results_dir: Path, root: str | os.PathLike,
+                 problems: list[Problem]) -> Iterator[tuple[Run, dict]]:
+    """Each usable run of a suite with its whole document, one file at a time; an unusable file or a
+    duplicate run id is appended to ``problems`` instead."""
     root = Path(root)
+    seen: dict[str, str] = {}
+    for path in results.result_files(results_dir):
+        try:
+            doc = results.read_result(path)
+        except results.ResultFileError as exc:
+            problems.append(Problem(_display(path, root), exc.reason))
+            continue
+        rid = doc["run_id"]
+        if rid in seen:
+            problems.append(Problem(_display(path, root), f"duplicate of run {rid} already read from {seen[rid]}; skipped"))
+            continue
+        seen[rid] = path.name
+        yield Run(doc=_trimmed(doc), path=path, suite=name), doc
+
+
+def load_leaderboards(root: str | os.PathLike) -> tuple[list[Suite], list[Problem]]:
+    """Every suite's usable runs, and a problem for each file skipped (files read one at a time)."""
     suites, problems = [], []
     for name, results_dir in find_suites(root):
-        pairs, skipped = results.load_results_dir(results_dir, with_paths=True)
-        problems.extend(Problem(_display(Path(p), root), reason) for p, reason in skipped)
         suite = Suite(name=name, results_dir=results_dir)
-        seen: dict[str, Path] = {}
-        for path, doc in pairs:
-            rid = doc["run_id"]
-            if rid in seen:
-                problems.append(Problem(_display(Path(path), root),
-                                        f"duplicate of run {rid} already read from {seen[rid].name}; skipped"))
-                continue
-            seen[rid] = Path(path)
-            suite.runs.append(Run(doc=doc, path=Path(path), suite=name))
+        suite.runs = [run for run, _ in stream_suite(name, results_dir, root, problems)]
         suites.append(suite)
     return suites, problems
 
 
+def run_record(run: Run, samples: list[dict], problem: Problem | None, shared: dict) -> run_records.RunRecord:
+    """The report layer's record of ``run`` (:class:`pefthub.report.records.RunRecord`) from its samples
+    as :func:`read_samples` returned them, so the site reads each samples file once; ``shared``
+    (one dict per suite) lets runs scored on the same items share their id tuple."""
+    items = {}
+    for split in run_records.SPLITS:
+        found = run_records.items_of(samples, split, run_records.eval_max_new_tokens(run.doc, split), shared)
+        if found is not None:
+            items[split] = found
+    return run_records.RunRecord(run.doc, run.path, run.samples_file(), items, problem.reason if problem else None)
+
+
 def read_samples(run: Run, root: str | os.PathLike) -> tuple[list[dict], Problem | None]:
-    """The run's per-sample records (only JSON objects), or an empty list and the problem."""
+    """The run's per-sample records as stored (only JSON objects), or an empty list and the problem."""
     path = run.samples_file()
     if path is None:
         return [], None
     try:
-        records = results.read_samples(path)
+        records = results.read_samples(path, lm_eval_ids=False)
     except results.ResultFileError as exc:
         return [], Problem(_display(path, Path(root)), exc.reason)
     kept = [r for r in records if isinstance(r, dict)]

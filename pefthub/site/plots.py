@@ -1,8 +1,10 @@
-"""The site's charts as inline SVG: accuracy vs trainable parameters (the paper's Figure 1),
-Pareto fronts of accuracy vs cost, and per-run training curves.
+"""The site's charts: accuracy vs trainable parameters (the paper's Figure 1) and Pareto fronts of
+accuracy vs cost as inline SVG, and per-run training curves as compact specs site.js draws.
 
-Every chart returns :class:`markupsafe.Markup`; all data reaches the SVG through :mod:`svg`,
+Every SVG chart returns :class:`markupsafe.Markup`; all data reaches the SVG through :mod:`svg`,
 which escapes it. Points carry ``class="pt"`` so tests (and readers of the source) can count them.
+A new index chart is one more function here returning ``(Markup, points)`` that
+:func:`pefthub.site.render.suite_context` places; :func:`_frame` draws any chart's axes.
 """
 
 from __future__ import annotations
@@ -90,19 +92,21 @@ def _point_tooltip(row: Row) -> str:
 
 
 def _frame(x_axis, y_axis, x_ticks, y_ticks, x_title: str, y_title: str, box) -> list[Markup]:
-    """Grid, ticks, tick labels and axis titles for the plot area ``box`` = (left, top, right, bottom)."""
+    """Grid, ticks, tick labels and axis titles for the plot area ``box`` = (left, top, right, bottom);
+    grid lines and axes are one path each and tick labels share their group's attributes, so a chart
+    costs a few hundred bytes besides its data (a site has one page, with charts, per run)."""
     left, top, right, bottom = box
+    ys, xs = [y_axis(v) for v in y_ticks], [x_axis(v) for v in x_ticks]
+    n = svg.number
+    grid = "".join(f"M{n(left)} {n(y)}H{n(right)}" for y in ys) + "".join(f"M{n(x)} {n(top)}V{n(bottom)}" for x in xs)
     parts = [svg.tag("rect", {"x": left, "y": top, "width": right - left, "height": bottom - top, "class": "plot-bg"})]
-    for v in y_ticks:
-        y = y_axis(v)
-        parts.append(svg.line(left, y, right, y, class_="grid"))
-        parts.append(svg.text(left - 8, y + 4, y_axis.label(v), class_="tick", text_anchor="end"))
-    for v in x_ticks:
-        x = x_axis(v)
-        parts.append(svg.line(x, top, x, bottom, class_="grid"))
-        parts.append(svg.text(x, bottom + 18, x_axis.label(v), class_="tick", text_anchor="middle"))
-    parts.append(svg.line(left, bottom, right, bottom, class_="axis"))
-    parts.append(svg.line(left, top, left, bottom, class_="axis"))
+    if grid:
+        parts.append(svg.path(grid, class_="grid"))
+    parts.append(svg.group(*(svg.text(left - 8, y + 4, y_axis.label(v)) for v, y in zip(y_ticks, ys)),
+                           class_="tick", text_anchor="end"))
+    parts.append(svg.group(*(svg.text(x, bottom + 18, x_axis.label(v)) for v, x in zip(x_ticks, xs)),
+                           class_="tick", text_anchor="middle"))
+    parts.append(svg.path(f"M{n(left)} {n(top)}V{n(bottom)}H{n(right)}", class_="axis"))
     parts.append(svg.text((left + right) / 2, bottom + 40, x_title, class_="axis-title", text_anchor="middle"))
     cy = (top + bottom) / 2
     parts.append(svg.text(16, cy, y_title, class_="axis-title", text_anchor="middle",
@@ -291,16 +295,30 @@ def pareto_plot(rows: list[Row], base: Row | None, styles: Styles, *, cost: Call
 
 
 # ---- training curves ---------------------------------------------------------------------------
-def curve_plot(steps: list[float], values: list[float | None], key: str, *,
-               band: list[float | None] | None = None, colour: str = "#0072B2") -> Markup:
-    """One training curve against optimizer step; gaps (null values) break the line.
-    ``band`` (same length) draws value ± band, e.g. reward ± its standard deviation."""
+#: Up to this many steps a curve marks each one (and its tooltip lists every value).
+MAX_CURVE_MARKS = 80
+#: A curve chart's size and plot area (left, top, right, bottom), in px.
+CURVE_FRAME = (430, 236, 62, 12, 416, 184)
+CURVE_COLOUR = "#0072B2"
+
+
+def _points(points: list[tuple[float, float]]) -> str:
+    return " ".join(f"{svg.number(x)},{svg.number(y)}" for x, y in points)
+
+
+def curve_spec(steps: list[float], values: list[float | None], key: str, *,
+               band: list[float | None] | None = None) -> dict[str, str] | None:
+    """One training curve against optimizer step, as the few strings site.js draws it from
+    (``CURVE_FRAME``): pixel coordinates of the line (gaps, null values, break it into ``;``-separated
+    segments), of the ± ``band`` (e.g. reward ± its standard deviation) and of the step markers, tick
+    positions with their labels, and one tooltip listing every step's value; ``None`` without values.
+    The axes and every label are computed here; a run page carries a chart in a few hundred bytes,
+    where an inline SVG cost several times that (a site has one page per run)."""
     info = metric(key)
     pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
     if not pairs:
-        return Markup("")
-    width, height = 430, 236
-    box = left, top, right, bottom = 62, 12, width - 14, height - 52
+        return None
+    _, _, left, top, right, bottom = CURVE_FRAME
     ys = [v for _, v in pairs]
     if band:
         ys += [v + b for v, b in zip(values, band) if v is not None and b is not None]
@@ -315,34 +333,28 @@ def curve_plot(steps: list[float], values: list[float | None], key: str, *,
         label = lambda v: f"{v:g}"  # noqa: E731
     y_axis = svg.LinearAxis.nice(min(ys), max(ys), bottom, top, label=label, target_ticks=4)
     x_ticks = [t for t in x_axis.ticks(5) if float(t).is_integer()] or x_axis.ticks(5)
-    parts = _frame(x_axis, y_axis, x_ticks, y_axis.ticks(4), "Optimizer step", info.short, box)
+    segments: list[list[tuple[float, float]]] = [[]]
+    for s, v in zip(steps, values):
+        if v is None:
+            segments.append([])
+        else:
+            segments[-1].append((x_axis(s), y_axis(v)))
+    spec = {"label": f"{info.name} against optimizer step", "y-title": info.short,
+            "x-ticks": "|".join(f"{svg.number(x_axis(t))}:{x_axis.label(t)}" for t in x_ticks),
+            "y-ticks": "|".join(f"{svg.number(y_axis(t))}:{y_axis.label(t)}" for t in y_axis.ticks(4)),
+            "line": ";".join(_points(seg) for seg in segments if len(seg) > 1)}
     if band:
         upper = [(x_axis(s), y_axis(v + b)) for s, v, b in zip(steps, values, band) if v is not None and b is not None]
         lower = [(x_axis(s), y_axis(v - b)) for s, v, b in zip(steps, values, band) if v is not None and b is not None]
         if len(upper) > 1:
-            pts = upper + lower[::-1]
-            parts.append(svg.tag("polygon", {"points": " ".join(f"{x:.1f},{y:.1f}" for x, y in pts),
-                                             "fill": colour, "class": "band"}))
-    segment: list[tuple[float, float]] = []
-    segments = []
-    for s, v in zip(steps, values):
-        if v is None:
-            if segment:
-                segments.append(segment)
-            segment = []
-        else:
-            segment.append((x_axis(s), y_axis(v)))
-    if segment:
-        segments.append(segment)
-    for seg in segments:
-        if len(seg) > 1:
-            parts.append(svg.polyline(seg, stroke=colour, class_="series"))
-    if len(pairs) <= 80:
-        for s, v in pairs:
-            parts.append(svg.group(svg.title(f"step {s:g}: {info.short} {info.fmt(v)}"),
-                                   svg.marker("circle", x_axis(s), y_axis(v), 2.6, fill=colour), class_="pt"))
-    return svg.svg(width, height, *parts, class_="chart curve-plot", role="img",
-                   aria_label=f"{info.name} against optimizer step")
+            spec["band"] = _points(upper + lower[::-1])
+    if len(pairs) <= MAX_CURVE_MARKS:
+        spec["marks"] = _points([(x_axis(s), y_axis(v)) for s, v in pairs])
+        spec["tip"] = f"{info.short} by step: " + " · ".join(f"{s:g}: {info.fmt(v)}" for s, v in pairs)
+    else:
+        (s0, v0), (s1, v1) = pairs[0], pairs[-1]
+        spec["tip"] = f"{info.short}: {len(pairs)} steps, step {s0:g}: {info.fmt(v0)} … step {s1:g}: {info.fmt(v1)}"
+    return spec
 
 
 # ---- budget curves -----------------------------------------------------------------------------

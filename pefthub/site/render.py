@@ -18,9 +18,9 @@ import jinja2
 from pefthub import __version__
 from pefthub.report import findings, stats
 from pefthub.report import health as run_health
-from pefthub.report.power import suite_power
 from pefthub.report.curves import budget_curves
-from pefthub.site import plots
+from pefthub.report.power import suite_power
+from pefthub.site import items, plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
 from pefthub.site.load import Problem, Run
 from pefthub.site.metrics import MISSING, format_value, is_number, load_metrics, metric, sci
@@ -221,11 +221,9 @@ class Links:
     def run(self, run_id: str, prefix: str = "") -> str:
         return f"{prefix}runs/{self.slug}/{run_id}.html"
 
-    def raw(self, run_id: str, prefix: str = "") -> str:
-        return f"{prefix}data/{self.slug}/{run_id}.json"
-
-    def samples(self, run_id: str, prefix: str = "") -> str:
-        return f"{prefix}data/{self.slug}/{run_id}.samples.jsonl"
+    def items(self, prefix: str = "") -> str:
+        """The suite's items file (:mod:`pefthub.site.items`): every run's document and samples."""
+        return f"{prefix}data/{self.slug}/{items.FILE_NAME}"
 
 
 def _run_brief(run: Run, links: Links) -> dict:
@@ -325,9 +323,9 @@ def _curves(run: Run) -> list[dict]:
         if key == "reward" and any(is_number(e.get("reward_std")) for e in entries):
             band = [float(e["reward_std"]) if is_number(e.get("reward_std")) else None for e in entries]
         info = metric(key)
-        chart = plots.curve_plot(steps, values, key, band=band)
-        if chart:
-            out.append({"title": info.name + (" (band: ± std)" if band else ""), "svg": chart})
+        spec = plots.curve_spec(steps, values, key, band=band)
+        if spec:
+            out.append({"title": info.name + (" (band: ± std)" if band else ""), "spec": spec})
     return out
 
 
@@ -365,25 +363,15 @@ def metric_label(key: Any) -> str:
     return words + (", standard error" if stderr else "") + (f" ({filter_name})" if filter_name not in ("", "none") else "")
 
 
-def _sample_text(value: Any) -> str:
-    if value is None:
-        return MISSING
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-def _samples(records: list[dict], limit: int) -> tuple[list[dict], int]:
-    def order(r: dict) -> int:
-        split = r.get("split")
-        return SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
-
-    ordered = sorted(records, key=order)  # stable: file order within a split, never cherry-picked
-    shown = [{"split": scalar_text(r.get("split", MISSING)), "id": scalar_text(r.get("id", MISSING)),
-              "prompt": _sample_text(r.get("prompt")), "completion": _sample_text(r.get("completion")),
-              "extracted": _sample_text(r.get("extracted")), "gold": _sample_text(r.get("gold")),
-              "correct": r.get("correct") is True} for r in ordered[:limit]]
-    return shown, len(records)
+def samples_summary(records: list[dict]) -> dict:
+    """What the run page states before its records are loaded: counts per split and correct."""
+    splits: dict[str, int] = {}
+    for r in records:
+        split = scalar_text(r.get("split", MISSING))
+        splits[split] = splits.get(split, 0) + 1
+    order = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
+    return {"total": len(records), "correct": sum(1 for r in records if r.get("correct") is True),
+            "splits": ", ".join(f"{splits[s]} {s}" for s in order)}
 
 
 def _health(health: run_health.Health | None) -> dict | None:
@@ -410,9 +398,11 @@ def _health(health: run_health.Health | None) -> dict | None:
             "measures": measures, "base_run_id": health.base_run_id}
 
 
-def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list[dict], samples_problem: Problem | None,
-               samples_copied: bool, max_samples: int, n_result_files: int,
+def render_run(env: jinja2.Environment, run: Run, links: Links, *, doc: dict, samples: dict,
+               samples_problem: Problem | None, where: items.Where, max_samples: int, n_result_files: int,
                health: run_health.Health | None = None) -> str:
+    """A run's page; ``doc`` is its whole document and ``samples`` its :func:`samples_summary`: the page
+    loads the records themselves on demand from the suite's items file at ``where``."""
     prefix = "../../"
     declared = run.config.get("budget")
     budget_block = run.doc.get("budget") if isinstance(run.doc.get("budget"), dict) else {}
@@ -427,13 +417,13 @@ def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list
         headline = f"{100 * test['accuracy']:.1f}%{ci} on {scalar_text(test.get('n'))} problems"
     model = run.doc.get("model") if isinstance(run.doc.get("model"), dict) else {}
     adapter = run.adapter_bytes
-    shown, total = _samples(samples, max_samples)
-    env_block = run.doc.get("environment")
+    env_block = doc.get("environment")
     return env.get_template("run.html").render(
         root=prefix, run=run, suite_anchor=f"suite-{links.slug}",
         started=timestamp(run.doc.get("started_at")),
         finished=timestamp(run.doc.get("finished_at")) if run.doc.get("finished_at") else "",
-        raw_link=links.raw(run.run_id, prefix), samples_link=links.samples(run.run_id, prefix) if samples_copied else "",
+        items_link=links.items(prefix), items_run=" ".join(map(str, where.run)),
+        items_table=" ".join(map(str, where.table)) if where.table else "",
         total_params=format_value("count", model.get("total_params")) if is_number(model.get("total_params")) else "",
         trainable=f"{run.trainable_params:,}" if run.trainable_params is not None else MISSING,
         adapter_bytes=(f"{format_value('bytes', adapter)} of trained values (fp32)" if adapter is not None else MISSING)
@@ -442,8 +432,8 @@ def render_run(env: jinja2.Environment, run: Run, links: Links, *, samples: list
         headline=headline, evaluations=_evaluations(run),
         declared=_budget_items(declared), spent=_budget_items(budget_block.get("spent")),
         steps_check=_steps_check(run, declared), curves=_curves(run),
-        samples=shown, samples_total=total, samples_truncated=total > len(shown),
-        n_correct=sum(1 for s in shown if s["correct"]),
+        curve_frame=" ".join(map(str, plots.CURVE_FRAME)), curve_colour=plots.CURVE_COLOUR,
+        samples=samples, max_samples=max_samples,
         samples_problem=str(samples_problem.reason) if samples_problem else "",
         config_json=json.dumps(run.config, indent=2, sort_keys=True, ensure_ascii=False, default=str),
         environment=json.dumps(env_block, indent=2, sort_keys=True, ensure_ascii=False, default=str) if env_block else "",

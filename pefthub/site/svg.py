@@ -24,9 +24,13 @@ def _attr_name(name: str) -> str:
     return name
 
 
-def _num(value: float) -> str:
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
+def number(value: float) -> str:
+    """A coordinate to 0.1 px (charts are a few hundred px wide), without trailing zeros."""
+    text = f"{value:.1f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+_num = number
 
 
 def tag(name: str, attrs: dict | None = None, *children: object) -> Markup:
@@ -52,6 +56,11 @@ def text(x: float, y: float, content: object, **attrs: object) -> Markup:
 
 def line(x1: float, y1: float, x2: float, y2: float, **attrs: object) -> Markup:
     return tag("line", {"x1": x1, "y1": y1, "x2": x2, "y2": y2, **attrs})
+
+
+def path(d: str, **attrs: object) -> Markup:
+    """``<path d=…>`` (unfilled unless ``fill`` says otherwise)."""
+    return tag("path", {"d": d, "fill": attrs.pop("fill", "none"), **attrs})
 
 
 def polyline(points: list[tuple[float, float]], **attrs: object) -> Markup:

@@ -8,6 +8,7 @@ results, and nothing here is written under leaderboards/.
 from __future__ import annotations
 
 import csv
+import gzip
 import html.parser
 import json
 import math
@@ -22,15 +23,17 @@ import pytest
 from pefthub import results as R
 from pefthub.cli import main as cli_main
 from pefthub.errors import ConfigError
-from pefthub.site import build_site
+from pefthub.report import records
+from pefthub.site import build_site, items
 from pefthub.site.build import MARKER
 from pefthub.site.aggregate import LR_SELECTED, LR_SINGLE, LR_UNSELECTED, pareto_front, view_suite
-from pefthub.site.load import load_leaderboards
+from pefthub.site.load import PAGE_ONLY_KEYS, load_leaderboards, read_samples, run_record, stream_suite
 from pefthub.site.metrics import FORMATS, format_value, load_metrics
 from pefthub.site.plots import count_tick
 from pefthub.site.svg import LogAxis
 from pefthub.site.render import COLUMNS
 
+ITEMS = items.FILE_NAME
 XSS_COMPLETION = "Let me think. <script>alert(1)</script> <img src=x onerror=alert(1)> The answer is 42."
 XSS_METHOD = '<b onmouseover="alert(1)">evil</b>'
 XSS_TASK_OPTION = "</pre><script>alert('task')</script>"
@@ -165,6 +168,20 @@ def write_demo_leaderboards(root: Path) -> dict:
     }
 
 
+def item_lines(path: Path) -> list[dict]:
+    """Every JSON line of a suite's items file (all its gzip members, read as one stream)."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def run_page_ranges(page: Path) -> items.Where:
+    """The byte ranges a run page fetches from its suite's items file."""
+    attrs = next(a for t, a in parse(page).elements if t == "section" and "items" in a.get("class", "").split())
+    run = tuple(int(x) for x in attrs["data-run"].split())
+    table = tuple(int(x) for x in attrs["data-table"].split()) if attrs["data-table"] else None
+    return items.Where(run, table)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("lb") / "leaderboards"
@@ -245,6 +262,88 @@ def test_site_layout_pages_downloads_and_assets(built):
                     if not url.startswith("data:"):
                         target = (page.parent / url.split("#")[0]).resolve()
                         assert target.is_file() and out.resolve() in target.parents, (page.name, url)
+
+
+def test_items_file_holds_every_run_and_pages_find_theirs(built):
+    """No samples file and no result document is copied: each run page's byte ranges of the suite's one
+    items file give back its whole document and its records exactly as stored; items tables are
+    written once for every run scored on the same items."""
+    root, out, _, _ = built
+    assert not list(out.rglob("*.samples.jsonl")) and not list((out / "data").rglob("*.json"))
+    path = out / "data" / "demo" / ITEMS
+    assert [p.name for p in (out / "data" / "demo").iterdir()] == [ITEMS]
+    results_dir = root / "demo" / "results"
+    tables = set()
+    for page in (out / "runs" / "demo").glob("*.html"):
+        run_id = page.stem
+        where = run_page_ranges(page)
+        doc, records = items.read_run(path, where)
+        source = results_dir / f"{run_id}.json"
+        if source.exists():
+            assert doc == R.read_result(source)
+        stored = results_dir / f"{run_id}.samples.jsonl"
+        assert records == (R.read_samples(stored, lm_eval_ids=False) if stored.exists() else [])
+        if where.table:
+            tables.add(where.table)
+    lines = item_lines(path)
+    assert len({l["table"] for l in lines if "items" in l}) == len(tables)
+    # Every scored run of the demo has the same 40 items (prompts and answers): one table, written once.
+    assert len(tables) == 1
+    assert sum(1 for l in lines if "result" in l) == len(list((out / "runs" / "demo").glob("*.html")))
+
+
+LEADERBOARDS = Path(__file__).resolve().parents[2] / "leaderboards"
+
+
+def test_records_from_the_one_read_equal_the_report_layers(built):
+    """The site reads each samples file once and makes the report layer's records from it
+    (load.run_record): they equal :func:`pefthub.report.records.read_records`' own, so the site's rows
+    are the rows `pefthub bench` prints."""
+    root, *_ = built
+    results_dir = root / "demo" / "results"
+    theirs = {r.run_id: r for r in records.read_records(results_dir)}
+    problems, shared = [], {}
+    mine = {}
+    for run, _ in stream_suite("demo", results_dir, root, problems):
+        samples, problem = read_samples(run, root)
+        mine[run.run_id] = run_record(run, samples, problem, shared)
+    assert mine.keys() == theirs.keys() and len(mine) > 10
+    for rid, a in mine.items():
+        b = theirs[rid]
+        assert (a.doc, a.path, a.samples_file, a.problem) == (b.doc, b.path, b.samples_file, b.problem)
+        assert a.items.keys() == b.items.keys()
+        for split, x in a.items.items():
+            y = b.items[split]
+            assert (x.ids, x.extracted, x.gold, x.n, x.no_answer, x.at_cap) == (y.ids, y.extracted, y.gold, y.n, y.no_answer, y.at_cap)
+            assert (x.correct == y.correct).all() and (x.completions == y.completions).all()
+
+
+def test_the_committed_leaderboards_build_without_copying_samples(tmp_path):
+    """The site `make bench` publishes (leaderboards/site, not tracked), built from every committed
+    suite: a page per result file, a member per run in each suite's items file, no file skipped,
+    and far smaller than the results it reads (samples are never copied)."""
+    out = tmp_path / "site"
+    result = build_site(LEADERBOARDS, out)
+    assert result.problems == []
+    suites = {p.parent.name: p for p in LEADERBOARDS.glob("*/results")}
+    assert set(result.suites) == set(suites) and len(suites) >= 2
+    results_bytes = 0
+    for name, results_dir in suites.items():
+        files = [p for p in R.result_files(results_dir)]
+        results_bytes += sum(p.stat().st_size for p in results_dir.iterdir() if p.is_file())
+        assert result.suites[name] == len(files) == len(list((out / "runs" / name).glob("*.html")))
+        assert sum(1 for line in item_lines(out / "data" / name / ITEMS) if "result" in line) == len(files)
+    site_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert site_bytes < results_bytes / 3
+
+
+def test_load_keeps_what_rows_read_and_pages_read_the_rest_again(built):
+    root, *_ = built
+    (suite,), _ = load_leaderboards(root)
+    run = suite.runs[0]
+    kept = set(ENVIRONMENT) & set(records.ENVIRONMENT_KEYS)
+    assert PAGE_ONLY_KEYS == ("environment",) and set(run.doc["environment"]) == kept != set(ENVIRONMENT)
+    assert run.full_doc()["environment"] == ENVIRONMENT and run.full_doc()["run_id"] == run.run_id
 
 
 def test_index_table_has_base_reference_row_and_failures_apart(built):
@@ -413,11 +512,10 @@ def test_untrusted_strings_never_become_markup(built):
                 assert not (attrs.get(key) or "").strip().lower().startswith("javascript:"), (page, tag)
         text = page.read_text(encoding="utf-8")
         assert "<script>alert" not in text and "<img" not in text and "<b onmouseover" not in text
-    # The hostile strings are still shown, as text.
-    run_pages = [p for p in (out / "runs" / "demo").glob("*.html") if "tinylora" in p.read_text(encoding="utf-8")]
-    shown = [p for p in run_pages if "&lt;script&gt;alert(1)&lt;/script&gt;" in p.read_text(encoding="utf-8")]
-    assert len(shown) == 1
-    assert "&lt;img src=x onerror=alert(1)&gt;" in shown[0].read_text(encoding="utf-8")
+    # The hostile completion is kept verbatim, as data, in the items file (site.js shows records as text only).
+    records = [r for line in item_lines(out / "data" / "demo" / ITEMS) for r in line.get("records", [])]
+    (member,) = [r for r in records if r.get("completion") == XSS_COMPLETION]
+    assert member["correct"] is True
     index = (out / "index.html").read_text(encoding="utf-8")
     assert "&lt;b onmouseover=&#34;alert(1)&#34;&gt;evil&lt;/b&gt;" in index  # table cell and plot tooltip
 
@@ -436,7 +534,8 @@ def test_samples_file_name_in_a_result_cannot_escape_its_directory(tmp_path):
     build_site(root, tmp_path / "out")
     for page in (tmp_path / "out").rglob("*"):
         if page.is_file():
-            assert "TOP SECRET" not in page.read_text(encoding="utf-8", errors="replace"), page
+            text = gzip.decompress(page.read_bytes()).decode() if page.suffix == ".gz" else page.read_text(errors="replace")
+            assert "TOP SECRET" not in text, page
 
 
 def test_corrupt_samples_file_is_reported_and_the_run_kept(tmp_path):

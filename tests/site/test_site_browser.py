@@ -1,4 +1,7 @@
-"""The built site as a person sees it: headless Chromium opens it from disk, offline.
+"""The built site as a person sees it: headless Chromium opens it from disk, offline, and from a
+local static server (run pages load their completions from the suite's items file, which a page
+opened from disk may not read): one that answers HTTP Range requests, as static hosts do, and
+Python's own, which ignores them and sends the whole file.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and ``playwright`` from PyPI (the
 ``test`` extra); Playwright drives the system browser through ``executable_path``, so no browser
@@ -8,9 +11,15 @@ is ever downloaded. Screenshots land in ``<build dir>/screenshots/`` for CI arti
 
 from __future__ import annotations
 
+import functools
+import http.server
+import io
+import json
 import os
 import random
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +35,61 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """A static server that answers ``Range: bytes=a-b`` with 206 and those bytes (as static hosts do),
+    and records every range it served."""
+
+    served: list[tuple[str, int, int]] = []
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self):
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or "")
+        path = self.translate_path(self.path)
+        if not wanted or not os.path.isfile(path):
+            return super().send_head()
+        data = Path(path).read_bytes()
+        start, end = int(wanted[1]), min(int(wanted[2]), len(data) - 1)
+        self.served.append((self.path, start, end))
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        return io.BytesIO(data[start:end + 1])
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """``serve(directory, handler)`` -> the base URL of a static server for ``directory`` on loopback."""
+    servers = []
+
+    def start(directory: Path, handler=RangeHandler) -> str:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def load_completions(page, expected: int) -> None:
+    """Ask a run page for its completions and wait until all ``expected`` are listed."""
+    button = page.locator("button.load-items")
+    assert f"Show the {expected} completions" == button.inner_text()
+    button.click()
+    page.wait_for_function(f"document.querySelectorAll('ol.samples > li').length === {expected}")
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +144,10 @@ class Watch:
         page.on("requestfailed", lambda r: self.errors.append(f"requestfailed: {r.url} {r.failure}"))
         page.on("request", lambda r: self.requests.append(r.url))
 
-    def check(self):
+    def check(self, origin: str = ""):
         assert self.errors == []
-        remote = [u for u in self.requests if not u.startswith(("file://", "data:"))]
-        assert remote == [], "the site must work offline"
+        remote = [u for u in self.requests if not u.startswith(("file://", "data:", "blob:") + ((origin,) if origin else ()))]
+        assert remote == [], "the site must work offline (nothing but its own files)"
 
 
 def accuracy_order(page) -> list[float | None]:
@@ -92,12 +156,14 @@ def accuracy_order(page) -> list[float | None]:
     return [float(v) if v else None for v in values]
 
 
-def test_index_plot_sort_filter_and_run_page(site, browser):
+def test_index_plot_sort_filter_and_run_page(site, browser, serve):
     out, expected = site
     shots = out / "screenshots"
+    origin = serve(out)
+    RangeHandler.served.clear()
     page = browser.new_page()
     watch = Watch(page)
-    page.goto((out / "index.html").as_uri())
+    page.goto(origin + "index.html")
     page.wait_for_load_state("load")
 
     # The headline plot rendered with one marker per configuration, and the other two charts exist.
@@ -155,8 +221,13 @@ def test_index_plot_sort_filter_and_run_page(site, browser):
     assert "tinylora" in page.locator("h1").inner_text()
     assert page.locator("svg.curve-plot").count() >= 4  # reward, loss, lr, log-prob gap
     assert page.locator("svg.curve-plot .pt").count() > 0
+    assert page.locator("svg.curve-plot .pt title").first.text_content().startswith("Reward by step: 1: ")
+    load_completions(page, 40)
     samples = page.locator("ol.samples > li")
-    assert samples.count() == 40
+    # Only this run's member and its items table came from the items file, not the whole file.
+    items_file = out / "data" / "demo" / "items.jsonl.gz"
+    ranges = [(start, end) for path, start, end in RangeHandler.served if path.endswith("items.jsonl.gz")]
+    assert len(ranges) == 2 and sum(e - s + 1 for s, e in ranges) < items_file.stat().st_size / 4
     page.locator("button[data-show='correct']").click()
     shown = page.locator("ol.samples > li:not([hidden])")
     assert shown.count() == 16
@@ -168,15 +239,58 @@ def test_index_plot_sort_filter_and_run_page(site, browser):
     page.screenshot(path=str(shots / "run.png"), full_page=True)
 
     # A failed run's page shows its error.
-    page.goto((out / "index.html").as_uri())
+    page.goto(origin + "index.html")
     page.locator("table.failures a").first.click()
     page.wait_for_load_state("load")
     assert page.locator(".error-box").count() == 1
     page.screenshot(path=str(shots / "failed-run.png"), full_page=True)
 
-    watch.check()
+    watch.check(origin)
     page.close()
     assert len(list(shots.glob("*.png"))) >= 5
+
+
+def test_run_page_downloads_and_hosts_without_range(site, browser, serve, tmp_path):
+    """A server that ignores Range (Python's own) sends the whole items file once; the page slices it.
+    The result JSON and samples JSONL downloads are the run's document and records as stored."""
+    out, expected = site
+    origin = serve(out, QuietHandler)
+    run_id = expected["collapsed_run"]
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto(f"{origin}runs/demo/{run_id}.html")
+    page.wait_for_load_state("load")
+    load_completions(page, 40)
+    assert page.locator("ol.samples > li.correct").count() == 1
+    with page.expect_download() as info:
+        page.locator("a.item-download[data-kind='result']").click()
+    saved = tmp_path / "result.json"
+    info.value.save_as(saved)
+    stored = results.read_result(results.result_path(out.parent / "leaderboards" / "demo" / "results", run_id))
+    assert info.value.suggested_filename == f"{run_id}.json"
+    assert json.loads(saved.read_text(encoding="utf-8")) == stored
+    with page.expect_download() as info:
+        page.locator("a.item-download[data-kind='samples']").click()
+    info.value.save_as(tmp_path / "samples.jsonl")
+    got = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    want = results.read_samples(results.samples_path(out.parent / "leaderboards" / "demo" / "results", run_id),
+                                lm_eval_ids=False)
+    assert got == want
+    watch.check(origin)
+    page.close()
+
+
+def test_a_run_page_opened_from_disk_says_how_to_see_its_completions(site, browser):
+    out, expected = site
+    page = browser.new_page()
+    page.goto((out / "runs" / "demo" / f"{expected['collapsed_run']}.html").as_uri())
+    page.wait_for_load_state("load")
+    assert page.locator("svg.curve-plot").count() >= 1  # the charts need no request
+    page.locator("button.load-items").click()
+    status = page.locator(".items-status")
+    page.wait_for_function("document.querySelector('.items-status').textContent.indexOf('Could not') === 0")
+    assert "web server" in status.inner_text() and "pefthub site serve" in status.inner_text()
+    page.close()
 
 
 def test_compare_view_pairs_trainers_and_refuses_different_items(site, browser):
@@ -273,10 +387,10 @@ REPO = Path(__file__).resolve().parents[2]
 QUICK_RESULTS = REPO / "leaderboards" / "quick" / "results"
 
 
-def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
+def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser, serve):
     """The real results the README's main command wrote (committed under leaderboards/quick):
     built afresh, one plot marker per successful trained configuration, every run in the table,
-    a run page with its curves and completions, no console errors, nothing fetched."""
+    a run page with its curves and completions, no console errors, nothing fetched from elsewhere."""
     files = sorted(QUICK_RESULTS.glob("*.json"))
     assert files, f"no committed results in {QUICK_RESULTS} (`make bench` writes them)"
     runs = [results.read_result(f) for f in files]
@@ -289,9 +403,10 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
     shots = Path(os.environ.get("PEFTHUB_SITE_SCREENSHOTS") or tmp_path) / "quick-screenshots"
     shots.mkdir(parents=True, exist_ok=True)
 
+    origin = serve(out)
     page = browser.new_page()
     watch = Watch(page)
-    page.goto((out / "index.html").as_uri())
+    page.goto(origin + "index.html")
     page.wait_for_load_state("load")
     configurations = {(r["config"]["method"], r["method"]["trainable_params"], r["config"]["trainer"]) for r in trained}
     assert page.locator("svg.params-plot .pt").count() == len(configurations)
@@ -322,7 +437,9 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser):
     first.click()
     page.wait_for_load_state("load")
     assert page.locator("svg.curve-plot").count() >= 2
-    assert page.locator("ol.samples > li").count() > 0
+    total = int(re.search(r"Show the (\d+) completions", page.locator("button.load-items").inner_text())[1])
+    load_completions(page, total)
+    assert total > 0
     page.screenshot(path=str(shots / "quick-run.png"), full_page=True)
-    watch.check()
+    watch.check(origin)
     page.close()
