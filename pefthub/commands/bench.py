@@ -187,6 +187,8 @@ def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
     if rows:
         console.print(f"{rows} row(s) still choose their learning rate on seed {suite.seeds[0]}; then "
                       f"{len(suite.seeds) - 1} more seed(s) each run at the chosen rate"
+                      + (f" ({len(suite.primary_seeds) - 1} for the rows of the primary comparison)"
+                         if suite.primary_seeds else "")
                       + (f" (or up to {suite.extend_edges} more rate(s) first, when it is at a grid edge)"
                          if suite.extend_edges else ""))
         others = grid.waiting_on_others(suite, experiments, results_dir) if results_dir is not None else 0
@@ -423,9 +425,11 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
 
     from pefthub.console import console as make_console
     from pefthub.planning import config_summary
+    from pefthub.suites import method_label
 
     console = make_console()
-    planned = int(suite.include_base) + sum(_planned_runs(suite, len(m.spec.rates(t)))
+    planned = int(suite.include_base) + sum(_planned_runs(suite, len(m.spec.rates(t)),
+                                                          f"{method_label(m.spec.name, m.params_target)}/{t}")
                                             for m in resolution.methods for t in m.spec.trainers)
     if as_json:
         print(json.dumps({
@@ -451,7 +455,8 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
                          ("config", "left"), ("trainers", "left"), ("learning rates", "left"), ("runs", "right")):
         table.add_column(col, justify=justify, overflow="fold")
     for m in resolution.methods:
-        runs = sum(_planned_runs(suite, len(m.spec.rates(t))) for t in m.spec.trainers)
+        runs = sum(_planned_runs(suite, len(m.spec.rates(t)), f"{method_label(m.spec.name, m.params_target)}/{t}")
+                   for t in m.spec.trainers)
         table.add_row(m.spec.name, "-" if m.params_target is None else f"{m.params_target:,}",
                       f"{m.trainable_params:,}", _fmt_share(m.trainable_params / m.total_params),
                       _fmt_bytes(m.adapter_bytes["trainable_fp32"]), _fmt_bytes(m.adapter_bytes["saved_fp32"]),
@@ -472,9 +477,10 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
     return 0
 
 
-def _planned_runs(suite, rates: int) -> int:
-    """Runs of one (method, params, trainer) row before any edge extension."""
-    return rates + len(suite.seeds) - 1 if suite.tune_on_first_seed else rates * len(suite.seeds)
+def _planned_runs(suite, rates: int, row: str | None = None) -> int:
+    """Runs of one (method, params, trainer) row (``row`` its label) before any edge extension."""
+    seeds = len(suite.seeds_for(row))
+    return rates + seeds - 1 if suite.tune_on_first_seed else rates * seeds
 
 
 def _rates_text(spec) -> str:

@@ -198,8 +198,9 @@ def suite_gpu_plan(suite, resolution=None, *, gpu_memory_gb: float | None = None
 
     resolution = suites.resolve(suite) if resolution is None else resolution
     experiments = suites.expand(suite, resolution)
-    runs = {f"{suites.method_label(m.spec.name, m.params_target)}/{t}": _planned_runs(suite, len(m.spec.rates(t)))
-            for m in resolution.methods for t in m.spec.trainers}
+    rows = [(f"{suites.method_label(m.spec.name, m.params_target)}/{t}", len(m.spec.rates(t)))
+            for m in resolution.methods for t in m.spec.trainers]
+    runs = {label: _planned_runs(suite, rates, label) for label, rates in rows}
     runs[f"{suites.BASE_METHOD}/{suites.BASE_TRAINER}"] = 1
     memory = gpu_memory_gb or mp.DEFAULT_GPU_MEMORY_GB
     tflops = gpu_tflops or mp.DEFAULT_GPU_TFLOPS
