@@ -7,7 +7,8 @@
 
 For a suite, plan also estimates each run's GPU memory per GPU (weights, trainable state, activations,
 vLLM) and GPU-hours, flags the runs that do not fit their requested GPUs with the fix, and says whether
-the model's weights are on this machine (pefthub/memory_plan.py; docs/gpu.md). It also prints its power: the smallest gain over the base model it can
+the model's weights are on this machine (pefthub/memory_plan.py; docs/gpu.md), and its wall time from runs already
+measured here (--timings-from; pefthub/runtime_plan.py). It also prints its power: the smallest gain over the base model it can
 detect at its seeds and test items (80% power, two-sided α 0.05; pefthub/report/power.py), with the item and seed
 variance measured on the suite's stored results, or from the items alone (exact McNemar) with the base accuracy
 given by --base-accuracy (docs/benchmarks.md, "Power").
@@ -19,6 +20,7 @@ smollm2-135m-instruct), the tiny test models, a local directory or a cached hub 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 NAME = "plan"
 HELP = "exact trainable parameters and adapter bytes for a method (or a suite's grid), without weights"
@@ -40,6 +42,9 @@ def add_arguments(parser) -> None:
                         help="suite GPU plan: dense bf16 peak of one GPU (default: 989, an H100 SXM)")
     parser.add_argument("--markdown", action="store_true",
                         help="suite: print only its GPU plan as Markdown (docs/gpu-plan.md is this for paper-gsm8k)")
+    parser.add_argument("--timings-from", action="append", metavar="DIR", default=None,
+                        help="suite: estimate its wall time from the runs measured in this results directory "
+                             "(repeatable; default: the suite's own results, where it has some)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -98,15 +103,67 @@ def _plan_suite(args) -> int:
         return 0
     summary = suite_power(suite, args.base_accuracy)
     power = None if summary is None else summary.as_record()
-    code = print_suite_plan(suite, resolution, as_json=args.json, extra={"power": power, "gpu": gpu.to_dict()})
+    times = suite_time_plan(suite, resolution, args.timings_from)
+    code = print_suite_plan(suite, resolution, as_json=args.json, extra={
+        "power": power, "gpu": gpu.to_dict(), "time": None if times is None else times.to_dict()})
     if not args.json:
         gpu.print()
+        if times is not None:
+            _print_times(times, args.timings_from)
         if summary is None:
             console().print(f"Power: no stored base result for {suite.name}; give --base-accuracy P to see the "
                             "smallest difference its test size can detect.")
         else:
             console().print(f"[bold]{'Smoke run' if summary.smoke else 'Power'}:[/] {summary.sentence()}")
     return code
+
+
+def suite_time_plan(suite, resolution, directories: list[str] | None):
+    """The suite's wall time (:mod:`pefthub.runtime_plan`) from the runs measured in ``directories``
+    (default: the suite's own results directory), or None when there are none."""
+    from pefthub import suites
+    from pefthub.commands.bench import _planned_runs
+    from pefthub.errors import ConfigError
+    from pefthub.grid import results_dir_for
+    from pefthub.runtime_plan import read_measurements, suite_time_plan as plan
+
+    for directory in directories or []:
+        if not Path(directory).is_dir():
+            raise ConfigError(f"--timings-from: {directory} is not a directory")
+    references = read_measurements(directories or [results_dir_for(suite.name)])
+    if not references:
+        if directories:
+            raise ConfigError(f"--timings-from: no finished runs in {', '.join(directories)}")
+        return None
+    first: dict[str, dict] = {}
+    for e in suites.expand(suite, resolution):
+        first.setdefault(e.group_label, e.config)
+    rates = {f"{suites.method_label(m.spec.name, m.params_target)}/{t}": len(m.spec.rates(t))
+             for m in resolution.methods for t in m.spec.trainers}
+    rows = [(row, config, 1 if config["method"] == suites.BASE_METHOD else _planned_runs(suite, rates[row], row))
+            for row, config in first.items()]
+    return plan(rows, references)
+
+
+def _print_times(times, directories) -> None:
+    from rich.table import Table
+
+    from pefthub.console import console
+
+    table = Table(title="Wall-time plan: per run, from runs measured on this machine (same budget shape and "
+                        "answer length)")
+    for col in ("row", "runs", "minutes/run", "hours", "measured from"):
+        table.add_column(col, justify="left" if col in ("row", "measured from") else "right")
+    for r in times.rows:
+        table.add_row(r.row, str(r.runs), "-" if r.seconds_per_run is None else f"{r.seconds_per_run / 60:,.1f}",
+                      "-" if r.hours is None else f"{r.hours:,.1f}", r.source)
+    out = console()
+    out.print(table)
+    load = "" if times.load_average is None else f", whose mean load average was {times.load_average:.1f}"
+    where = ", ".join(directories) if directories else "the suite's own results"
+    out.print(f"[bold]Wall time[/]: {times.hours:,.1f} hours for the suite's planned runs (before edge extensions), "
+              f"from {times.references} runs measured in {where}{load}"
+              + (f"; no estimate for {', '.join(times.missing)}" if times.missing else ""))
 
 
 class SuiteGpuPlan:
