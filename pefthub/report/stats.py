@@ -6,6 +6,7 @@ docs/benchmarks.md ("Reading the numbers") explains each rule.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -197,6 +198,17 @@ def _natural(text: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
 
 
+@functools.lru_cache(maxsize=256)
+def _natural_sorted(ids: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(set(ids), key=_natural))
+
+
+def _natural_order(ids: tuple[str, ...]) -> list[str]:
+    """The distinct ``ids`` in :func:`_natural` order (sorted once per distinct tuple: runs scored on
+    the same items share one, and a suite sorts it for every seed of every comparison)."""
+    return list(_natural_sorted(ids))
+
+
 def _protocol(doc: dict) -> dict:
     block = (doc.get("evaluation") or {}).get("test") or {}
     protocol = block.get("protocol") if isinstance(block.get("protocol"), dict) else {}
@@ -226,9 +238,9 @@ def item_scores(row, split: str = "test") -> ItemScores:
             raise PairingError(f"{row.label}: run {record.run_id} has no {split} items with an id in "
                                f"{record.samples_file.name}")
         per_seed.append(items)
-    ids = sorted(set(per_seed[0].ids), key=_natural)
+    ids = _natural_order(per_seed[0].ids)
     for record, items in zip(row.records[1:], per_seed[1:]):
-        if sorted(set(items.ids), key=_natural) != ids:
+        if _natural_order(items.ids) != ids:
             raise PairingError(f"{row.label}: its seeds were scored on different items (run {record.run_id})")
     columns = []
     for items in per_seed:
@@ -317,6 +329,7 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
 EXACT_INTERVAL = "exact: Clopper–Pearson on the discordant split × on the discordance"
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of counts that repeat across a suite's seeds
 def exact_paired_interval(a_only: int, b_only: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """The single-seed interval of Δ = (a_only − b_only)/n that agrees with :func:`mcnemar_p`.
 
