@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from pefthub.report import health, stats
+from pefthub.report import health, stats, strata
 from pefthub.report.power import suite_power
 from pefthub.report.records import RunRecord
 from pefthub.report import rows as row_rules
@@ -318,6 +318,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
         lines.append("")
     seeds = per_seed(rows)
     lines += versus_base_lines(rows, flags, seeds)
+    lines += strata_lines(rows)
     lines += per_seed_lines(rows, seeds)
     lines += tuning_lines(docs)
     for pilot_source, pilot_records in pilots:
@@ -601,7 +602,8 @@ def row_verdict(c: stats.Comparison, found: Sequence[SeedResult] = ()) -> str:
 def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]] | None = None,
                       seeds: dict[str, list[SeedResult]] | None = None) -> list[str]:
     """Markdown: every row against the base model on the same test items, Holm-corrected over the rows
-    that trained, with each row's run-health flags (``flags``: by label, the rows' own when omitted) and ``seeds`` (:func:`per_seed`, computed when omitted)."""
+    that trained, with each row's run-health flags (``flags``: by label, the rows' own when omitted) and
+    ``seeds`` (:func:`per_seed`, computed when omitted)."""
     flags = flags_of(rows) if flags is None else flags
     outcomes = tested_versus_base(rows)
     if not any(isinstance(c, stats.Comparison) for c in outcomes.values()):
@@ -641,6 +643,38 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
 def strict_text(row: Row) -> str:
     """A row's mean strict-match test score over its seeds (``exact_match,strict-match``), or ``-``."""
     return "-" if row.strict_accuracy is None else f"{stats.fmt_pct(row.strict_accuracy)}%"
+
+
+def strata_lines(rows: Sequence[Row], strata_of=None) -> list[str]:
+    """Markdown: each row against the base model on the items of each of the task's strata
+    (:func:`pefthub.report.strata.by_stratum`), with strict-match beside flexible-extract; nothing when
+    the task has no strata. ``strata_of`` replaces :func:`pefthub.tasks.strata_of` (tests)."""
+    base = row_rules.base_row(rows)
+    names, found = strata.by_stratum(rows, base, strata_of)
+    if not found:
+        return []
+    sizes = {s.name: s.n_items for results in found.values() for s in results}
+    order = sorted((r for r in rows if r.label in found), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
+    first = next(iter(found.values()))
+    base_cells = {s.name: f"{stats.fmt_pct(s.comparison.accuracy_b)}%" for s in first}
+    lines = ["## Accuracy by stratum", "",
+             "Each row against the base model on the test items of each stratum of the task (the task's own "
+             "`stratum`, e.g. the number of terms): accuracy (seeds averaged per item) and Δ = row − base with its "
+             "95% interval on those items, not corrected for the several strata (descriptive). *accuracy* is the "
+             "task's scored metric (flexible-extract); *strict-match* counts only answers in the format the prompt "
+             "asks for (whole test set, mean over seeds; the samples do not record it per item). A gain confined "
+             "to one stratum while strict-match falls is a change of answer format, not of skill.", "",
+             "| row | seeds | accuracy | strict-match | " + " | ".join(
+                 f"{name} ({sizes[name]} items; base {base_cells.get(name, '-')})" for name in names) + " |",
+             "|---|---|---|---|" + "---|" * len(names),
+             f"| `{base.label}` | {base.seeds} | {stats.fmt_pct(base.accuracy)}% | {strict_text(base)} | "
+             + " | ".join(base_cells.get(name, "-") for name in names) + " |"]
+    for row in order:
+        cells = {s.name: f"{stats.fmt_pct(s.comparison.accuracy_a)}%: {stats.interval_text(s.comparison)}"
+                 for s in found[row.label]}
+        lines.append(f"| `{row.label}` | {row.seeds} | {stats.fmt_pct(row.accuracy)}% | {strict_text(row)} | "
+                     + " | ".join(cells.get(name, "-") for name in names) + " |")
+    return lines + [""]
 
 
 def per_seed_lines(rows: Sequence[Row], seeds: dict[str, list[SeedResult]]) -> list[str]:

@@ -444,3 +444,45 @@ def test_rows_against_base_show_strict_match_beside_accuracy(tmp_path):
     assert next(x for x in lines if x.startswith("| `tinylora@13/sft` |")).split(" | ")[4] == "4.0%"
     assert next(x for x in lines if x.startswith("| `lora/sft` |")).split(" | ")[4] == "-"
     assert "(base: 20.0%)" in "\n".join(lines)
+
+
+def test_rows_against_base_by_stratum_with_a_fake_mapping(tmp_path):
+    """The strata section splits the paired items by the task's strata (here a made-up mapping standing in
+    for pefthub.tasks.strata_of: even items "easy", odd "hard") and compares each part with base."""
+    from pefthub.report import strata
+
+    synthetic_suite(tmp_path)
+    rows = read_table(tmp_path).rows
+    calls = []
+
+    def fake(task, split, ids):
+        calls.append((task, split, len(ids)))
+        return {i: ("easy" if int(i.split("-")[1]) % 2 == 0 else "hard") for i in ids}
+
+    names, found = strata.by_stratum(rows, next(r for r in rows if r.is_base), fake)
+    assert names == ["easy", "hard"] and calls == [({"name": "t"}, "test", N)]
+    lora = {s.name: s for s in found["lora/sft"]}
+    a = np.array([r.records[0].items["test"].correct for r in rows if r.label == "lora/sft"][0])
+    b = np.array([r.records[0].items["test"].correct for r in rows if r.is_base][0])
+    even = np.arange(N) % 2 == 0
+    assert lora["easy"].n_items == even.sum() and lora["hard"].n_items == (~even).sum()
+    assert lora["easy"].comparison.accuracy_a == pytest.approx(a[even].mean())
+    assert lora["hard"].comparison.delta == pytest.approx(a[~even].mean() - b[~even].mean())
+    lines = findings.strata_lines(rows, fake)
+    assert lines[0] == "## Accuracy by stratum" and any("| easy (" in x and "| hard (" in x for x in lines)
+    row = next(x for x in lines if x.startswith("| `lora/sft` |"))
+    assert stats.interval_text(lora["easy"].comparison) in row and stats.interval_text(lora["hard"].comparison) in row
+    # no strata (every stratum None), or a task the mapping cannot place: no section
+    assert findings.strata_lines(rows, lambda task, split, ids: {i: None for i in ids}) == []
+
+    def unknown(task, split, ids):
+        from pefthub.errors import ConfigError
+        raise ConfigError("no such task")
+    assert findings.strata_lines(rows, unknown) == []
+
+
+def test_committed_findings_show_the_format_change_by_stratum():
+    text = (REPO / "docs" / "findings" / "cpu-paper-shape.md").read_text(encoding="utf-8")
+    section = text.split("## Accuracy by stratum", 1)[1].split("\n## ", 1)[0]
+    row = next(x for x in section.splitlines() if x.startswith("| `tinylora@13/sft` |"))
+    assert "| 4.0% |" in row and "2 terms" in section and "3 terms" in section   # strict-match beside accuracy
