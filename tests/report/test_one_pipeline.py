@@ -97,3 +97,27 @@ def test_base_rule_prefers_most_seeds_then_the_newest():
     assert row_rules.base_row(rows).run_ids == ["b", "c"]            # most seeds
     rows = build_rows(RunRecord(d, None) for d in one + newer)
     assert row_rules.base_row(rows).run_ids == ["d"]                 # then the newest
+
+
+def test_each_rule_named_in_the_architecture_page_exists():
+    """docs/architecture.md's "Where each rule lives" names functions that exist, each rule once."""
+    import importlib
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Where each rule lives", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"`(pefthub(?:\.\w+)+)`", section)
+    assert len(names) >= 15
+    for name in names:
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+                break
+            except ModuleNotFoundError:
+                continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        assert obj is not None, name
+    rules = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rules) == len(set(rules))
