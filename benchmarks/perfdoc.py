@@ -135,7 +135,8 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
     ),
     "test_site_build_scale": (
         Headline("`site build` wall time, {runs} runs", "wall_s", " s", goal="≤ {goal_wall_s} s", met="wall_met"),
-        Headline("`site build` peak RSS, {runs} runs", "peak_rss_gb", " GB", goal="≤ {goal_rss_gb} GB", met="rss_met"),
+        Headline("`site build` peak RSS, {runs} runs", "peak_rss_gb", " GB", goal="≤ {goal_rss_gb} GB",
+                 met="rss_met"),
         Headline("site on disk, {runs} runs", "site_mb", " MB", goal="≤ {goal_site_mb} MB", met="size_met"),
     ),
     "test_run_end_to_end": (

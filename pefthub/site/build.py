@@ -122,7 +122,8 @@ class _SuiteRead:
     pages: dict[str, tuple[items.Where, dict, Problem | None]] = field(default_factory=dict)
 
 
-def _read_suite(staging: Path, name: str, results_dir: Path, slug: str, root: Path, problems: list[Problem]) -> _SuiteRead:
+def _read_suite(staging: Path, name: str, results_dir: Path, slug: str, root: Path,
+                problems: list[Problem]) -> _SuiteRead:
     """Read a suite's result files one at a time, each samples file once: its items file is written
     and the report layer's record of every run kept, from which the suite's rows are built."""
     read = _SuiteRead(Suite(name=name, results_dir=results_dir), slug)

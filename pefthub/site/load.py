@@ -221,7 +221,8 @@ def stream_suite(name: str, results_dir: Path, root: str | os.PathLike,
             continue
         rid = doc["run_id"]
         if rid in seen:
-            problems.append(Problem(_display(path, root), f"duplicate of run {rid} already read from {seen[rid]}; skipped"))
+            problems.append(Problem(_display(path, root),
+                                    f"duplicate of run {rid} already read from {seen[rid]}; skipped"))
             continue
         seen[rid] = path.name
         yield Run(doc=_trimmed(doc), path=path, suite=name), doc

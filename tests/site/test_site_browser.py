@@ -146,7 +146,8 @@ class Watch:
 
     def check(self, origin: str = ""):
         assert self.errors == []
-        remote = [u for u in self.requests if not u.startswith(("file://", "data:", "blob:") + ((origin,) if origin else ()))]
+        own = ("file://", "data:", "blob:") + ((origin,) if origin else ())
+        remote = [u for u in self.requests if not u.startswith(own)]
         assert remote == [], "the site must work offline (nothing but its own files)"
 
 
