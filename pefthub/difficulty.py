@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from pefthub.errors import ConfigError
-from pefthub.report.stats import wilson_interval
+from pefthub.evaluation.core import wilson_interval
 from pefthub.settings import Settings, setting
 
 PROBE_SCHEMA = "pefthub.probe"

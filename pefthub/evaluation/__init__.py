@@ -10,8 +10,7 @@ the samples file.
 from __future__ import annotations
 
 from pefthub.evaluation.core import (BACKENDS, HEADLINE_METRIC, TASK_SIZED, EvalResult, evaluate, evaluate_lm,
-                                     is_merged, task_max_new_tokens)
-from pefthub.report.stats import wilson_interval
+                                     is_merged, task_max_new_tokens, wilson_interval)
 
 __all__ = ["BACKENDS", "HEADLINE_METRIC", "TASK_SIZED", "EvalResult", "evaluate", "evaluate_lm", "is_merged",
            "task_max_new_tokens", "wilson_interval"]

@@ -11,7 +11,6 @@ from typing import Any, Iterator
 from pefthub.errors import ConfigError
 from pefthub.evaluation import glue, sample_ids
 from pefthub.evaluation.render import render
-from pefthub.report.stats import wilson_interval
 from pefthub.schema import EVAL_BACKENDS as BACKENDS  # the config schema owns the list
 from pefthub.tasks.base import SPLITS, Task
 
@@ -23,6 +22,20 @@ TASK_SIZED = "task"
 DEFAULT_MAX_NEW_TOKENS = 256
 #: Training examples whose worked solutions size a ``"task"`` token cap, and the slack over the longest.
 TASK_SIZE_EXAMPLES, TASK_SIZE_FACTOR = 64, 1.5
+
+
+def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of ``correct`` of ``n`` (scipy's): it stays inside [0, 1] and behaves at 0%
+    and 100%, which small evaluations hit often; evaluation records it for every split. n == 0 gives the
+    uninformative (0, 1)."""
+    if n < 0 or correct < 0 or correct > n:
+        raise ValueError(f"wilson_interval: need 0 <= correct <= n (got {correct}/{n})")
+    if n == 0:
+        return 0.0, 1.0
+    from scipy.stats import binomtest
+
+    ci = binomtest(correct, n).proportion_ci(level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def task_max_new_tokens(task: Task, tokenizer: Any, at_least: int = 0) -> int:

@@ -122,20 +122,6 @@ class Interval:
     seeds: int
 
 
-def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval of ``correct`` of ``n`` (scipy's): it stays inside [0, 1] and behaves at 0%
-    and 100%, which small evaluations hit often; evaluation records it for every split. n == 0 gives the
-    uninformative (0, 1)."""
-    if n < 0 or correct < 0 or correct > n:
-        raise ValueError(f"wilson_interval: need 0 <= correct <= n (got {correct}/{n})")
-    if n == 0:
-        return 0.0, 1.0
-    from scipy.stats import binomtest
-
-    ci = binomtest(correct, n).proportion_ci(level, method="wilson")
-    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
-
-
 def t_quantile(df: float, level: float = LEVEL) -> float:
     from scipy.stats import t
 
