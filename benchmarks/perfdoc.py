@@ -169,13 +169,22 @@ def merge(merged: dict[str, Any], data: dict[str, Any]) -> None:
     measured_in = {"datetime": data.get("datetime"), "commit": _commit(data.get("commit_info") or {})}
     machine = data.get("machine_info") or {}
     if machine:
-        measured_in["machine"] = {k: machine.get(k) for k in ("node", "python_version")} | {
-            "cpu": {k: (machine.get("cpu") or {}).get(k) for k in ("brand_raw", "count")}}
+        measured_in["machine"] = _machine_summary(machine)
+    previous = merged.get("machine_info") or {}
+    if previous:  # benchmarks merged before runs recorded their machine keep the one they ran on
+        for bench in merged["benchmarks"].values():
+            if not (bench.get("measured_in") or {}).get("machine"):
+                bench["measured_in"] = {**(bench.get("measured_in") or {}), "machine": _machine_summary(previous)}
     for bench in data["benchmarks"]:
         merged["benchmarks"][bench.get("fullname") or bench["name"]] = {"measured_in": measured_in, **bench}
     merged["machine_info"] = data.get("machine_info") or merged["machine_info"]
     merged["commit_info"] = data.get("commit_info") or merged["commit_info"]
     merged["datetime"] = data.get("datetime") or merged["datetime"]
+
+
+def _machine_summary(machine: dict[str, Any]) -> dict[str, Any]:
+    return {k: machine.get(k) for k in ("node", "python_version")} | {
+        "cpu": {k: (machine.get("cpu") or {}).get(k) for k in ("brand_raw", "count")}}
 
 
 def fmt(value: Any) -> str:

@@ -90,6 +90,23 @@ def test_update_merges_runs_keeping_other_benchmarks(tmp_path):
     assert stored["datetime"] == "2026-11-23T10:00:00"
 
 
+def test_a_new_machine_does_not_rename_the_machine_of_earlier_runs(tmp_path):
+    """A data file whose benchmarks lack their own machine (written before runs recorded it) keeps
+    showing the machine they ran on after a run on another machine is merged."""
+    page = tmp_path / "performance.md"
+    old = run_json([bench("test_sampler_step", "g2", 2.0, pick_tokens_ms=2.5)])
+    merged = perfdoc.load([])
+    perfdoc.merge(merged, old)
+    for b in merged["benchmarks"].values():
+        del b["measured_in"]["machine"]
+    perfdoc.data_file(page).write_text(json.dumps({**merged, "benchmarks": list(merged["benchmarks"].values())}))
+    new = run_json([bench("test_vera_merge", "g1", 3.0, merge_weight_s=9.5)], when="2026-11-23T10:00:00")
+    new["machine_info"]["cpu"]["brand_raw"] = "Other CPU"
+    text = perfdoc.update(page, new).read_text()
+    g1, g2 = text.split("## g1")[1].split("## g2")
+    assert "(Other CPU, 2 logical cores" in g1 and "(Test CPU, 2 logical cores" in g2
+
+
 def test_cli_renders_from_json_files_and_rejects_bad_input(tmp_path, capsys):
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     first.write_text(json.dumps(run_json([bench("test_vera_merge", "g", 1.0, merge_weight_s=1.0)])))

@@ -3,7 +3,8 @@
   pefthub site build [leaderboards/] [-o DIR]   read every suite's results, write the site
   pefthub site serve [DIR] [--port 8000]        serve a built site on http://127.0.0.1:PORT/
 
-The built site needs no server: open DIR/index.html straight from disk. Corrupt or foreign
+The built site opens straight from disk (DIR/index.html); a run page's completions load from the
+suite's items file, which browsers only read over HTTP (any static host, or `serve`). Corrupt or foreign
 result files are reported (file and reason) on stderr and on the site, and skipped.
 """
 
@@ -32,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("-o", "--output", default=None,
                        help="output directory (default: ROOT/site); replaced on each build")
     build.add_argument("--max-samples", type=int, default=200,
-                       help="completions shown per run page; the full samples file is linked (default: %(default)s)")
-    serve = sub.add_parser("serve", help="serve a built site on 127.0.0.1 (convenience; the site also opens from disk)")
+                       help="completions a run page lists when they load, the rest on request (default: %(default)s)")
+    serve = sub.add_parser("serve", help="serve a built site on 127.0.0.1 (run pages' completions need a server)")
     serve.add_argument("directory", nargs="?", default=f"{DEFAULT_ROOT}/site", help="built site (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default: %(default)s; 0 picks one)")
 
