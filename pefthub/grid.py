@@ -43,7 +43,20 @@ FINISHED = ("success", "failed")
 
 
 def tuned_grid(suite: Suite, resolution, results_dir: Path) -> list[Experiment]:
-    """The suite's runs as far as its results decide them.
+    """The suite's runs as far as its results decide them (:func:`_tune`)."""
+    return _tune(suite, resolution, results_dir)[0]
+
+
+def tuned_plan(suite: Suite, resolution, results_dir: Path, *, only: Iterable[str] = (), skip: Iterable[str] = (),
+               retry_failed: bool = False) -> "Plan":
+    """:func:`make_plan` of :func:`tuned_grid`, reading the store once more only when the tuning did not
+    (a suite not tuned on its first seed)."""
+    experiments, state = _tune(suite, resolution, results_dir)
+    return make_plan(experiments, results_dir, only=only, skip=skip, retry_failed=retry_failed, state=state)
+
+
+def _tune(suite: Suite, resolution, results_dir: Path) -> tuple[list[Experiment], "StoreState | None"]:
+    """The suite's runs as far as its results decide them, and the store as last read (``None``: not read).
 
     Without ``tune_on_first_seed`` this is the whole grid. With it, each row's rates run at the first
     seed; once they have all finished, the rate :func:`pefthub.report.stats.select_learning_rate` picks is
@@ -55,7 +68,7 @@ def tuned_grid(suite: Suite, resolution, results_dir: Path) -> list[Experiment]:
     while True:
         experiments = expand(suite, resolution, tuning)
         if not suite.tune_on_first_seed:
-            return experiments
+            return experiments, None
         state = scan(experiments, results_dir)
         changed = False
         for row, runs in _first_seed_rows(experiments, suite.seeds[0]).items():
@@ -74,7 +87,7 @@ def tuned_grid(suite: Suite, resolution, results_dir: Path) -> list[Experiment]:
                 tune.chosen = best
             changed = True
         if not changed:
-            return experiments
+            return experiments, state
 
 
 def _first_seed_rows(experiments: list[Experiment], seed: int) -> dict[str, list[Experiment]]:
@@ -184,7 +197,7 @@ def prepare_store(results_dir: Path) -> list[Path]:
 
 
 __all__ = ["DEFAULT_RESULTS_ROOT", "Stopped", "Tally", "awaiting_selection", "execute", "make_plan", "stop_on_signals",
-           "waiting_on_others", "tuned_grid", "StoreState", "label_of", "matches", "needs_run", "prepare_store",
+           "waiting_on_others", "tuned_grid", "tuned_plan", "StoreState", "label_of", "matches", "needs_run", "prepare_store",
            "results_dir_for", "scan", "select"]
 
 
@@ -203,9 +216,10 @@ class Plan:
 
 
 def make_plan(experiments: list[Experiment], results_dir: Path, *, only: Iterable[str] = (),
-              skip: Iterable[str] = (), retry_failed: bool = False) -> Plan:
+              skip: Iterable[str] = (), retry_failed: bool = False, state: StoreState | None = None) -> Plan:
+    """What a bench does with each run of ``experiments``; ``state``: the store as just read (else read now)."""
     selected = select(experiments, only, skip)
-    state = scan(experiments, results_dir)
+    state = scan(experiments, results_dir) if state is None else state
     todo = [e for e in selected if needs_run(state.status(e.run_id), retry_failed)]
     return Plan(experiments, selected, state, todo)
 

@@ -73,9 +73,8 @@ def run(args) -> int:
     results_dir = args.results or grid.results_dir_for(suite.name)
     with console.status(f"resolving the grid of {suite.name} on {suite.model} (meta device)…"):
         resolution = suites.resolve(suite)
-        experiments = grid.tuned_grid(suite, resolution, results_dir)
-    only, skip = _patterns(args.only), _patterns(args.skip)
-    plan = grid.make_plan(experiments, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
+        only, skip = _patterns(args.only), _patterns(args.skip)
+        plan = grid.tuned_plan(suite, resolution, results_dir, only=only, skip=skip, retry_failed=args.retry_failed)
     if (only or skip) and not plan.selected:
         raise ConfigError(f"no run of suite '{suite.name}' matches --only {only or '-'} --skip {skip or '-'}")
     for run_id, reason in plan.state.corrupt.items():
@@ -108,8 +107,8 @@ def run(args) -> int:
                                       events=progress.event, claims=held, retry_failed=args.retry_failed,
                                       tally=tally)
                     attempted |= {e.run_id for e in plan.todo}
-                    plan = grid.make_plan(grid.tuned_grid(suite, resolution, results_dir), results_dir,
-                                           only=only, skip=skip, retry_failed=args.retry_failed)
+                    plan = grid.tuned_plan(suite, resolution, results_dir, only=only, skip=skip,
+                                           retry_failed=args.retry_failed)
                     plan.todo = [e for e in plan.todo if e.run_id not in attempted]
                     if plan.todo:
                         console.print(f"learning rates selected on seed {suite.seeds[0]}: {len(plan.todo)} more run(s)")
@@ -125,7 +124,7 @@ def run(args) -> int:
             if hasattr(executor, "close"):
                 executor.close()
         console.print(tally_line(tally, done))
-        state = grid.scan(plan.experiments, results_dir)
+        state = grid.scan([e for e in plan.experiments if e.run_id in tally.elsewhere], results_dir)
         running = sum(state.status(rid) not in grid.FINISHED and (h := claims.holder(results_dir, rid)) is not None
                       and h.stale_reason() is None for rid in tally.elsewhere)
         if running:
@@ -197,6 +196,10 @@ def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
                           "which chooses the rates and runs the remaining seeds when they finish")
 
 
+#: Without a terminal, the bench prints one progress line per run every this many optimizer steps.
+LOG_EVERY = 10
+
+
 class GridProgress:
     """Rich progress for the grid (runs done, ETA) and for each active run (step, loss, reward)."""
 
@@ -257,6 +260,12 @@ class GridProgress:
             total = event.get("steps") or event.get("total")
             info = "  ".join(f"{k} {event[k]:.3g}" for k in ("loss", "reward") if isinstance(event.get(k), (int, float)))
             self.progress.update(task, completed=event.get("step", 0), total=total or None, info=info)
+            step = event.get("step") or 0
+            if not self.progress.console.is_terminal and step and (step % LOG_EVERY == 0 or step == total):
+                # Logs (nohup, CI) get no live bar: a plain line every LOG_EVERY steps shows a long run moving.
+                elapsed = time.monotonic() - self.started.get(rid, time.monotonic())
+                self.progress.console.print(f"  {experiment.label}: step {step}/{total or '?'}"
+                                            f"{'  ' + info if info else ''}  ({elapsed / 60:.1f} min)", markup=False)
         elif phase == "eval":
             split = event.get("split", "test")
             total, done = event.get("total") or event.get("limit"), event.get("done", 0)

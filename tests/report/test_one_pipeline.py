@@ -121,3 +121,35 @@ def test_each_rule_named_in_the_architecture_page_exists():
         assert obj is not None, name
     rules = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rules) == len(set(rules))
+
+
+def test_bench_on_a_finished_grid_reads_each_result_twice_and_its_samples_once(tmp_path, monkeypatch, capsys):
+    """`pefthub bench` with nothing left to run: the store scan reads each result, the table's records read
+    each result and stream each samples file once; nothing else reads the directory."""
+    import builtins
+    from collections import Counter
+
+    from pefthub import grid
+    from pefthub.cli import main
+    from pefthub.report import records
+
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "leaderboards" / "quick" / "results", results)
+    reads: Counter = Counter()
+
+    def counting(read):
+        def wrapped(path, *a, **k):
+            reads[Path(path).name] += 1
+            return read(path, *a, **k)
+        return wrapped
+
+    monkeypatch.setattr(grid, "read_result", counting(grid.read_result))
+    monkeypatch.setattr(records, "read_result", counting(records.read_result))
+    monkeypatch.setattr(records, "open", counting(builtins.open), raising=False)
+    monkeypatch.chdir(ROOT)
+    assert main(["bench", "quick", "--results", str(results)]) == 0
+    assert "0 to run" in capsys.readouterr().out
+    files = {p.name for p in results.iterdir()}
+    assert {n for n in reads} <= files
+    assert {reads[n] for n in files if n.endswith(".samples.jsonl")} == {1}
+    assert {reads[n] for n in files if not n.endswith(".samples.jsonl")} == {2}
