@@ -44,6 +44,7 @@ def run(args) -> int:
     from pefthub.report.records import read_records
     from pefthub.report.table import read_table
     from pefthub.results import atomic_write_text
+    from pefthub.tasks import strata_of
 
     name = Path(args.suite).name
     directory = args.results or results_dir_for(name)
@@ -60,7 +61,7 @@ def run(args) -> int:
     command = " ".join(["pefthub findings", name, *(f"--pilot {p.as_posix()}" for p in args.pilot)])
     primary = findings.declared_primary(name)
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), records=table.records,
-                                    pilots=pilots, command=command, primary=primary)
+                                    pilots=pilots, command=command, primary=primary, strata_of=strata_of)
     if args.worked_example is not None:
         if not args.worked_example.is_file():
             raise ConfigError(f"--worked-example: no file {args.worked_example}")

@@ -261,12 +261,12 @@ def statement(f: Finding) -> str:
 
 def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Sequence[RunRecord] = (),
                     pilots: Sequence[tuple[str, list[RunRecord]]] = (), command: str | None = None,
-                    primary: Sequence[tuple[str, str]] = ()) -> str:
+                    primary: Sequence[tuple[str, str]] = (), strata_of=None) -> str:
     """The findings page for ``suite`` from its ``rows`` (:func:`pefthub.report.table.suite_table`;
     deterministic: regenerating unchanged results is a no-op). With ``records`` (every run of the suite)
     it also says how learning rates were chosen and what the runs cost; ``pilots`` are (source, run
     records) compared with the suite's runs; ``primary`` the suite's declared primary comparisons (row
-    labels A, B), stated first."""
+    labels A, B), stated first; ``strata_of`` (:func:`pefthub.tasks.strata_of`) adds accuracy by stratum."""
     flags = flags_of(rows)
     results = check(rows, primary=primary, flags=flags)
     family = made(results)
@@ -318,7 +318,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
         lines.append("")
     seeds = per_seed(rows)
     lines += versus_base_lines(rows, flags, seeds)
-    lines += strata_lines(rows)
+    lines += strata_lines(rows, strata_of)
     lines += per_seed_lines(rows, seeds)
     lines += tuning_lines(docs)
     for pilot_source, pilot_records in pilots:
@@ -647,8 +647,10 @@ def strict_text(row: Row) -> str:
 
 def strata_lines(rows: Sequence[Row], strata_of=None) -> list[str]:
     """Markdown: each row against the base model on the items of each of the task's strata
-    (:func:`pefthub.report.strata.by_stratum`), with strict-match beside flexible-extract; nothing when
-    the task has no strata. ``strata_of`` replaces :func:`pefthub.tasks.strata_of` (tests)."""
+    (:func:`pefthub.report.strata.by_stratum` with ``strata_of``, :func:`pefthub.tasks.strata_of`), with
+    strict-match beside flexible-extract; nothing without ``strata_of`` or when the task has no strata."""
+    if strata_of is None:
+        return []
     base = row_rules.base_row(rows)
     names, found = strata.by_stratum(rows, base, strata_of)
     if not found:

@@ -2,8 +2,9 @@
 (:meth:`pefthub.tasks.Task.stratum`, e.g. "2 terms" and "3 terms"), so a gain confined to the easy
 items, or a change of answer format, shows as such on the findings pages.
 
-The strata come from :func:`pefthub.tasks.strata_of` (the task regenerates its split); this module
-only splits the paired item scores by them and compares each part (:func:`pefthub.report.stats.compare`).
+The strata come from :func:`pefthub.tasks.strata_of` (the task regenerates its split), passed in by
+`pefthub findings`; this module only splits the paired item scores by them and compares each part
+(:func:`pefthub.report.stats.compare`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ def _subset(scores: stats.ItemScores, keep: list[int], label: str) -> stats.Item
                             scores.protocol, scores.items)
 
 
-def by_stratum(rows: Sequence, base, strata_of: StrataOf | None = None) -> tuple[list[str], dict[str, list[Stratum]]]:
+def by_stratum(rows: Sequence, base, strata_of: StrataOf) -> tuple[list[str], dict[str, list[Stratum]]]:
     """(the strata in order, each paired row's :class:`Stratum` results by label). Empty when there is no
-    base row, its items cannot be read, or the task has no strata (every item's stratum is ``None``)."""
-    if strata_of is None:
-        from pefthub.tasks import strata_of
+    base row, its items cannot be read, or the task has no strata (every item's stratum is ``None``).
+    ``strata_of`` is :func:`pefthub.tasks.strata_of`, passed by the caller: building a task loads the
+    plugins (and torch), which the site never does."""
     if base is None:
         return [], {}
     try:
