@@ -371,7 +371,7 @@ def print_results(console, suite, table, *, total: int, have: int) -> None:
     for row in rows:
         test = "-" if row.accuracy is None else _fmt_acc(row.accuracy) + (
             "" if row.ci_low is None else f" [{_fmt_acc(row.ci_low)}, {_fmt_acc(row.ci_high)}]")
-        name = row.label.rsplit("/", 1)[0] if not row.is_base else row.name
+        name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
         c = row.vs_base
         verdict = ("reference" if row.is_base else "not tested" if c is not None and c.verdict is None
                    else {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(c.verdict if c else None, "-"))
