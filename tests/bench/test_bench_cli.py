@@ -209,6 +209,8 @@ def test_kill_9_then_rerun_redoes_nothing_finished(tmp_path):
     assert sorted(d["run_id"] for d in docs) == sorted(r.run_id for r in runs)
     assert all(d["status"] == "success" for d in docs), [d.get("error") for d in docs]
     assert not [p for p in results.iterdir() if p.name.endswith(".tmp")]
+    if any(d["config"]["method"] != "base" for d in docs if d["run_id"] not in {p.stem for p in finished}):
+        assert "step 2/2" in out.stdout  # without a terminal, a plain progress line per run (LOG_EVERY)
 
     # a third run has nothing to do and says so; the results table lists every row
     again = bench_cli(str(suite_dir), "--results", str(results))
