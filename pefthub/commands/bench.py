@@ -200,10 +200,6 @@ def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
 LOG_EVERY = 10
 
 
-#: Without a terminal, the bench prints one progress line per run every this many optimizer steps.
-LOG_EVERY = 10
-
-
 class GridProgress:
     """Rich progress for the grid (runs done, ETA) and for each active run (step, loss, reward)."""
 
@@ -264,12 +260,6 @@ class GridProgress:
             total = event.get("steps") or event.get("total")
             info = "  ".join(f"{k} {event[k]:.3g}" for k in ("loss", "reward") if isinstance(event.get(k), (int, float)))
             self.progress.update(task, completed=event.get("step", 0), total=total or None, info=info)
-            step = event.get("step") or 0
-            if not self.progress.console.is_terminal and step and (step % LOG_EVERY == 0 or step == total):
-                # Logs (nohup, CI) get no live bar: a plain line every LOG_EVERY steps shows a long run moving.
-                elapsed = time.monotonic() - self.started.get(rid, time.monotonic())
-                self.progress.console.print(f"  {experiment.label}: step {step}/{total or '?'}"
-                                            f"{'  ' + info if info else ''}  ({elapsed / 60:.1f} min)", markup=False)
             step = event.get("step") or 0
             if not self.progress.console.is_terminal and step and (step % LOG_EVERY == 0 or step == total):
                 # Logs (nohup, CI) get no live bar: a plain line every LOG_EVERY steps shows a long run moving.
