@@ -528,7 +528,7 @@ def expand(suite: Suite, resolution: Resolution | None = None,
     learning rate, seed) so progress and resumption read naturally.
 
     With ``tune_on_first_seed`` the grid's rates run at the first seed only; ``tuning`` (keyed by row,
-    e.g. ``lora/sft``; see :func:`pefthub.bench.tuned_grid`) adds the rates and the seeds decided by it.
+    e.g. ``lora/sft``; see :func:`pefthub.grid.tuned_grid`) adds the rates and the seeds decided by it.
     """
     if resolution is None:
         resolution = resolve(suite)
