@@ -52,9 +52,10 @@ def _frozen(value: Any) -> Any:
 
 def table_items(records: list[dict]) -> list[tuple] | None:
     """``(split, id, prompt, gold)`` of each record, or None when some record has no usable
-    ``(split, id)`` key or a key repeats (such runs keep prompt and gold in their records)."""
+    ``(split, id)`` key (a string or an integer id) or a key repeats (such runs keep prompt and
+    gold in their records)."""
     rows = [(r.get("split"), r.get("id"), r.get("prompt"), r.get("gold")) for r in records]
-    if any(not isinstance(i, (str, int)) or isinstance(i, bool) for _, i, _, _ in rows):
+    if not all(type(i) is str or type(i) is int for _, i, _, _ in rows):
         return None
     if len({(s, i) for s, i, _, _ in rows}) != len(rows):
         return None
@@ -97,7 +98,10 @@ class ItemsWriter:
                 name = f"t{len(self._tables)}"
                 self._tables[key] = (name, self._member({"table": name, "items": [list(r) for r in rows]}))
             name, table = self._tables[key]
-            records = [{k: v for k, v in r.items() if k not in TABLE_FIELDS} for r in records]
+            records = [r.copy() for r in records]
+            for r in records:
+                for field in TABLE_FIELDS:
+                    r.pop(field, None)
         run = self._member({"run_id": rid, "table": name, "result": doc}, {"run_id": rid, "records": records})
         return Where(run, table)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,10 +366,13 @@ def metric_label(key: Any) -> str:
 
 def samples_summary(records: list[dict]) -> dict:
     """What the run page states before its records are loaded: counts per split and correct."""
-    splits: dict[str, int] = {}
-    for r in records:
-        split = scalar_text(r.get("split", MISSING))
-        splits[split] = splits.get(split, 0) + 1
+    try:
+        counts = Counter(r.get("split", MISSING) for r in records)
+    except TypeError:  # an unhashable split value
+        counts = Counter(scalar_text(r.get("split", MISSING)) for r in records)
+    splits: Counter = Counter()
+    for value, n in counts.items():
+        splits[scalar_text(value)] += n
     order = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
     return {"total": len(records), "correct": sum(1 for r in records if r.get("correct") is True),
             "splits": ", ".join(f"{splits[s]} {s}" for s in order)}

@@ -255,7 +255,7 @@
         controls.hidden = false;
         button.hidden = true;
         status.textContent = "";
-        renderUpTo(isNaN(limit) || limit <= 0 ? records.length : limit);
+        renderUpTo(isNaN(limit) || limit < 0 ? records.length : limit);
       }, function (error) {
         button.disabled = false;
         status.textContent = failure(error);
