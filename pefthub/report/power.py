@@ -143,11 +143,19 @@ class Power:
     parts: Components | None = None      # measured on the suite's rows, pooled (None: not measurable)
     observed: float | None = None        # median |Δ| vs base of the rows that trained
     widest: tuple[str, Components] | None = None   # the row with the largest seed component, and its own
+    family: int = 1                      # rows in the Holm family against base (the rows that trained)
 
     @property
     def detectable(self) -> float | None:
         """Smallest gain over base detected at the suite's seeds, items and seeds both counted."""
         return None if self.parts is None else _detectable(self.parts, self.n_items, self.seeds)
+
+    @property
+    def detectable_holm(self) -> float | None:
+        """The same at Holm's strictest step over the family (α/k), where the best row of a suite is tested."""
+        if self.parts is None or self.family < 2:
+            return None
+        return _detectable(self.parts, self.n_items, self.seeds, alpha=ALPHA / self.family)
 
     @property
     def floor(self) -> float | None:
@@ -187,7 +195,9 @@ class Power:
                      f"with several seeds: a seed moves a row's accuracy by {fmt_pct(math.sqrt(p.seed))} points (sd), "
                      f"items disagree with base by {math.sqrt(p.item + p.resid):.2f} (sd of the per-item difference)), "
                      f"a row at {self.seeds} seed{s} is detected when it gains {fmt_pct(self.detectable)} points over "
-                     f"base; no number of seeds takes that below {fmt_pct(self.floor)} points at {self.n_items} items "
+                     f"base" + (f" ({fmt_pct(self.detectable_holm)} at Holm's strictest step over the {self.family} "
+                                f"rows that trained, α 0.05/{self.family})" if self.detectable_holm is not None else "")
+                     + f"; no number of seeds takes that below {fmt_pct(self.floor)} points at {self.n_items} items "
                      f"(exact McNemar on items alone, one seed: {mcnemar})")
             if self.widest is not None and self.widest[1].seed > p.seed:
                 label, own = self.widest
@@ -208,7 +218,8 @@ class Power:
         p = self.parts
         return {"test_items": self.n_items, "seeds": self.seeds, "base_accuracy": self.base_accuracy,
                 "base_source": self.base_source, "power": POWER, "alpha": ALPHA,
-                "detectable_gain": self.detectable, "detectable_gain_unlimited_seeds": self.floor,
+                "detectable_gain": self.detectable, "detectable_gain_holm_first": self.detectable_holm,
+                "holm_family": self.family, "detectable_gain_unlimited_seeds": self.floor,
                 "variance_item": p.item if p else None, "variance_item_seed": p.resid if p else None,
                 "variance_seed": p.seed if p else None, "rows_measured": p.rows if p else 0,
                 "observed_median_gain": self.observed, "widest_seed_spread_row": self.widest[0] if self.widest else None,
@@ -249,4 +260,4 @@ def suite_power(rows: Sequence = (), base=None, *, n_items: int | None = None, s
     return Power(int(n_items), seeds, accuracy, source,
                  detectable_difference(int(n_items), accuracy, assumption="one-way"),
                  detectable_difference(int(n_items), accuracy, assumption="independent"),
-                 parts, statistics.median(observed) if observed else None, widest)
+                 parts, statistics.median(observed) if observed else None, widest, max(1, len(observed)))
