@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import io
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -62,13 +65,41 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """The standard static handler, plus ``Range: bytes=A-B`` answered with 206 and those bytes, as
+    static hosts answer it, so a run page fetches only its run's part of the suite's items file."""
+
+    def send_head(self):
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        path = self.translate_path(self.path)
+        if wanted is None or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        start, end = int(wanted[1]), min(int(wanted[2]) if wanted[2] else size - 1, size - 1)
+        if start > end:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return io.BytesIO(data)
+
+
 def _serve(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not (directory / "index.html").is_file():
         raise ConfigError(f"{directory} has no index.html; build it first with `pefthub site build -o {directory}`")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler = functools.partial(RangeHandler, directory=str(directory))
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     except OSError as exc:

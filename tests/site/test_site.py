@@ -15,6 +15,7 @@ import math
 import random
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -631,6 +632,15 @@ def test_serve_answers_on_loopback(tmp_path):
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "index.html", timeout=10) as response:
             assert response.status == 200 and b"Suite <em>s</em>" in response.read()
+        # A byte range of the items file, as a run page asks for it, and one past its end.
+        items_file = tmp_path / "out" / "data" / "s" / ITEMS
+        request = urllib.request.Request(url + f"data/s/{ITEMS}", headers={"Range": "bytes=10-19"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 206 and response.read() == items_file.read_bytes()[10:20]
+            assert response.headers["Content-Range"] == f"bytes 10-19/{items_file.stat().st_size}"
+        late = urllib.request.Request(url + f"data/s/{ITEMS}", headers={"Range": "bytes=99999999-"})
+        with pytest.raises(urllib.error.HTTPError, match="416"):
+            urllib.request.urlopen(late, timeout=10)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,7 +1,7 @@
 """The built site as a person sees it: headless Chromium opens it from disk, offline, and from a
 local static server (run pages load their completions from the suite's items file, which a page
-opened from disk may not read): one that answers HTTP Range requests, as static hosts do, and
-Python's own, which ignores them and sends the whole file.
+opened from disk may not read): `pefthub site serve`'s, which answers HTTP Range requests as
+static hosts do, and Python's own, which ignores them and sends the whole file.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and ``playwright`` from PyPI (the
 ``test`` extra); Playwright drives the system browser through ``executable_path``, so no browser
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import io
 import json
 import os
 import random
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from pefthub.commands import site as site_command
 from pefthub.site import build_site
 from pefthub import results
 from test_site import XSS_METHOD, _config, write_demo_leaderboards, write_run
@@ -37,29 +37,20 @@ if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 
 
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """A static server that answers ``Range: bytes=a-b`` with 206 and those bytes (as static hosts do),
-    and records every range it served."""
+class RangeHandler(site_command.RangeHandler):
+    """``pefthub site serve``'s handler (it answers HTTP Range requests, as static hosts do), recording
+    every range it served."""
 
     served: list[tuple[str, int, int]] = []
 
     def log_message(self, *args):
         pass
 
-    def send_head(self):
-        wanted = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or "")
-        path = self.translate_path(self.path)
-        if not wanted or not os.path.isfile(path):
-            return super().send_head()
-        data = Path(path).read_bytes()
-        start, end = int(wanted[1]), min(int(wanted[2]), len(data) - 1)
-        self.served.append((self.path, start, end))
-        self.send_response(206)
-        self.send_header("Content-Type", self.guess_type(path))
-        self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        return io.BytesIO(data[start:end + 1])
+    def send_response(self, code, message=None):
+        if code == 206:
+            wanted = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or "")
+            self.served.append((self.path, int(wanted[1]), int(wanted[2])))
+        super().send_response(code, message)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -89,7 +80,9 @@ def load_completions(page, expected: int) -> None:
     button = page.locator("button.load-items")
     assert f"Show the {expected} completions" == button.inner_text()
     button.click()
-    page.wait_for_function(f"document.querySelectorAll('ol.samples > li').length === {expected}")
+    # Locators wait without evaluating strings, which the page's CSP (no 'unsafe-eval') would refuse.
+    page.locator("ol.samples > li").nth(expected - 1).wait_for()
+    assert page.locator("ol.samples > li").count() == expected
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +282,7 @@ def test_a_run_page_opened_from_disk_says_how_to_see_its_completions(site, brows
     assert page.locator("svg.curve-plot").count() >= 1  # the charts need no request
     page.locator("button.load-items").click()
     status = page.locator(".items-status")
-    page.wait_for_function("document.querySelector('.items-status').textContent.indexOf('Could not') === 0")
+    page.locator(".items-status", has_text="Could not load the completions").wait_for()
     assert "web server" in status.inner_text() and "pefthub site serve" in status.inner_text()
     page.close()
 
