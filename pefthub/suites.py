@@ -29,7 +29,7 @@ BASE_TRAINER = "none"
 SUITE_EVAL_KEYS = {f.name for f in dataclasses.fields(Evaluation)} - {"split"}
 RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": None}
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
-                  "resources", "grid", "methods", "device", "dtype", "vllm", "primary"}
+                  "resources", "grid", "methods", "device", "dtype", "vllm", "primary", "positive_control"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges",
              "primary_seeds"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources", "trainer_options"}
@@ -88,6 +88,9 @@ class Suite:
     #: ``grid.primary_seeds``: the seeds of the rows in ``primary`` (the grid's seeds first, then more), so the
     #: comparison the suite was built for gets more seeds than the rest; empty: every row runs ``seeds``.
     primary_seeds: list[int] = field(default_factory=list)
+    #: ``positive_control = "lora/grpo"``: a row that must beat base (interval above 0) for any comparison of
+    #: an arm trained by its trainer to be read. Not part of any run's config, so it changes no run id.
+    positive_control: str | None = None
 
     @property
     def file(self) -> Path:
@@ -286,11 +289,12 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
                        "validation split, so set it > 0")
     primary = _primary(c, data.get("primary", []))
     primary_seeds = _primary_seeds(c, grid.get("primary_seeds", []), seeds, primary)
+    positive_control = _positive_control(c, data.get("positive_control"), specs)
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
                  tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, placement=placement, vllm=vllm,
-                 primary=primary, primary_seeds=primary_seeds)
+                 primary=primary, primary_seeds=primary_seeds, positive_control=positive_control)
 
 
 def _primary_seeds(c: _Checker, value: Any, seeds: list[int], primary: list[tuple[str, str]]) -> list[int]:
@@ -303,6 +307,16 @@ def _primary_seeds(c: _Checker, value: Any, seeds: list[int], primary: list[tupl
     if out[:len(seeds)] != seeds or len(out) <= len(seeds) or len(set(out)) != len(out):
         c.fail("grid.primary_seeds", f"must be grid.seeds {seeds} followed by more distinct seeds (got {out})")
     return out
+
+
+def _positive_control(c: _Checker, value: Any, specs: list[MethodSpec]) -> str | None:
+    """``positive_control = "lora/grpo"``: one of the grid's row labels (``method@params/trainer``), or unset."""
+    if value is None:
+        return None
+    rows = [f"{method_label(s.name, p)}/{t}" for s in specs for p in s.params for t in s.trainers]
+    if not isinstance(value, str) or value not in rows:
+        c.fail("positive_control", f"{value!r} is not a row of this suite (rows: {', '.join(rows)})")
+    return value
 
 
 def _primary(c: _Checker, value: Any) -> list[tuple[str, str]]:

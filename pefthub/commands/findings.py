@@ -3,13 +3,15 @@ for each, the paired Δ with its 95% interval, the verdict (supported / contradi
 significant after Holm / not tested / not measured in this suite) and the published figure beside it.
 Every table names each row's run-health flags (pefthub/report/health.py), and so does the headline; a
 comparison with an arm that did not train is "not tested". The suite's declared `primary`
-comparisons (suite.toml) are tested on their own and stated first.
+comparisons (suite.toml) are tested on their own and stated first, after its `positive_control`: if that
+row does not beat base, no comparison with an arm of its trainer is tested.
 The file is generated; rerun the command after new results instead of editing it.
 
   pefthub findings quick
   pefthub findings cpu-paper-shape --stdout
-  pefthub findings quick --worked-example docs/benchmarks.md   # also refresh the docs' worked example
   pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results
+  pefthub findings cpu-pilots-quick-v1 --results leaderboards/cpu-pilots/quick-v1/results \
+      --worked-example docs/benchmarks.md   # also refresh the docs' worked example
   pefthub findings cpu-paper-shape --headline README.md   # also refresh the README's generated headline
 """
 
@@ -58,10 +60,12 @@ def run(args) -> int:
     if not rows:
         raise ConfigError(f"no successful result in {directory}: nothing to report")
     pilots = [(pilot.as_posix(), read_records(pilot)) for pilot in args.pilot]
-    command = " ".join(["pefthub findings", name, *(f"--pilot {p.as_posix()}" for p in args.pilot)])
-    primary = findings.declared_primary(name)
+    command = " ".join(["pefthub findings", name, *([f"--results {args.results.as_posix()}"] if args.results else []),
+                        *(f"--pilot {p.as_posix()}" for p in args.pilot)])
+    primary, control = findings.declared_primary(name), findings.declared_control(name)
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), records=table.records,
-                                    pilots=pilots, command=command, primary=primary, strata_of=strata_of)
+                                    pilots=pilots, command=command, primary=primary, strata_of=strata_of,
+                                    control=control)
     if args.worked_example is not None:
         if not args.worked_example.is_file():
             raise ConfigError(f"--worked-example: no file {args.worked_example}")
@@ -73,7 +77,7 @@ def run(args) -> int:
         if not args.headline.is_file():
             raise ConfigError(f"--headline: no file {args.headline}")
         updated = findings.replace_headline(args.headline.read_text(encoding="utf-8"), name,
-                                            findings.headline(name, rows, primary=primary))
+                                            findings.headline(name, rows, primary=primary, control=control))
         atomic_write_text(args.headline, updated)
         print(f"updated the headline in {args.headline}")
     if args.stdout:

@@ -14,6 +14,7 @@ from pefthub.report.power import suite_power
 from pefthub.report.records import RunRecord
 from pefthub.report import rows as row_rules
 from pefthub.report.rows import Row, one_run_row
+from pefthub.report.table import versus_base
 
 MORRIS = 'Morris et al. 2026, "Learning to Reason in 13 Parameters" (arXiv 2602.04118)'
 PEFT = "peft method_comparison (MetaMathQA → GSM8K, Llama-3.2-3B, SFT)"
@@ -137,10 +138,112 @@ def untrained_note(labels: Sequence[str], flags: dict[str, list[health.RowFlag]]
                      if (gates := health.did_not_train(flags.get(label, []))))
 
 
+CONTROL_QUESTION = "Positive control, declared in the suite (tested on its own, before any other comparison)"
+CONTROL_NOT_MEASURED = "positive control not measured yet"
+
+
+@dataclass(frozen=True)
+class Control:
+    """A suite's declared positive control (``positive_control`` in suite.toml) against the base model on
+    the same test items; ``comparison`` is ``None`` (with ``why``) while it is not measured."""
+
+    label: str
+    comparison: stats.Comparison | None
+    untrained: str = ""          # the did-not-train flags in words, empty when the row trained
+    why: str = ""
+
+    @property
+    def trainer(self) -> str:
+        return self.label.rsplit("/", 1)[-1]
+
+    @property
+    def passed(self) -> bool:
+        """Measured, trained, and the 95% interval of Δ vs base wholly above 0."""
+        return self.comparison is not None and not self.untrained and self.comparison.low > 0
+
+    def gates(self, row: Row | None) -> bool:
+        """Whether ``row`` is an arm of the control's trainer while the control has not passed."""
+        return row is not None and not self.passed and not row.is_base and row.trainer == self.trainer
+
+    def note(self) -> str:
+        """Why a gated comparison is not tested: ``"the positive control lora/grpo did not beat base (Δ +1.0,
+        95% CI [-2.0, +4.0]); GRPO is not shown to learn on this model"``."""
+        learns = f"{self.trainer.upper()} is not shown to learn on this model"
+        c = self.comparison
+        if c is None:
+            return f"{CONTROL_NOT_MEASURED} ({self.why}); {learns}"
+        did = f"did not train ({self.untrained})" if self.untrained else "did not beat base"
+        return (f"the positive control {self.label} {did} (Δ {stats.fmt_pct(c.delta, sign=True)}, 95% CI "
+                f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]); {learns}")
+
+    def sentence(self) -> str:
+        """The control in one sentence, as the findings page and the headline state it first."""
+        c = self.comparison
+        if c is None:
+            return (f"Positive control `{self.label}`: {CONTROL_NOT_MEASURED} ({self.why}), so no comparison with a "
+                    f"{self.trainer.upper()} arm is tested")
+        head = (f"Positive control `{self.label}` − `{c.b}`: {stats.interval_text(c)} points "
+                f"(p {stats.fmt_p(c.p_value)}, its own test; {seeds_words(c)})")
+        if self.passed:
+            return f"{head}: it beat base, so {self.trainer.upper()} comparisons are tested"
+        did = f"did not train ({self.untrained})" if self.untrained else "did not beat base"
+        return (f"{head}: it {did}, so {self.trainer.upper()} is not shown to learn on this model and no comparison "
+                f"with a {self.trainer.upper()} arm is tested (each is left out of its Holm family)")
+
+
+def positive_control(rows: Sequence[Row], label: str | None,
+                     flags: dict[str, list[health.RowFlag]] | None = None) -> Control | None:
+    """THE positive-control rule: row ``label`` paired with the base row (:func:`stats.compare_rows`) passes
+    only if it trained (no :func:`health.did_not_train` flag) and its 95% interval of Δ lies above 0;
+    ``None`` when the suite declares no control."""
+    if label is None:
+        return None
+    flags = flags_of(rows) if flags is None else flags
+    row, base = next((r for r in rows if r.label == label), None), row_rules.base_row(rows)
+    if row is None or row.accuracy is None or base is None:
+        return Control(label, None, why=f"no {label if row is None or row.accuracy is None else 'base'} row")
+    try:
+        comparison = stats.compare_rows(row, base)
+    except stats.PairingError as exc:
+        return Control(label, None, why=str(exc))
+    return Control(label, comparison, flags_words(health.did_not_train(flags.get(label, []))))
+
+
+def untested_reason(row: Row, flags: dict[str, list[health.RowFlag]], control: Control | None = None) -> str:
+    """Why a row's comparison with base is not tested: the failed positive control and/or the row's
+    did-not-train flags (``"did not train (no-op)"``); empty when it is tested."""
+    gates = health.did_not_train(flags.get(row.label, []))
+    return "; ".join(filter(None, [control.note() if control is not None and control.gates(row) else "",
+                                   f"did not train ({flags_words(gates)})" if gates else ""]))
+
+
+def control_lines(control: Control | None, flags: dict[str, list[health.RowFlag]]) -> list[str]:
+    """Markdown: the positive control's section, first on the findings page (nothing without one)."""
+    if control is None:
+        return []
+    c = control.comparison
+    verdict = "**passed**" if control.passed else f"**not passed**: {control.note()}"
+    lines = [f"## {CONTROL_QUESTION}", "",
+             f"The suite declares `{control.label}` as its positive control: it passes only if it trained and the "
+             f"95% interval of Δ against the base model lies wholly above 0. If it does not pass, every comparison "
+             f"with a {control.trainer.upper()} arm below reads *not tested* and is left out of its Holm family.", "",
+             "| A − B | A | B | Δ [95% CI] | p (own test) | seeds | verdict | health |", "|---|---|---|---|---|---|---|---|",
+             "| " + " | ".join([f"`{control.label}` − `{c.b if c else 'base'}`",
+                               f"{stats.fmt_pct(c.accuracy_a)}%" if c else "-",
+                               f"{stats.fmt_pct(c.accuracy_b)}%" if c else "-",
+                               stats.interval_text(c) if c else "-", stats.fmt_p(c.p_value) if c else "-",
+                               seeds_words(c) if c else "-", verdict,
+                               flags_words(flags.get(control.label, [])) or "ok"]) + " |", "",
+             f"- {control.sentence()}.", ""]
+    return lines
+
+
 def check(rows: Sequence[Row], alpha: float = stats.ALPHA, *, primary: Sequence[tuple[str, str]] = (),
-          flags: dict[str, list[health.RowFlag]] | None = None) -> list[tuple[str, list[Finding]]]:
+          flags: dict[str, list[health.RowFlag]] | None = None,
+          control: Control | None = None) -> list[tuple[str, list[Finding]]]:
     """Every question's findings, the ``primary`` comparisons (row labels A, B from the suite's
-    ``primary`` key) first as their own question. A comparison with an arm that did not train is
+    ``primary`` key) first as their own question. A comparison with an arm that did not train, or with an
+    arm of the trainer of a ``control`` that did not pass (:func:`positive_control`), is
     :data:`NOT_TESTED`; a pair of rows already compared is :data:`COUNTED_ONCE`; the rest are tested, the
     primary ones Holm-corrected among themselves and the others over the page's exploratory family."""
     flags = flags_of(rows) if flags is None else flags
@@ -160,7 +263,8 @@ def check(rows: Sequence[Row], alpha: float = stats.ALPHA, *, primary: Sequence[
             comparison = stats.compare_rows(a, b)
         except stats.PairingError as exc:
             return Finding(claim, a.label, b.label, None, NOT_COMPARABLE, str(exc), family)
-        note = untrained_note((a.label, b.label), flags)
+        gated = control.note() if control is not None and (control.gates(a) or control.gates(b)) else ""
+        note = "; ".join(filter(None, [gated, untrained_note((a.label, b.label), flags)]))
         if note:
             return Finding(claim, a.label, b.label, comparison, NOT_TESTED, note, family)
         finding = Finding(claim, a.label, b.label, comparison, NULL, "", family)
@@ -204,14 +308,27 @@ def p_words(f: Finding) -> str:
 
 def declared_primary(suite: str) -> list[tuple[str, str]]:
     """The ``primary`` comparisons of ``benchmarks/<suite>/suite.toml`` (none when there is no such file)."""
+    declared = _declared(suite)
+    return declared.primary if declared is not None else []
+
+
+def declared_control(suite: str) -> str | None:
+    """The ``positive_control`` row label of ``benchmarks/<suite>/suite.toml`` (``None`` when unset or
+    there is no such file)."""
+    declared = _declared(suite)
+    return declared.positive_control if declared is not None else None
+
+
+def _declared(suite: str):
+    """The parsed ``benchmarks/<suite>/suite.toml`` (:class:`pefthub.suites.Suite`), ``None`` without one."""
     from pefthub import suites
     from pefthub.errors import ConfigError
 
     try:
         path = suites.locate(suite)
     except ConfigError:
-        return []
-    return suites.load(path).primary
+        return None
+    return suites.load(path)
 
 
 def made(results: Sequence[tuple[str, list[Finding]]], family: str = EXPLORATORY) -> list[Finding]:
@@ -261,14 +378,16 @@ def statement(f: Finding) -> str:
 
 def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Sequence[RunRecord] = (),
                     pilots: Sequence[tuple[str, list[RunRecord]]] = (), command: str | None = None,
-                    primary: Sequence[tuple[str, str]] = (), strata_of=None) -> str:
+                    primary: Sequence[tuple[str, str]] = (), strata_of=None, control: str | None = None) -> str:
     """The findings page for ``suite`` from its ``rows`` (:func:`pefthub.report.table.suite_table`;
     deterministic: regenerating unchanged results is a no-op). With ``records`` (every run of the suite)
     it also says how learning rates were chosen and what the runs cost; ``pilots`` are (source, run
     records) compared with the suite's runs; ``primary`` the suite's declared primary comparisons (row
-    labels A, B), stated first; ``strata_of`` (:func:`pefthub.tasks.strata_of`) adds accuracy by stratum."""
+    labels A, B), stated first; ``strata_of`` (:func:`pefthub.tasks.strata_of`) adds accuracy by stratum;
+    ``control`` the suite's positive-control row label (:func:`positive_control`), stated before them."""
     flags = flags_of(rows)
-    results = check(rows, primary=primary, flags=flags)
+    gate = positive_control(rows, control, flags)
+    results = check(rows, primary=primary, flags=flags, control=gate)
     family = made(results)
     power = suite_power(rows, row_rules.base_row(rows))
     docs = [r.doc for r in records]
@@ -294,6 +413,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
               "sign. The published figures come from larger models, other tasks and full budgets: they give the "
               "direction to test, not a number to reproduce; the verdict says whether the interval contains, "
               "excludes or contradicts (excludes, on the other side of 0) the published Δ.", ""]
+    lines += control_lines(gate, flags)
     for question, findings in results:
         lines += [f"## {question}", "", "| A − B | A | B | Δ [95% CI] | p (Holm) | verdict | health | published |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -312,12 +432,14 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
         untested = [f for f in findings if f.verdict == NOT_TESTED]
         if untested:
             lines += [f"Not tested, and left out of the Holm family: {len(untested)} comparison"
-                      f"{'s' if len(untested) > 1 else ''} with an arm that did not train.", ""]
+                      f"{'s' if len(untested) > 1 else ''} with an arm that did not train"
+                      + (f" or a {gate.trainer.upper()} arm while the positive control has not passed"
+                         if gate is not None and not gate.passed else "") + ".", ""]
         lines += health_lines({label: flags.get(label, []) for f in findings for label in (f.a, f.b)})
         lines += [f"- {statement(f)}" for f in findings]
         lines.append("")
     seeds = per_seed(rows)
-    lines += versus_base_lines(rows, flags, seeds)
+    lines += versus_base_lines(rows, flags, seeds, gate)
     lines += strata_lines(rows, strata_of)
     lines += per_seed_lines(rows, seeds)
     lines += tuning_lines(docs)
@@ -412,14 +534,16 @@ def headline_start(suite: str) -> str:
 
 
 def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFlag]] | None = None,
-             primary: Sequence[tuple[str, str]] = ()) -> str:
-    """One paragraph a README can carry: the ``primary`` comparisons first (else the paper's 13-parameter
-    GRPO − SFT comparison, last), then which rows did not train, and how many of the rest beat, match or
-    fall below the base model on the same test items (Holm over the rows that trained), with the rows
-    significant on every seed and the seeds significantly worse than base; each row it names carries its
-    run-health flags (``flags``: by label, the rows' own when omitted)."""
+             primary: Sequence[tuple[str, str]] = (), control: str | None = None) -> str:
+    """One paragraph a README can carry: the positive ``control`` (a row label, :func:`positive_control`)
+    first, then the ``primary`` comparisons (else the paper's 13-parameter GRPO − SFT comparison, last),
+    then which rows did not train, and how many of the rest beat, match or fall below the base model on the
+    same test items (Holm over the rows tested), with the rows significant on every seed and the seeds
+    significantly worse than base; each row it names carries its run-health flags (``flags``: by label,
+    the rows' own when omitted)."""
     flags = flags_of(rows) if flags is None else flags
-    outcomes = tested_versus_base(rows)
+    gate = positive_control(rows, control, flags)
+    outcomes = tested_versus_base(rows, gate)
     compared = {label: c for label, c in outcomes.items() if isinstance(c, stats.Comparison)}
     family = {label: c for label, c in compared.items() if c.p_holm is not None}
     if not compared:
@@ -429,7 +553,7 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
     budgets = sorted({(r.config.get("budget") or {}).get("steps") for r in trained} - {None})
     sizes = sorted({(r.config.get("budget") or {}).get("batch_size") for r in trained} - {None})
     per = per_seed(rows)
-    results = check(rows, primary=primary, flags=flags)
+    results = check(rows, primary=primary, flags=flags, control=gate)
 
     def named(c: stats.Comparison) -> str:
         words = flags_words(flags.get(c.a, []))
@@ -466,9 +590,14 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
         ordered = sorted((c for c in family.values() if c.verdict == verdict), key=lambda c: -abs(c.delta))
         return [named(c) for c in ordered]
 
-    untrained = [label for label, c in compared.items() if c.p_holm is None]
+    untrained = [label for label, c in compared.items() if c.p_holm is None and health.did_not_train(flags.get(label, []))]
+    gated = [label for label, c in compared.items() if c.p_holm is None and label not in untrained]
     base_pct = f"{stats.fmt_pct(any_c.accuracy_b)}%"
     text = f"on `{suite}` ({shape}), "
+    if gated:
+        text += (f"{len(gated)} {gate.trainer.upper()} row{'s' if len(gated) > 1 else ''} that trained "
+                 f"{'are' if len(gated) > 1 else 'is'} not tested for want of a positive control ("
+                 + ", ".join(f"`{label}`" for label in gated) + "); ")
     if untrained:
         text += (f"{len(untrained)} row{'s' if len(untrained) > 1 else ''} did not train and "
                  f"{'are' if len(untrained) > 1 else 'is'} not tested ("
@@ -478,7 +607,7 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
     better, worse = listed(stats.BETTER), listed(stats.WORSE)
     same = [c for c in family.values() if c.verdict == stats.SAME]
     steady = [c for c in same if every_seed_significant(per.get(c.a, ()))]
-    text += (f"after Holm correction over the {len(family)} rows that trained, "
+    text += (f"after Holm correction over the {len(family)} rows {'tested' if gated else 'that trained'}, "
              + (f"{len(better)} beat the base model's {base_pct} ({'; '.join(better)})" if better
                 else f"no row beats the base model's {base_pct}")
              + f", {len(same)} {'is' if len(same) == 1 else 'are'} not significant after Holm"
@@ -497,7 +626,8 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
                          if f.claim.a == ("tinylora", 13, "grpo") and f.claim.b == ("tinylora", 13, "sft")), None)
         if grpo_sft is not None and grpo_sft.comparison is not None:
             rest.append(comparison_text(grpo_sft, "TinyLoRA at 13 parameters, GRPO − SFT"))
-    return "".join(f"{'; '.join(sentence)}. " for sentence in (parts, rest) if sentence) + \
+    lead = [gate.sentence()] if gate is not None else []
+    return "".join(f"{'; '.join(sentence)}. " for sentence in (lead, parts, rest) if sentence) + \
         "Δ in accuracy points, 95% interval over items and seeds."
 
 
@@ -521,10 +651,14 @@ def replace_headline(text: str, suite: str, paragraph: str) -> str:
     return f"{head}{start}\n{paragraph}\n{HEADLINE_END}{tail}"
 
 
-def tested_versus_base(rows: Sequence[Row]) -> dict[str, stats.Comparison | str]:
+def tested_versus_base(rows: Sequence[Row], control: Control | None = None) -> dict[str, stats.Comparison | str]:
     """Every trained row against the base model as :func:`pefthub.report.table.versus_base` compared it
     (Holm over the rows that trained; a row that did not train is compared for the record only: no Holm
-    p, no verdict), by label: the comparison, or why there is none."""
+    p, no verdict), by label: the comparison, or why there is none. A ``control`` that did not pass takes
+    the rows of its trainer out of the family too (compared afresh, the rows' own comparisons untouched)."""
+    gated = [r.label for r in rows if control is not None and control.gates(r)]
+    if gated:
+        return versus_base(rows, row_rules.base_row(rows), untested=gated)
     return {r.label: r.vs_base or r.vs_base_note for r in rows if not r.is_base and (r.vs_base or r.vs_base_note)}
 
 
@@ -600,12 +734,13 @@ def row_verdict(c: stats.Comparison, found: Sequence[SeedResult] = ()) -> str:
 
 
 def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]] | None = None,
-                      seeds: dict[str, list[SeedResult]] | None = None) -> list[str]:
+                      seeds: dict[str, list[SeedResult]] | None = None, control: Control | None = None) -> list[str]:
     """Markdown: every row against the base model on the same test items, Holm-corrected over the rows
     that trained, with each row's run-health flags (``flags``: by label, the rows' own when omitted) and
-    ``seeds`` (:func:`per_seed`, computed when omitted)."""
+    ``seeds`` (:func:`per_seed`, computed when omitted); a ``control`` that did not pass leaves its
+    trainer's rows untested."""
     flags = flags_of(rows) if flags is None else flags
-    outcomes = tested_versus_base(rows)
+    outcomes = tested_versus_base(rows, control)
     if not any(isinstance(c, stats.Comparison) for c in outcomes.values()):
         return []
     seeds = per_seed(rows) if seeds is None else seeds
@@ -613,8 +748,11 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
     trained = sorted((r for r in rows if not r.is_base), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
     lines = ["## Every row against the base model", "",
              f"Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
-             f"p Holm-corrected over the {len(family)} rows that trained; a row that did not train is *not tested* "
-             "(its numbers for the record, outside the family). *accuracy* is the task's scored metric; "
+             + (f"p Holm-corrected over the {len(family)} rows tested; a row that did not train is *not tested*, "
+                f"and so is every {control.trainer.upper()} row, the positive control `{control.label}` not having "
+                "passed " if control is not None and not control.passed else
+                f"p Holm-corrected over the {len(family)} rows that trained; a row that did not train is *not tested* ")
+             + "(its numbers for the record, outside the family). *accuracy* is the task's scored metric; "
              "*strict-match* (mean over seeds) counts only answers in the exact format the prompt asks for, so a "
              "gain in accuracy that strict-match does not share is a change of answer format"
              + (f" (base: {strict_text(base)})" if (base := row_rules.base_row(rows)) else "")
@@ -631,7 +769,7 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
         params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
         if c.p_holm is None:
             p = f"{stats.fmt_p(c.p_value)} (not in the family)"
-            verdict = f"{NOT_TESTED}: did not train ({flags_words(health.did_not_train(flags.get(row.label, [])))})"
+            verdict = f"{NOT_TESTED}: {untested_reason(row, flags, control)}"
         else:
             p, verdict = f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})", row_verdict(c, seeds.get(row.label, ()))
         lines.append(f"| `{row.label}` | {params} | {c.seeds_a} | {stats.fmt_pct(c.accuracy_a)}% | {strict_text(row)} | "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from pefthub.report import health, stats
 from pefthub.report.records import RunRecord, read_records
@@ -46,9 +46,11 @@ class SuiteTable:
         return next((r for r in self.rows if r.label == label), None)
 
 
-def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPHA) -> dict[str, stats.Comparison | str]:
+def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPHA,
+                untested: Collection[str] = ()) -> dict[str, stats.Comparison | str]:
     """Every scored non-base row against ``base``: a comparison, or why it could not be paired. The Holm
-    family is the rows that trained; a row that did not train (its flags, :func:`health.did_not_train`)
+    family is the rows that trained; a row that did not train (its flags, :func:`health.did_not_train`),
+    or whose label is in ``untested`` (a failed positive control, :func:`pefthub.report.findings.positive_control`),
     is compared for the record only: no Holm p, no verdict."""
     scored = [r for r in rows if not r.is_base and r.accuracy is not None]
     if base is None:
@@ -63,7 +65,8 @@ def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPH
             out[row.label] = stats.compare(stats.item_scores(row), reference)
         except stats.PairingError as exc:
             out[row.label] = str(exc)
-    family = [c for r in scored if isinstance(c := out[r.label], stats.Comparison) and not health.did_not_train(r.flags)]
+    family = [c for r in scored if isinstance(c := out[r.label], stats.Comparison) and not health.did_not_train(r.flags)
+              and r.label not in untested]
     for c, adjusted in zip(family, stats.holm([c.p_value for c in family])):
         c.p_holm = adjusted
         c.verdict = stats.SAME if adjusted >= alpha else (stats.BETTER if c.delta > 0 else stats.WORSE)

@@ -154,7 +154,8 @@ def _write_suite(staging: Path, env, read: _SuiteRead, root: Path, max_samples: 
     _write(staging / "downloads" / f"{read.slug}-findings.md",
            findings.render_markdown(suite.name, render.view_stat_rows(view),
                                     source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}",
-                                    primary=findings.declared_primary(suite.name)))
+                                    primary=findings.declared_primary(suite.name),
+                                    control=findings.declared_control(suite.name)))
     return len(suite.runs)
 
 

@@ -166,7 +166,16 @@ def findings_context(view: SuiteView) -> list[dict]:
     out = []
     rows = view_stat_rows(view)
     flags = findings.flags_of(rows)
-    for question, items in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags):
+    gate = findings.positive_control(rows, findings.declared_control(view.suite.name), flags)
+    if gate is not None:
+        c = gate.comparison
+        out.append({"question": findings.CONTROL_QUESTION, "items": [{
+            "a": gate.label, "b": c.b if c else "base", "verdict": "passed" if gate.passed else "not passed",
+            "statement": f"{gate.sentence()}.", "health": findings.flags_words(flags.get(gate.label, [])) or "ok",
+            "delta": stats.interval_text(c) if c else MISSING,
+            "p": f"{stats.fmt_p(c.p_value)} (own test)" if c else MISSING, "published": "-"}]})
+    for question, items in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags,
+                                          control=gate):
         out.append({"question": question, "items": [{
             "a": f.a, "b": f.b, "verdict": f.verdict, "statement": findings.statement(f),
             "health": findings.comparison_health(f, flags),

@@ -1,0 +1,150 @@
+"""A suite's positive control (suite.toml ``positive_control``): unless that row trained and beat base with
+its interval above 0, no comparison with an arm of its trainer is tested (findings, versus-base table, headline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pefthub.report import findings, stats
+from pefthub.report.table import read_table
+from test_findings import N, flat_curves, set_curves, write_row
+
+GRPO = ("grpo-vs-sft@13", "grpo:13-vs-1", "grpo:13-vs-lora")     # each has a GRPO arm
+SFT = ("sft:13-vs-1", "sft:13-vs-base", "sft:13-vs-lora")         # none has
+
+
+def control_suite(directory: Path, control_gain: int | None) -> None:
+    """Base at ~30%; lora/grpo (the control) right on ``control_gain`` more items than base (no row when
+    ``None``); GRPO and SFT rows of TinyLoRA at 1 and 13 parameters and LoRA SFT, all above base."""
+    rng = np.random.default_rng(4)
+    base = rng.random(N) < 0.3
+    wrong = np.flatnonzero(~base)
+
+    def better(k: int) -> np.ndarray:
+        y = base.copy()
+        y[wrong[:k]] = True
+        return y
+
+    write_row(directory, "base", None, "none", base)
+    if control_gain is not None:
+        write_row(directory, "lora", None, "grpo", better(control_gain))
+    write_row(directory, "tinylora", 1, "grpo", better(4))
+    write_row(directory, "tinylora", 13, "grpo", better(30))
+    write_row(directory, "tinylora", 1, "sft", better(3))
+    write_row(directory, "tinylora", 13, "sft", better(12))
+    write_row(directory, "lora", None, "sft", better(40))
+
+
+def checked(rows, control: str | None, primary=()):
+    gate = findings.positive_control(rows, control)
+    results = findings.check(rows, primary=primary, control=gate)
+    return gate, results, {f.claim.key: f for _, fs in results for f in fs}
+
+
+def test_a_passing_control_leaves_every_comparison_as_before(tmp_path):
+    control_suite(tmp_path, 40)
+    rows = read_table(tmp_path).rows
+    gate, results, found = checked(rows, "lora/grpo")
+    assert gate.passed and gate.comparison.low > 0 and gate.comparison.b == "base"
+    _, _, before = checked(rows, None)
+    assert {k: (f.verdict, f.comparison and f.comparison.p_holm) for k, f in found.items()} == \
+        {k: (f.verdict, f.comparison and f.comparison.p_holm) for k, f in before.items()}
+    assert all(found[k].tested for k in GRPO + SFT)
+    assert findings.tested_versus_base(rows, gate) == findings.tested_versus_base(rows)
+    text = findings.render_markdown("synthetic", rows, "x", control="lora/grpo")
+    assert text.index(f"## {findings.CONTROL_QUESTION}") < text.index("## GRPO vs SFT at 13 parameters")
+    assert "| **passed** |" in text and "it beat base, so GRPO comparisons are tested" in text
+
+
+def test_a_failing_control_leaves_the_grpo_comparisons_untested(tmp_path):
+    control_suite(tmp_path, 2)     # 2 of 120 items better than base: the interval reaches below 0
+    rows = read_table(tmp_path).rows
+    primary = [("tinylora@13/grpo", "tinylora@13/sft")]
+    gate, results, found = checked(rows, "lora/grpo", primary)
+    c = gate.comparison
+    assert c.delta > 0 and c.low <= 0 and not gate.passed
+    note = (f"the positive control lora/grpo did not beat base (Δ {stats.fmt_pct(c.delta, sign=True)}, 95% CI "
+            f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]); "
+            "GRPO is not shown to learn on this model")
+    assert gate.note() == note
+    first = results[0][1][0]       # the primary comparison has a GRPO arm: not tested either
+    assert first.family == findings.PRIMARY and first.verdict == findings.NOT_TESTED and first.note == note
+    for key in GRPO[1:]:
+        assert found[key].verdict == findings.NOT_TESTED and found[key].note == note
+        assert found[key].comparison.p_holm is None
+    family = findings.made(results)
+    assert sorted(f.claim.key for f in family) == sorted(SFT)    # the GRPO ones left the Holm family
+    assert [f.comparison.p_holm for f in family] == pytest.approx(stats.holm([f.comparison.p_value for f in family]))
+    # the versus-base table: GRPO rows not tested, Holm over the SFT rows only
+    outcomes = findings.tested_versus_base(rows, gate)
+    sft = [outcomes[label] for label in ("tinylora@1/sft", "tinylora@13/sft", "lora/sft")]
+    assert all(outcomes[label].p_holm is None for label in ("lora/grpo", "tinylora@1/grpo", "tinylora@13/grpo"))
+    assert [x.p_holm for x in sft] == pytest.approx(stats.holm([x.p_value for x in sft]))
+    assert next(r for r in rows if r.label == "lora/sft").vs_base.p_holm != sft[2].p_holm  # rows untouched
+    lines = findings.versus_base_lines(rows, control=gate)
+    row = next(x for x in lines if x.startswith("| `tinylora@13/grpo` |"))
+    assert f"(not in the family) | not tested: {note} |" in row
+    assert "(not in the family)" not in next(x for x in lines if x.startswith("| `lora/sft` |"))
+    text = findings.render_markdown("synthetic", rows, "x", primary=primary, control="lora/grpo")
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[:2] == [f"## {findings.CONTROL_QUESTION}", f"## {findings.PRIMARY_QUESTION}"]
+    assert f"| **not passed**: {note} |" in text and "3 rows tested" in text
+    head = findings.headline("synthetic", rows, primary=primary, control="lora/grpo")
+    assert head.startswith(f"Positive control `lora/grpo` − `base`: {stats.interval_text(c)} points")
+    assert head.index("it did not beat base, so GRPO is not shown to learn on this model") < head.index(
+        "Primary comparison") and f"not tested: {note}" in head
+    assert "3 GRPO rows that trained are not tested for want of a positive control" in head
+    assert "over the 3 rows tested" in head
+
+
+def test_a_control_that_did_not_train_or_is_not_measured_does_not_pass(tmp_path):
+    control_suite(tmp_path, 40)
+    set_curves(tmp_path, "lora/grpo", {0: flat_curves([0.1, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0, 0.1])})
+    rows = read_table(tmp_path).rows
+    gate, results, found = checked(rows, "lora/grpo")
+    assert gate.comparison.low > 0 and gate.untrained == "flat-reward" and not gate.passed
+    assert gate.note().startswith("the positive control lora/grpo did not train (flat-reward) (Δ +33.3")
+    assert all(found[k].verdict == findings.NOT_TESTED for k in GRPO) and all(found[k].tested for k in SFT)
+    control_suite(tmp_path / "none", None)
+    rows = read_table(tmp_path / "none").rows
+    gate, results, found = checked(rows, "lora/grpo")
+    assert gate.comparison is None and not gate.passed
+    assert gate.note() == "positive control not measured yet (no lora/grpo row); GRPO is not shown to learn on this model"
+    assert found["grpo-vs-sft@13"].verdict == findings.NOT_TESTED and found["sft:13-vs-base"].tested
+    assert findings.headline("synthetic", rows, control="lora/grpo").startswith(
+        "Positive control `lora/grpo`: positive control not measured yet (no lora/grpo row)")
+
+
+def test_the_suite_key_is_checked_and_reaches_the_findings_command(tmp_path, monkeypatch, capsys):
+    from pefthub import suites
+    from pefthub.cli import main
+    from pefthub.errors import ConfigError
+
+    data = {"model": "tiny-random", "task": {"name": "chain_sum"}, "budget": {"steps": 1},
+            "grid": {"methods": ["lora", "tinylora"], "params": [], "learning_rates": [1e-3]},
+            "methods": {"tinylora": {"params": [1, 13]}}}
+    file = tmp_path / "suite.toml"
+    assert suites.parse(dict(data), file).positive_control is None
+    parsed = suites.parse(dict(data, positive_control="tinylora@13/grpo"), file)
+    assert parsed.positive_control == "tinylora@13/grpo"
+    ids = [e.run_id for e in suites.expand(suites.parse(dict(data), file))]
+    assert [e.run_id for e in suites.expand(parsed)] == ids  # not part of any run's config
+    for bad in ("lora/grpoo", "base", 3, ["lora/grpo"]):
+        with pytest.raises(ConfigError) as err:
+            suites.parse(dict(data, positive_control=bad), file)
+        assert str(err.value) == (f"{file}: positive_control: {bad!r} is not a row of this suite (rows: lora/sft, "
+                                  "lora/grpo, tinylora@1/sft, tinylora@1/grpo, tinylora@13/sft, tinylora@13/grpo)")
+    # the command reads the key from benchmarks/<suite>/suite.toml
+    (tmp_path / "benchmarks" / "synthetic").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "synthetic" / "suite.toml").write_text(
+        'model = "tiny-random"\npositive_control = "lora/grpo"\n[task]\nname = "chain_sum"\n[budget]\nsteps = 1\n'
+        '[grid]\nmethods = ["lora"]\nlearning_rates = [1e-3]\n', encoding="utf-8")
+    control_suite(tmp_path / "results", 2)
+    monkeypatch.chdir(tmp_path)
+    assert findings.declared_control("synthetic") == "lora/grpo"
+    assert main(["findings", "synthetic", "--results", "results", "--stdout"]) == 0
+    out = capsys.readouterr().out
+    assert f"## {findings.CONTROL_QUESTION}" in out and "not tested: the positive control lora/grpo" in out
