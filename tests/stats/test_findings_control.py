@@ -148,3 +148,24 @@ def test_the_suite_key_is_checked_and_reaches_the_findings_command(tmp_path, mon
     assert main(["findings", "synthetic", "--results", "results", "--stdout"]) == 0
     out = capsys.readouterr().out
     assert f"## {findings.CONTROL_QUESTION}" in out and "not tested: the positive control lora/grpo" in out
+
+
+def test_the_site_states_the_control_first_and_gates_as_the_page_does(tmp_path, monkeypatch):
+    from pefthub.site.aggregate import view_suite
+    from pefthub.site.load import load_leaderboards
+    from pefthub.site.render import findings_context
+
+    (tmp_path / "benchmarks" / "synthetic").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "synthetic" / "suite.toml").write_text(
+        'model = "tiny-random"\npositive_control = "lora/grpo"\n[task]\nname = "chain_sum"\n[budget]\nsteps = 1\n'
+        '[grid]\nmethods = ["lora"]\nlearning_rates = [1e-3]\n', encoding="utf-8")
+    control_suite(tmp_path / "leaderboards" / "synthetic" / "results", 2)
+    monkeypatch.chdir(tmp_path)
+    (suite,) = load_leaderboards(tmp_path / "leaderboards")[0]
+    questions = findings_context(view_suite(suite))
+    assert questions[0]["question"] == findings.CONTROL_QUESTION
+    [control] = questions[0]["items"]
+    assert (control["a"], control["b"], control["verdict"]) == ("lora/grpo", "base", "not passed")
+    items = {(f["a"], f["b"]): f for q in questions[1:] for f in q["items"]}
+    assert items[("tinylora@13/grpo", "tinylora@13/sft")]["verdict"] == findings.NOT_TESTED
+    assert items[("tinylora@13/sft", "base")]["verdict"] != findings.NOT_TESTED
