@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pefthub import settings
 from pefthub.errors import ConfigError, PefthubError
 from pefthub.schema import Budget, Evaluation, check_checkpoints, learning_rate
 
@@ -28,13 +29,6 @@ NO_TRAINER = "none"
 CONFIG_KEYS = {"model", "task", "trainer", "trainer_options", "method", "method_config", "params_target",
                "learning_rate", "seed", "budget", "eval", "variant", "device", "dtype", "vllm"}
 EVAL_BATCH_SIZE = 32
-#: Learning rates used when a config gives none: GRPO-scale defaults in the spirit of peft's
-#: method_comparison (adapters with very few parameters need much larger steps than full FT).
-DEFAULT_LEARNING_RATES: dict[str, float] = {
-    "full": 1e-5, "lora": 1e-4, "vera": 1e-3, "lora_xs": 1e-3, "tinylora": 1e-3, "bitfit": 1e-3,
-    "prompt_tuning": 1e-3,
-}
-FALLBACK_LEARNING_RATE = 1e-4
 
 Progress = Callable[[dict], None]
 
@@ -46,8 +40,12 @@ def default_task() -> dict:
     return dict(DEFAULT_TASK)
 
 
-def default_learning_rate(method: str) -> float:
-    return DEFAULT_LEARNING_RATES.get(method, FALLBACK_LEARNING_RATE)
+def default_learning_rate(method: str, trainer: str | None = None) -> float:
+    """The learning rate a run of ``method`` under the trainer algorithm ``trainer`` takes when its
+    config gives none: the one the method declares (:attr:`pefthub.methods.Method.default_learning_rate`)."""
+    from pefthub import plugins
+
+    return plugins.methods().get(method).learning_rate_for(trainer)
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -92,8 +90,15 @@ def _settings(cls: type, value: Any, key: str) -> Any:
         raise ConfigError(f"config.{exc}") from None
 
 
-def prepare(config: dict) -> Prepared:
-    """Validate ``config`` without loading weights; raise :class:`ConfigError` naming the field."""
+def prepare(config: dict, *, resolved: bool = False) -> Prepared:
+    """Validate ``config`` without loading weights; raise :class:`ConfigError` naming the field.
+
+    ``resolved=True``: ``config`` is a resolved config that the driver already validated and sized
+    (a suite's run, handed to an executor's child, see :func:`run_resolved`); it is turned into its
+    objects as it is, without repeating the checks and the method sizing (no weightless model is
+    built, no parameter budget searched). Only the device is resolved here, on the machine that runs."""
+    if resolved:
+        return _prepare_resolved(config)
     from pefthub import plugins
     from pefthub.devices import config_placement
     from pefthub.models import meta_model
@@ -111,9 +116,7 @@ def prepare(config: dict) -> Prepared:
     if (method_name == BASE_METHOD) != (trainer_name == NO_TRAINER):
         raise ConfigError(f"config: method '{BASE_METHOD}' goes with trainer '{NO_TRAINER}' and only with it "
                           f"(got method '{method_name}', trainer '{trainer_name}')")
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"config.seed: must be a non-negative integer (got {seed!r})")
+    seed = settings.check(config.get("seed", 0), "config.seed", int, min=0)
     placement = config_placement(config)  # a GPU asked for where there is none: one line, before loading
     task = make_task(config.get("task"))
     evaluation = _settings(Evaluation, config.get("eval"), "eval").to_dict()
@@ -144,8 +147,27 @@ def prepare(config: dict) -> Prepared:
                               "optimizer steps (the built-in sft and grpo trainers can)")
     _check_vllm(config, budget, evaluation)
     lr = config.get("learning_rate")
-    lr = default_learning_rate(method_name) if lr is None else learning_rate(lr, "config.learning_rate")
+    lr = type(method).learning_rate_for(trainer_cls.algorithm()) if lr is None else \
+        learning_rate(lr, "config.learning_rate")
     return Prepared(config, task, type(method), method.config, trainer, budget, evaluation, lr, seed, placement)
+
+
+def _prepare_resolved(config: dict) -> Prepared:
+    """:func:`prepare` of a config the driver resolved and checked: objects built from it as it is."""
+    from pefthub import plugins
+    from pefthub.devices import config_placement
+
+    placement = config_placement(config)
+    task = make_task(config["task"])
+    evaluation = Evaluation.from_dict(config.get("eval") or {}).to_dict()
+    seed = config.get("seed", 0)
+    if config["method"] == BASE_METHOD:
+        return Prepared(config, task, None, None, None, None, evaluation, None, seed, placement)
+    method_cls = plugins.methods().get(config["method"])
+    trainer_cls = plugins.trainers().get(config["trainer"])
+    trainer = trainer_cls(trainer_cls.options_class.from_dict(config["trainer_options"]))
+    return Prepared(config, task, method_cls, method_cls.config_class.from_dict(config["method_config"]), trainer,
+                    Budget.from_dict(config["budget"]), evaluation, float(config["learning_rate"]), seed, placement)
 
 
 def _check_vllm(config: dict, budget: Any, evaluation: dict) -> None:
@@ -199,11 +221,18 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def run_resolved(config: dict, **kwargs: Any) -> dict:
+    """:func:`run_experiment` of a config the driver already validated and sized (a suite's run): what
+    an executor's child runs, so the child does not repeat the driver's checks and method sizing."""
+    return run_experiment(config, resolved=True, **kwargs)
+
+
 def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | str,
-                   progress: Progress | None = None, num_gpus: float = 0) -> dict:
+                   progress: Progress | None = None, num_gpus: float = 0, resolved: bool = False) -> dict:
     """Run one experiment and write its result file; return the result document. ``num_gpus`` is the
     run's ``resources.num_gpus``: a ``full`` SFT or GRPO run with more than one trains sharded across them
-    (:mod:`pefthub.trainers.sharded`); every other run computes on one device."""
+    (:mod:`pefthub.trainers.sharded`); every other run computes on one device. ``resolved``: see
+    :func:`prepare`."""
     import torch
 
     from pefthub import results
@@ -213,7 +242,7 @@ def run_experiment(config: dict, *, suite: str = "adhoc", results_dir: Path | st
     from pefthub.trainers import sharded
     from pefthub.trainers.budget import MemoryMeter, Spent
 
-    prepared = prepare(config)  # ConfigError here: nothing written, nothing loaded
+    prepared = prepare(config, resolved=resolved)  # ConfigError here: nothing written, nothing loaded
     ranks = 1 if prepared.trainer is None else sharded.ranks(
         config["method"], prepared.trainer.name, prepared.budget.batch_size, prepared.placement, num_gpus,
         config.get("device", "auto"), options=prepared.trainer.options)

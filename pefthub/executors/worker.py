@@ -1,7 +1,8 @@
 """What runs inside a child process (local executor) or a Ray task: one experiment, isolated.
 
-The run function is named by a ``"module:function"`` string (default
-``pefthub.runner:run_experiment``) so it can cross a process boundary and be swapped in tests.
+The run function is named by a ``"module:function"`` string (default ``pefthub.runner:run_resolved``:
+an executor runs a suite's runs, whose configs the driver resolved, validated and sized once) so it can
+cross a process boundary and be swapped in tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Callable
 from pefthub.executors.base import failure_document, one_line
 from pefthub.results import StoreWriteError, utc_now, write_result
 
-DEFAULT_RUN_FUNCTION = "pefthub.runner:run_experiment"
+DEFAULT_RUN_FUNCTION = "pefthub.runner:run_resolved"
 
 
 def load_function(spec: str) -> Callable[..., dict]:
