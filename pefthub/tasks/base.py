@@ -9,13 +9,13 @@ functions (``pefthub.rewards``) call the very same object.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pefthub import schema
+from pefthub import settings
 from pefthub.errors import ConfigError
+from pefthub.settings import Rule, setting
 
 SPLITS = ("train", "validation", "test")
 
@@ -31,18 +31,17 @@ class Example:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def param(default: Any, help: str) -> Any:
-    """A task-parameter dataclass field carrying the help text `pefthub tasks` shows."""
-    if isinstance(default, (list, dict, tuple)):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+def param(default: Any, help: str, **rule: Any) -> Any:
+    """A task parameter: a :func:`pefthub.settings.setting` (default, help `pefthub tasks` shows, and
+    bounds or choices such as ``min=1``)."""
+    return setting(default, help, **rule)
 
 
 @dataclass
 class TaskParams:
-    """Base class of a task's parameters: a dataclass whose values are type-checked and then
-    validated by :meth:`validate` (subclasses add range checks)."""
+    """Base class of a task's parameters: a dataclass whose values are checked against their
+    declarations (:mod:`pefthub.settings`: type, bounds, choices) and then by :meth:`validate`
+    (rules between parameters)."""
 
     #: Parameters added after results were published: a task's config carries them only when they
     #: differ from their default, so the run ids of runs that do not use them stay what they were.
@@ -50,11 +49,10 @@ class TaskParams:
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
+        for f in dataclasses.fields(self):  # an integer given for a float becomes a float: one setting, one hash
             value = getattr(self, f.name)
-            _check_type(f.name, value, hints[f.name])
-            if hints[f.name] is float and isinstance(value, int):
-                setattr(self, f.name, float(value))  # 1 and 1.0 are the same setting: same config hash
+            object.__setattr__(self, f.name, f.metadata.get("rule", Rule()).check(value, f"parameter {f.name}",
+                                                                                 hints[f.name]))
         self.validate()
 
     def validate(self) -> None:
@@ -78,49 +76,13 @@ class TaskParams:
     @classmethod
     def field_help(cls) -> list[tuple[str, str, Any]]:
         """(name, help, default) per parameter, for `pefthub tasks` and docs/tasks.md."""
-        return [(name, help, _plain(default)) for name, help, default in schema.field_help(cls)]
+        return [(name, help, _plain(default)) for name, help, default in settings.field_help(cls)]
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
-
-
-def _check_type(name: str, value: Any, annotation: Any) -> None:
-    """Reject values of the wrong type with one line (parameters arrive from TOML and the CLI)."""
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else (annotation,)
-    if any(_matches(value, option) for option in options):
-        return
-    names = " or ".join(_type_name(option) for option in options)
-    raise ConfigError(f"parameter {name} must be {names} (got {value!r})")
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    if annotation is Any:
-        return True
-    if annotation is type(None):
-        return value is None
-    origin = typing.get_origin(annotation) or annotation
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
-    if not isinstance(value, origin):
-        return False
-    args = typing.get_args(annotation)
-    if origin in (list, tuple) and args:
-        return all(_matches(item, args[0]) for item in value)
-    if origin is dict and len(args) == 2:
-        return all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    if annotation is type(None):
-        return "None"
-    return getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None else str(annotation)
 
 
 class Task:
@@ -150,7 +112,7 @@ class Task:
 
     @classmethod
     def params_from_dict(cls, data: dict[str, Any]) -> TaskParams:
-        schema.check_known(cls.params_class, data, f"task '{cls.name}'", noun="parameter")
+        settings.check_known(cls.params_class, data, f"task '{cls.name}'", noun="parameter")
         try:
             return cls.params_class(**data)
         except ConfigError as exc:

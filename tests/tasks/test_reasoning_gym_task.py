@@ -74,7 +74,7 @@ def test_grpo_rewards_with_the_tasks_scorer(legs):
     ({"dataset": "simple_equations", "options": {"operators": ["+"]}},
      "'simple_equations' cannot generate items with options .*weights"),
     ({"dataset": "gcd", "options": {"seed": 3}}, "parameter options=.* may not set seed or size"),
-    ({"dataset": 3}, "parameter dataset must be str"),
+    ({"dataset": 3}, r"parameter dataset: must be a string \(got 3\)"),
 ])
 def test_bad_settings_are_one_line_config_errors(params, message):
     with pytest.raises(ConfigError, match=message) as info:
