@@ -16,12 +16,14 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from pefthub import schema
 from pefthub.errors import ConfigError
-from pefthub.methods.base import config_field
+from pefthub.settings import Settings, defaults, setting
 from pefthub.trainers.budget import Budget, Spent
 
 __all__ = ["Trainer", "TrainerOptions", "TrainOutcome", "TrainingFailure", "config_field"]
+
+#: A trainer option is a :func:`pefthub.settings.setting` (default, help, bounds); the name trainers import.
+config_field = setting
 
 #: ``progress`` callbacks receive dicts like {"phase": "train", "step": 3, "steps": 20, "loss": 0.4}.
 Progress = Callable[[dict], None]
@@ -43,8 +45,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 @dataclass
-class TrainerOptions(schema.Settings):
-    """Base class of a trainer's options: a dataclass with ``metadata={"help": ...}`` fields,
+class TrainerOptions(Settings):
+    """Base class of a trainer's options: fields declared with :func:`pefthub.settings.setting`,
     validated in ``__post_init__``; errors name ``trainer_options.<field>``."""
 
     #: Options added after results were published: a resolved config carries them only when they
@@ -57,9 +59,9 @@ class TrainerOptions(schema.Settings):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        defaults = schema.defaults(type(self))
+        declared = defaults(type(self))
         for name in self.OMIT_WHEN_DEFAULT:
-            if out[name] == defaults[name]:
+            if out[name] == declared[name]:
                 del out[name]
         return out
 
