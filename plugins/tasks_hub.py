@@ -40,13 +40,9 @@ class Gsm8k(HubTask):
 
 @dataclass
 class Math500Params(HubSourceParams):
-    levels: list[int] = param([1, 2, 3, 4, 5], "MATH difficulty levels to keep (1-5)")
+    levels: list[int] = param([1, 2, 3, 4, 5], "MATH difficulty levels to keep (1-5)", nonempty=True,
+                              choices=(1, 2, 3, 4, 5))
     subjects: list[str] = param([], "MATH subjects to keep, e.g. [\"Algebra\"] (empty: all)")
-
-    def validate(self) -> None:
-        super().validate()
-        self.require(len(self.levels) > 0 and all(1 <= lv <= 5 for lv in self.levels), "levels",
-                     "must be a non-empty list of levels 1-5")
 
 
 class Math500(HubTask):

@@ -21,18 +21,15 @@ from pefthub.tasks.procedural import ProceduralParams, ProceduralTask
 
 @dataclass
 class _RangeParams(ProceduralParams):
-    min_terms: int = param(2, "fewest numbers in an expression")
-    max_terms: int = param(6, "most numbers in an expression")
-    min_digits: int = param(1, "fewest digits per number")
-    max_digits: int = param(4, "most digits per number")
+    min_terms: int = param(2, "fewest numbers in an expression", min=1)
+    max_terms: int = param(6, "most numbers in an expression", min=1)
+    min_digits: int = param(1, "fewest digits per number", min=1)
+    max_digits: int = param(4, "most digits per number", min=1, max=18)
 
     def validate(self) -> None:
         super().validate()
-        self.require(self.min_terms >= 1, "min_terms", "must be >= 1")
         self.require(self.max_terms >= self.min_terms, "max_terms", f"must be >= min_terms ({self.min_terms})")
-        self.require(self.min_digits >= 1, "min_digits", "must be >= 1")
         self.require(self.max_digits >= self.min_digits, "max_digits", f"must be >= min_digits ({self.min_digits})")
-        self.require(self.max_digits <= 18, "max_digits", "must be <= 18")
 
 
 class _ExpressionTask(ProceduralTask):
@@ -80,20 +77,14 @@ OPERATORS = ("+", "-", "*", "/")
 
 @dataclass
 class BasicArithmeticParams(_RangeParams):
-    operators: list[str] = param(list(OPERATORS), "operators to use, any of + - * /")
+    operators: list[str] = param(list(OPERATORS), "operators to use, any of + - * /", nonempty=True,
+                                 choices=OPERATORS)
     allow_parentheses: bool = param(True, "allow parenthesised sub-expressions")
     allow_negation: bool = param(True, "allow negative numbers and negated parentheses")
-    format_style: str = param("simple", "question wording: 'simple' (Calculate ...) or 'natural' (varied)")
-    whitespace: str = param("single", "spacing between terms: 'single', 'no_space' or 'random'")
-
-    def validate(self) -> None:
-        super().validate()
-        self.require(len(self.operators) > 0, "operators", "must name at least one operator")
-        self.require(all(op in OPERATORS for op in self.operators), "operators",
-                     f"may contain only {' '.join(OPERATORS)}")
-        self.require(self.format_style in ("simple", "natural"), "format_style", "must be 'simple' or 'natural'")
-        self.require(self.whitespace in ("single", "no_space", "random"), "whitespace",
-                     "must be 'single', 'no_space' or 'random'")
+    format_style: str = param("simple", "question wording: 'simple' (Calculate ...) or 'natural' (varied)",
+                              choices=("simple", "natural"))
+    whitespace: str = param("single", "spacing between terms: 'single', 'no_space' or 'random'",
+                            choices=("single", "no_space", "random"))
 
 
 class BasicArithmetic(_ExpressionTask):

@@ -32,11 +32,10 @@ class HubSourceParams(TaskParams):
     path: str = param("", "hub dataset id or a local directory with its files (empty: the task's hub dataset)")
     data_files: dict[str, str] | None = param(
         None, "local files per hub split, e.g. {train = \"train.parquet\", test = \"test.parquet\"}; "
-              "overrides path")
+              "overrides path", nonempty=True)
 
     def validate(self) -> None:
         if self.data_files is not None:
-            self.require(len(self.data_files) > 0, "data_files", "must name at least one split's file")
             for split, file in self.data_files.items():
                 suffix = Path(file).suffix.lower()
                 self.require(suffix in _BUILDERS, "data_files",
@@ -47,13 +46,9 @@ class HubSourceParams(TaskParams):
 class HubParams(HubSourceParams):
     """A hub dataset with train and test splits; validation is carved out of train."""
 
-    seed: int = param(0, "seed of the permutation that picks validation questions out of the hub's train split")
-    validation_size: int = param(200, "questions moved from the hub's train split to the validation split")
-
-    def validate(self) -> None:
-        super().validate()
-        self.require(self.seed >= 0, "seed", "must be >= 0")
-        self.require(self.validation_size >= 0, "validation_size", "must be >= 0")
+    seed: int = param(0, "seed of the permutation that picks validation questions out of the hub's train split",
+                      min=0)
+    validation_size: int = param(200, "questions moved from the hub's train split to the validation split", min=0)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -50,21 +50,15 @@ SPLIT_RULES = ("stream", "hash")
 class ProceduralParams(TaskParams):
     OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("split_rule",)
 
-    seed: int = param(0, "seed of the generator; every split follows from it")
-    test_size: int = param(500, "distinct questions in the test split")
-    validation_size: int = param(100, "distinct questions in the validation split")
-    train_size: int = param(20000, "maximum distinct questions in the train split (generated on demand)")
+    seed: int = param(0, "seed of the generator; every split follows from it", min=0)
+    test_size: int = param(500, "distinct questions in the test split", min=1)
+    validation_size: int = param(100, "distinct questions in the validation split", min=0)
+    train_size: int = param(20000, "maximum distinct questions in the train split (generated on demand)", min=0)
     split_rule: str = param("stream", "how distinct questions are dealt to splits: 'stream' (test first, then "
                                       "validation, then train, in stream order: a small sub-space lands mostly in "
                                       "test) or 'hash' (a hash-ordered partition of the first test+validation+train "
-                                      "distinct questions: every split has the same difficulty mix)")
-
-    def validate(self) -> None:
-        self.require(self.seed >= 0, "seed", "must be >= 0")
-        self.require(self.test_size >= 1, "test_size", "must be >= 1")
-        self.require(self.validation_size >= 0, "validation_size", "must be >= 0")
-        self.require(self.train_size >= 0, "train_size", "must be >= 0")
-        self.require(self.split_rule in SPLIT_RULES, "split_rule", f"must be one of {', '.join(SPLIT_RULES)}")
+                                      "distinct questions: every split has the same difficulty mix)",
+                        choices=SPLIT_RULES)
 
     def generator_kwargs(self) -> dict[str, Any]:
         """The parameters passed to the reasoning-gym generator (everything but the split sizes)."""

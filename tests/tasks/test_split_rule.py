@@ -68,7 +68,7 @@ def test_split_rule_enters_the_config_only_when_not_default():
     assert "split_rule" not in get_task(**DEFAULT_TASK, split_rule="stream").config()
     assert get_task(**DEFAULT_TASK, split_rule="hash").config()["split_rule"] == "hash"
     assert "split_rule" not in get_task(**AIW).config()
-    with pytest.raises(ConfigError, match="split_rule='random' must be one of stream, hash"):
+    with pytest.raises(ConfigError, match=r"parameter split_rule: must be one of stream, hash \(got 'random'\)"):
         get_task(**DEFAULT_TASK, split_rule="random")
 
 

@@ -32,16 +32,16 @@ def test_unknown_task_is_one_clear_line():
 
 
 @pytest.mark.parametrize("name,params,match", [
-    ("chain_sum", {"min_terms": 0}, r"task 'chain_sum': parameter min_terms=0 must be >= 1"),
+    ("chain_sum", {"min_terms": 0}, r"task 'chain_sum': parameter min_terms: must be a positive integer \(got 0\)"),
     ("chain_sum", {"max_digits": 1, "min_digits": 3}, r"task 'chain_sum': parameter max_digits=1 must be >= min_digits"),
     ("chain_sum", {"colour": "red"}, r"task 'chain_sum': unknown parameter\(s\) colour \(known: .*min_terms"),
-    ("chain_sum", {"max_terms": "3"}, r"task 'chain_sum': parameter max_terms: must be an integer \(got '3'\)"),
+    ("chain_sum", {"max_terms": "3"}, r"task 'chain_sum': parameter max_terms: must be a positive integer \(got '3'\)"),
     ("chain_sum", {"allow_negation": 1}, r"parameter allow_negation: must be true or false \(got 1\)"),
-    ("basic_arithmetic", {"operators": ["+", "^"]}, r"task 'basic_arithmetic': parameter operators=.* may contain only"),
-    ("basic_arithmetic", {"whitespace": "tabs"}, r"parameter whitespace='tabs'"),
+    ("basic_arithmetic", {"operators": ["+", "^"]}, r"task 'basic_arithmetic': parameter operators: must be a list of \+, -, \*, / \(got \['\+', '\^'\]\)"),
+    ("basic_arithmetic", {"whitespace": "tabs"}, r"parameter whitespace: must be one of single, no_space, random \(got 'tabs'\)"),
     ("gsm_symbolic", {"difficulty": 2.0}, r"task 'gsm_symbolic': parameter difficulty=2.0 is not supported"),
     ("gsm8k", {"data_files": {"test": "x.txt"}}, r"task 'gsm8k': parameter data_files=.*supported file types"),
-    ("math500", {"levels": [0]}, r"task 'math500': parameter levels=\[0\]"),
+    ("math500", {"levels": [0]}, r"task 'math500': parameter levels: must be a list of 1, 2, 3, 4, 5 \(got \[0\]\)"),
 ])
 def test_invalid_parameters_name_the_task_and_the_parameter(name, params, match):
     with pytest.raises(ConfigError, match=match) as info:
