@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task-param", dest="task_params", action="append", metavar="KEY=VALUE",
                         help="task parameter, e.g. --task-param max_digits=3 (repeatable; with --task)")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="model name or path (default: %(default)s)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: a per-method default, see docs/trainers.md)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the method's own, shown by `pefthub methods`)")
     parser.add_argument("--steps", type=int, default=budget["steps"], help="optimizer steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=budget["batch_size"],
                         help="prompts (grpo) or examples (sft) per step (default: %(default)s)")
