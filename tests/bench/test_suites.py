@@ -141,11 +141,19 @@ def test_shipped_suites_parse(name):
 def test_shipped_suites_follow_the_issue():
     from pefthub.tasks import DEFAULT_TASK
 
-    quick = suites.load(REPO / "benchmarks" / "quick")
-    assert quick.model == "smollm2-135m-instruct" and quick.task == DEFAULT_TASK
+    quick = suites.load(REPO / "benchmarks" / "quick")  # issue #24: the aiw task, splits from one distribution
+    assert quick.model == "smollm2-135m-instruct"
+    assert (quick.task["name"], quick.task["dataset"], quick.task["options"], quick.task["split_rule"]) == (
+        "reasoning_gym", "aiw", {"max_entities": 3}, "hash")
     assert [m.method for m in quick.methods] == ["tinylora", "lora", "lora_xs", "vera", "bitfit",
                                                  "prompt_tuning", "full"]
     assert all(m.trainers == ["sft", "grpo"] for m in quick.methods) and quick.seeds == [0]
+    assert next(m for m in quick.methods if m.method == "tinylora").params == [13]
+    assert quick.eval["limit"] == quick.task["test_size"] == 100 and quick.eval["validation_limit"] == 0
+
+    quick_v1 = suites.load(REPO / "benchmarks" / "cpu-pilots" / "quick-v1")  # the chain_sum board, kept
+    assert quick_v1.name == "cpu-pilots-quick-v1" and quick_v1.task == DEFAULT_TASK
+    assert [m.method for m in quick_v1.methods] == [m.method for m in quick.methods] and quick_v1.seeds == [0]
 
     shape = suites.load(REPO / "benchmarks" / "cpu-paper-shape")
     assert shape.model == quick.model and shape.task == DEFAULT_TASK

@@ -134,7 +134,7 @@ def test_bench_on_a_finished_grid_reads_each_result_twice_and_its_samples_once(t
     from pefthub.report import records
 
     results = tmp_path / "results"
-    shutil.copytree(ROOT / "leaderboards" / "quick" / "results", results)
+    shutil.copytree(ROOT / "leaderboards" / "cpu-pilots" / "quick-v1" / "results", results)  # the chain_sum quick board
     reads: Counter = Counter()
 
     def counting(read):
@@ -147,7 +147,7 @@ def test_bench_on_a_finished_grid_reads_each_result_twice_and_its_samples_once(t
     monkeypatch.setattr(records, "read_result", counting(records.read_result))
     monkeypatch.setattr(records, "open", counting(builtins.open), raising=False)
     monkeypatch.chdir(ROOT)
-    assert main(["bench", "quick", "--results", str(results)]) == 0
+    assert main(["bench", "benchmarks/cpu-pilots/quick-v1", "--results", str(results)]) == 0
     assert "0 to run" in capsys.readouterr().out
     files = {p.name for p in results.iterdir()}
     assert {n for n in reads} <= files

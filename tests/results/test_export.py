@@ -12,13 +12,13 @@ import pytest
 from pefthub import cli, results
 from pefthub.commands import export
 
-QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "quick" / "results"
+QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "cpu-pilots" / "quick-v1" / "results"
 RUNS = ["070475df7ebea6cc", "e5501a31c81086e0", "a0b759edac48102c"]  # vera/grpo, base, lora/sft
 
 
 @pytest.fixture
 def suite(tmp_path, monkeypatch):
-    """Three committed quick runs, a failed run and a corrupt file in a results directory."""
+    """Three committed runs of the chain_sum quick board, a failed run and a corrupt file in a results directory."""
     monkeypatch.setenv("PEFTHUB_CACHE", str(tmp_path / "cache"))
     directory = tmp_path / "mini" / "results"
     directory.mkdir(parents=True)

@@ -17,8 +17,9 @@ from pefthub.models import load_model
 from pefthub.report.records import samples_file_of
 from pefthub.tasks import get_task, task_from_config
 
-#: A committed run of the quick suite (its samples file predates the identifiers).
-QUICK_RUN = Path(__file__).resolve().parents[2] / "leaderboards" / "quick" / "results" / "070475df7ebea6cc.json"
+REPO = Path(__file__).resolve().parents[2]
+#: A committed run of the chain_sum quick board (its samples file predates the identifiers).
+QUICK_RUN = REPO / "leaderboards" / "cpu-pilots" / "quick-v1" / "results" / "070475df7ebea6cc.json"
 FIELDS = sample_ids.FIELDS
 SMALL = {"test_size": 12, "validation_size": 4, "train_size": 8, "min_terms": 2, "max_terms": 3, "max_digits": 2}
 
@@ -101,11 +102,11 @@ def test_reading_without_the_result_leaves_doc_hash_null_and_fields_present(tmp_
     assert results.read_samples(tmp_path / "x.samples.jsonl", lm_eval_ids=False)[0].keys().isdisjoint(FIELDS)
 
 
-@pytest.mark.parametrize("run", ["quick/results/070475df7ebea6cc", "cpu-paper-shape/results/0193a06de2ee32d6"])
+@pytest.mark.parametrize("run", ["cpu-pilots/quick-v1/results/070475df7ebea6cc", "cpu-paper-shape/results/0193a06de2ee32d6"])
 def test_every_committed_split_regenerates_the_documents_lm_eval_saw(run):
     """Each split of a committed run: the documents regenerated from its task config render to the
     task hash the run recorded, and every stored line gets a doc_hash."""
-    path = QUICK_RUN.parents[2] / f"{run}.json"
+    path = REPO / "leaderboards" / f"{run}.json"
     doc = results.read_result(path)
     records = results.read_samples(samples_file_of(path, doc), result=doc)
     for split, block in doc["evaluation"].items():

@@ -14,7 +14,7 @@ from pefthub.report.records import samples_file_of
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "schema-v0"
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = ["leaderboards/quick/results", "leaderboards/cpu-paper-shape/results", "leaderboards/cpu-pilots/cost",
+COMMITTED = ["leaderboards/cpu-pilots/quick-v1/results", "leaderboards/cpu-paper-shape/results", "leaderboards/cpu-pilots/cost",
              "leaderboards/cpu-pilots/steps/results"]
 #: doc_hash that lm-eval 0.4.13 logged (--log_samples) for the first two test documents of the fixture's task.
 LM_EVAL_DOC_HASH = ["7d92089c203e020fec4909ea17d521168fb64c06560d948a91df0eea122d5be5",

@@ -16,7 +16,7 @@ from pefthub.results import canonical_json, run_id
 from pefthub.schema import Budget, Evaluation
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = sorted(REPO.glob("leaderboards/*/results/*.json"))
+COMMITTED = sorted([*REPO.glob("leaderboards/*/results/*.json"), *REPO.glob("leaderboards/*/*/results/*.json")])
 
 SUITE = """
 model = "tiny-random"
@@ -82,7 +82,7 @@ def test_committed_results_keep_their_run_ids():
 
 def test_the_runner_resolves_committed_configs_to_themselves():
     """What `pefthub train` hashes for a committed run's settings is that run's config, byte for byte
-    (the base row and one run per trainer; expanding the quick suite checks every run, in
+    (the base row and one run per trainer; expanding a committed suite checks every run, in
     test_bench_cli.py)."""
     configs = [json.loads(path.read_text(encoding="utf-8"))["config"] for path in COMMITTED]
     picked = {config["trainer"]: config for config in configs}

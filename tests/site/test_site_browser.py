@@ -378,20 +378,23 @@ def test_content_security_policy_blocks_an_inline_script_that_slipped_through(si
 
 
 REPO = Path(__file__).resolve().parents[2]
-QUICK_RESULTS = REPO / "leaderboards" / "quick" / "results"
+#: The chain_sum `quick` board (benchmarks/cpu-pilots/quick-v1), as the site names it.
+QUICK = "cpu-pilots-quick-v1"
+QUICK_RESULTS = REPO / "leaderboards" / "cpu-pilots" / "quick-v1" / "results"
 
 
 def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser, serve):
-    """The real results the README's main command wrote (committed under leaderboards/quick):
-    built afresh, one plot marker per successful trained configuration, every run in the table,
-    a run page with its curves and completions, no console errors, nothing fetched from elsewhere."""
+    """Real results the README's main command wrote (the chain_sum quick board, committed under
+    leaderboards/cpu-pilots/quick-v1): built afresh, one plot marker per successful trained configuration,
+    every run in the table, a run page with its curves and completions, no console errors, nothing
+    fetched from elsewhere."""
     files = sorted(QUICK_RESULTS.glob("*.json"))
     assert files, f"no committed results in {QUICK_RESULTS} (`make bench` writes them)"
     runs = [results.read_result(f) for f in files]
     trained = [r for r in runs if r["status"] == "success" and r["config"]["trainer"] != "none"]
     assert trained, "the committed quick results have no successful trained run"
     root = tmp_path / "leaderboards"
-    shutil.copytree(REPO / "leaderboards" / "quick", root / "quick")
+    shutil.copytree(QUICK_RESULTS, root / QUICK / "results")
     out = tmp_path / "site"
     build_site(root, out)
     shots = Path(os.environ.get("PEFTHUB_SITE_SCREENSHOTS") or tmp_path) / "quick-screenshots"
@@ -410,12 +413,12 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser, se
 
     # It says it is a smoke run, every trained row has a verdict against base, and the compare view
     # pairs GRPO with SFT for each method with the numbers `pefthub compare` prints.
-    power = page.locator("#suite-quick-power")
+    power = page.locator(f"#suite-{QUICK}-power")
     assert power.is_visible() and "Smoke run" in power.inner_text() and "64 test items, 1 seed" in power.inner_text()
     verdicts = page.locator("table.board tbody tr:not(.ref) td.verdict .badge").all_inner_texts()
     assert len(verdicts) == len(configurations) and set(verdicts) <= {
         "better than base", "worse than base", "indistinguishable from base", "not tested"}
-    pairs = page.locator("#suite-quick-compare-table tbody tr.pair")
+    pairs = page.locator(f"#suite-{QUICK}-compare-table tbody tr.pair")
     assert pairs.count() == len({(m, p) for m, p, _ in configurations})
     from pefthub.report import stats
     from pefthub.report.table import read_table
@@ -423,11 +426,11 @@ def test_the_committed_quick_results_render_in_the_browser(tmp_path, browser, se
     expected = stats.compare_rows(rows["full/grpo"], rows["full/sft"])
     full = pairs.filter(has_text="full/grpo")
     assert full.locator("td.delta").inner_text() == stats.fmt_pct(expected.delta, sign=True)
-    page.locator("#suite-quick-compare-table").screenshot(path=str(shots / "quick-compare.png"))
-    assert page.locator("#suite-quick-findings-table tbody tr").count() == 9
-    assert page.locator("a[href='downloads/quick-findings.md']").count() == 1
+    page.locator(f"#suite-{QUICK}-compare-table").screenshot(path=str(shots / "quick-compare.png"))
+    assert page.locator(f"#suite-{QUICK}-findings-table tbody tr").count() == 9
+    assert page.locator(f"a[href='downloads/{QUICK}-findings.md']").count() == 1
 
-    first = page.locator("table.board tbody a[href^='runs/quick/']").first
+    first = page.locator(f"table.board tbody a[href^='runs/{QUICK}/']").first
     first.click()
     page.wait_for_load_state("load")
     assert page.locator("svg.curve-plot").count() >= 2

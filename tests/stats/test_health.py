@@ -1,5 +1,6 @@
-"""Run-health flags: known answers on small synthetic runs, the committed quick results, and every
-place the flags are shown (pefthub health, pefthub bench's table, the site's downloads).
+"""Run-health flags: known answers on small synthetic runs, the committed chain_sum quick board
+(cpu-pilots-quick-v1), and every place the flags are shown (pefthub health, pefthub bench's table, the
+site's downloads).
 
 The documents and samples built here are TEST INPUTS (made up to have known answers), not results.
 """
@@ -22,7 +23,8 @@ from pefthub.report.rows import build_rows
 from pefthub.report.table import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "leaderboards" / "quick" / "results"
+#: The chain_sum `quick` board, kept as a fixture under benchmarks/cpu-pilots/quick-v1.
+QUICK = ROOT / "leaderboards" / "cpu-pilots" / "quick-v1" / "results"
 EVAL = {"split": "test", "limit": 40, "max_new_tokens": 32, "backend": "hf"}
 
 
@@ -227,7 +229,7 @@ def test_thresholds_live_in_one_frozen_dataclass_with_a_reason_each():
     assert names(assess(make_doc(correct=10), samples, base_doc, base_samples, stricter)) == []
 
 
-# ---- the committed quick results ---------------------------------------------------------------
+# ---- the committed chain_sum quick results -----------------------------------------------------
 @pytest.fixture(scope="module")
 def quick():
     skipped = []
@@ -247,13 +249,17 @@ def test_committed_quick_results_reproduce_the_identical_counts(quick):
     assert not any(COLLAPSED in h.names for h in quick.values())
 
 
+#: What docs/run-health.md is generated from.
+HEALTH_PAGE_SOURCE = "leaderboards/cpu-pilots/quick-v1"
+
+
 def test_generated_health_page_is_current(capsys, monkeypatch):
     from pefthub.cli import main
 
     monkeypatch.chdir(ROOT)
-    assert main(["health", "quick", "--markdown"]) == 0
+    assert main(["health", HEALTH_PAGE_SOURCE, "--markdown"]) == 0
     assert (ROOT / "docs" / "run-health.md").read_text() == capsys.readouterr().out, \
-        "docs/run-health.md is stale: pefthub health quick --markdown > docs/run-health.md"
+        f"docs/run-health.md is stale: pefthub health {HEALTH_PAGE_SOURCE} --markdown > docs/run-health.md"
 
 
 def test_benchmarks_doc_states_the_thresholds_in_the_code():

@@ -15,7 +15,10 @@ from pefthub import results
 from pefthub.report import stats
 from pefthub.report.power import detectable_difference, mcnemar_power
 
-QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "quick" / "results"
+REPO = Path(__file__).resolve().parents[2]
+#: The chain_sum `quick` board, kept as a fixture under benchmarks/cpu-pilots/quick-v1.
+QUICK_V1 = "cpu-pilots-quick-v1"
+QUICK = REPO / "leaderboards" / "cpu-pilots" / "quick-v1" / "results"
 
 
 # ---- known answers ----------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def test_single_seed_exact_interval_is_conservative(n, effect, shift_sd, bound):
         assert np.mean((naive[:, 0] <= truth) & (truth <= naive[:, 1])) < 0.95
 
 
-# ---- on the committed quick results -------------------------------------------------------------------
+# ---- on the committed chain_sum quick results ---------------------------------------------------------
 def quick_rows(directory=QUICK):
     from pefthub.report.table import read_table
 
@@ -236,7 +239,7 @@ def run_cli(capsys, *argv):
 
 
 def test_compare_rows_of_a_suite(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "compare", "full/sft", "base", "--suite", "quick", "--results", str(QUICK),
+    code, out, err = run_cli(capsys, "compare", "full/sft", "base", "--suite", QUICK_V1, "--results", str(QUICK),
                              "--show", "2")
     assert code == 0, err
     assert "19" in out and "6" in out and "McNemar exact, 19 vs 6 discordant items" in out
@@ -253,7 +256,7 @@ def test_compare_run_ids_and_bad_input(capsys, tmp_path):
     assert code == 0 and "lora/sft (run a0b759edac48102c)" in out
     for argv, message in [
         (("lora", "base"), "'lora' is not a run id (16 hex digits); row names need --suite"),
-        (("lora/x", "base", "--suite", "quick", "--results", str(QUICK)), "no row 'lora/x' in suite quick"),
+        (("lora/x", "base", "--suite", QUICK_V1, "--results", str(QUICK)), f"no row 'lora/x' in suite {QUICK_V1}"),
         (("base", "base", "--results", str(QUICK)), "the same run"),
         (("lora/sft", "base", "--results", str(tmp_path / "none")), "does not exist"),
     ]:
@@ -266,18 +269,22 @@ def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_p
     from pefthub import suites
     from pefthub.commands.plan import suite_power
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    code, out, err = run_cli(capsys, "plan", "quick", "--json")
+    # The suite's results are found under leaderboards/<name>/results of the working directory.
+    (tmp_path / "leaderboards" / QUICK_V1).mkdir(parents=True)
+    (tmp_path / "leaderboards" / QUICK_V1 / "results").symlink_to(QUICK, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    suite_dir = str(REPO / "benchmarks" / "cpu-pilots" / "quick-v1")
+    code, out, err = run_cli(capsys, "plan", suite_dir, "--json")
     assert code == 0, err
     power = json.loads(out)["power"]
     expected_one_way = detectable_difference(64, 15 / 64, assumption="one-way")
     assert power["test_items"] == 64 and power["seeds"] == 1 and power["base_accuracy"] == 15 / 64
     assert power["detectable_gain_one_way"] == expected_one_way and power["smoke"] is True
     assert "not methods a few points apart" in power["summary"]
-    code, out, err = run_cli(capsys, "plan", "quick", "--base-accuracy", "1.5")
+    code, out, err = run_cli(capsys, "plan", suite_dir, "--base-accuracy", "1.5")
     assert code == 2 and err.startswith("error: --base-accuracy must be a fraction")
-    suite = suites.load("quick")
-    monkeypatch.chdir(tmp_path)   # no stored results: the base accuracy must be given
+    suite = suites.load(suite_dir)
+    monkeypatch.chdir(tmp_path / "leaderboards")   # no stored results: the base accuracy must be given
     assert suite_power(suite, None) is None
     given = suite_power(suite, 0.5)
     assert given.base_source == "given" and given.independent == detectable_difference(
@@ -294,7 +301,7 @@ def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
 
     table = read_table(QUICK)
     console = Console(record=True, width=220)
-    print_results(console, SimpleNamespace(name="quick", model="m", task={"name": "t"}), table, total=15, have=15)
+    print_results(console, SimpleNamespace(name=QUICK_V1, model="m", task={"name": "t"}), table, total=15, have=15)
     text = console.export_text()
     full = table.row("full/sft").vs_base
     family = sum(r.vs_base is not None and r.vs_base.p_holm is not None for r in table.rows)

@@ -21,12 +21,12 @@ NEW_OPTIONS = {"dynamic_sampling", "max_sampling_rounds", "stop_on_collapse", "c
 
 # ---- options and run identity ------------------------------------------------------------------
 def test_committed_quick_runs_keep_their_ids():
-    """The quick suite expands to exactly the committed results' run ids, and re-resolving a
-    committed GRPO config gives it back unchanged: the new options are not in it."""
+    """The chain_sum quick board (cpu-pilots-quick-v1) expands to exactly the committed results' run ids,
+    and re-resolving a committed GRPO config gives it back unchanged: the new options are not in it."""
     from pefthub.runner import resolve_config
 
-    committed = {p.stem: results.read_result(p) for p in (REPO / "leaderboards" / "quick" / "results").glob("*.json")}
-    runs = suites.expand(suites.load(REPO / "benchmarks" / "quick"))
+    committed = {p.stem: results.read_result(p) for p in (REPO / "leaderboards" / "cpu-pilots" / "quick-v1" / "results").glob("*.json")}
+    runs = suites.expand(suites.load(REPO / "benchmarks" / "cpu-pilots" / "quick-v1"))
     assert len(runs) == 15 and {r.run_id for r in runs} == set(committed)
     grpo = [doc for doc in committed.values() if doc["config"]["trainer"] == "grpo"]
     assert grpo
