@@ -262,7 +262,7 @@ def test_cli_eval_bad_task_is_one_line(capsys):
 
     assert main(["eval", "--model", "tiny-random", "--task", "chain_sum", "--param", "max_terms=0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: task 'chain_sum': parameter max_terms=0") and "\n" not in err
+    assert err == "error: task 'chain_sum': parameter max_terms: must be a positive integer (got 0)"
 
 
 def test_cli_tasks_lists_parameters(capsys):
