@@ -81,9 +81,7 @@ def make_task(task_config: Any):
 
 def _settings(cls: type, value: Any, key: str) -> Any:
     """``config.<key>`` as its schema class (budget, evaluation), errors prefixed with ``config.``."""
-    value = {} if value is None and key == "eval" else value
-    if not isinstance(value, dict):
-        raise ConfigError(f"config.{key}: must be an object (got {value!r})")
+    value = settings.check({} if value is None and key == "eval" else value, f"config.{key}", dict)
     try:
         return cls.from_dict(value)
     except ConfigError as exc:
@@ -110,8 +108,7 @@ def prepare(config: dict, *, resolved: bool = False) -> Prepared:
     if unknown:
         raise ConfigError(f"config: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
     for key in ("model", "method", "trainer"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise ConfigError(f"config.{key}: missing or not a string")
+        settings.check(config.get(key), f"config.{key}", str, nonempty=True)
     method_name, trainer_name = config["method"], config["trainer"]
     if (method_name == BASE_METHOD) != (trainer_name == NO_TRAINER):
         raise ConfigError(f"config: method '{BASE_METHOD}' goes with trainer '{NO_TRAINER}' and only with it "
@@ -130,9 +127,7 @@ def prepare(config: dict, *, resolved: bool = False) -> Prepared:
 
     trainer_cls = plugins.trainers().get(trainer_name)
     params_target = config.get("params_target")
-    overrides = config.get("method_config") or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"config.method_config: must be an object (got {overrides!r})")
+    overrides = settings.check(config.get("method_config") or {}, "config.method_config", dict)
     method, _ = resolve_method(method_name, meta, params=params_target, overrides=overrides)
     method.check_trainer(trainer_name, trainer_cls.algorithm())
     method.apply(meta_model(config["model"]))  # UnsupportedError now, not after loading weights
