@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from pefthub.errors import ConfigError
 from pefthub.evaluation.core import wilson_interval

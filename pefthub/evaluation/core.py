@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from pefthub.errors import ConfigError
 from pefthub.evaluation import glue, sample_ids
 from pefthub.evaluation.render import render
-from pefthub.schema import EVAL_BACKENDS as BACKENDS  # the config schema owns the list
+from pefthub.schema import EVAL_BACKENDS as BACKENDS  # noqa: F401  (re-exported; the config schema owns the list)
 from pefthub.tasks.base import SPLITS, Task
 
 #: ``auto`` takes ``fused`` (pefthub's decoder, :mod:`pefthub.evaluation.fused_backend`) where it serves

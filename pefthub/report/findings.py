@@ -748,7 +748,7 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
     family = [c for c in outcomes.values() if isinstance(c, stats.Comparison) and c.p_holm is not None]
     trained = sorted((r for r in rows if not r.is_base), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
     lines = ["## Every row against the base model", "",
-             f"Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
+             "Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
              + (f"p Holm-corrected over the {len(family)} rows tested; a row that did not train is *not tested*, "
                 f"and so is every {control.trainer.upper()} row, the positive control `{control.label}` not having "
                 "passed " if control is not None and not control.passed else

@@ -174,14 +174,14 @@ def findings_context(view: SuiteView) -> list[dict]:
             "statement": f"{gate.sentence()}.", "health": findings.flags_words(flags.get(gate.label, [])) or "ok",
             "delta": stats.interval_text(c) if c else MISSING,
             "p": f"{stats.fmt_p(c.p_value)} (own test)" if c else MISSING, "published": "-"}]})
-    for question, items in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags,
+    for question, found in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags,
                                           control=gate):
         out.append({"question": question, "items": [{
             "a": f.a, "b": f.b, "verdict": f.verdict, "statement": findings.statement(f),
             "health": findings.comparison_health(f, flags),
             "delta": stats.interval_text(f.comparison) if f.comparison else MISSING,
             "p": f"{stats.fmt_p(f.comparison.p_value)} ({findings.p_words(f)})" if f.comparison else MISSING,
-            "published": f.figure.text() if f.figure else "not reported in our notes"} for f in items]})
+            "published": f.figure.text() if f.figure else "not reported in our notes"} for f in found]})
     return out
 
 

@@ -473,7 +473,6 @@ ODD_VALUES = [
 
 def test_odd_but_valid_documents_still_build(tmp_path):
     """Fields the schema does not pin down can hold anything; the build must shrug, not crash."""
-    rng = random.Random(0)
     results_dir = tmp_path / "lb" / "odd" / "results"
     for i, (where, key, value) in enumerate(ODD_VALUES):
         config = _config("lora", "sft", 100 + i, 1e-3, i)

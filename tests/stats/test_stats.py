@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import norm
 
-from pefthub import results
 from pefthub.report import stats
 from pefthub.report.power import detectable_difference, mcnemar_power
 
