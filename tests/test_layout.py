@@ -98,7 +98,7 @@ def test_the_walker_sees_module_and_function_level_imports():
     graph = import_graph()
     assert "pefthub.results" in graph["pefthub.suites"]  # module level
     assert "pefthub.planning" in graph["pefthub.suites"]  # inside resolve()
-    assert "pefthub.commands.bench" in graph["pefthub.commands.plan"]
+    assert "pefthub.commands.bench_command" in graph["pefthub.commands.plan_command"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -149,3 +149,21 @@ def test_the_architecture_page_names_only_paths_that_exist():
     assert "pefthub/schema.py" in paths and "pefthub/commands/" in paths
     missing = sorted(p for p in paths if not (ROOT / p).exists())
     assert not missing, missing
+
+
+def test_no_two_modules_of_different_layers_share_a_name():
+    """A name says what a module is: ``report/findings.py`` and a CLI ``commands/findings.py`` read as one
+    thing in two places, so CLI modules carry ``_command``; no other pair of modules or packages in
+    different directories shares a stem either (``__init__``/``__main__`` and a package's ``base`` aside)."""
+    from collections import defaultdict
+
+    root = Path(__file__).resolve().parents[1] / "pefthub"
+    where = defaultdict(set)
+    for path in root.rglob("*.py"):
+        if path.stem not in ("__init__", "__main__", "base") and "__pycache__" not in path.parts:
+            where[path.stem].add(str(path.parent.relative_to(root)))
+    for path in root.rglob("__init__.py"):
+        if path.parent != root:
+            where[path.parent.name].add(str(path.parent.parent.relative_to(root)) + " (package)")
+    shared = {name: sorted(dirs) for name, dirs in where.items() if len(dirs) > 1}
+    assert not shared, f"same-name modules in different layers: {shared}"

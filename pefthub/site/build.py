@@ -22,7 +22,7 @@ from pefthub import __version__
 from pefthub.report import findings
 from pefthub.report import health as run_health
 from pefthub.errors import ConfigError
-from pefthub.site import items, plots, render
+from pefthub.site import items, pages, plots
 from pefthub.site.aggregate import SuiteView, view_suite
 from pefthub.site.load import RESULTS_SUBDIR, Problem, Suite, find_suites, read_samples, run_record, stream_suite
 
@@ -128,12 +128,12 @@ def _read_suite(staging: Path, name: str, results_dir: Path, slug: str, root: Pa
     and the report layer's record of every run kept, from which the suite's rows are built."""
     read = _SuiteRead(Suite(name=name, results_dir=results_dir), slug)
     records, shared = [], {}
-    with items.ItemsWriter(staging / render.Links(slug).items()) as writer:
+    with items.ItemsWriter(staging / pages.Links(slug).items()) as writer:
         for run, doc in stream_suite(name, results_dir, root, problems):
             samples, problem = read_samples(run, root)
             if problem:
                 problems.append(problem)
-            read.pages[run.run_id] = (writer.add(doc, samples), render.samples_summary(samples), problem)
+            read.pages[run.run_id] = (writer.add(doc, samples), pages.samples_summary(samples), problem)
             records.append(run_record(run, samples, problem, shared))
             read.suite.runs.append(run)
     read.view = view_suite(read.suite, records)
@@ -142,17 +142,17 @@ def _read_suite(staging: Path, name: str, results_dir: Path, slug: str, root: Pa
 
 def _write_suite(staging: Path, env, read: _SuiteRead, root: Path, max_samples: int, n_files: int) -> int:
     """Each run's page (its whole document read again, one at a time) and the suite's downloads."""
-    suite, view, links = read.suite, read.view, render.Links(read.slug)
+    suite, view, links = read.suite, read.view, pages.Links(read.slug)
     for run in suite.runs:
         where, summary, problem = read.pages[run.run_id]
         _write(staging / links.run(run.run_id),
-               render.render_run(env, run, links, doc=run.full_doc(), samples=summary, samples_problem=problem,
+               pages.render_run(env, run, links, doc=run.full_doc(), samples=summary, samples_problem=problem,
                                  where=where, health=view.health.get(run.run_id), max_samples=max_samples,
                                  n_result_files=n_files))
     _write(staging / "downloads" / f"{read.slug}.csv", table_csv(view))
     _write(staging / "downloads" / f"{read.slug}.json", table_json(view))
     _write(staging / "downloads" / f"{read.slug}-findings.md",
-           findings.render_markdown(suite.name, render.view_stat_rows(view),
+           findings.render_markdown(suite.name, pages.view_stat_rows(view),
                                     source=f"{Path(root).resolve().name}/{suite.name}/{RESULTS_SUBDIR}",
                                     primary=findings.declared_primary(suite.name),
                                     control=findings.declared_control(suite.name)))
@@ -171,7 +171,7 @@ def build_site(root: str | os.PathLike, out: str | os.PathLike, *, max_samples: 
         raise ConfigError(f"results directory {root} does not exist (run a suite first, e.g. `pefthub bench quick`)")
     found = find_suites(root)
     _check_output(root, out, found)
-    env = render.environment()
+    env = pages.environment()
     result = BuildResult(index=out / "index.html")
     problems: list[Problem] = []
 
@@ -188,11 +188,11 @@ def build_site(root: str | os.PathLike, out: str | os.PathLike, *, max_samples: 
         contexts = []
         for read in suites:
             result.pages += _write_suite(staging, env, read, root, max_samples, n_files)
-            context = render.suite_context(read.view, read.slug, styles)
+            context = pages.suite_context(read.view, read.slug, styles)
             contexts.append(context)
             result.suites[read.suite.name] = len(read.suite.runs)
             result.plot_points[read.suite.name] = context["n_points"]
-        _write(staging / "index.html", render.render_index(env, contexts, problems, n_files))
+        _write(staging / "index.html", pages.render_index(env, contexts, problems, n_files))
         _write(staging / MARKER, f"Built by pefthub {__version__}; `pefthub site build` replaces this directory.\n")
         _swap_in(staging, out)
     except BaseException:

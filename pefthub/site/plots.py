@@ -4,7 +4,7 @@ accuracy vs cost as inline SVG, and per-run training curves as compact specs sit
 Every SVG chart returns :class:`markupsafe.Markup`; all data reaches the SVG through :mod:`svg`,
 which escapes it. Points carry ``class="pt"`` so tests (and readers of the source) can count them.
 A new index chart is one more function here returning ``(Markup, points)`` that
-:func:`pefthub.site.render.suite_context` places; :func:`_frame` draws any chart's axes.
+:func:`pefthub.site.pages.suite_context` places; :func:`_frame` draws any chart's axes.
 """
 
 from __future__ import annotations

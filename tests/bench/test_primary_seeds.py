@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pefthub import grid, suites
-from pefthub.commands.bench import _planned_runs
+from pefthub.commands.bench_command import _planned_runs
 from pefthub.errors import ConfigError
 from test_bench_cli import tiny_suite
 from test_tuning import finish, labels

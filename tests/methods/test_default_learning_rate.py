@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 from pefthub import runner
-from pefthub.commands.methods import describe_methods
+from pefthub.commands.methods_command import describe_methods
 from pefthub.hookspecs import hookimpl
 
 CONFIG = {"model": "tiny-random", "task": {"name": "basic_arithmetic"}, "budget": {"steps": 1}}

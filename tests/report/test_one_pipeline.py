@@ -16,7 +16,7 @@ PAPER = ROOT / "leaderboards" / "cpu-paper-shape" / "results"
 
 def cli_table(results_dir: Path):
     """What `pefthub bench` prints after a run: every run of the grid (here: every result file)."""
-    from pefthub.commands.bench import results_table
+    from pefthub.commands.bench_command import results_table
 
     return results_table(results_dir, sorted(p.stem for p in results_dir.glob("*.json")))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pefthub import cli, results
-from pefthub.commands import export
+from pefthub.commands import export_command as export
 
 QUICK = Path(__file__).resolve().parents[2] / "leaderboards" / "cpu-pilots" / "quick-v1" / "results"
 RUNS = ["070475df7ebea6cc", "e5501a31c81086e0", "a0b759edac48102c"]  # vera/grpo, base, lora/sft

@@ -32,7 +32,7 @@ from pefthub.site.load import PAGE_ONLY_KEYS, load_leaderboards, read_samples, r
 from pefthub.site.metrics import FORMATS, format_value, load_metrics
 from pefthub.site.plots import count_tick
 from pefthub.site.svg import LogAxis
-from pefthub.site.render import COLUMNS
+from pefthub.site.pages import COLUMNS
 
 ITEMS = items.FILE_NAME
 XSS_COMPLETION = "Let me think. <script>alert(1)</script> <img src=x onerror=alert(1)> The answer is 42."
@@ -609,7 +609,7 @@ def test_building_never_imports_torch(tmp_path):
     imports, which this test does not own.)"""
     root = tmp_path / "lb"
     write_demo_leaderboards(root)
-    code = ("import argparse, sys; from pefthub.commands import site; "
+    code = ("import argparse, sys; from pefthub.commands import site_command as site; "
             "parser = argparse.ArgumentParser(); site.add_arguments(parser); "
             f"code = site.run(parser.parse_args(['build', {str(root)!r}, '-o', {str(tmp_path / 'out')!r}])); "
             "print(code, sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")

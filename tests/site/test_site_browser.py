@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pefthub.commands import site as site_command
+from pefthub.commands import site_command
 from pefthub.site import build_site
 from pefthub import results
 from test_site import XSS_METHOD, _config, write_demo_leaderboards, write_run

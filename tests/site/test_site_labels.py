@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from pefthub.site.metrics import load_metrics
-from pefthub.site.render import _budget_items, metric_label
+from pefthub.site.pages import _budget_items, metric_label
 
 LEADERBOARDS = Path(__file__).resolve().parents[2] / "leaderboards"
 NOT_FIGURES = {"step", "rollout_backend"}  # the x axis, and a string label of the engine
@@ -43,7 +43,7 @@ def test_site_findings_name_each_compared_rows_health_flags():
     """The site's findings table has the findings page's health cell (one function computes both)."""
     from pefthub.site.aggregate import view_suite
     from pefthub.site.load import load_leaderboards
-    from pefthub.site.render import findings_context
+    from pefthub.site.pages import findings_context
 
     suites, _ = load_leaderboards(LEADERBOARDS)
     (suite,) = [s for s in suites if s.name == "cpu-paper-shape"]

@@ -153,7 +153,7 @@ def test_the_suite_key_is_checked_and_reaches_the_findings_command(tmp_path, mon
 def test_the_site_states_the_control_first_and_gates_as_the_page_does(tmp_path, monkeypatch):
     from pefthub.site.aggregate import view_suite
     from pefthub.site.load import load_leaderboards
-    from pefthub.site.render import findings_context
+    from pefthub.site.pages import findings_context
 
     (tmp_path / "benchmarks" / "synthetic").mkdir(parents=True)
     (tmp_path / "benchmarks" / "synthetic" / "suite.toml").write_text(

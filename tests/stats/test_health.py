@@ -301,7 +301,7 @@ def test_health_command_json_and_a_bad_suite_is_one_line(capsys):
 def test_bench_results_table_marks_flagged_rows():
     from rich.console import Console
 
-    from pefthub.commands.bench import print_health, print_results
+    from pefthub.commands.bench_command import print_health, print_results
 
     console = Console(record=True, width=250)
     suite = SimpleNamespace(name="quick", model="smollm2-135m-instruct", task={"name": "basic_arithmetic"})

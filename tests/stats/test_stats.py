@@ -265,7 +265,7 @@ def test_compare_run_ids_and_bad_input(capsys, tmp_path):
 # ---- pefthub plan <suite>: power --------------------------------------------------------------------------
 def test_plan_prints_the_suites_power_without_weights(capsys, monkeypatch, tmp_path):
     from pefthub import suites
-    from pefthub.commands.plan import suite_power
+    from pefthub.commands.plan_command import suite_power
 
     # The suite's results are found under leaderboards/<name>/results of the working directory.
     (tmp_path / "leaderboards" / QUICK_V1).mkdir(parents=True)
@@ -294,7 +294,7 @@ def test_bench_table_prints_paired_delta_verdict_and_smoke_note():
 
     from rich.console import Console
 
-    from pefthub.commands.bench import print_results
+    from pefthub.commands.bench_command import print_results
     from pefthub.report.table import read_table
 
     table = read_table(QUICK)
@@ -329,7 +329,7 @@ def test_chosen_rate_at_the_edge_of_its_grid_is_flagged(best, edge):
 
     from rich.console import Console
 
-    from pefthub.commands.bench import print_results
+    from pefthub.commands.bench_command import print_results
     from pefthub.report.records import RunRecord
     from pefthub.report.table import suite_table
 

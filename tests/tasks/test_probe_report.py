@@ -3,7 +3,7 @@
 from argparse import Namespace
 from pathlib import Path
 
-from pefthub.commands.probe import report
+from pefthub.commands.probe_command import report
 from pefthub.difficulty import summarize
 
 

@@ -142,7 +142,7 @@ def test_sharded_training_refuses_checkpoints_before_any_work(tmp_path):
 
 
 def test_pefthub_train_flag(tmp_path, capsys):
-    from pefthub.commands import train
+    from pefthub.commands import train_command as train
 
     parser = __import__("argparse").ArgumentParser()
     train.add_arguments(parser)

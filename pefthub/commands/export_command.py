@@ -242,7 +242,7 @@ def export(results_dir: Path, out: Path, name: str, fmt: str, completions: bool 
 
 
 def run(args) -> int:
-    from pefthub.commands.health import results_dir_of
+    from pefthub.commands.health_command import results_dir_of
     from pefthub.errors import ConfigError
 
     if args.format not in FORMATS:

@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
                         help="fused (pefthub's decoder), hf, vllm, or auto: fused where it serves the model, else hf "
                              "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: %(default)s)")
-    from pefthub.commands.train import add_placement_arguments
+    from pefthub.commands.train_command import add_placement_arguments
 
     add_placement_arguments(parser)
 

@@ -92,7 +92,7 @@ def suite_power(suite, base_accuracy: float | None):
 
 def _plan_suite(args) -> int:
     from pefthub import suites
-    from pefthub.commands.bench import print_suite_plan
+    from pefthub.commands.bench_command import print_suite_plan
     from pefthub.console import console
 
     suite = suites.load(args.suite)
@@ -122,7 +122,7 @@ def suite_time_plan(suite, resolution, directories: list[str] | None):
     """The suite's wall time (:mod:`pefthub.runtime_plan`) from the runs measured in ``directories``
     (default: the suite's own results directory), or None when there are none."""
     from pefthub import suites
-    from pefthub.commands.bench import _planned_runs
+    from pefthub.commands.bench_command import _planned_runs
     from pefthub.errors import ConfigError
     from pefthub.grid import results_dir_for
     from pefthub.runtime_plan import read_measurements, suite_time_plan as plan
@@ -250,7 +250,7 @@ def suite_gpu_plan(suite, resolution=None, *, gpu_memory_gb: float | None = None
     :func:`pefthub.suites.resolve` of it, computed when not given)."""
     from pefthub import memory_plan as mp
     from pefthub import suites
-    from pefthub.commands.bench import _planned_runs
+    from pefthub.commands.bench_command import _planned_runs
     from pefthub.planning import gpu_plan, weights_status
 
     resolution = suites.resolve(suite) if resolution is None else resolution
