@@ -318,7 +318,6 @@ def _run_check(name: str, part: str, body: Callable[[], dict]) -> dict:
 def _tiny_check(placement, method_name: str, config: dict, engine: str, options: dict) -> dict:
     from pefthub.devices import Precision
     from pefthub.models import load_model
-    from pefthub.runner import default_learning_rate
     from pefthub.schema import Budget
     from pefthub.trainers.budget import Spent
     from pefthub.trainers.grpo import GRPOOptions, GRPOTrainer
@@ -336,7 +335,8 @@ def _tiny_check(placement, method_name: str, config: dict, engine: str, options:
     spent = Spent()
     with watch.watching(model), Precision(placement.torch_dtype).autocast(placement.torch_device):
         outcome = trainer.train(model=model, tokenizer=lm.tokenizer, method=method, task=CheckTask(16), budget=budget,
-                                learning_rate=default_learning_rate(method_name), seed=0, spent=spent)
+                                learning_rate=method_class(method_name).learning_rate_for("sft" if engine == "sft" else "grpo"),
+                                seed=0, spent=spent)
     details = {"model": TINY_MODEL, "method": method_name, "method_config": method.config.to_dict(),
                "trainer": trainer.name, "trainer_options": trainer.options.to_dict(),
                "rollout_backend": engine.removeprefix("grpo-") if engine != "sft" else None,
