@@ -134,16 +134,11 @@ def items_of(samples: Iterable[dict] | None, split: str = "test", max_new_tokens
     return builder.build({} if shared is None else shared) if builder.n else None
 
 
-@dataclass
-class RunRecord:
-    """One run as the reports see it: its result document (``environment`` trimmed to
-    :data:`ENVIRONMENT_KEYS`), where it was read, and its items per split."""
+class ResultFields:
+    """The fields every view of one result document ``self.doc`` reads (the report's records and the
+    site's runs), read in this one place."""
 
     doc: dict
-    path: Path | None
-    samples_file: Path | None = None
-    items: dict[str, Items] = field(default_factory=dict)
-    problem: str | None = None            # why the samples file could not be used, in part or at all
 
     @property
     def run_id(self) -> str:
@@ -159,11 +154,24 @@ class RunRecord:
 
     @property
     def is_base(self) -> bool:
+        """The untrained reference row: method ``base`` (trainer ``none``)."""
         return self.config.get("method") == "base"
 
     @property
     def seed(self) -> Any:
         return self.config.get("seed")
+
+
+@dataclass
+class RunRecord(ResultFields):
+    """One run as the reports see it: its result document (``environment`` trimmed to
+    :data:`ENVIRONMENT_KEYS`), where it was read, and its items per split."""
+
+    doc: dict
+    path: Path | None
+    samples_file: Path | None = None
+    items: dict[str, Items] = field(default_factory=dict)
+    problem: str | None = None            # why the samples file could not be used, in part or at all
 
 
 def samples_file_of(result_file: str | os.PathLike, doc: dict) -> Path | None:

@@ -41,7 +41,7 @@ class Problem:
 
 
 @dataclass
-class Run:
+class Run(run_records.ResultFields):
     """One validated result document (:data:`PAGE_ONLY_KEYS` trimmed) and where it came from."""
 
     doc: dict
@@ -54,18 +54,6 @@ class Run:
             return results.read_result(self.path)
         except results.ResultFileError:
             return self.doc
-
-    @property
-    def run_id(self) -> str:
-        return self.doc["run_id"]
-
-    @property
-    def config(self) -> dict:
-        return self.doc["config"]
-
-    @property
-    def status(self) -> str:
-        return self.doc["status"]
 
     @property
     def method(self) -> str:
@@ -82,18 +70,9 @@ class Run:
         return self.config["trainer"]
 
     @property
-    def is_base(self) -> bool:
-        """The untrained reference row: method ``base`` (trainer ``none``)."""
-        return self.method == "base"
-
-    @property
     def learning_rate(self) -> float | None:
         lr = self.config.get("learning_rate")
         return lr if is_number(lr) else None
-
-    @property
-    def seed(self) -> Any:
-        return self.config.get("seed")
 
     @property
     def trainable_params(self) -> int | None:
