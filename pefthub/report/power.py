@@ -110,10 +110,8 @@ def row_components(rows: Sequence, base) -> dict[str, Components]:
     for row in rows:
         if row.is_base or row.seeds < 2 or row.accuracy is None or did_not_train(row.flags):
             continue
-        try:
-            scores = stats.item_scores(row)
-            stats.check_pairable(scores, reference)
-        except stats.PairingError:
+        scores = stats.pairable_scores(row, reference)
+        if scores is None:
             continue
         d = scores.scores - reference.scores.mean(axis=1, keepdims=True)
         n, s = d.shape

@@ -251,6 +251,16 @@ def item_scores(row, split: str = "test") -> ItemScores:
                       _protocol(row.records[0].doc), per_seed)
 
 
+def pairable_scores(row, reference: ItemScores) -> ItemScores | None:
+    """``row``'s item scores when they pair with ``reference``'s (same task, items and split), else None."""
+    try:
+        scores = item_scores(row)
+        check_pairable(scores, reference)
+    except PairingError:
+        return None
+    return scores
+
+
 def check_pairable(a: ItemScores, b: ItemScores) -> None:
     """Raise :class:`PairingError` naming why ``a`` and ``b`` were not scored on the same items."""
     if canonical_json(a.task) != canonical_json(b.task):

@@ -53,10 +53,8 @@ def by_stratum(rows: Sequence, base, strata_of: StrataOf) -> tuple[list[str], di
     for row in rows:
         if row.is_base or row.accuracy is None:
             continue
-        try:
-            scores = stats.item_scores(row)
-            stats.check_pairable(scores, reference)
-        except stats.PairingError:
+        scores = stats.pairable_scores(row, reference)
+        if scores is None:
             continue
         out[row.label] = [Stratum(name, len(keep), stats.compare(_subset(scores, keep, row.label),
                                                                  _subset(reference, keep, base.label)))
