@@ -67,6 +67,17 @@ class TrainerOptions(Settings):
 
 
 @dataclass
+class OptimizerOptions(TrainerOptions):
+    """The AdamW and gradient-clipping options every built-in trainer shares, declared once."""
+
+    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)", min=0)
+    weight_decay: float = config_field(0.0, "AdamW weight decay", min=0)
+    adam_beta1: float = config_field(0.9, "AdamW beta1", min=0, below=1)
+    adam_beta2: float = config_field(0.999, "AdamW beta2", min=0, below=1)
+    adam_eps: float = config_field(1e-8, "AdamW epsilon", above=0)
+
+
+@dataclass
 class TrainOutcome:
     """What a training run produced: status, spent budget and per-optimizer-step curves."""
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from pefthub.errors import ConfigError
 from pefthub.trainers import common
-from pefthub.trainers.base import Trainer, TrainerOptions, TrainingFailure, config_field
+from pefthub.trainers.base import Trainer, OptimizerOptions, TrainingFailure, config_field
 from pefthub.trainers.budget import (Budget, Spent, forward_flops, forward_params, lr_scheduler,
                                      train_step_flops, trainable_params)
 from pefthub.generation.rollout import Rollouts, auto_backend, backend_names, rollout_backend
@@ -32,7 +32,7 @@ CORRECTIONS = ("auto", "none", "tis")
 
 
 @dataclass
-class GRPOAlgorithmOptions(TrainerOptions):
+class GRPOAlgorithmOptions(OptimizerOptions):
     """The options of the GRPO algorithm and its optimizer, whatever engine runs it (``grpo``,
     ``trl-grpo``)."""
 
@@ -59,11 +59,6 @@ class GRPOAlgorithmOptions(TrainerOptions):
     micro_batch_size: int = config_field(8, "completions per forward/backward chunk (gradients accumulate "
                                             "over chunks; bounds memory, not the result); 0 = all at once",
                                         min=0)
-    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)", min=0)
-    weight_decay: float = config_field(0.0, "AdamW weight decay", min=0)
-    adam_beta1: float = config_field(0.9, "AdamW beta1", min=0, below=1)
-    adam_beta2: float = config_field(0.999, "AdamW beta2", min=0, below=1)
-    adam_eps: float = config_field(1e-8, "AdamW epsilon", above=0)
 
 
 @dataclass

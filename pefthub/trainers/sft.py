@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pefthub.devices import model_device
 from pefthub.errors import ConfigError
 from pefthub.trainers import common
-from pefthub.trainers.base import Trainer, TrainerOptions, config_field
+from pefthub.trainers.base import Trainer, OptimizerOptions, config_field
 from pefthub.trainers.budget import Budget, Spent, forward_params, lr_scheduler, train_step_flops, \
     trainable_params
 from pefthub.trainers.sharded import SINGLE, DataShard
@@ -25,15 +25,10 @@ IGNORE = -100
 
 
 @dataclass
-class SFTOptions(TrainerOptions):
+class SFTOptions(OptimizerOptions):
     micro_batch_size: int = config_field(8, "examples per forward/backward chunk (gradients accumulate over "
                                             "chunks; bounds memory, not the result); 0 = all at once",
                                         min=0)
-    max_grad_norm: float = config_field(1.0, "clip the gradient's global norm to this (0 = no clipping)", min=0)
-    weight_decay: float = config_field(0.0, "AdamW weight decay", min=0)
-    adam_beta1: float = config_field(0.9, "AdamW beta1", min=0, below=1)
-    adam_beta2: float = config_field(0.999, "AdamW beta2", min=0, below=1)
-    adam_eps: float = config_field(1e-8, "AdamW epsilon", above=0)
     gradient_checkpointing: bool = config_field(
         False, "recompute each decoder layer's activations in the backward pass (transformers' gradient "
                "checkpointing, non-reentrant): less memory, about a third more compute; the shared opening is "
