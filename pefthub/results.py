@@ -598,6 +598,21 @@ def result_files(root: str | os.PathLike) -> Iterator[Path]:
             yield path
 
 
+def read_results(root: str | os.PathLike, problems: list[tuple[Path, str]] | None = None) -> Iterator[tuple[Path, dict]]:
+    """Each usable result under ``root`` as ``(path, doc)``, one file at a time; a file that cannot be
+    read is appended to ``problems`` as ``(path, reason)`` and skipped, never raised."""
+    if not Path(root).exists():
+        return
+    for path in result_files(root):
+        try:
+            doc = read_result(path)
+        except ResultFileError as exc:
+            if problems is not None:
+                problems.append((path, exc.reason))
+            continue
+        yield path, doc
+
+
 def load_results_dir(root: str | os.PathLike, *, with_paths: bool = False
                      ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """All usable results under ``root`` and the (path, reason) of every file skipped.
@@ -606,17 +621,8 @@ def load_results_dir(root: str | os.PathLike, *, with_paths: bool = False
     reported, never raised, so one bad file cannot break the site build or a resumed sweep.
     With ``with_paths`` each document is returned as ``(path, doc)`` instead.
     """
-    docs: list[Any] = []
     problems: list[tuple[Path, str]] = []
-    if not Path(root).exists():
-        return docs, problems
-    for path in result_files(root):
-        try:
-            doc = read_result(path)
-        except ResultFileError as exc:
-            problems.append((path, exc.reason))
-            continue
-        docs.append((path, doc) if with_paths else doc)
+    docs: list[Any] = [(path, doc) if with_paths else doc for path, doc in read_results(root, problems)]
     return docs, problems
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pefthub.results import ResultFileError, read_result, result_files
+from pefthub.results import read_results
 
 #: Budget keys a reference run must share with the planned run for its seconds per step to apply.
 SHAPE_KEYS = ("batch_size", "generations", "max_new_tokens", "max_seq_len")
@@ -67,11 +67,8 @@ def read_measurements(results_dirs: Iterable[str | Path]) -> list[Measured]:
     """The measured costs of every successful run in the given results directories."""
     out = []
     for directory in results_dirs:
-        for path in result_files(directory):
-            try:
-                found = measured(read_result(path))
-            except ResultFileError:
-                continue
+        for _, doc in read_results(directory):
+            found = measured(doc)
             if found is not None:
                 out.append(found)
     return out

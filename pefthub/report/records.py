@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pefthub.results import SAMPLES_SUFFIX, ResultFileError, read_result, result_files
+from pefthub.results import SAMPLES_SUFFIX, ResultFileError, read_result, read_results
 
 #: Splits whose items are kept (test for every comparison, validation for budget pilots).
 SPLITS = ("test", "validation")
@@ -242,14 +242,7 @@ def read_records(results_dir: str | os.PathLike, skipped: list[tuple[Path, str]]
     shared: dict[tuple, tuple] = {}
     seen: dict[str, Path] = {}
     out = []
-    if not Path(results_dir).exists():
-        return out
-    for path in result_files(results_dir):
-        try:
-            doc = read_result(path)
-        except ResultFileError as exc:
-            skipped.append((path, exc.reason))
-            continue
+    for path, doc in read_results(results_dir, skipped):
         rid = doc["run_id"]
         if rid in seen:
             skipped.append((path, f"duplicate of run {rid} already read from {seen[rid].name}; skipped"))
