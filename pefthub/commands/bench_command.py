@@ -134,7 +134,7 @@ def run(args) -> int:
             console.print(f"[yellow]warning:[/] {len(tally.lost)} claim(s) of this bench were taken over by another "
                           f"bench after {claims.STALE_SECONDS:.0f} s without a heartbeat; their runs may have run twice")
         _print_awaiting(console, suite, plan.experiments, results_dir)
-    table = results_table(results_dir, [e.run_id for e in plan.experiments])
+    table = results_table(results_dir, [e.run_id for e in plan.experiments], suite.positive_control)
     print_results(console, suite, table, total=len(plan.experiments), have=len(table.records))
     print_health(console, table.rows)
     docs = [r.doc for r in table.records]
@@ -142,13 +142,14 @@ def run(args) -> int:
     return 1 if args.strict and bad else 0
 
 
-def results_table(results_dir, run_ids):
+def results_table(results_dir, run_ids, control: str | None = None):
     """The table `pefthub bench` prints: the grid's runs (``run_ids``) read once into records, and the
-    report layer's rows of them (:func:`pefthub.report.table.suite_table`, the site's too)."""
+    report layer's rows of them (:func:`pefthub.report.table.suite_table`, the site's too), gated on the
+    suite's positive ``control`` row label."""
     from pefthub.report.records import read_runs
     from pefthub.report.table import suite_table
 
-    return suite_table(read_runs(results_dir, run_ids))
+    return suite_table(read_runs(results_dir, run_ids), control)
 
 
 def tally_line(tally, done_before: int) -> str:
@@ -395,7 +396,9 @@ def print_results(console, suite, table, *, total: int, have: int) -> None:
                       "McNemar and the interval inverts the same test (it contains 0 exactly when p ≥ 0.05), "
                       f"otherwise t over items × seeds; verdicts use Holm's correction over the {len(family)} rows "
                       "that trained (≈ base: not significant after Holm; not tested: the row did not train, see its "
-                      "flags; docs/benchmarks.md, 'Reading the numbers').")
+                      "flags, or the suite's positive control did not pass; docs/benchmarks.md, 'Reading the numbers').")
+    if table.control is not None:
+        console.print(f"[bold]Positive control:[/] {escape(table.control.sentence())}.")
     summary = suite_power(rows, table.base) if paired else None
     if summary is not None:
         console.print(f"[bold]{'Smoke run' if summary.smoke else 'Power'}:[/] {escape(summary.sentence())}")

@@ -55,14 +55,14 @@ def run(args) -> int:
     for pilot in args.pilot:
         if not pilot.is_dir():
             raise ConfigError(f"--pilot: no directory {pilot}")
-    table = read_table(directory)
+    primary, control = findings.declared_primary(name), findings.declared_control(name)
+    table = read_table(directory, control=control)
     rows = table.rows
     if not rows:
         raise ConfigError(f"no successful result in {directory}: nothing to report")
     pilots = [(pilot.as_posix(), read_records(pilot)) for pilot in args.pilot]
     command = " ".join(["pefthub findings", name, *([f"--results {args.results.as_posix()}"] if args.results else []),
                         *(f"--pilot {p.as_posix()}" for p in args.pilot)])
-    primary, control = findings.declared_primary(name), findings.declared_control(name)
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), records=table.records,
                                     pilots=pilots, command=command, primary=primary, strata_of=strata_of,
                                     control=control)

@@ -411,3 +411,8 @@ def suite_health(records: Iterable, rows: Sequence[Row], thresholds: Thresholds 
 def row_health(row: Row, healths: dict[str, Health]) -> list[RowFlag]:
     """:func:`row_flags` of a row from the suite's healths (:func:`suite_health`)."""
     return row_flags((healths.get(r.run_id) for r in row.records), [r.doc for r in row.records])
+
+
+def flags_words(flags: Sequence[RowFlag]) -> str:
+    """A row's flags in a table cell: ``"no-op on 1 of 3 seeds, no-signal"`` (empty when none)."""
+    return ", ".join(f.words() for f in flags)

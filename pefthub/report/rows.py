@@ -84,7 +84,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
 class Row:
     """One leaderboard row: a point at one learning rate, its seeds (``records``, by seed) averaged.
 
-    ``vs_base``/``vs_base_note`` and ``flags`` are filled by :func:`pefthub.report.table.suite_table`.
+    ``vs_base``/``vs_base_note``/``untested`` and ``flags`` are filled by :func:`pefthub.report.table.suite_table`.
     """
 
     label: str                      # ``tinylora@13/grpo``; an unselected rate adds ``/lr=…``
@@ -111,6 +111,7 @@ class Row:
     delta_vs_base: float | None = None
     vs_base: stats.Comparison | None = None     # paired Δ against the base row (Holm verdict when tested)
     vs_base_note: str | None = None             # why there is no paired comparison
+    untested: str = ""                          # why ``vs_base`` has no verdict though the row trained (control)
     flags: list = field(default_factory=list)   # pefthub.report.health.RowFlag over the row's seeds
 
     @property

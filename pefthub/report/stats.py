@@ -477,3 +477,9 @@ def interval_text(c: Comparison) -> str:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, allow_nan=False, default=str)
+
+
+def seeds_words(c: Comparison) -> str:
+    """``"3 seeds"``, or ``"3 and 1 seeds"`` when the arms differ."""
+    n = c.seeds_a if c.seeds_a == c.seeds_b else f"{c.seeds_a} and {c.seeds_b}"
+    return f"{n} seed{'' if n == 1 else 's'}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from pefthub.report import health, stats
+from pefthub.report.control import Control, positive_control
 from pefthub.report.records import RunRecord, read_records
 from pefthub.report import rows as row_rules
 from pefthub.report.rows import Row, build_rows
@@ -26,6 +27,7 @@ class SuiteTable:
     rows: list[Row]                                    # order of each point's first run
     base: Row | None                                   # the reference row (:func:`base_row`)
     health: dict[str, health.Health] = field(default_factory=dict)   # run id -> flags and measures
+    control: Control | None = None                     # the declared positive control, gated on (None: none)
 
     @property
     def successes(self) -> list[RunRecord]:
@@ -50,7 +52,7 @@ def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPH
                 untested: Collection[str] = ()) -> dict[str, stats.Comparison | str]:
     """Every scored non-base row against ``base``: a comparison, or why it could not be paired. The Holm
     family is the rows that trained; a row that did not train (its flags, :func:`health.did_not_train`),
-    or whose label is in ``untested`` (a failed positive control, :func:`pefthub.report.findings.positive_control`),
+    or whose label is in ``untested`` (a failed positive control, :func:`pefthub.report.control.positive_control`),
     is compared for the record only: no Holm p, no verdict."""
     scored = [r for r in rows if not r.is_base and r.accuracy is not None]
     if base is None:
@@ -73,8 +75,10 @@ def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPH
     return out
 
 
-def suite_table(records: Sequence[RunRecord]) -> SuiteTable:
-    """The table of a suite's records: rows, reference row, health, flags and comparisons with base."""
+def suite_table(records: Sequence[RunRecord], control: str | None = None) -> SuiteTable:
+    """The table of a suite's records: rows, reference row, health, flags and comparisons with base.
+    ``control`` is the suite's declared positive-control row label: while it has not passed, every arm of
+    its trainer is compared with base for the record only (no Holm p, no verdict), as the findings say."""
     records = list(records)
     rows = build_rows(records)
     base = row_rules.base_row(rows)
@@ -83,18 +87,22 @@ def suite_table(records: Sequence[RunRecord]) -> SuiteTable:
         row.flags = health.row_health(row, healths)
         if base is not None and row.accuracy is not None:
             row.delta_vs_base = row.accuracy - base.accuracy
-    for label, outcome in versus_base(rows, base).items():
+    gate = positive_control(rows, control)
+    untested = [r.label for r in rows if gate is not None and gate.gates(r)]
+    for label, outcome in versus_base(rows, base, untested=untested).items():
         row = next(r for r in rows if r.label == label)
         if isinstance(outcome, stats.Comparison):
             row.vs_base = outcome
+            row.untested = gate.note() if label in untested else ""
         else:
             row.vs_base_note = outcome
-    return SuiteTable(records, rows, base, healths)
+    return SuiteTable(records, rows, base, healths, gate)
 
 
-def read_table(results_dir: str | os.PathLike, skipped: list[tuple[Path, str]] | None = None) -> SuiteTable:
+def read_table(results_dir: str | os.PathLike, skipped: list[tuple[Path, str]] | None = None,
+               control: str | None = None) -> SuiteTable:
     """:func:`suite_table` of a results directory, read once (:func:`pefthub.report.records.read_records`)."""
-    return suite_table(read_records(results_dir, skipped))
+    return suite_table(read_records(results_dir, skipped), control)
 
 
 def trainer_pairs(rows: Sequence[Row]) -> list[stats.Comparison | tuple[str, str, str]]:

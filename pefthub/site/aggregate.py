@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from pefthub.report import health as run_health
 from pefthub.report import stats
+from pefthub.report.control import Control, declared_control
 from pefthub.report.records import RunRecord, read_records
 from pefthub.report.rows import Row
 from pefthub.report.table import suite_table, trainer_pairs
@@ -44,6 +45,7 @@ class SuiteView:
     last_finished: str | None = None
     trainer_pairs: list[stats.Comparison | tuple[str, str, str]] = field(default_factory=list)
     health: dict[str, run_health.Health] = field(default_factory=dict)   # run id -> flags and measures
+    control: Control | None = None  # the suite's declared positive control, as the table gated on it
 
     @property
     def ranked(self) -> list[Row]:
@@ -70,7 +72,7 @@ def view_suite(suite: Suite, records: Sequence[RunRecord] | None = None) -> Suit
     """The index's view of ``suite``; ``records`` are its runs as :func:`pefthub.report.records.read_records`
     reads them (read from ``suite.results_dir`` when not given)."""
     records = read_records(suite.results_dir) if records is None else list(records)
-    table = suite_table(records)
+    table = suite_table(records, declared_control(suite.name))
     rows = sorted(table.rows, key=sort_key)
     successes = [r for r in suite.runs if r.status == "success"]
     failures = sorted((r for r in suite.runs if r.status != "success"),
@@ -85,7 +87,7 @@ def view_suite(suite: Suite, records: Sequence[RunRecord] | None = None) -> Suit
         budgets=_most_common(r.config.get("budget") for r in trained),
         evals=_most_common(r.config.get("eval") for r in suite.runs),
         first_started=min(started, default=None), last_finished=max(finished, default=None), health=table.health,
-        trainer_pairs=trainer_pairs(table.rows),
+        trainer_pairs=trainer_pairs(table.rows), control=table.control,
     )
 
 

@@ -141,7 +141,8 @@ def _verdict(row: Row) -> dict:
     if c is None:
         return {"text": MISSING, "cls": "", "sort": "", "title": row.vs_base_note or ""}
     if c.verdict is None:
-        return {"text": "not tested", "cls": "untested", "sort": "", "title": "the row did not train (see its flags): "
+        why = f"not tested: {row.untested}" if row.untested else "the row did not train (see its flags)"
+        return {"text": "not tested", "cls": "untested", "sort": "", "title": f"{why}: "
                 f"compared for the record only (p {stats.fmt_p(c.p_value)}), outside the Holm family"}
     return {"text": c.verdict, "cls": VERDICT_CLASS.get(c.verdict, ""), "sort": sort_value(c.p_holm),
             "title": f"p {stats.fmt_p(c.p_value)} ({c.test}); Holm-adjusted over the suite's rows: {stats.fmt_p(c.p_holm)}"}
@@ -166,7 +167,7 @@ def findings_context(view: SuiteView) -> list[dict]:
     out = []
     rows = view_stat_rows(view)
     flags = findings.flags_of(rows)
-    gate = findings.positive_control(rows, findings.declared_control(view.suite.name), flags)
+    gate = view.control
     if gate is not None:
         c = gate.comparison
         out.append({"question": findings.CONTROL_QUESTION, "items": [{

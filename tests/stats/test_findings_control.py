@@ -169,3 +169,44 @@ def test_the_site_states_the_control_first_and_gates_as_the_page_does(tmp_path, 
     items = {(f["a"], f["b"]): f for q in questions[1:] for f in q["items"]}
     assert items[("tinylora@13/grpo", "tinylora@13/sft")]["verdict"] == findings.NOT_TESTED
     assert items[("tinylora@13/sft", "base")]["verdict"] != findings.NOT_TESTED
+
+
+def test_the_table_gates_on_the_control_so_bench_site_and_power_agree(tmp_path):
+    """`pefthub bench`'s table, the site's "vs base" cells and the power line read the rows of
+    :func:`suite_table`: a failed control leaves its trainer's rows without a verdict there too."""
+    import io
+
+    from rich.console import Console
+
+    from pefthub.commands.bench_command import print_results
+    from pefthub.report.power import suite_power
+    from pefthub.site.pages import _verdict
+    from types import SimpleNamespace
+
+    control_suite(tmp_path, 2)
+    plain, gated = read_table(tmp_path), read_table(tmp_path, control="lora/grpo")
+    assert plain.control is None and gated.control is not None and not gated.control.passed
+    note = gated.control.note()
+    grpo, sft = ("lora/grpo", "tinylora@1/grpo", "tinylora@13/grpo"), ("tinylora@1/sft", "tinylora@13/sft", "lora/sft")
+    for label in grpo:
+        row = gated.row(label)
+        assert row.vs_base.verdict is None and row.vs_base.p_holm is None and row.untested == note
+        assert plain.row(label).vs_base.verdict is not None and plain.row(label).untested == ""
+        cell = _verdict(row)
+        assert cell["text"] == "not tested" and cell["title"].startswith(f"not tested: {note}: ")
+    family = [gated.row(label).vs_base for label in sft]
+    assert [c.p_holm for c in family] == pytest.approx(stats.holm([c.p_value for c in family]))
+    assert findings.tested_versus_base(gated.rows, gated.control)["lora/sft"].p_holm == family[2].p_holm
+    assert suite_power(gated.rows, gated.base).family == 3 and suite_power(plain.rows, plain.base).family == 6
+    out = io.StringIO()
+    print_results(Console(file=out, width=250), SimpleNamespace(name="s", model="m", task={"name": "t"}), gated,
+                  total=7, have=7)
+    text = out.getvalue()
+    assert "Holm's correction over the 3 rows" in text and "Positive control: Positive control `lora/grpo`" in text
+    assert [line for line in text.splitlines() if "│ grpo " in line and "not tested" not in line] == []
+    passing = tmp_path / "passing"
+    control_suite(passing, 40)
+    before, after = read_table(passing), read_table(passing, control="lora/grpo")
+    assert after.control.passed
+    assert [(r.label, r.vs_base and (r.vs_base.p_holm, r.vs_base.verdict)) for r in after.rows] == \
+        [(r.label, r.vs_base and (r.vs_base.p_holm, r.vs_base.verdict)) for r in before.rows]
