@@ -245,7 +245,7 @@ def test_plan_paper_gsm8k_offline(capsys):
     assert all(m["learning_rates"] == [1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4, 2e-4] for m in plan["methods"])
 
 
-@pytest.mark.parametrize("name, runs", [("quick", 15), ("cpu-pilots/quick-v1", 15), ("cpu-paper-shape", 55),
+@pytest.mark.parametrize("name, runs", [("quick", 10), ("cpu-pilots/quick-v1", 15), ("cpu-paper-shape", 55),
                                        ("cpu-paper-shape-v2", 37)])
 def test_shipped_cpu_suites_resolve(name, runs):
     suite = suites.load(REPO / "benchmarks" / name)  # its results, where committed: leaderboards/<name>/results

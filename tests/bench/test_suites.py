@@ -147,7 +147,9 @@ def test_shipped_suites_follow_the_issue():
         "reasoning_gym", "aiw", {"max_entities": 3}, "hash")
     assert [m.method for m in quick.methods] == ["tinylora", "lora", "lora_xs", "vera", "bitfit",
                                                  "prompt_tuning", "full"]
-    assert all(m.trainers == ["sft", "grpo"] for m in quick.methods) and quick.seeds == [0]
+    assert {m.method: m.trainers for m in quick.methods if m.trainers != ["sft"]} == {
+        "tinylora": ["sft", "grpo"], "lora": ["sft", "grpo"]} and quick.seeds == [0]  # the paper's arm, the control
+    assert quick.positive_control == "lora/grpo"
     assert next(m for m in quick.methods if m.method == "tinylora").params == [13]
     assert quick.eval["limit"] == quick.task["test_size"] == 100 and quick.eval["validation_limit"] == 0
 
