@@ -196,6 +196,20 @@ def test_the_readme_headline_is_generated_from_the_sweep_results(monkeypatch):
         "stale: pefthub findings cpu-paper-shape --pilot leaderboards/cpu-pilots/steps/results --headline README.md"
 
 
+def test_the_readme_quick_headline_is_generated_from_its_results(monkeypatch):
+    """The README's paragraph on what `make bench` shows comes from leaderboards/quick/results, gated on
+    the suite's positive control as `pefthub bench` prints it."""
+    monkeypatch.chdir(REPO)
+    control = findings.declared_control("quick")
+    assert control == "lora/grpo"
+    rows = read_table(REPO / "leaderboards" / "quick" / "results", control=control).rows
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    paragraph = findings.headline("quick", rows, primary=findings.declared_primary("quick"), control=control)
+    assert findings.headline_start("quick") in text
+    assert findings.replace_headline(text, "quick", paragraph) == text, \
+        "stale: pefthub findings quick --headline README.md"
+
+
 def flagged_suite(directory: Path) -> None:
     """Base; tinylora@13/grpo whose seed 0 answers exactly as base (no-op) and seed 1 better; an
     unflagged tinylora@13/sft below base; lora/sft better than base but without extractable answers

@@ -250,7 +250,7 @@ def test_committed_quick_results_reproduce_the_identical_counts(quick):
 
 
 #: What docs/run-health.md is generated from.
-HEALTH_PAGE_SOURCE = "leaderboards/cpu-pilots/quick-v1"
+HEALTH_PAGE_SOURCE = "leaderboards/quick"
 
 
 def test_generated_health_page_is_current(capsys, monkeypatch):
