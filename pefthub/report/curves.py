@@ -149,3 +149,115 @@ def budget_curves(rows: Iterable[Any], base: Any = None) -> BudgetCurves | None:
     if not curves:
         return None
     return BudgetCurves(curves=tuple(curves), base=base_reference(base))
+
+
+# ---- where validation stops improving ------------------------------------------------------------
+#: Verdicts of a row's last checkpoint segment.
+IMPROVING, FALLING, FLAT = "still improving", "falling", "no detectable change"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Validation accuracy at ``end`` minus at ``start`` (same row, same validation items), with its 95%
+    interval: Newcombe's hybrid score interval on the counts pooled over seeds (no item vectors are kept
+    at checkpoints, so it is unpaired, hence conservative), widened to the t interval over the seeds'
+    own differences when there are several."""
+
+    start: int
+    end: int
+    delta: float
+    low: float
+    high: float
+    seeds: int
+
+    @property
+    def verdict(self) -> str:
+        return IMPROVING if self.low > 0 else FALLING if self.high < 0 else FLAT
+
+    def text(self) -> str:
+        return (f"{stats.fmt_pct(self.delta, sign=True)} [{stats.fmt_pct(self.low, sign=True)}, "
+                f"{stats.fmt_pct(self.high, sign=True)}]")
+
+
+def _wilson(correct: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(correct, n).proportion_ci(stats.LEVEL, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def change(docs: Sequence[dict], start: int, end: int) -> Segment | None:
+    """:class:`Segment` from checkpoint ``start`` to ``end`` over the runs (``docs``) that scored both
+    with counts; ``None`` when none did."""
+    pairs = []
+    for doc in docs:
+        by_step = {p["step"]: p for p in checkpoints_of(doc)}
+        a, b = by_step.get(start), by_step.get(end)
+        if a and b and all(isinstance(p.get(k), int) and p["n"] > 0 for p in (a, b) for k in ("correct", "n")):
+            pairs.append((a, b))
+    if not pairs:
+        return None
+    ka, na = sum(a["correct"] for a, _ in pairs), sum(a["n"] for a, _ in pairs)
+    kb, nb = sum(b["correct"] for _, b in pairs), sum(b["n"] for _, b in pairs)
+    pa, pb = ka / na, kb / nb
+    (la, ua), (lb, ub) = _wilson(ka, na), _wilson(kb, nb)
+    delta = pb - pa
+    low, high = delta - ((pb - lb) ** 2 + (ua - pa) ** 2) ** 0.5, delta + ((ub - pb) ** 2 + (pa - la) ** 2) ** 0.5
+    if len(pairs) > 1:
+        diffs = [b["correct"] / b["n"] - a["correct"] / a["n"] for a, b in pairs]
+        half = stats.t_quantile(len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        low, high = min(low, statistics.fmean(diffs) - half), max(high, statistics.fmean(diffs) + half)
+    return Segment(start, end, delta, low, high, len(pairs))
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Where a row's validation stands at its last checkpoint: ``recent`` is the last segment, ``overall``
+    first to last checkpoint, ``from_peak`` best to last (``None`` when the last is best)."""
+
+    label: str
+    curve: Curve
+    recent: Segment | None
+    overall: Segment | None
+    peak: CurvePoint
+    from_peak: Segment | None
+
+    @property
+    def past_peak(self) -> bool:
+        """The last checkpoint is detectably below the best one: the budget overshoots this row."""
+        return self.from_peak is not None and self.from_peak.high < 0
+
+    @property
+    def stopped(self) -> bool:
+        """At or past where validation stops improving: the last segment does not detectably rise, and the
+        row is not at its best at the last checkpoint after a detectable rise over the run."""
+        improving = self.recent is not None and self.recent.verdict == IMPROVING
+        rising = self.from_peak is None and self.overall is not None and self.overall.low > 0
+        return not improving and not rising
+
+    def verdict(self) -> str:
+        """``"still improving"``, ``"rose over the run, highest at the last checkpoint"``, ``"past its
+        peak"``, ``"falling"`` or ``"no detectable change"``."""
+        if not self.stopped:
+            return IMPROVING if self.recent is not None and self.recent.verdict == IMPROVING else RISING
+        return PAST_PEAK if self.past_peak else self.recent.verdict if self.recent is not None else FLAT
+
+
+RISING, PAST_PEAK = "rose over the run, highest at the last checkpoint", "past its peak"
+
+
+def plateau(label: str, docs: Sequence[dict]) -> Plateau | None:
+    """THE budget rule for one row (its runs' result documents): ``None`` with fewer than two checkpoints."""
+    curve = row_curve(label, docs)
+    if curve is None or len(curve.points) < 2:
+        return None
+    first, previous, last = curve.points[0], curve.points[-2], curve.points[-1]
+    peak = max(curve.points, key=lambda p: (p.accuracy, -p.step))
+    return Plateau(label, curve, change(docs, previous.step, last.step), change(docs, first.step, last.step), peak,
+                   change(docs, peak.step, last.step) if peak.step != last.step else None)
+
+
+def plateaus(rows: Iterable[Any]) -> list[Plateau]:
+    """:func:`plateau` of every trained row (``label``, ``is_base``, ``runs``) with two checkpoints or more."""
+    found = (plateau(row.label, [run.doc for run in row.runs]) for row in rows if not row.is_base)
+    return [p for p in found if p is not None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from pefthub.report import health, stats, strata
+from pefthub.report import curves, health, stats, strata
 from pefthub.report.control import (CONTROL_NOT_MEASURED, CONTROL_QUESTION, Control, declared_control,  # noqa: F401
                                     declared_suite, positive_control)
 from pefthub.report.health import flags_words
@@ -349,6 +349,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     seeds = per_seed(rows)
     lines += versus_base_lines(rows, flags, seeds, gate)
     lines += strata_lines(rows, strata_of)
+    lines += budget_lines(rows)
     lines += per_seed_lines(rows, seeds)
     lines += tuning_lines(docs)
     for pilot_source, pilot_records in pilots:
@@ -690,6 +691,48 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
 def strict_text(row: Row) -> str:
     """A row's mean strict-match test score over its seeds (``exact_match,strict-match``), or ``-``."""
     return "-" if row.strict_accuracy is None else f"{stats.fmt_pct(row.strict_accuracy)}%"
+
+
+BUDGET_QUESTION = "How far the budget goes: validation at each checkpoint"
+
+
+def budget_lines(rows: Sequence[Row]) -> list[str]:
+    """Markdown: each trained row's validation accuracy at its checkpoints (:mod:`pefthub.report.curves`),
+    whether it still improves at the last one and whether it is past its best; nothing without checkpoints."""
+    found = curves.plateaus([r for r in rows if r.lr_selection != stats.LR_UNSELECTED])
+    if not found:
+        return []
+    steps = sorted({p.step for f in found for p in f.curve.points})
+
+    def segment(x: curves.Segment | None) -> str:
+        return "-" if x is None else (f"{x.text()} (step {x.start} → {x.end}, {x.seeds} seed"
+                                      f"{'s' if x.seeds != 1 else ''})")
+
+    lines = [f"## {BUDGET_QUESTION}", "",
+             "Validation accuracy at each checkpoint step scored inside the runs (`eval.checkpoints`), mean over "
+             "seeds. Each change has a 95% interval (Newcombe's interval on the counts pooled over seeds; "
+             "checkpoints keep no item vectors, so it is unpaired and conservative; widened to the t interval "
+             "over the seeds' own differences). A row has *stopped* improving when its last change does not "
+             "detectably rise and it is not at its best at the last checkpoint after a detectable rise over the "
+             "run; *past its peak* when the last checkpoint is detectably below the best one (the budget "
+             "overshoots it). A last change with no detectable rise is a null, not a plateau: its interval says "
+             "how large a gain it leaves open.", "",
+             "| row | " + " | ".join(f"step {s}" for s in steps) + " | last change [95% CI] | first to last | verdict |",
+             "|---|" + "---|" * len(steps) + "---|---|---|"]
+    for f in found:
+        at = {p.step: p for p in f.curve.points}
+        verdict = f.verdict() + (f" ({f.from_peak.text()} since step {f.peak.step})" if f.past_peak else "")
+        lines.append("| " + " | ".join(
+            [f"`{f.label}`"] + [f"{stats.fmt_pct(at[s].accuracy)}%" if s in at else "-" for s in steps]
+            + [segment(f.recent), segment(f.overall), verdict]) + " |")
+    stopped = [f"`{f.label}`" for f in found if f.stopped]
+    going = [f"`{f.label}` ({f.verdict()})" for f in found if not f.stopped]
+    lines += ["", f"- Stopped improving by the last checkpoint: {len(stopped)} of {len(found)} rows"
+              + (f" ({', '.join(stopped)})" if stopped else "") + ". "
+              + (f"Not shown to have stopped, so the budget may be short for them: {'; '.join(going)}."
+                 if going else "The budget is at or past where validation stops improving for every row with "
+                 "checkpoints."), ""]
+    return lines
 
 
 def strata_lines(rows: Sequence[Row], strata_of=None) -> list[str]:

@@ -94,3 +94,66 @@ def test_two_seeds_far_apart_use_t_with_one_degree_of_freedom():
 def test_no_checkpoints_anywhere_is_no_curves():
     base = row("base", run("base", "none", 0, validation=(44, 200)), is_base=True)
     assert budget_curves([row("lora/sft", run("lora", "sft", 0)), base], base) is None
+
+
+def test_a_change_between_checkpoints_is_newcombes_interval_from_the_literature():
+    """Newcombe (1998), Statistics in Medicine 17:873, Table II example (a): 56/70 vs 48/80, difference
+    +0.2000, method 10 (hybrid score) interval 0.0524 to 0.3339."""
+    from pefthub.report.curves import change
+
+    docs = [run("lora", "sft", 0, [point(10, 48, n=80), point(20, 56, n=70)]).doc]
+    c = change(docs, 10, 20)
+    assert (c.start, c.end, c.seeds) == (10, 20, 1)
+    assert c.delta == pytest.approx(0.2) and (round(c.low, 4), round(c.high, 4)) == (0.0524, 0.3339)
+    assert c.verdict == "still improving"
+    assert change(docs, 10, 40) is None    # no run scored step 40
+
+
+def test_several_seeds_widen_the_change_to_t_over_their_own_differences():
+    from pefthub.report.curves import change
+
+    docs = [run("lora", "sft", s, [point(10, a), point(20, b)]).doc for s, (a, b) in enumerate([(40, 80), (60, 62)])]
+    c = change(docs, 10, 20)
+    diffs = [0.2, 0.01]
+    half = T_975_DF1 * (abs(diffs[0] - diffs[1]) / math.sqrt(2)) / math.sqrt(2)
+    assert c.delta == pytest.approx(42 / 400) and c.seeds == 2
+    assert c.low == pytest.approx(0.105 - half) and c.high == pytest.approx(0.105 + half)
+    assert c.verdict == "no detectable change"
+
+
+def test_the_budget_rule_separates_rising_stopped_and_past_peak_rows():
+    from pefthub.report.curves import PAST_PEAK, RISING, plateau, plateaus
+
+    def one(*correct):
+        return [run("lora", "sft", 0, [point(s, k) for s, k in zip((10, 20, 40), correct)]).doc]
+
+    improving = plateau("a", one(20, 40, 90))
+    assert not improving.stopped and improving.verdict() == "still improving"
+    rising = plateau("b", one(38, 50, 58))       # 50 → 58 items: no detectable last change, but highest after a rise
+    assert rising.recent.verdict == "no detectable change" and rising.overall.low > 0
+    assert rising.from_peak is None and not rising.stopped and rising.verdict() == RISING
+    flat = plateau("c", one(50, 52, 50))
+    assert flat.stopped and flat.verdict() == "no detectable change" and not flat.past_peak
+    peaked = plateau("d", one(81, 67, 55))       # the tinylora@13/sft shape: best at step 10
+    assert peaked.stopped and peaked.past_peak and peaked.verdict() == PAST_PEAK and peaked.peak.step == 10
+    assert peaked.from_peak.high < 0
+    assert plateau("e", one(50)) is None         # one checkpoint: nothing to say
+    rows = [row("base", run("base", "none", 0), is_base=True), row("d", *[SimpleNamespace(doc=d) for d in one(81, 67, 55)])]
+    assert [p.label for p in plateaus(rows)] == ["d"]
+
+
+def test_the_findings_page_says_which_rows_stopped_and_which_may_want_more_steps():
+    from pefthub.report.findings import BUDGET_QUESTION, budget_lines
+
+    def shaped(label, *correct, selection="validation"):
+        docs = [run("lora", "sft", 0, [point(s, k) for s, k in zip((10, 20, 40), correct)])]
+        return SimpleNamespace(label=label, is_base=False, runs=docs, lr_selection=selection)
+
+    rows = [shaped("lora/sft", 81, 67, 55), shaped("lora/grpo", 38, 50, 58),
+            shaped("lora/grpo/lr=0.01", 10, 10, 10, selection="unselected")]
+    text = "\n".join(budget_lines(rows))
+    assert text.startswith(f"## {BUDGET_QUESTION}") and "lr=0.01" not in text
+    assert "| `lora/sft` | 40.5% | 33.5% | 27.5% |" in text and "past its peak (-13.0 [" in text
+    assert ("- Stopped improving by the last checkpoint: 1 of 2 rows (`lora/sft`). Not shown to have stopped, so the "
+            "budget may be short for them: `lora/grpo` (rose over the run, highest at the last checkpoint).") in text
+    assert budget_lines([shaped("x", 1)]) == []
