@@ -258,6 +258,8 @@ def plateau(label: str, docs: Sequence[dict]) -> Plateau | None:
 
 
 def plateaus(rows: Iterable[Any]) -> list[Plateau]:
-    """:func:`plateau` of every trained row (``label``, ``is_base``, ``runs``) with two checkpoints or more."""
-    found = (plateau(row.label, [run.doc for run in row.runs]) for row in rows if not row.is_base)
+    """:func:`plateau` of every trained row (``label``, ``is_base``, ``runs``) with two checkpoints or more,
+    less rows at a rate not chosen (``lr_selection`` unselected)."""
+    found = (plateau(row.label, [run.doc for run in row.runs]) for row in rows
+             if not row.is_base and getattr(row, "lr_selection", None) != stats.LR_UNSELECTED)
     return [p for p in found if p is not None]

@@ -699,7 +699,7 @@ BUDGET_QUESTION = "How far the budget goes: validation at each checkpoint"
 def budget_lines(rows: Sequence[Row]) -> list[str]:
     """Markdown: each trained row's validation accuracy at its checkpoints (:mod:`pefthub.report.curves`),
     whether it still improves at the last one and whether it is past its best; nothing without checkpoints."""
-    found = curves.plateaus([r for r in rows if r.lr_selection != stats.LR_UNSELECTED])
+    found = curves.plateaus(rows)
     if not found:
         return []
     steps = sorted({p.step for f in found for p in f.curve.points})

@@ -19,7 +19,7 @@ import jinja2
 from pefthub import __version__
 from pefthub.report import findings, stats
 from pefthub.report import health as run_health
-from pefthub.report.curves import budget_curves
+from pefthub.report.curves import budget_curves, plateaus
 from pefthub.report.power import suite_power
 from pefthub.site import items, plots
 from pefthub.site.aggregate import LR_SELECTED, LR_UNSELECTED, Row, SuiteView, pareto_front
@@ -273,6 +273,10 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
     pareto_time, _ = plots.pareto_plot(view.ranked, view.base, styles, cost=seconds, kind="duration",
                                        x_title="Training time", front=pareto_front(view.ranked, seconds))
     budget_plot, _ = plots.budget_curves_plot(budget_curves(view.rows, view.base), styles)
+    budget_verdicts = [{"label": p.label, "verdict": p.verdict(), "stopped": p.stopped,
+                        "recent": f"{p.recent.text()} from step {p.recent.start} to {p.recent.end}" if p.recent else MISSING,
+                        "overall": f"{p.overall.text()} from step {p.overall.start}" if p.overall else MISSING}
+                       for p in plateaus(view.rows)]
     return {
         "name": view.suite.name, "slug": slug, "anchor": f"suite-{slug}",
         "models": view.models, "tasks": [task_text(t) for t in view.tasks],
@@ -283,6 +287,7 @@ def suite_context(view: SuiteView, slug: str, styles: plots.Styles) -> dict:
         "n_flagged": sum(1 for r in view.rows if r.flags), "flag_meaning": run_health.MEANING,
         "rows": rows, "base": view.base, "params_plot": params_plot, "n_points": n_points, "plot_skipped": skipped,
         "pareto_memory": pareto_memory, "pareto_time": pareto_time, "budget_plot": budget_plot,
+        "budget_verdicts": budget_verdicts,
         "all_runs": [_run_brief(r, links) for r in sorted(view.successes, key=lambda r: (r.name, r.trainer, r.trainable_params or 0, r.learning_rate or 0, str(r.seed)))],
         "failures": [_run_brief(r, links) for r in view.failures],
         "pairs": [_pair(p) for p in view.trainer_pairs], "findings": findings_context(view),

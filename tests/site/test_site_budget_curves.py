@@ -105,3 +105,13 @@ def test_suite_page_plots_budget_curves_only_where_runs_have_checkpoints(tmp_pat
     assert [float(p["data-accuracy"]) for p in by_row["lora/grpo"][:2]] == [9 / 40, 10 / 40]
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "base model 20.0% on validation" in page and "Training wall time (s)" in page
+    # Under the chart, each row's budget verdict as the findings page words it (pefthub.report.curves.plateau).
+    from pefthub.report.curves import plateau
+    from pefthub.results import read_results
+
+    docs = [d for _, d in read_results(curves) if d["config"]["trainer"] == "sft"]
+    sft_verdict = plateau("lora/sft", docs)
+    assert "Where validation stops improving" in page
+    assert (f"<td><code>lora/sft</code></td><td>{sft_verdict.recent.text()} from step 2 to 4</td>") in page
+    assert sft_verdict.verdict() in page and "budget-verdicts" not in (out / "index.html").read_text().split(
+        "suite-plain")[-1]
