@@ -216,3 +216,15 @@ def test_a_row_may_set_its_own_trainer_options_over_the_suites(tmp_path):
 def test_a_rows_bad_trainer_options_name_the_row(tmp_path, table, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         suites.expand(suites.load(write_suite(tmp_path, MINIMAL + table)))
+
+
+def test_the_committed_quick_results_are_exactly_the_suites_runs():
+    """`make bench` reruns nothing on a clone: the aiw quick board expands to exactly the run ids committed
+    under leaderboards/quick/results (so an edit to the suite that changes a run shows up here)."""
+    from pefthub import results
+
+    committed = {p.stem for p in (REPO / "leaderboards" / "quick" / "results").glob("*.json")}
+    runs = suites.expand(suites.load(REPO / "benchmarks" / "quick"))
+    assert len(runs) == 10 and {r.run_id for r in runs} == committed
+    assert all(results.read_result(REPO / "leaderboards" / "quick" / "results" / f"{rid}.json")["status"] == "success"
+               for rid in committed)
