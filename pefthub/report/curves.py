@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from pefthub.evaluation.core import wilson_interval
 from pefthub.report import stats
 
 #: The split checkpoints score (the one learning rates are chosen on).
@@ -179,13 +180,6 @@ class Segment:
                 f"{stats.fmt_pct(self.high, sign=True)}]")
 
 
-def _wilson(correct: int, n: int) -> tuple[float, float]:
-    from scipy.stats import binomtest
-
-    ci = binomtest(correct, n).proportion_ci(stats.LEVEL, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def change(docs: Sequence[dict], start: int, end: int) -> Segment | None:
     """:class:`Segment` from checkpoint ``start`` to ``end`` over the runs (``docs``) that scored both
     with counts; ``None`` when none did."""
@@ -200,7 +194,7 @@ def change(docs: Sequence[dict], start: int, end: int) -> Segment | None:
     ka, na = sum(a["correct"] for a, _ in pairs), sum(a["n"] for a, _ in pairs)
     kb, nb = sum(b["correct"] for _, b in pairs), sum(b["n"] for _, b in pairs)
     pa, pb = ka / na, kb / nb
-    (la, ua), (lb, ub) = _wilson(ka, na), _wilson(kb, nb)
+    (la, ua), (lb, ub) = wilson_interval(ka, na, stats.LEVEL), wilson_interval(kb, nb, stats.LEVEL)
     delta = pb - pa
     low, high = delta - ((pb - lb) ** 2 + (ua - pa) ** 2) ** 0.5, delta + ((ub - pb) ** 2 + (pa - la) ** 2) ** 0.5
     if len(pairs) > 1:
