@@ -183,6 +183,7 @@ def _nearest(runs: list) -> dict[str, str]:
         cap, base_cap = share(m["at_cap"], m["n"]), share(m["base_at_cap"], m["base_n"]) or 0.0
         add("cap_excess_collapse", None if cap is None else cap - base_cap, label)
         add("cap_excess_runaway", None if cap is None else cap - base_cap, label)
+        add("one_answer_share", share(m.get("one_answer"), m["n"]), label)
         add("reward_floor", m["reward_mean"], label)
         add("zero_advantage_min", m["zero_advantage_share"], label)
     values["strict_base_min"] = values.get("strict_base_min", [])[:1]

@@ -1,5 +1,5 @@
-"""A suite's declared positive control: the row that must beat the base model before any comparison with
-an arm of its trainer is tested. The table (:func:`pefthub.report.table.suite_table`), the findings and
+"""A suite's declared positive control: the row that must beat the base model, and the constant-answer floor
+(:mod:`pefthub.report.floor`), before any comparison with an arm of its trainer is tested. The table (:func:`pefthub.report.table.suite_table`), the findings and
 the site all gate through :func:`positive_control`, so they cannot disagree on what is tested.
 """
 
@@ -10,6 +10,7 @@ from typing import Sequence
 
 from pefthub.report import health, stats
 from pefthub.report import rows as row_rules
+from pefthub.report.floor import Floor, constant_answer
 from pefthub.report.rows import Row
 
 CONTROL_QUESTION = "Positive control, declared in the suite (tested on its own, before any other comparison)"
@@ -25,6 +26,13 @@ class Control:
     comparison: stats.Comparison | None
     untrained: str = ""          # the did-not-train flags in words, empty when the row trained
     why: str = ""
+    floor: Floor | None = None   # the constant-answer floor (:mod:`pefthub.report.floor`), None without gold
+    versus_floor: stats.Comparison | None = None
+
+    @property
+    def above_floor(self) -> bool:
+        """The 95% interval of Δ against the constant-answer floor wholly above 0 (true when there is none)."""
+        return self.floor is None or (self.versus_floor is not None and self.versus_floor.low > 0)
 
     @property
     def trainer(self) -> str:
@@ -32,8 +40,8 @@ class Control:
 
     @property
     def passed(self) -> bool:
-        """Measured, trained, and the 95% interval of Δ vs base wholly above 0."""
-        return self.comparison is not None and not self.untrained and self.comparison.low > 0
+        """Measured, trained, and the 95% intervals of Δ vs base and vs the constant-answer floor wholly above 0."""
+        return self.comparison is not None and not self.untrained and self.comparison.low > 0 and self.above_floor
 
     def gates(self, row: Row | None) -> bool:
         """Whether ``row`` is an arm of the control's trainer while the control has not passed."""
@@ -46,9 +54,23 @@ class Control:
         c = self.comparison
         if c is None:
             return f"{CONTROL_NOT_MEASURED} ({self.why}); {learns}"
-        did = f"did not train ({self.untrained})" if self.untrained else "did not beat base"
-        return (f"the positive control {self.label} {did} (Δ {stats.fmt_pct(c.delta, sign=True)}, 95% CI "
+        if not self.untrained and c.low > 0 and not self.above_floor:
+            return (f"the positive control {self.label} did not beat the constant answer {self.floor_text()}; "
+                    f"{self.trainer.upper()} is not shown to learn this task beyond its answers' distribution")
+        return (f"the positive control {self.label} {self._did()} (Δ {stats.fmt_pct(c.delta, sign=True)}, 95% CI "
                 f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]); {learns}")
+
+    def _did(self) -> str:
+        return f"did not train ({self.untrained})" if self.untrained else "did not beat base"
+
+    def floor_text(self) -> str:
+        """``always "2" (36.0%): Δ +0.0, 95% CI [-6.1, +6.1]`` (``""`` without a floor)."""
+        if self.floor is None:
+            return ""
+        f, c = self.floor, self.versus_floor
+        head = f"{f.label} ({stats.fmt_pct(f.accuracy)}%)"
+        return head if c is None else (f"{head}: Δ {stats.fmt_pct(c.delta, sign=True)}, 95% CI "
+                                       f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]")
 
     def sentence(self) -> str:
         """The control in one sentence, as the findings page and the headline state it first."""
@@ -58,18 +80,23 @@ class Control:
                     f"{self.trainer.upper()} arm is tested")
         head = (f"Positive control `{self.label}` − `{c.b}`: {stats.interval_text(c)} points "
                 f"(p {stats.fmt_p(c.p_value)}, its own test; {stats.seeds_words(c)})")
+        beyond = f" and {self.floor_text()}" if self.floor is not None else ""
         if self.passed:
-            return f"{head}: it beat base, so {self.trainer.upper()} comparisons are tested"
-        did = f"did not train ({self.untrained})" if self.untrained else "did not beat base"
-        return (f"{head}: it {did}, so {self.trainer.upper()} is not shown to learn on this model and no comparison "
-                f"with a {self.trainer.upper()} arm is tested (each is left out of its Holm family)")
+            return f"{head}: it beat base{beyond}, so {self.trainer.upper()} comparisons are tested"
+        if not self.untrained and c.low > 0:
+            return (f"{head}: it beat base but not the constant answer, {self.floor_text()}, so "
+                    f"{self.trainer.upper()} is not shown to learn this task beyond its answers' distribution and no "
+                    f"comparison with a {self.trainer.upper()} arm is tested (each is left out of its Holm family)")
+        return (f"{head}: it {self._did()}, so {self.trainer.upper()} is not shown to learn on this model and no "
+                f"comparison with a {self.trainer.upper()} arm is tested (each is left out of its Holm family)")
 
 
 def positive_control(rows: Sequence[Row], label: str | None,
                      flags: dict[str, list[health.RowFlag]] | None = None) -> Control | None:
     """THE positive-control rule: row ``label`` paired with the base row (:func:`stats.compare_rows`) passes
-    only if it trained (no :func:`health.did_not_train` flag) and its 95% interval of Δ lies above 0;
-    ``None`` when the suite declares no control."""
+    only if it trained (no :func:`health.did_not_train` flag) and its 95% intervals of Δ against base and
+    against the constant-answer floor (:func:`pefthub.report.floor.constant_answer`, where the items have
+    gold answers) lie above 0; ``None`` when the suite declares no control."""
     if label is None:
         return None
     flags = {r.label: list(r.flags) for r in rows} if flags is None else flags
@@ -80,7 +107,9 @@ def positive_control(rows: Sequence[Row], label: str | None,
         comparison = stats.compare_rows(row, base)
     except stats.PairingError as exc:
         return Control(label, None, why=str(exc))
-    return Control(label, comparison, health.flags_words(health.did_not_train(flags.get(label, []))))
+    floor = constant_answer(base)
+    return Control(label, comparison, health.flags_words(health.did_not_train(flags.get(label, []))),
+                   floor=floor, versus_floor=floor.versus(row) if floor is not None else None)
 
 
 def declared_control(suite: str) -> str | None:

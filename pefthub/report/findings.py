@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pefthub.report import curves, health, stats, strata
+from pefthub.report.floor import Floor, constant_answer
 from pefthub.report.control import (CONTROL_NOT_MEASURED, CONTROL_QUESTION, Control, declared_control,  # noqa: F401
                                     declared_suite, positive_control)
 from pefthub.report.health import flags_words
@@ -105,6 +106,22 @@ class Finding:
     verdict: str
     note: str = ""
     family: str = EXPLORATORY
+    floor: Floor | None = None                    # set when B is the base model and the items have gold answers
+    versus_floor: stats.Comparison | None = None  # A against the floor (descriptive)
+
+    @property
+    def below_floor(self) -> bool:
+        """A beat B (the base model) but is not shown above the constant-answer floor."""
+        return (self.floor is not None and self.comparison is not None and self.comparison.delta > 0
+                and (self.versus_floor is None or self.versus_floor.low <= 0))
+
+    def floor_words(self) -> str:
+        """``not above always "2" (36.0%): Δ -4.5 [-10.1, +1.2]``; empty unless :attr:`below_floor`."""
+        if not self.below_floor:
+            return ""
+        c = self.versus_floor
+        return (f"not above {self.floor.label} ({stats.fmt_pct(self.floor.accuracy)}%)"
+                + (f": Δ {stats.interval_text(c)}" if c is not None else ""))
 
     @property
     def figure(self) -> Figure | None:
@@ -148,11 +165,13 @@ def control_lines(control: Control | None, flags: dict[str, list[health.RowFlag]
     """Markdown: the positive control's section, first on the findings page (nothing without one)."""
     if control is None:
         return []
-    c = control.comparison
+    c, floor, beyond = control.comparison, control.floor, control.versus_floor
     verdict = "**passed**" if control.passed else f"**not passed**: {control.note()}"
+    against = (f"the base model, and against the constant answer ({floor.words()}; [why](../benchmarks.md#the-constant-answer-floor)),"
+               if floor is not None else "the base model")
     lines = [f"## {CONTROL_QUESTION}", "",
              f"The suite declares `{control.label}` as its positive control: it passes only if it trained and the "
-             f"95% interval of Δ against the base model lies wholly above 0. If it does not pass, every comparison "
+             f"95% intervals of Δ against {against} lie wholly above 0. If it does not pass, every comparison "
              f"with a {control.trainer.upper()} arm below reads *not tested* and is left out of its Holm family.", "",
              "| A − B | A | B | Δ [95% CI] | p (own test) | seeds | verdict | health |", "|---|---|---|---|---|---|---|---|",
              "| " + " | ".join([f"`{control.label}` − `{c.b if c else 'base'}`",
@@ -160,19 +179,24 @@ def control_lines(control: Control | None, flags: dict[str, list[health.RowFlag]
                                f"{stats.fmt_pct(c.accuracy_b)}%" if c else "-",
                                stats.interval_text(c) if c else "-", stats.fmt_p(c.p_value) if c else "-",
                                seeds_words(c) if c else "-", verdict,
-                               flags_words(flags.get(control.label, [])) or "ok"]) + " |", "",
-             f"- {control.sentence()}.", ""]
-    return lines
+                               flags_words(flags.get(control.label, [])) or "ok"]) + " |"]
+    if floor is not None and beyond is not None:
+        lines.append("| " + " | ".join([f"`{control.label}` − {floor.label}", f"{stats.fmt_pct(beyond.accuracy_a)}%",
+                                        f"{stats.fmt_pct(beyond.accuracy_b)}%", stats.interval_text(beyond),
+                                        stats.fmt_p(beyond.p_value), seeds_words(beyond),
+                                        "above" if beyond.low > 0 else "**not above**", "-"]) + " |")
+    return lines + ["", f"- {control.sentence()}.", ""]
 
 
 def check(rows: Sequence[Row], alpha: float = stats.ALPHA, *, primary: Sequence[tuple[str, str]] = (),
-          flags: dict[str, list[health.RowFlag]] | None = None,
-          control: Control | None = None) -> list[tuple[str, list[Finding]]]:
+          flags: dict[str, list[health.RowFlag]] | None = None, control: Control | None = None,
+          floor: Floor | None = None) -> list[tuple[str, list[Finding]]]:
     """Every question's findings, the ``primary`` comparisons (row labels A, B from the suite's
     ``primary`` key) first as their own question. A comparison with an arm that did not train, or with an
     arm of the trainer of a ``control`` that did not pass (:func:`positive_control`), is
     :data:`NOT_TESTED`; a pair of rows already compared is :data:`COUNTED_ONCE`; the rest are tested, the
-    primary ones Holm-corrected among themselves and the others over the page's exploratory family."""
+    primary ones Holm-corrected among themselves and the others over the page's exploratory family. A
+    comparison with the base model also compares A with the constant-answer ``floor`` (descriptive)."""
     flags = flags_of(rows) if flags is None else flags
     by_label = {r.label: r for r in rows}
     seen: dict[frozenset, str] = {}
@@ -195,6 +219,8 @@ def check(rows: Sequence[Row], alpha: float = stats.ALPHA, *, primary: Sequence[
         if note:
             return Finding(claim, a.label, b.label, comparison, NOT_TESTED, note, family)
         finding = Finding(claim, a.label, b.label, comparison, NULL, "", family)
+        if floor is not None and b.is_base:
+            finding.floor, finding.versus_floor = floor, a.vs_floor or floor.versus(a)
         families[family].append(finding)
         return finding
 
@@ -275,6 +301,9 @@ def statement(f: Finding) -> str:
     tail = f"; the interval {words.removeprefix('its interval ')}" if words else ""
     paper = (f"the published {f.figure.delta:+.1f}" if f.figure else
              f"the paper's direction ({'higher' if f.claim.sign > 0 else 'lower'})")
+    beyond = f.floor_words()
+    tail += (f"; {f.a} is {beyond}, so the gain is not shown to be more than a change towards the most common "
+             "answer" if beyond else "")
     if f.verdict == SUPPORTED:
         return f"{head}. The difference has the sign of {paper}{tail}."
     if f.verdict == CONTRADICTED:
@@ -295,7 +324,8 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     ``control`` the suite's positive-control row label (:func:`positive_control`), stated before them."""
     flags = flags_of(rows)
     gate = positive_control(rows, control, flags)
-    results = check(rows, primary=primary, flags=flags, control=gate)
+    floor = constant_answer(row_rules.base_row(rows))
+    results = check(rows, primary=primary, flags=flags, control=gate, floor=floor)
     family = made(results)
     power = suite_power(rows, row_rules.base_row(rows))
     docs = [r.doc for r in records]
@@ -329,7 +359,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
             c = f.comparison
             p = f"{stats.fmt_p(c.p_value)} ({p_words(f).removeprefix('Holm ')})" if c else "-"
             verdict = f"**{f.verdict}**" + (f": {f.note}" if f.verdict in (NOT_TESTED, COUNTED_ONCE) else "")
-            words = figure_words(f) if f.tested else None
+            words = "; ".join(filter(None, [figure_words(f) if f.tested else None, f.floor_words() if f.tested else ""]))
             lines.append("| " + " | ".join([
                 f"`{f.a}` − `{f.b}`",
                 f"{stats.fmt_pct(c.accuracy_a)}%" if c else "-", f"{stats.fmt_pct(c.accuracy_b)}%" if c else "-",
@@ -463,7 +493,8 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
     budgets = sorted({(r.config.get("budget") or {}).get("steps") for r in trained} - {None})
     sizes = sorted({(r.config.get("budget") or {}).get("batch_size") for r in trained} - {None})
     per = per_seed(rows)
-    results = check(rows, primary=primary, flags=flags, control=gate)
+    floor = constant_answer(row_rules.base_row(rows))
+    results = check(rows, primary=primary, flags=flags, control=gate, floor=floor)
 
     def named(c: stats.Comparison) -> str:
         words = flags_words(flags.get(c.a, []))
@@ -526,6 +557,15 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
              + " and "
              + (f"{len(worse)} {'is' if len(worse) == 1 else 'are'} worse ({'; '.join(worse)})" if worse
                 else "none is worse"))
+    if floor is not None and better:
+        by_label = {r.label: r for r in rows}
+        beyond = [label for label, c in family.items() if c.verdict == stats.BETTER
+                  and (x := by_label[label].vs_floor or floor.versus(by_label[label])) is not None and x.low > 0]
+        if len(beyond) < len(better):    # named only where it changes the reading
+            text += (f"; only {len(beyond)} of them also beat{'s' if len(beyond) == 1 else ''} the constant answer ("
+                     f"{floor.words()}): " + ", ".join(f"`{label}`" for label in beyond) if beyond else
+                     f"; none of them beats the constant answer ({floor.words()}), so no row is shown to have "
+                     "learned more than to give the most common answer")
     bad = worse_seeds(per)
     text += ("; seeds significantly worse than base: " + "; ".join(
         f"`{label}` seed {r.seed} ({stats.fmt_pct(r.comparison.accuracy_a)}%, p {stats.fmt_p(r.comparison.p_value)})"
@@ -654,6 +694,8 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
     if not any(isinstance(c, stats.Comparison) for c in outcomes.values()):
         return []
     seeds = per_seed(rows) if seeds is None else seeds
+    base = row_rules.base_row(rows)
+    floor = constant_answer(base)
     family = [c for c in outcomes.values() if isinstance(c, stats.Comparison) and c.p_holm is not None]
     trained = sorted((r for r in rows if not r.is_base), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
     lines = ["## Every row against the base model", "",
@@ -665,17 +707,24 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
              + "(its numbers for the record, outside the family). *accuracy* is the task's scored metric; "
              "*strict-match* (mean over seeds) counts only answers in the exact format the prompt asks for, so a "
              "gain in accuracy that strict-match does not share is a change of answer format"
-             + (f" (base: {strict_text(base)})" if (base := row_rules.base_row(rows)) else "")
-             + ".", "",
-             "| row | trained parameters | seeds | accuracy | strict-match | Δ vs base [95% CI] | p (Holm) | verdict | health |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + (f" (base: {strict_text(base)})" if base else "") + "."
+             + (f" *Δ vs {floor.label}*: {floor.words()}; a row whose interval against it does not lie above 0 has "
+                "not shown that it learned more than to give the most common answer ([the constant-answer floor]"
+                "(../benchmarks.md#the-constant-answer-floor); descriptive, not corrected)." if floor else ""), "",
+             "| row | trained parameters | seeds | accuracy | strict-match | Δ vs base [95% CI] | p (Holm) | verdict | "
+             + (f"Δ vs {floor.label} [95% CI] | " if floor else "") + "health |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if floor else "") + "---|"]
     for row in trained:
         c = outcomes.get(row.label)
         words = flags_words(flags.get(row.label, [])) or "ok"
         if not isinstance(c, stats.Comparison):
             lines.append(f"| `{row.label}` | - | {len(row.docs)} | - | {strict_text(row)} | not paired: "
-                         f"{c or 'no comparison'} | - | - | {words} |")
+                         f"{c or 'no comparison'} | - | - | " + ("- | " if floor else "") + f"{words} |")
             continue
+        beyond = ""
+        if floor is not None:
+            x = row.vs_floor or floor.versus(row)
+            beyond = ("-" if x is None else stats.interval_text(x) + (" above" if x.low > 0 else "")) + " | "
         params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
         if c.p_holm is None:
             p = f"{stats.fmt_p(c.p_value)} (not in the family)"
@@ -683,7 +732,7 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
         else:
             p, verdict = f"{stats.fmt_p(c.p_value)} ({stats.fmt_p(c.p_holm)})", row_verdict(c, seeds.get(row.label, ()))
         lines.append(f"| `{row.label}` | {params} | {c.seeds_a} | {stats.fmt_pct(c.accuracy_a)}% | {strict_text(row)} | "
-                     f"{stats.interval_text(c)} | {p} | {verdict} | {words} |")
+                     f"{stats.interval_text(c)} | {p} | {verdict} | {beyond}{words} |")
     lines.append("")
     return lines + health_lines({row.label: flags.get(row.label, []) for row in trained})
 

@@ -84,7 +84,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
 class Row:
     """One leaderboard row: a point at one learning rate, its seeds (``records``, by seed) averaged.
 
-    ``vs_base``/``vs_base_note``/``untested`` and ``flags`` are filled by :func:`pefthub.report.table.suite_table`.
+    ``vs_base``/``vs_base_note``/``untested``/``vs_floor`` and ``flags`` are filled by :func:`pefthub.report.table.suite_table`.
     """
 
     label: str                      # ``tinylora@13/grpo``; an unselected rate adds ``/lr=…``
@@ -112,6 +112,7 @@ class Row:
     vs_base: stats.Comparison | None = None     # paired Δ against the base row (Holm verdict when tested)
     vs_base_note: str | None = None             # why there is no paired comparison
     untested: str = ""                          # why ``vs_base`` has no verdict though the row trained (control)
+    vs_floor: stats.Comparison | None = None    # paired Δ against the constant-answer floor (pefthub.report.floor)
     flags: list = field(default_factory=list)   # pefthub.report.health.RowFlag over the row's seeds
 
     @property
@@ -185,6 +186,9 @@ class Row:
             "delta_interval": c.interval if c else None, "delta_p_holm": c.p_holm if c else None,
             "verdict": c.verdict if c else None, "paired_items": c.n_items if c else None,
             "vs_base_note": self.vs_base_note, "flags": self.flag_names,
+            "delta_vs_floor": self.vs_floor.delta if self.vs_floor else None,
+            "delta_vs_floor_low": self.vs_floor.low if self.vs_floor else None,
+            "delta_vs_floor_high": self.vs_floor.high if self.vs_floor else None,
         }
 
 

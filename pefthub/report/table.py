@@ -14,6 +14,7 @@ from typing import Collection, Sequence
 
 from pefthub.report import health, stats
 from pefthub.report.control import Control, positive_control
+from pefthub.report.floor import Floor, constant_answer
 from pefthub.report.records import RunRecord, read_records
 from pefthub.report import rows as row_rules
 from pefthub.report.rows import Row, build_rows
@@ -28,6 +29,7 @@ class SuiteTable:
     base: Row | None                                   # the reference row (:func:`base_row`)
     health: dict[str, health.Health] = field(default_factory=dict)   # run id -> flags and measures
     control: Control | None = None                     # the declared positive control, gated on (None: none)
+    floor: Floor | None = None                         # the constant-answer floor (None without gold answers)
 
     @property
     def successes(self) -> list[RunRecord]:
@@ -78,7 +80,8 @@ def versus_base(rows: Sequence[Row], base: Row | None, alpha: float = stats.ALPH
 def suite_table(records: Sequence[RunRecord], control: str | None = None) -> SuiteTable:
     """The table of a suite's records: rows, reference row, health, flags and comparisons with base.
     ``control`` is the suite's declared positive-control row label: while it has not passed, every arm of
-    its trainer is compared with base for the record only (no Holm p, no verdict), as the findings say."""
+    its trainer is compared with base for the record only (no Holm p, no verdict), as the findings say.
+    Every scored row is also compared with the constant-answer floor (descriptive, no correction)."""
     records = list(records)
     rows = build_rows(records)
     base = row_rules.base_row(rows)
@@ -96,7 +99,12 @@ def suite_table(records: Sequence[RunRecord], control: str | None = None) -> Sui
             row.untested = gate.note() if label in untested else ""
         else:
             row.vs_base_note = outcome
-    return SuiteTable(records, rows, base, healths, gate)
+    floor = constant_answer(base)
+    if floor is not None:
+        for row in rows:
+            if not row.is_base and row.accuracy is not None:
+                row.vs_floor = floor.versus(row)
+    return SuiteTable(records, rows, base, healths, gate, floor)
 
 
 def read_table(results_dir: str | os.PathLike, skipped: list[tuple[Path, str]] | None = None,
