@@ -399,6 +399,15 @@ def print_results(console, suite, table, *, total: int, have: int) -> None:
                       "flags, or the suite's positive control did not pass; docs/benchmarks.md, 'Reading the numbers').")
     if table.control is not None:
         console.print(f"[bold]Positive control:[/] {escape(table.control.sentence())}.")
+    better = [r for r in rows if r.vs_base is not None and r.vs_base.verdict == stats.BETTER]
+    if table.floor is not None and better:
+        from pefthub.report.floor import above
+
+        below = [r.label for r in better if not above(r.vs_floor)]
+        console.print(f"[bold]Constant-answer floor:[/] {escape(table.floor.words())}; "
+                      + (f"of the {len(better)} rows better than base, not shown above it: {escape(', '.join(below))} "
+                         "(they may only have learned to give the most common answer; docs/benchmarks.md, "
+                         "'The constant-answer floor')." if below else f"all {len(better)} rows better than base are above it."))
     summary = suite_power(rows, table.base) if paired else None
     if summary is not None:
         console.print(f"[bold]{'Smoke run' if summary.smoke else 'Power'}:[/] {escape(summary.sentence())}")

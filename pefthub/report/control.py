@@ -10,7 +10,7 @@ from typing import Sequence
 
 from pefthub.report import health, stats
 from pefthub.report import rows as row_rules
-from pefthub.report.floor import Floor, constant_answer
+from pefthub.report.floor import Floor, above, constant_answer
 from pefthub.report.rows import Row
 
 CONTROL_QUESTION = "Positive control, declared in the suite (tested on its own, before any other comparison)"
@@ -32,7 +32,7 @@ class Control:
     @property
     def above_floor(self) -> bool:
         """The 95% interval of Δ against the constant-answer floor wholly above 0 (true when there is none)."""
-        return self.floor is None or (self.versus_floor is not None and self.versus_floor.low > 0)
+        return self.floor is None or above(self.versus_floor)
 
     @property
     def trainer(self) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pefthub.report import curves, health, stats, strata
-from pefthub.report.floor import Floor, constant_answer
+from pefthub.report.floor import Floor, above, constant_answer
 from pefthub.report.control import (CONTROL_NOT_MEASURED, CONTROL_QUESTION, Control, declared_control,  # noqa: F401
                                     declared_suite, positive_control)
 from pefthub.report.health import flags_words
@@ -113,7 +113,7 @@ class Finding:
     def below_floor(self) -> bool:
         """A beat B (the base model) but is not shown above the constant-answer floor."""
         return (self.floor is not None and self.comparison is not None and self.comparison.delta > 0
-                and (self.versus_floor is None or self.versus_floor.low <= 0))
+                and not above(self.versus_floor))
 
     def floor_words(self) -> str:
         """``not above always "2" (36.0%): Δ -4.5 [-10.1, +1.2]``; empty unless :attr:`below_floor`."""
@@ -184,7 +184,7 @@ def control_lines(control: Control | None, flags: dict[str, list[health.RowFlag]
         lines.append("| " + " | ".join([f"`{control.label}` − {floor.label}", f"{stats.fmt_pct(beyond.accuracy_a)}%",
                                         f"{stats.fmt_pct(beyond.accuracy_b)}%", stats.interval_text(beyond),
                                         stats.fmt_p(beyond.p_value), seeds_words(beyond),
-                                        "above" if beyond.low > 0 else "**not above**", "-"]) + " |")
+                                        "above" if above(beyond) else "**not above**", "-"]) + " |")
     return lines + ["", f"- {control.sentence()}.", ""]
 
 
@@ -560,7 +560,7 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
     if floor is not None and better:
         by_label = {r.label: r for r in rows}
         beyond = [label for label, c in family.items() if c.verdict == stats.BETTER
-                  and (x := by_label[label].vs_floor or floor.versus(by_label[label])) is not None and x.low > 0]
+                  and above(by_label[label].vs_floor or floor.versus(by_label[label]))]
         if len(beyond) < len(better):    # named only where it changes the reading
             text += (f"; only {len(beyond)} of them also beat{'s' if len(beyond) == 1 else ''} the constant answer ("
                      f"{floor.words()}): " + ", ".join(f"`{label}`" for label in beyond) if beyond else
@@ -724,7 +724,7 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
         beyond = ""
         if floor is not None:
             x = row.vs_floor or floor.versus(row)
-            beyond = ("-" if x is None else stats.interval_text(x) + (" above" if x.low > 0 else "")) + " | "
+            beyond = ("-" if x is None else stats.interval_text(x) + (" above" if above(x) else "")) + " | "
         params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
         if c.p_holm is None:
             p = f"{stats.fmt_p(c.p_value)} (not in the family)"

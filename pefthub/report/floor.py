@@ -49,8 +49,13 @@ class Floor:
         return None if scores is None else stats.compare(scores, self.scores)
 
 
+def above(c: stats.Comparison | None) -> bool:
+    """THE floor rule: a comparison with the floor shows a row above it when its 95% interval lies above 0."""
+    return c is not None and c.low > 0
+
+
 def constant_answer(base) -> Floor | None:
-    """THE floor rule: the most common gold answer of the base row's test items (ties: the first in natural
+    """The floor: the most common gold answer of the base row's test items (ties: the first in natural
     order), scored on them; ``None`` without a base row, paired items or gold answers."""
     if base is None:
         return None

@@ -18,6 +18,7 @@ import jinja2
 
 from pefthub import __version__
 from pefthub.report import findings, stats
+from pefthub.report.floor import above
 from pefthub.report import health as run_health
 from pefthub.report.curves import budget_curves, plateaus
 from pefthub.report.power import suite_power
@@ -149,7 +150,7 @@ def _verdict(row: Row) -> dict:
     floor = row.vs_floor
     if floor is not None:
         out["title"] += f"; against {floor.b}, the constant-answer floor: Δ {stats.interval_text(floor)}"
-        if c.verdict == stats.BETTER and floor.low <= 0:
+        if c.verdict == stats.BETTER and not above(floor):
             out["text"] += f", not above {floor.b}"
     return out
 

@@ -98,6 +98,18 @@ def test_a_control_above_the_floor_passes_and_a_sft_row_at_the_floor_is_named(tm
     assert _verdict(sft_row)["text"] == 'better than base, not above always "2"'
     assert _verdict(next(r for r in rows if r.label == "lora/grpo"))["text"] == "better than base"
     assert sft_row.as_record()["delta_vs_floor"] == sft_row.vs_floor.delta
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from pefthub.commands.bench_command import print_results
+    out = io.StringIO()
+    print_results(Console(file=out, width=400), SimpleNamespace(name="s", model="m", task={"name": "t"}),
+                  read_table(tmp_path, control="lora/grpo"), total=4, have=4)
+    assert ('Constant-answer floor: always answering "2", the most common of the 3 distinct answers among the 300 '
+            'test items, scores 50.0%; of the 3 rows better than base, not shown above it: tinylora@13/sft, '
+            'tinylora@13/grpo (they may only have learned') in out.getvalue()
     head = findings.headline("synthetic", rows, control="lora/grpo")
     assert 'only 1 of them also beats the constant answer (always answering "2", the most common of the 3 ' \
         'distinct answers among the 300 test items, scores 50.0%): `lora/grpo`' in head
