@@ -44,6 +44,21 @@ class ProbeSettings(Settings):
         return ""
 
 
+def answer_floor(task, ids: list[str]) -> dict:
+    """The constant-answer floor of a probe's train prompts (``task``: a task or its config): the most common
+    gold answer among them, the share of prompts it is right on, and how many distinct answers there are.
+    A policy that only learns to give that answer earns that reward, so a pass rate under the floor means
+    the reward cannot tell skill from guessing (docs/benchmarks.md, "The constant-answer floor")."""
+    from collections import Counter
+
+    from pefthub.tasks import examples_by_id
+
+    answers = [example.answer for example in examples_by_id(task, "train", ids).values()]
+    counts = Counter(answers)
+    answer, k = min(counts.items(), key=lambda item: (-item[1], item[0]))
+    return {"answer": answer, "share": k / len(answers), "distinct": len(counts), "prompts": len(answers)}
+
+
 def summarize(per_prompt: list[dict], generations: int) -> dict:
     """Pass rate (interval clustered by prompt), informative-group share (Wilson), cap and no-answer shares."""
     from scipy.stats import t

@@ -48,10 +48,10 @@ def default_task() -> Task:
     return task_from_config(DEFAULT_TASK)
 
 
-def strata_of(task: Task | dict[str, Any] | str, split: str, ids: Iterable[str]) -> dict[str, str | None]:
-    """The stratum (:meth:`Task.stratum`) of each item id of ``split`` (ids as sample records carry
-    them, e.g. "chain_sum-test-12"), recomputed by regenerating the split from the task (an object, a
-    result file's task config, or a name); an id the split does not hold is a :class:`ConfigError`."""
+def examples_by_id(task: Task | dict[str, Any] | str, split: str, ids: Iterable[str]) -> dict[str, Example]:
+    """The examples of ``split`` with the given item ids (as sample and probe records carry them, e.g.
+    "chain_sum-test-12"), regenerated from the task (an object, a result file's task config, or a name);
+    an id the split does not hold is a :class:`ConfigError`."""
     task = task if isinstance(task, Task) else task_from_config(task)
     wanted = list(dict.fromkeys(ids))
     if not wanted:
@@ -64,8 +64,14 @@ def strata_of(task: Task | dict[str, Any] | str, split: str, ids: Iterable[str])
     if missing:
         raise ConfigError(f"task '{task.name}': the {split} split has no item {missing[0]!r}"
                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    return {i: task.stratum(by_id[i]) for i in wanted}
+    return {i: by_id[i] for i in wanted}
 
 
-__all__ = ["DEFAULT_TASK", "SPLITS", "Example", "Task", "TaskParams", "default_task", "get_task", "param",
+def strata_of(task: Task | dict[str, Any] | str, split: str, ids: Iterable[str]) -> dict[str, str | None]:
+    """The stratum (:meth:`Task.stratum`) of each item id of ``split`` (:func:`examples_by_id`)."""
+    task = task if isinstance(task, Task) else task_from_config(task)
+    return {i: task.stratum(example) for i, example in examples_by_id(task, split, ids).items()}
+
+
+__all__ = ["DEFAULT_TASK", "SPLITS", "Example", "Task", "TaskParams", "default_task", "examples_by_id", "get_task", "param",
            "strata_of", "task_from_config"]

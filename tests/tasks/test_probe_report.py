@@ -52,3 +52,29 @@ def test_verdict_counts_a_screen_only_through_its_larger_rerun():
     text = report([screen, larger, other], Namespace(source=None, out=Path("x"))).splitlines()
     assert "name=other" in text[2] and "3/10 = 30.0%" in text[2]
     assert "0 of 2 probes by point estimate" in text[4] and "1 probe(s) not counted here" in text[4]
+
+
+def test_the_floor_line_names_the_best_probe_whose_pass_rate_beats_its_constant_answer():
+    guessable = _doc([2] * 30 + [0] * 20, "guessable")   # 60% informative, pass 30%, floor 50% (two answers)
+    skill = _doc([1] * 10 + [0] * 40, "skill")            # 20% informative, pass 5%, floor 2%
+    floors = {"guessable.json": {"answer": "3", "share": 0.5, "distinct": 2, "prompts": 50},
+              "skill.json": {"answer": "60", "share": 0.02, "distinct": 45, "prompts": 50}}
+    text = report([guessable, skill], Namespace(source=None, out=Path("x")), floors=floors)
+    lines = text.splitlines()
+    assert "name=guessable" in lines[2]                   # the informative-share verdict is unchanged
+    assert lines[6].startswith("Pass rate above the constant-answer floor") and ": 1 of 2 probes; " in lines[6]
+    assert "name=skill (50 × 4, 64 new tokens): 10/50 = 20.0%" in lines[6] and "against a floor of 2.0%" in lines[6]
+    assert '| "3" 50.0% (2 answers) |' in text and '| "60" 2.0% (45 answers) |' in text
+
+
+def test_a_probe_floor_is_the_most_common_gold_answer_of_its_prompts():
+    from pefthub.difficulty import answer_floor
+    from pefthub.tasks import examples_by_id, task_from_config
+
+    task = {"name": "reasoning_gym", "dataset": "aiw", "options": {"max_entities": 3}, "split_rule": "hash",
+            "test_size": 40, "validation_size": 20}
+    ids = [f"reasoning_gym-train-{i}" for i in range(60)]
+    floor = answer_floor(task, ids)
+    answers = [e.answer for e in examples_by_id(task_from_config(task), "train", ids).values()]
+    assert floor["distinct"] == len(set(answers)) <= 3 and floor["prompts"] == 60
+    assert floor["share"] == max(answers.count(a) for a in set(answers)) / 60 == answers.count(floor["answer"]) / 60
