@@ -17,16 +17,22 @@ N = 120
 
 
 def write_row(directory: Path, method: str, params, trainer: str, correct: np.ndarray, seed: int = 0,
-              completions: list[str] | None = None, answered: bool = True) -> None:
+              completions: list[str] | None = None, answered: bool = True, answers=None, gold=None) -> None:
+    """A run right on the items where ``correct`` is true; with ``answers`` and ``gold`` its samples carry
+    the extracted and gold answers too."""
     config = {"model": "tiny-random", "task": {"name": "t"}, "trainer": trainer, "trainer_options": {},
               "method": method, "method_config": {}, "params_target": params,
               "learning_rate": None if method == "base" else 1e-3, "seed": seed, "budget": {"steps": 2},
-              "eval": {"split": "test", "limit": N}}
+              "eval": {"split": "test", "limit": len(correct)}}
     doc = results.new_result(config, suite="synthetic", status="success", finished_at=results.utc_now())
     doc["method"] = {"name": method, "trainable_params": params or 0}
     acc = float(correct.mean())
-    doc["evaluation"] = {"test": {"accuracy": acc, "n": N, "ci_low": acc, "ci_high": acc, "ci_method": "wilson"}}
+    doc["evaluation"] = {"test": {"accuracy": acc, "n": len(correct), "ci_low": acc, "ci_high": acc,
+                                  "ci_method": "wilson"}}
     samples = [{"split": "test", "id": f"t-{i}", "correct": bool(c)} for i, c in enumerate(correct)]
+    if answers is not None:
+        for sample, answer, truth in zip(samples, answers, gold):
+            sample.update(gold=str(truth), extracted=answer, completion=f"{method} {trainer} {sample['id']} {answer}")
     for i, sample in enumerate(samples):
         if completions is not None:
             sample["completion"] = completions[i]

@@ -8,29 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pefthub import results
 from pefthub.report import findings, health
 from pefthub.report.floor import constant_answer
 from pefthub.report.table import read_table
+from test_findings import write_row
 
 N = 300
 GOLD = np.array(["2"] * 150 + ["3"] * 90 + ["4"] * 60)      # "2" is the most common answer: 50%
 
 
-def write(directory: Path, method: str, params, trainer: str, answers: np.ndarray, seed: int = 0) -> None:
+def write(directory: Path, method: str, params, trainer: str, answers: np.ndarray) -> None:
     """A run whose extracted answer on item i is ``answers[i]`` (``None``: no answer), scored against GOLD."""
-    config = {"model": "tiny-random", "task": {"name": "t"}, "trainer": trainer, "trainer_options": {},
-              "method": method, "method_config": {}, "params_target": params,
-              "learning_rate": None if method == "base" else 1e-3, "seed": seed, "budget": {"steps": 2},
-              "eval": {"split": "test", "limit": N}}
-    doc = results.new_result(config, suite="synthetic", status="success", finished_at=results.utc_now())
-    doc["method"] = {"name": method, "trainable_params": params or 0}
-    correct = answers == GOLD
-    acc = float(correct.mean())
-    doc["evaluation"] = {"test": {"accuracy": acc, "n": N, "ci_low": acc, "ci_high": acc, "ci_method": "wilson"}}
-    samples = [{"split": "test", "id": f"t-{i}", "correct": bool(c), "gold": str(g), "extracted": a,
-                "completion": f"{method} {trainer} {i} {a}"} for i, (c, g, a) in enumerate(zip(correct, GOLD, answers))]
-    results.write_result(directory, doc, samples)
+    write_row(directory, method, params, trainer, answers == GOLD, answers=answers, gold=GOLD)
 
 
 def mostly(answer: str, share: float, rng) -> np.ndarray:
