@@ -48,6 +48,24 @@ def _rss_bytes(pid: int) -> int:
     return total
 
 
+def _stop_orphan(pid: int | None, attempt_start: float) -> bool:
+    """Kill the run's process if it outlived the fork server that started it (its exit code then reads
+    255 while it runs on); True when there was one."""
+    import psutil
+
+    if pid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.create_time() < attempt_start - 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+            return False          # an older process that reused the pid, or one that has already ended
+        proc.kill()
+        proc.wait(10)
+    except psutil.Error:
+        return False
+    return True
+
+
 def _exit_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -145,7 +163,7 @@ class LocalExecutor:
         finally:
             # Close the queue here, interrupted or not: its three semaphores are unlinked with it,
             # so no "leaked semaphore objects" warning from the resource tracker at exit.
-            exitcode = None
+            exitcode, child_pid = None, proc.pid
             if proc.pid is not None:
                 proc.join(30)  # after its last message a child only flushes its queue and exits
                 if proc.is_alive():
@@ -157,6 +175,15 @@ class LocalExecutor:
             messages.join_thread()
         if store_error is not None:
             raise store_error
+        orphaned = outcome is None and _stop_orphan(child_pid, attempt_start)
+        if outcome is None:
+            try:
+                # SIGTERM to the whole process group (a scheduler, `kill -- -PGID`) also ends the fork
+                # server, so the child's exit reads as 255 before the loop sees the driver's own stop.
+                raise_if_stopped()
+            except KeyboardInterrupt:
+                _leave_pending(experiment, suite, results_dir, started, attempt_start)
+                raise
         try:
             if log_path.stat().st_size == 0:
                 log_path.unlink()  # keep only logs that say something
@@ -166,6 +193,8 @@ class LocalExecutor:
             if over_memory is not None:
                 error = (f"exceeded memory: {over_memory / 1e9:.1f} GB resident > resources.memory_gb = {limit_gb:g}; "
                          "the run was stopped")
+            elif orphaned:
+                error = f"the fork server exited while the run was going, and the run was stopped (log: {log_path})"
             else:
                 error = f"{_exit_reason(exitcode)} (log: {log_path})"
             doc = failure_document(experiment, suite, error, started_at=started)

@@ -278,6 +278,37 @@ def test_orphaned_run_exits_when_the_driver_is_killed(tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
+def test_sigterm_to_the_process_group_records_the_run_as_cancelled(tmp_path):
+    """A scheduler's SIGTERM reaches every process of the job, the fork server too, whose death makes
+    the quiet run's exit code read 255: the run must still be recorded cancelled (the next bench reruns
+    it), not failed, and must not keep computing."""
+    script = textwrap.dedent(f"""
+        import signal, sys
+        sys.path.insert(0, {str(HERE)!r})
+        from pefthub.executors.base import request_stop
+        from pefthub.executors.local import LocalExecutor
+        from test_bench import experiment
+        signal.signal(signal.SIGTERM, lambda signum, frame: request_stop(signum))   # as `pefthub bench` does
+        ex = LocalExecutor(run_function="test_bench:run_slow")
+        try:
+            for _ in ex.run([experiment()], suite="unit", results_dir={str(tmp_path)!r}, events=lambda e, ev: None):
+                pass
+        except KeyboardInterrupt:
+            sys.exit(143)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("started-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (marker,) = tmp_path.glob("started-*")
+    time.sleep(1.0)                      # the run is quiet: the driver waits on its queue
+    os.killpg(driver.pid, signal.SIGTERM)
+    assert driver.wait(timeout=30) == 143
+    (doc,) = [R.read_result(p) for p in tmp_path.glob("*.json")]
+    assert doc["status"] == "cancelled", doc["error"]
+    assert not _alive(int(marker.name.split("-")[1]))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
