@@ -138,7 +138,26 @@ def locate(suite: str | Path, benchmarks_dir: str | Path | None = None) -> Path:
             return cand
     if Path(suite).is_dir():
         raise ConfigError(f"{suite}: no {SUITE_FILE} in this directory")
-    raise ConfigError(f"suite '{suite}' not found (looked for {' and '.join(str(c) for c in candidates)})")
+    named = _named(str(suite), Path(benchmarks_dir) if benchmarks_dir is not None else Path("benchmarks"))
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        raise ConfigError(f"suite '{suite}' is the name of several suites: {', '.join(str(p) for p in named)}")
+    raise ConfigError(f"suite '{suite}' not found (looked for {' and '.join(str(c) for c in candidates)}, "
+                      f"and for a {SUITE_FILE} below benchmarks/ with name = \"{suite}\")")
+
+
+def _named(suite: str, root: Path) -> list[Path]:
+    """The directories below ``root`` whose suite file sets ``name = suite`` (e.g. the pilots under
+    benchmarks/cpu-pilots/); unreadable files are left to :func:`load` to report."""
+    found = []
+    for file in sorted(root.glob(f"**/{SUITE_FILE}")):
+        try:
+            if tomllib.loads(file.read_text(encoding="utf-8")).get("name") == suite:
+                found.append(file.parent)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+    return found
 
 
 def load(suite: str | Path) -> Suite:

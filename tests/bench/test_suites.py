@@ -129,6 +129,12 @@ def test_locate_by_name_path_or_file(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no suite.toml in this directory"):
         suites.locate(tmp_path / "empty")
+    # a suite in a subdirectory is found by the name its file declares (the pilots under cpu-pilots/)
+    pilot = write_suite(tmp_path / "benchmarks" / "pilots", 'name = "pilot-a"\n' + MINIMAL, name="a")
+    assert suites.locate("pilot-a") == Path("benchmarks") / "pilots" / "a" == pilot.relative_to(tmp_path)
+    write_suite(tmp_path / "benchmarks" / "other", 'name = "pilot-a"\n' + MINIMAL, name="a")
+    with pytest.raises(ConfigError, match="suite 'pilot-a' is the name of several suites"):
+        suites.locate("pilot-a")
 
 
 @pytest.mark.parametrize("name", ["quick", "cpu-paper-shape", "paper-gsm8k"])
