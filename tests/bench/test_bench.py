@@ -278,24 +278,30 @@ def test_orphaned_run_exits_when_the_driver_is_killed(tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_sigterm_to_the_process_group_records_the_run_as_cancelled(tmp_path):
-    """A scheduler's SIGTERM reaches every process of the job, the fork server too, whose death makes
-    the quiet run's exit code read 255: the run must still be recorded cancelled (the next bench reruns
-    it), not failed, and must not keep computing."""
-    script = textwrap.dedent(f"""
-        import signal, sys
+def driver_script(tmp_path, exit_code: int, sigterm_stops: bool = False) -> str:
+    """A driver running one quiet run (``run_slow``) that exits ``exit_code`` when stopped; with
+    ``sigterm_stops`` it installs SIGTERM's stop request as `pefthub bench` does."""
+    handler = ("import signal\nfrom pefthub.executors.base import request_stop\n"
+               "signal.signal(signal.SIGTERM, lambda signum, frame: request_stop(signum))\n") if sigterm_stops else ""
+    return handler + textwrap.dedent(f"""
+        import sys
         sys.path.insert(0, {str(HERE)!r})
-        from pefthub.executors.base import request_stop
         from pefthub.executors.local import LocalExecutor
         from test_bench import experiment
-        signal.signal(signal.SIGTERM, lambda signum, frame: request_stop(signum))   # as `pefthub bench` does
         ex = LocalExecutor(run_function="test_bench:run_slow")
         try:
             for _ in ex.run([experiment()], suite="unit", results_dir={str(tmp_path)!r}, events=lambda e, ev: None):
                 pass
         except KeyboardInterrupt:
-            sys.exit(143)
+            sys.exit({exit_code})
     """)
+
+
+def test_sigterm_to_the_process_group_records_the_run_as_cancelled(tmp_path):
+    """A scheduler's SIGTERM reaches every process of the job, the fork server too, whose death makes
+    the quiet run's exit code read 255: the run must still be recorded cancelled (the next bench reruns
+    it), not failed, and must not keep computing."""
+    script = driver_script(tmp_path, 143, sigterm_stops=True)
     driver = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob("started-*")) and time.monotonic() < deadline:
@@ -324,18 +330,7 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_records_the_run_as_cancelled(tmp_path):
     """Ctrl-C (SIGINT to the terminal's process group) stops the run and records it cancelled,
     so the next bench reruns it."""
-    script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(HERE)!r})
-        from pefthub.executors.local import LocalExecutor
-        from test_bench import experiment
-        ex = LocalExecutor(run_function="test_bench:run_slow")
-        try:
-            for _ in ex.run([experiment()], suite="unit", results_dir={str(tmp_path)!r}, events=lambda e, ev: None):
-                pass
-        except KeyboardInterrupt:
-            sys.exit(130)
-    """)
+    script = driver_script(tmp_path, 130)
     driver = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
