@@ -220,7 +220,7 @@ def check(rows: Sequence[Row], alpha: float = stats.ALPHA, *, primary: Sequence[
             return Finding(claim, a.label, b.label, comparison, NOT_TESTED, note, family)
         finding = Finding(claim, a.label, b.label, comparison, NULL, "", family)
         if floor is not None and b.is_base:
-            finding.floor, finding.versus_floor = floor, a.vs_floor or floor.versus(a)
+            finding.floor, finding.versus_floor = floor, a.vs_floor
         families[family].append(finding)
         return finding
 
@@ -560,7 +560,7 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
     if floor is not None and better:
         by_label = {r.label: r for r in rows}
         beyond = [label for label, c in family.items() if c.verdict == stats.BETTER
-                  and above(by_label[label].vs_floor or floor.versus(by_label[label]))]
+                  and above(by_label[label].vs_floor)]
         if len(beyond) < len(better):    # named only where it changes the reading
             text += (f"; only {len(beyond)} of them also beat{'s' if len(beyond) == 1 else ''} the constant answer ("
                      f"{floor.words()}): " + ", ".join(f"`{label}`" for label in beyond) if beyond else
@@ -723,7 +723,7 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
             continue
         beyond = ""
         if floor is not None:
-            x = row.vs_floor or floor.versus(row)
+            x = row.vs_floor
             beyond = ("-" if x is None else stats.interval_text(x) + (" above" if above(x) else "")) + " | "
         params = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
         if c.p_holm is None:

@@ -99,7 +99,7 @@ def suite_table(records: Sequence[RunRecord], control: str | None = None) -> Sui
             row.untested = gate.note() if label in untested else ""
         else:
             row.vs_base_note = outcome
-    floor = constant_answer(base)
+    floor = gate.floor if gate is not None else constant_answer(base)   # the control has read it already
     if floor is not None:
         for row in rows:
             if not row.is_base and row.accuracy is not None:
