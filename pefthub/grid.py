@@ -26,6 +26,8 @@ from typing import Iterable, Iterator
 
 from pefthub import claims as claims_module
 from pefthub.report import stats
+from pefthub.report.floor import one_answer_runs
+from pefthub.report.records import read_runs
 from pefthub.executors.base import Stopped, clear_stop, raise_if_stopped, request_stop
 from pefthub.results import ResultFileError, clean_orphan_samples, clean_temp_files, read_result, result_path
 from pefthub.suites import Experiment, RowTuning, Suite, expand, label_of, method_label
@@ -59,7 +61,8 @@ def _tune(suite: Suite, resolution, results_dir: Path) -> tuple[list[Experiment]
     """The suite's runs as far as its results decide them, and the store as last read (``None``: not read).
 
     Without ``tune_on_first_seed`` this is the whole grid. With it, each row's rates run at the first
-    seed; once they have all finished, the rate :func:`pefthub.report.stats.select_learning_rate` picks is
+    seed; once they have all finished, the rate :func:`pefthub.report.stats.select_learning_rate` picks
+    (passing over a rate whose run gave one answer to its validation items) is
     either at an edge of the rates tried (and ``extend_edges`` allows more: the next rate beyond it,
     one grid step further, is added) or it gets the remaining seeds. A row with no successful rate
     gets no more runs.
@@ -76,7 +79,8 @@ def _tune(suite: Suite, resolution, results_dir: Path) -> tuple[list[Experiment]
             docs = [state.docs.get(e.run_id) for e in runs]
             if tune.chosen is not None or any(d is None or d["status"] not in FINISHED for d in docs):
                 continue
-            selection = stats.select_learning_rate(d for d in docs if d["status"] == "success")
+            passed_over = one_answer_runs(read_runs(results_dir, [e.run_id for e in runs]))
+            selection = stats.select_learning_rate((d for d in docs if d["status"] == "success"), None, passed_over)
             if selection is None or selection.rule == stats.LR_UNSELECTED:
                 continue
             (best,) = selection.chosen

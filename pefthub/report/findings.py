@@ -7,10 +7,10 @@ site shows the same report. The only typed numbers are the published figures in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 from pefthub.report import curves, health, stats, strata
-from pefthub.report.floor import Floor, above, constant_answer
+from pefthub.report.floor import ONE_ANSWER_SHARE, Floor, above, constant_answer, one_answer_runs
 from pefthub.report.control import (CONTROL_NOT_MEASURED, CONTROL_QUESTION, Control, declared_control,  # noqa: F401
                                     declared_suite, positive_control)
 from pefthub.report.health import flags_words
@@ -381,7 +381,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     lines += strata_lines(rows, strata_of)
     lines += budget_lines(rows)
     lines += per_seed_lines(rows, seeds)
-    lines += tuning_lines(docs)
+    lines += tuning_lines(docs, one_answer_runs(records))
     for pilot_source, pilot_records in pilots:
         lines += pilot_lines(records, pilot_records, pilot_source)
     lines += cost_lines(docs)
@@ -871,10 +871,11 @@ def health_lines(flags: dict[str, list[health.RowFlag]]) -> list[str]:
 
 
 # ---- how the suite was run: learning-rate choices, pilots, cost -------------------------------------
-def tuning_lines(docs: Sequence[dict]) -> list[str]:
+def tuning_lines(docs: Sequence[dict], one_answer: Collection[str] = ()) -> list[str]:
     """Markdown: for each trained row, every rate's validation accuracy at the first seed, the rate
     :func:`pefthub.report.stats.select_learning_rate` chose (and whether it sits at an edge of the rates
-    tried), and how many seeds ran at it."""
+    tried), and how many seeds ran at it; a rate passed over because a run gave one answer to its
+    validation items (``one_answer``: their run ids) is marked."""
     groups: dict[str, list[dict]] = {}
     for doc in docs:
         if doc["config"].get("method") != stats.BASE_METHOD:
@@ -884,12 +885,14 @@ def tuning_lines(docs: Sequence[dict]) -> list[str]:
     lines = ["## How each row's learning rate was chosen", "",
              "Validation accuracy (the validation split, never test) of every rate at the row's first seed; "
              "the chosen rate in bold. *edge*: the chosen rate is the smallest or largest tried, so a better "
-             "one may lie outside. A failed run shows its status.", "",
+             "one may lie outside. " + ("*one answer*: the run gave one answer to at least "
+             f"{ONE_ANSWER_SHARE:.0%} of the validation items, so its rate is passed over unless every rate did. "
+             if any(d.get("run_id") in one_answer for d in docs) else "") + "A failed run shows its status.", "",
              "| row | rates at the first seed: validation accuracy | chosen | edge | seeds at the chosen rate |",
              "|---|---|---|---|---|"]
     for members in sorted(groups.values(), key=lambda m: stats.row_label(m[0]["config"])):
         first = min(d["config"].get("seed") for d in members)
-        selection = stats.select_learning_rate((d for d in members if d["status"] == "success"), members)
+        selection = stats.select_learning_rate((d for d in members if d["status"] == "success"), members, one_answer)
         chosen = next(iter(selection.chosen)) if selection and selection.rule != stats.LR_UNSELECTED else None
         cells = []
         for doc in sorted((d for d in members if d["config"].get("seed") == first),
@@ -898,6 +901,7 @@ def tuning_lines(docs: Sequence[dict]) -> list[str]:
             val = stats.accuracy(doc, "validation") if doc["status"] == "success" else None
             text = f"{lr:g}: " + (f"{stats.fmt_pct(val)}%" if val is not None
                                   else "not scored" if doc["status"] == "success" else doc["status"])
+            text += " (one answer)" if doc.get("run_id") in one_answer else ""
             cells.append(f"**{text}**" if lr == chosen and selection.rule == stats.LR_SELECTED else text)
         seeds = sum(d["config"].get("learning_rate") == chosen and d["status"] == "success" for d in members)
         lines.append(f"| `{stats.row_label(members[0]['config'])}` | {'; '.join(cells)} | "

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
 from pefthub.report import stats
-from pefthub.report.records import Items
+from pefthub.report.records import Items, RunRecord
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,47 @@ def constant_answer(base) -> Floor | None:
     scores = stats.ItemScores(f'always "{answer}"', list(reference.ids), correct[:, None].astype(float), [None],
                               reference.task, reference.protocol, [items])
     return Floor(answer, len(counts), scores)
+
+
+# ---- a run that is itself a constant answer -----------------------------------------------------------
+#: The share of a split's items one extracted answer must reach, while no gold answer is that common,
+#: for a run to count as answering one value whatever the question (health's ``one_answer_share``).
+ONE_ANSWER_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class OneAnswer:
+    """A run's most common extracted answer on one split, how many of its ``n`` items got it, and how many
+    items the most common gold answer covers."""
+
+    answer: str
+    count: int
+    gold_top: int
+    n: int
+
+    def holds(self, share: float = ONE_ANSWER_SHARE) -> bool:
+        """THE one-answer rule: at least ``share`` of the items got this answer and no gold answer is that common."""
+        return self.count >= share * self.n and self.gold_top < share * self.n
+
+
+def one_answer(items: Items | None) -> OneAnswer | None:
+    """:class:`OneAnswer` of a split's items; ``None`` without items or without any extracted answer."""
+    if items is None or not items.ids:
+        return None
+    answers = Counter(a for a in items.extracted if a is not None)
+    if not answers:
+        return None
+    answer, count = answers.most_common(1)[0]
+    gold = Counter(g for g in items.gold if g is not None)
+    return OneAnswer(str(answer), count, max(gold.values(), default=0), items.n)
+
+
+def one_answer_runs(records: Iterable[RunRecord], split: str = "validation") -> set[str]:
+    """Run ids whose ``split`` items hold the one-answer rule: the rates
+    :func:`pefthub.report.stats.select_learning_rate` passes over."""
+    out = set()
+    for record in records:
+        one = one_answer(record.items.get(split))
+        if one is not None and one.holds():
+            out.add(record.doc.get("run_id"))
+    return out

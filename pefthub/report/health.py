@@ -15,12 +15,12 @@ committed results next to them.
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Sequence
 
 from pefthub.report.records import Items, at_token_cap, eval_max_new_tokens, has_answer, items_of  # noqa: F401
 from pefthub.report import rows as row_rules
+from pefthub.report.floor import ONE_ANSWER_SHARE, one_answer
 from pefthub.report.rows import STRICT_METRIC, Row, comparable, strict_accuracy  # noqa: F401
 
 BASE_METHOD = "base"
@@ -68,8 +68,9 @@ class Thresholds:
         0.25, "runaway when the share cut off by the token cap exceeds base's by this much: evaluation cost "
               "grows with it even when the answers are still there")
     one_answer_share: float = _rule(
-        0.9, "collapsed when one extracted answer is given to at least this share of the test items while no gold "
-             "answer is that common: the model answers the same whatever the question")
+        ONE_ANSWER_SHARE, "collapsed when one extracted answer is given to at least this share of the test items while no gold "
+             "answer is that common: the model answers the same whatever the question (on validation, the same "
+                           "rule keeps a rate from being chosen: pefthub.report.floor.one_answer_runs)")
     reward_floor: float = _rule(
         0.05, "no-signal when the mean GRPO training reward over all steps is at most this (near zero)")
     zero_advantage_min: float = _rule(
@@ -228,19 +229,6 @@ def reward_rise(docs: Iterable[dict]) -> RewardRise | None:
     return RewardRise(mean, float(ci.low), float(ci.high), 1, steps, "steps")
 
 
-def _one_answer(items: Items | None) -> tuple[str, int, int] | None:
-    """(the most common extracted answer, its count, the most common gold answer's count) over a run's test
-    items; ``None`` without items or without any extracted answer."""
-    if items is None or not items.ids:
-        return None
-    answers = Counter(a for a in items.extracted if a is not None)
-    if not answers:
-        return None
-    answer, count = answers.most_common(1)[0]
-    gold = Counter(g for g in items.gold if g is not None)
-    return str(answer), count, max(gold.values(), default=0)
-
-
 def stopped_early(doc: dict) -> dict | None:
     """The trainer's own early-stop record (``doc["training"]["stopped_early"]``), if any."""
     record = _dict(doc.get("training")).get("stopped_early")
@@ -306,12 +294,12 @@ def assess(doc: dict, samples: Items | Iterable[dict] | None, base: dict | None 
         why.append(f"{m['at_cap']}/{m['n']} completions cut off by the token cap"
                    + (f" (base {m['base_at_cap']}/{m['base_n']})" if base_cap is not None else "")
                    + " and the score fell below base")
-    one = _one_answer(mine)
-    m["one_answer"], m["gold_top"] = (one[1], one[2]) if one is not None else (None, None)
-    if one is not None and one[1] >= t.one_answer_share * mine.n and one[2] < t.one_answer_share * mine.n:
-        shown = one[0] if len(one[0]) <= 30 else one[0][:29] + "…"
-        why.append(f"the same answer \"{shown}\" to {one[1]}/{mine.n} test items (the most common gold answer "
-                   f"covers {one[2]})")
+    one = one_answer(mine)
+    m["one_answer"], m["gold_top"] = (one.count, one.gold_top) if one is not None else (None, None)
+    if one is not None and one.holds(t.one_answer_share):
+        shown = one.answer if len(one.answer) <= 30 else one.answer[:29] + "…"
+        why.append(f"the same answer \"{shown}\" to {one.count}/{mine.n} test items (the most common gold answer "
+                   f"covers {one.gold_top})")
     if why:
         flags.append(Flag(COLLAPSED, "; ".join(why)))
     elif cap_excess is not None and cap_excess >= t.cap_excess_runaway:

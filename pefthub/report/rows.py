@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from pefthub.report import stats
+from pefthub.report.floor import one_answer_runs
 from pefthub.report.records import RunRecord
 
 #: The lm-eval metric that scores only answers in the exact format the prompt asks for.
@@ -94,6 +95,7 @@ class Row:
     lr_selection: str               # stats.LR_SELECTED | LR_SINGLE | LR_UNSELECTED
     lr_candidates: list[float]
     lr_at_edge: str | None          # stats.LR_EDGE_LOW | LR_EDGE_HIGH: chosen rate at its grid's edge
+    lr_one_answer: list[float]      # rates passed over: a run gave one answer to its validation items (floor.one_answer_runs)
     accuracy: float | None
     ci_low: float | None
     ci_high: float | None
@@ -178,7 +180,7 @@ class Row:
             "ci_high": self.ci_high, "ci_method": self.ci_method, "strict_accuracy": self.strict_accuracy,
             "delta_vs_base": self.delta_vs_base, "train_seconds": self.train_seconds,
             "peak_memory_bytes": self.peak_memory_bytes, "learning_rate": self.learning_rate,
-            "lr_selection": self.lr_selection, "lr_at_edge": self.lr_at_edge,
+            "lr_selection": self.lr_selection, "lr_at_edge": self.lr_at_edge, "lr_one_answer": self.lr_one_answer,
             "validation_accuracy": self.validation_accuracy, "seeds": self.seeds, "run_ids": self.run_ids,
             "reference": self.is_base, "method_config": self.method_config,
             "delta_low": c.low if c else None, "delta_high": c.high if c else None,
@@ -203,6 +205,7 @@ def _row(label: str, records: list[RunRecord], selection: stats.Selection | None
         learning_rate=_number(records[0].config.get("learning_rate")), lr_selection=rule,
         lr_candidates=[lr for lr in (selection.candidates if selection else []) if lr is not None],
         lr_at_edge=selection.at_edge if selection else None,
+        lr_one_answer=[lr for lr in (selection.one_answer if selection else []) if lr is not None],
         accuracy=interval.mean, ci_low=interval.low, ci_high=interval.high, ci_method=interval.method,
         validation_accuracy=_mean(stats.accuracy(d, "validation") for d in docs),
         strict_accuracy=_mean(strict_accuracy(d) for d in docs), trainable_params=params,
@@ -222,7 +225,8 @@ def build_rows(records: Iterable[RunRecord]) -> list[Row]:
     rows = []
     for members in points.values():
         successes = [m for m in members if m.status == "success"]
-        selection = stats.select_learning_rate((m.doc for m in successes), [m.doc for m in members])
+        selection = stats.select_learning_rate((m.doc for m in successes), [m.doc for m in members],
+                                               one_answer_runs(successes))
         if selection is None:
             continue
         by_doc = {id(m.doc): m for m in successes}

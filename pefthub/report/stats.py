@@ -10,8 +10,8 @@ import functools
 import json
 import math
 import statistics
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterable, Sequence
 
 from pefthub.errors import PefthubError
 from pefthub.results import canonical_json
@@ -69,6 +69,7 @@ class Selection:
     rule: str                            # LR_SELECTED | LR_SINGLE | LR_UNSELECTED
     candidates: list[float | None]       # rates with at least one successful run, ascending
     chosen: dict[Any, list[dict]]        # rate -> its successful docs (one rate unless unselected)
+    one_answer: list[float | None] = field(default_factory=list)  # rates passed over: one answer to everything
 
     @property
     def at_edge(self) -> str | None:
@@ -81,14 +82,18 @@ class Selection:
         return LR_EDGE_LOW if lr == rates[0] else LR_EDGE_HIGH if lr == rates[-1] else None
 
 
-def select_learning_rate(successes: Iterable[dict], attempted: Iterable[dict] | None = None) -> Selection | None:
+def select_learning_rate(successes: Iterable[dict], attempted: Iterable[dict] | None = None,
+                         one_answer: Collection[str] = ()) -> Selection | None:
     """Choose a point's learning rate on validation, never test; ``None`` if nothing succeeded.
 
     Only successful runs count. One rate: it. Several, all with validation scores: the best mean
     validation accuracy over the seeds every rate was run with (``attempted``: the point's runs,
     failed ones included; default the successes), ties to the smaller rate. So a grid tuned on its
     first seed is judged there, and a seed that failed for one rate only drops out of that rate's
-    mean. Otherwise none is chosen (every rate is returned).
+    mean. A rate with a run in ``one_answer`` (run ids that gave one answer to their validation items,
+    :func:`pefthub.report.floor.one_answer_runs`) is passed over unless every rate has one: on a task
+    with few answers, a run that always answers the most common one scores its share without learning.
+    Otherwise none is chosen (every rate is returned).
     """
     by_lr: dict[Any, list[dict]] = {}
     for doc in successes:
@@ -106,8 +111,10 @@ def select_learning_rate(successes: Iterable[dict], attempted: Iterable[dict] | 
             ran.setdefault(doc["config"].get("learning_rate"), set()).add(str(doc["config"].get("seed")))
         shared = set.intersection(*(ran.get(lr, set(v)) for lr, v in val.items()))
         mean = {lr: statistics.fmean([v[s] for s in shared if s in v] or v.values()) for lr, v in val.items()}
-        best = max(by_lr, key=lambda lr: (mean[lr], -(lr if lr is not None else math.inf)))
-        return Selection(LR_SELECTED, candidates, {best: by_lr[best]})
+        constant = [lr for lr in candidates if any(d.get("run_id") in one_answer for d in by_lr[lr])]
+        eligible = [lr for lr in candidates if lr not in constant] or candidates
+        best = max(eligible, key=lambda lr: (mean[lr], -(lr if lr is not None else math.inf)))
+        return Selection(LR_SELECTED, candidates, {best: by_lr[best]}, constant if eligible is not candidates else [])
     return Selection(LR_UNSELECTED, candidates, {lr: by_lr[lr] for lr in candidates})
 
 

@@ -31,7 +31,7 @@ MARKER = ".pefthub-site"
 DEFAULT_MAX_SAMPLES = 200
 CSV_FIELDS = ["suite", "name", "method", "trainer", "trainable_params", "adapter_bytes", "saved_adapter_bytes", "accuracy",
               "ci_low", "ci_high", "ci_method", "delta_vs_base", "train_seconds", "peak_memory_bytes", "learning_rate",
-              "lr_selection", "lr_at_edge", "validation_accuracy", "seeds", "run_ids", "reference", "method_config", "delta_low",
+              "lr_selection", "lr_at_edge", "lr_one_answer", "validation_accuracy", "seeds", "run_ids", "reference", "method_config", "delta_low",
               "delta_high", "delta_p", "delta_test", "delta_interval", "delta_p_holm", "verdict", "paired_items", "vs_base_note", "flags",
               "delta_vs_floor", "delta_vs_floor_low", "delta_vs_floor_high"]
 

@@ -18,7 +18,7 @@ import jinja2
 
 from pefthub import __version__
 from pefthub.report import findings, stats
-from pefthub.report.floor import above
+from pefthub.report.floor import ONE_ANSWER_SHARE, above
 from pefthub.report import health as run_health
 from pefthub.report.curves import budget_curves, plateaus
 from pefthub.report.power import suite_power
@@ -205,8 +205,11 @@ def _lr_cell(row: Row) -> tuple[str, str, str, str]:
     if row.is_base:
         return MISSING, "", "", "the base model is not trained"
     if row.lr_selection == LR_SELECTED:
+        passed = (f"; passed over {', '.join(sci(c) for c in row.lr_one_answer)}: one answer to at least "
+                  f"{ONE_ANSWER_SHARE:.0%} of the validation items"
+                  if row.lr_one_answer else "")
         return (lr, f"best of {n} on val.", sort_value(row.learning_rate),
-                f"selected on validation accuracy among {', '.join(sci(c) for c in row.lr_candidates)}")
+                f"selected on validation accuracy among {', '.join(sci(c) for c in row.lr_candidates)}{passed}")
     if row.lr_selection == LR_UNSELECTED:
         return (lr, "unselected", sort_value(row.learning_rate),
                 "several learning rates ran but not all have a validation score, so none is selected")

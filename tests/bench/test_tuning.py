@@ -20,15 +20,23 @@ learning_rates = [1e-3, 1e-2, 1e-1]
 """
 
 
-def finish(results_dir, experiment, validation, status="success"):
-    """A result file for ``experiment`` as a finished run would leave it (no model involved)."""
+def finish(results_dir, experiment, validation, status="success", answers=None):
+    """A result file for ``experiment`` as a finished run would leave it (no model involved); with
+    ``answers`` its validation samples give them, scored against :data:`GOLD`."""
     doc = R.new_result(experiment.config, suite="tiny", status=status, finished_at=R.utc_now(),
                        **({"error": "loss is NaN"} if status == "failed" else {}))
     if status == "success":
         doc["method"] = {"name": experiment.config["method"], "trainable_params": 10}
         doc["evaluation"] = {split: {"accuracy": validation, "n": 3, "ci_low": 0.0, "ci_high": 1.0,
                                      "ci_method": "wilson"} for split in ("validation", "test")}
-    R.write_result(results_dir, doc, [{"split": "test", "id": "q0", "correct": True}])
+    samples = [{"split": "test", "id": "q0", "correct": True}]
+    samples += [{"split": "validation", "id": f"v{i}", "correct": a == g, "extracted": a, "gold": g}
+                for i, (a, g) in enumerate(zip(answers or [], GOLD))]
+    R.write_result(results_dir, doc, samples)
+
+
+#: Ten validation items whose gold answers are seven "2" and three "3".
+GOLD = ["2"] * 7 + ["3"] * 3
 
 
 def labels(experiments):
@@ -82,6 +90,35 @@ def test_a_choice_at_the_edge_adds_the_next_rate_first(tmp_path):
     finish(store, grown[3], 0.6)  # wins again, at the new edge, but the one extension allowed is spent
     done = grid.tuned_grid(suite, resolution, store)
     assert labels(done)[2:] == ["lora/sft/lr=0.1/seed=0", "lora/sft/lr=0.1/seed=1", "lora/sft/lr=0.1/seed=2"]
+
+
+def test_a_rate_whose_run_gives_one_answer_on_validation_is_passed_over(tmp_path):
+    """Answering "2" to every validation item scores 70% here without learning anything: its rate is passed
+    over, by the bench's tuning and by the report alike, and the findings say why."""
+    from pefthub.report.findings import tuning_lines
+    from pefthub.report.floor import one_answer_runs
+    from pefthub.report.records import read_records
+    from pefthub.report.table import read_table
+
+    suite = suites.load(tiny_suite(tmp_path, TUNED))
+    resolution, store = suites.resolve(suite), tmp_path / "results"
+    first = grid.tuned_grid(suite, resolution, store)
+    mixed = ["2", "3", "1", "2", "4", "1", "2", "3", "1", "5"]          # 4 of 10 right
+    finish(store, first[1], 0.3, answers=["1"] * 3 + mixed[3:])        # 3 of 10: no answer reaches 90%
+    finish(store, first[2], 0.7, answers=["2"] * 10)                   # the same answer to all ten
+    finish(store, first[3], 0.4, answers=mixed)
+    grown = grid.tuned_grid(suite, resolution, store)
+    assert set(labels(grown)) - set(labels(first)) == {"lora/sft/lr=0.1/seed=1", "lora/sft/lr=0.1/seed=2"}
+    row = read_table(store).row("lora/sft")
+    assert row.learning_rate == 0.1 and row.lr_one_answer == [0.01] and row.lr_at_edge == "high"
+    records = read_records(store)
+    assert one_answer_runs(records) == {first[2].run_id}
+    text = "\n".join(tuning_lines([r.doc for r in records], one_answer_runs(records)))
+    assert "0.001: 30.0%; 0.01: 70.0% (one answer); **0.1: 40.0%**" in text
+    # when every rate gave one answer, the choice is on validation accuracy as before
+    docs = [r.doc for r in records]
+    every = stats.select_learning_rate(docs, None, {d["run_id"] for d in docs})
+    assert list(every.chosen) == [0.01] and every.one_answer == []
 
 
 def test_selection_compares_rates_on_the_seeds_they_share():
