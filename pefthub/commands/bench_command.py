@@ -82,6 +82,7 @@ def run(args) -> int:
     if args.dry_run:
         print_grid(console, suite, plan, results_dir)
         _print_awaiting(console, suite, plan.experiments)
+        _print_failed_control(console, suite, plan, results_dir)
         return 0
     removed = grid.prepare_store(results_dir)
     if removed:
@@ -92,6 +93,7 @@ def run(args) -> int:
     console.print(f"[bold]{suite.name}[/]: {len(plan.selected)} runs, {done} already done"
                   f"{f' ({len(kept_failed)} failed, kept; --retry-failed reruns them)' if kept_failed else ''}, "
                   f"{len(plan.todo)} to run → {results_dir}")
+    _print_failed_control(console, suite, plan, results_dir)
     if plan.todo:
         executor = make_executor(args.executor, address=args.address, isolation=args.isolation)
         tally = grid.Tally()
@@ -195,6 +197,29 @@ def _print_awaiting(console, suite, experiments, results_dir=None) -> None:
         if others:
             console.print(f"{others} run(s) of seed {suite.seeds[0]} they wait on are running in another bench, "
                           "which chooses the rates and runs the remaining seeds when they finish")
+
+
+def _print_failed_control(console, suite, plan, results_dir) -> None:
+    """Once every run of the suite's positive control has finished and it did not pass, say how many runs
+    still to run are arms of its trainer: each comparison with them can only read "not tested"."""
+    from rich.markup import escape
+
+    from pefthub import grid
+
+    control = suite.positive_control
+    members = [e for e in plan.experiments if e.group_label == control]
+    if not control or not members or any(plan.status(e) not in grid.FINISHED for e in members):
+        return
+    trainer = control.rsplit("/", 1)[-1]
+    gated = [e for e in plan.todo if e.config["trainer"] == trainer and e.group_label != control]
+    if not gated:
+        return
+    gate = results_table(results_dir, [e.run_id for e in plan.experiments], control).control
+    if gate is None or gate.passed:
+        return
+    console.print(f"[yellow]Positive control not passed:[/] {escape(gate.note())}. The {len(gated)} "
+                  f"{trainer.upper()} run(s) still to run can only give comparisons that read \"not tested\" "
+                  f"(--skip {trainer} leaves them out).")
 
 
 #: Without a terminal, the bench prints one progress line per run every this many optimizer steps.

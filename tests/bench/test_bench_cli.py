@@ -294,3 +294,26 @@ def test_a_suite_runs_built_in_trl_and_plugin_trainers(tmp_path, capsys, fresh_p
         [(d["config"]["trainer"], d["status"], d["error"]) for d in docs]
     assert [p["engine"] for p in by_trainer["tagged-sft"]["curves"]] == ["tagged-sft"]
     assert "lora/tagged-sft" in capsys.readouterr().out
+
+
+def test_a_finished_failed_control_says_its_trainers_runs_can_only_read_not_tested(tmp_path):
+    """The committed `quick` board's control (lora/grpo) did not pass: with its tinylora@13/grpo run gone, a
+    bench says that run can only give "not tested" comparisons, before running it; with the control's own
+    run gone too, it says nothing (the control is not finished)."""
+    import shutil
+
+    store = tmp_path / "results"
+    shutil.copytree(REPO / "leaderboards" / "quick" / "results", store, ignore=shutil.ignore_patterns("logs"))
+    suite = suites.load("quick")
+    by_row = {e.group_label: e.run_id for e in suites.expand(suite)}
+    for name in (f"{by_row['tinylora@13/grpo']}.json", f"{by_row['tinylora@13/grpo']}.samples.jsonl"):
+        (store / name).unlink()
+    dry = bench_cli("quick", "--results", str(store), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    text = " ".join(dry.stdout.split())
+    assert ("Positive control not passed: the positive control lora/grpo did not train (flat-reward) (Δ +9.0, "
+            "95% CI [+0.3, +21.5]); GRPO is not shown to learn on this model. The 1 GRPO run(s) still to run can "
+            'only give comparisons that read "not tested" (--skip grpo leaves them out).') in text
+    (store / f"{by_row['lora/grpo']}.json").unlink()
+    dry = bench_cli("quick", "--results", str(store), "--dry-run")
+    assert dry.returncode == 0 and "Positive control not passed" not in dry.stdout
