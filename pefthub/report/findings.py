@@ -912,9 +912,13 @@ def tuning_lines(docs: Sequence[dict], one_answer: Collection[str] = ()) -> list
 
 def pilot_lines(records: Sequence[RunRecord], pilots: Sequence[RunRecord], source: str) -> list[str]:
     """Markdown: each pilot run against the suite's run whose config differs only in the budget (same
-    method, trainer, rate and seed), paired on the validation items."""
+    method, trainer, rate and seed; the validation checkpoints, which follow the budget, may differ too),
+    paired on the validation items."""
     def key(config: dict) -> str:
-        return stats.canonical_json({k: v for k, v in config.items() if k != "budget"})
+        kept = {k: v for k, v in config.items() if k != "budget"}
+        if isinstance(kept.get("eval"), dict):
+            kept["eval"] = {k: v for k, v in kept["eval"].items() if k != "checkpoints"}
+        return stats.canonical_json(kept)
 
     ours = {key(r.config): r for r in records if r.status == "success"}
     lines = ["## Budget pilots", "",

@@ -513,3 +513,31 @@ def test_committed_findings_show_the_format_change_by_stratum():
     section = text.split("## Accuracy by stratum", 1)[1].split("\n## ", 1)[0]
     row = next(x for x in section.splitlines() if x.startswith("| `tinylora@13/sft` |"))
     assert "| 4.0% |" in row and "2 terms" in section and "3 terms" in section   # strict-match beside accuracy
+
+
+def test_committed_cpu_paper_shape_v2_findings_state_the_control_and_primary_first(capsys, monkeypatch):
+    """The second board's page is current, opens with its declared control and primary comparison, and gives
+    no verdict on an arm that did not train or while the control has not passed (issue #24's bar)."""
+    from pefthub.cli import main
+
+    monkeypatch.chdir(REPO)
+    command = ["findings", "cpu-paper-shape-v2", "--pilot", "leaderboards/cpu-pilots/steps-v2/results"]
+    assert main([*command, "--stdout"]) == 0
+    generated = capsys.readouterr().out
+    assert generated == (REPO / "docs" / "findings" / "cpu-paper-shape-v2.md").read_text(encoding="utf-8"), \
+        f"stale: pefthub {' '.join(command)}"
+    sections = [line for line in generated.splitlines() if line.startswith("## ")]
+    assert sections[:2] == [f"## {findings.CONTROL_QUESTION}", f"## {findings.PRIMARY_QUESTION}"]
+    # the steps pilot pairs with the suite's run of its rate and seed though their checkpoints differ
+    assert "| `lora/grpo` lr 0.001 seed 0 | 80 steps × 8 | 40 steps × 8 | 29.0% | 36.5% |" in generated
+    table = read_table(REPO / "leaderboards" / "cpu-paper-shape-v2" / "results", control="lora/grpo")
+    untrained = {row.label for row in table.rows if health.did_not_train(row.flags)}
+    gated = not table.control.passed
+    for line in generated.splitlines():
+        if not line.startswith("| `") or " − " not in line:
+            continue
+        arms = [a for a in line.split("|")[1].strip().split(" − ")]
+        arms = [a.strip("` ") for a in arms]
+        if any(a in untrained for a in arms) or (gated and any(a.endswith("/grpo") for a in arms)):
+            verdict = line.split("**")[1] if "**" in line else ""
+            assert verdict in ("not tested", "not passed", "not above", "counted once", "not measured in this suite"), line
