@@ -68,9 +68,10 @@ class Thresholds:
         0.25, "runaway when the share cut off by the token cap exceeds base's by this much: evaluation cost "
               "grows with it even when the answers are still there")
     one_answer_share: float = _rule(
-        ONE_ANSWER_SHARE, "collapsed when one extracted answer is given to at least this share of the test items while no gold "
-             "answer is that common: the model answers the same whatever the question (on validation, the same "
-                           "rule keeps a rate from being chosen: pefthub.report.floor.one_answer_runs)")
+        ONE_ANSWER_SHARE,
+        "collapsed when one extracted answer is given to at least this share of the test items while no gold "
+        "answer is that common: the model answers the same whatever the question (on validation, the same "
+        "rule keeps a rate from being chosen: pefthub.report.floor.one_answer_runs)")
     reward_floor: float = _rule(
         0.05, "no-signal when the mean GRPO training reward over all steps is at most this (near zero)")
     zero_advantage_min: float = _rule(
