@@ -7,7 +7,7 @@ site shows the same report. The only typed numbers are the published figures in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, Sequence
+from typing import Sequence
 
 from pefthub.report import curves, health, stats, strata
 from pefthub.report.floor import ONE_ANSWER_SHARE, Floor, above, constant_answer, one_answer_runs
@@ -381,7 +381,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     lines += strata_lines(rows, strata_of)
     lines += budget_lines(rows)
     lines += per_seed_lines(rows, seeds)
-    lines += tuning_lines(docs, one_answer_runs(records))
+    lines += tuning_lines(records)
     for pilot_source, pilot_records in pilots:
         lines += pilot_lines(records, pilot_records, pilot_source)
     lines += cost_lines(docs)
@@ -871,11 +871,14 @@ def health_lines(flags: dict[str, list[health.RowFlag]]) -> list[str]:
 
 
 # ---- how the suite was run: learning-rate choices, pilots, cost -------------------------------------
-def tuning_lines(docs: Sequence[dict], one_answer: Collection[str] = ()) -> list[str]:
+def tuning_lines(records: Sequence[RunRecord]) -> list[str]:
     """Markdown: for each trained row, every rate's validation accuracy at the first seed, the rate
     :func:`pefthub.report.stats.select_learning_rate` chose (and whether it sits at an edge of the rates
-    tried), and how many seeds ran at it; a rate passed over because a run gave one answer to its
-    validation items (``one_answer``: their run ids) is marked."""
+    tried, with its paired Δ on validation against the nearest rate inside), and how many seeds ran at
+    it; a rate passed over because a run gave one answer to its validation items is marked."""
+    docs = [r.doc for r in records]
+    by_id = {r.doc.get("run_id"): r for r in records}
+    one_answer = one_answer_runs(records)
     groups: dict[str, list[dict]] = {}
     for doc in docs:
         if doc["config"].get("method") != stats.BASE_METHOD:
@@ -885,15 +888,19 @@ def tuning_lines(docs: Sequence[dict], one_answer: Collection[str] = ()) -> list
     lines = ["## How each row's learning rate was chosen", "",
              "Validation accuracy (the validation split, never test) of every rate at the row's first seed; "
              "the chosen rate in bold. *edge*: the chosen rate is the smallest or largest tried, so a better "
-             "one may lie outside. " + ("*one answer*: the run gave one answer to at least "
-             f"{ONE_ANSWER_SHARE:.0%} of the validation items, so its rate is passed over unless every rate did. "
-             if any(d.get("run_id") in one_answer for d in docs) else "") + "A failed run shows its status.", "",
+             "one may lie outside; beside it, its Δ against the nearest rate inside on the same validation items "
+             "(95% interval): an interval that contains 0 means the edge was not detectably better. "
+             + ("*one answer*: the run gave one answer to at least "
+                f"{ONE_ANSWER_SHARE:.0%} of the validation items, so its rate is passed over unless every rate did. "
+                if any(d.get("run_id") in one_answer for d in docs) else "") + "A failed run shows its status.", "",
              "| row | rates at the first seed: validation accuracy | chosen | edge | seeds at the chosen rate |",
              "|---|---|---|---|---|"]
     for members in sorted(groups.values(), key=lambda m: stats.row_label(m[0]["config"])):
         first = min(d["config"].get("seed") for d in members)
         selection = stats.select_learning_rate((d for d in members if d["status"] == "success"), members, one_answer)
         chosen = next(iter(selection.chosen)) if selection and selection.rule != stats.LR_UNSELECTED else None
+        at_first = {d["config"].get("learning_rate"): d for d in members
+                    if d["config"].get("seed") == first and d["status"] == "success"}
         cells = []
         for doc in sorted((d for d in members if d["config"].get("seed") == first),
                           key=lambda d: d["config"].get("learning_rate") or 0.0):
@@ -903,11 +910,28 @@ def tuning_lines(docs: Sequence[dict], one_answer: Collection[str] = ()) -> list
                                   else "not scored" if doc["status"] == "success" else doc["status"])
             text += " (one answer)" if doc.get("run_id") in one_answer else ""
             cells.append(f"**{text}**" if lr == chosen and selection.rule == stats.LR_SELECTED else text)
+        edge = (selection.at_edge or "") if selection else ""
+        if edge and chosen in at_first:
+            inside = [lr for lr in selection.candidates if stats.is_number(lr) and lr != chosen
+                      and lr in at_first and at_first[lr].get("run_id") not in one_answer]
+            if inside:
+                near = inside[0] if edge == stats.LR_EDGE_LOW else inside[-1]
+                edge += f" ({_versus_on_validation(by_id, at_first[chosen], at_first[near], near)})"
         seeds = sum(d["config"].get("learning_rate") == chosen and d["status"] == "success" for d in members)
         lines.append(f"| `{stats.row_label(members[0]['config'])}` | {'; '.join(cells)} | "
-                     f"{'-' if chosen is None else f'{chosen:g}'} | {(selection.at_edge or '') if selection else ''} "
+                     f"{'-' if chosen is None else f'{chosen:g}'} | {edge} "
                      f"| {seeds if chosen is not None else '-'} |")
     return lines + [""]
+
+
+def _versus_on_validation(by_id: dict[str, RunRecord], a: dict, b: dict, rate_b: float) -> str:
+    """``vs 0.0009: +2.0 [-4.9, +9.0]``: run ``a`` against run ``b`` paired on their validation items."""
+    try:
+        c = stats.compare(stats.item_scores(one_run_row(by_id[a["run_id"]]), "validation"),
+                          stats.item_scores(one_run_row(by_id[b["run_id"]]), "validation"))
+    except (stats.PairingError, KeyError):
+        return f"vs {rate_b:g}: not paired"
+    return f"vs {rate_b:g}: {stats.interval_text(c)}"
 
 
 def pilot_lines(records: Sequence[RunRecord], pilots: Sequence[RunRecord], source: str) -> list[str]:

@@ -113,7 +113,7 @@ def test_a_rate_whose_run_gives_one_answer_on_validation_is_passed_over(tmp_path
     assert row.learning_rate == 0.1 and row.lr_one_answer == [0.01] and row.lr_at_edge == "high"
     records = read_records(store)
     assert one_answer_runs(records) == {first[2].run_id}
-    text = "\n".join(tuning_lines([r.doc for r in records], one_answer_runs(records)))
+    text = "\n".join(tuning_lines(records))
     assert "0.001: 30.0%; 0.01: 70.0% (one answer); **0.1: 40.0%**" in text
     # when every rate gave one answer, the choice is on validation accuracy as before
     docs = [r.doc for r in records]

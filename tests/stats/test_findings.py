@@ -159,7 +159,8 @@ def test_tuning_pilot_and_cost_sections(tmp_path):
                                     pilots=[("pilot", read_records(pilot))])
     row = next(line for line in text.splitlines() if line.startswith("| `lora/sft` |"))
     assert f"**0.001: {stats.fmt_pct(mid.mean())}%**" in row and "0.01: failed" in row
-    assert row.endswith("| 0.001 | high | 3 |")  # the largest rate that succeeded (1e-2 failed); 3 seeds
+    # the largest rate that succeeded (1e-2 failed), paired with the rate inside on validation; 3 seeds
+    assert row.endswith("| 0.001 | high (vs 0.0001: +30.0 [+14.1, +46.9]) | 3 |")
     pilot_row = next(line for line in text.splitlines() if "4 steps × 8" in line)
     assert "| 2 steps × 8 |" in pilot_row and "+25.0 [" in pilot_row  # 30 of 120 items: +25 points, paired
     assert "5 runs (4 successful) took 0.14 h" in text
