@@ -548,7 +548,8 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
     better, worse = listed(stats.BETTER), listed(stats.WORSE)
     same = [c for c in family.values() if c.verdict == stats.SAME]
     steady = [c for c in same if every_seed_significant(per.get(c.a, ()))]
-    text += (f"after Holm correction over the {len(family)} rows {'tested' if gated else 'that trained'}, "
+    text += (f"after Holm correction over the {len(family)} row{'' if len(family) == 1 else 's'} "
+             f"{'tested' if gated else 'that trained'}, "
              + (f"{len(better)} beat the base model's {base_pct} ({'; '.join(better)})" if better
                 else f"no row beats the base model's {base_pct}")
              + f", {len(same)} {'is' if len(same) == 1 else 'are'} not significant after Holm"

@@ -532,6 +532,11 @@ def test_committed_cpu_paper_shape_v2_findings_state_the_control_and_primary_fir
     # the steps pilot pairs with the suite's run of its rate and seed though their checkpoints differ
     assert "| `lora/grpo` lr 0.001 seed 0 | 80 steps × 8 | 40 steps × 8 | 29.0% | 36.5% |" in generated
     table = read_table(REPO / "leaderboards" / "cpu-paper-shape-v2" / "results", control="lora/grpo")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    paragraph = findings.headline("cpu-paper-shape-v2", table.rows, control="lora/grpo",
+                                  primary=findings.declared_primary("cpu-paper-shape-v2"))
+    assert findings.replace_headline(readme, "cpu-paper-shape-v2", paragraph) == readme, \
+        f"stale: pefthub {' '.join(command)} --headline README.md"
     untrained = {row.label for row in table.rows if health.did_not_train(row.flags)}
     gated = not table.control.passed
     for line in generated.splitlines():
