@@ -775,10 +775,10 @@ def budget_lines(rows: Sequence[Row]) -> list[str]:
         lines.append("| " + " | ".join(
             [f"`{f.label}`"] + [f"{stats.fmt_pct(at[s].accuracy)}%" if s in at else "-" for s in steps]
             + [segment(f.recent), segment(f.overall), verdict]) + " |")
-    stopped = [f"`{f.label}`" for f in found if f.stopped]
+    stopped = [f"`{f.label}` ({f.verdict()})" for f in found if f.stopped]
     going = [f"`{f.label}` ({f.verdict()})" for f in found if not f.stopped]
-    lines += ["", f"- Stopped improving by the last checkpoint: {len(stopped)} of {len(found)} rows"
-              + (f" ({', '.join(stopped)})" if stopped else "") + ". "
+    lines += ["", f"- Not improving at the last checkpoint (stopped, or never detectably improved): {len(stopped)} "
+              f"of {len(found)} rows" + (f": {'; '.join(stopped)}" if stopped else "") + ". "
               + (f"Not shown to have stopped, so the budget may be short for them: {'; '.join(going)}."
                  if going else "The budget is at or past where validation stops improving for every row with "
                  "checkpoints."), ""]

@@ -154,6 +154,7 @@ def test_the_findings_page_says_which_rows_stopped_and_which_may_want_more_steps
     text = "\n".join(budget_lines(rows))
     assert text.startswith(f"## {BUDGET_QUESTION}") and "lr=0.01" not in text
     assert "| `lora/sft` | 40.5% | 33.5% | 27.5% |" in text and "past its peak (-13.0 [" in text
-    assert ("- Stopped improving by the last checkpoint: 1 of 2 rows (`lora/sft`). Not shown to have stopped, so the "
+    assert ("- Not improving at the last checkpoint (stopped, or never detectably improved): 1 of 2 rows: "
+            "`lora/sft` (past its peak). Not shown to have stopped, so the "
             "budget may be short for them: `lora/grpo` (rose over the run, highest at the last checkpoint).") in text
     assert budget_lines([shaped("x", 1)]) == []
