@@ -273,15 +273,21 @@ def test_headline_names_the_flags_of_the_rows_it_mentions(tmp_path):
     assert "GRPO − SFT: " in clean and "flagged" not in clean
 
 
-def test_committed_cpu_paper_shape_findings_gate_the_untrained_grpo_arm(capsys, monkeypatch):
+def committed_page(capsys, monkeypatch, suite: str, pilot: str) -> tuple[list[str], str]:
+    """The findings command of a committed suite, and the page it prints, checked equal to the committed one."""
     from pefthub.cli import main
 
     monkeypatch.chdir(REPO)
-    command = ["findings", "cpu-paper-shape", "--pilot", "leaderboards/cpu-pilots/steps/results"]
+    command = ["findings", suite, "--pilot", pilot]
     assert main([*command, "--stdout"]) == 0
     generated = capsys.readouterr().out
-    assert generated == (REPO / "docs" / "findings" / "cpu-paper-shape.md").read_text(encoding="utf-8"), \
+    assert generated == (REPO / "docs" / "findings" / f"{suite}.md").read_text(encoding="utf-8"), \
         f"stale: pefthub {' '.join(command)}"
+    return command, generated
+
+
+def test_committed_cpu_paper_shape_findings_gate_the_untrained_grpo_arm(capsys, monkeypatch):
+    _, generated = committed_page(capsys, monkeypatch, "cpu-paper-shape", "leaderboards/cpu-pilots/steps/results")
     sections = [line for line in generated.splitlines() if line.startswith("## ")]
     assert sections[0] == f"## {findings.PRIMARY_QUESTION}"
     primary = next(line for line in generated.splitlines() if line.startswith("| `tinylora@13/grpo` − `tinylora@13/sft`"))
@@ -519,14 +525,8 @@ def test_committed_findings_show_the_format_change_by_stratum():
 def test_committed_cpu_paper_shape_v2_findings_state_the_control_and_primary_first(capsys, monkeypatch):
     """The second board's page is current, opens with its declared control and primary comparison, and gives
     no verdict on an arm that did not train or while the control has not passed (issue #24's bar)."""
-    from pefthub.cli import main
-
-    monkeypatch.chdir(REPO)
-    command = ["findings", "cpu-paper-shape-v2", "--pilot", "leaderboards/cpu-pilots/steps-v2/results"]
-    assert main([*command, "--stdout"]) == 0
-    generated = capsys.readouterr().out
-    assert generated == (REPO / "docs" / "findings" / "cpu-paper-shape-v2.md").read_text(encoding="utf-8"), \
-        f"stale: pefthub {' '.join(command)}"
+    command, generated = committed_page(capsys, monkeypatch, "cpu-paper-shape-v2",
+                                        "leaderboards/cpu-pilots/steps-v2/results")
     sections = [line for line in generated.splitlines() if line.startswith("## ")]
     assert sections[:2] == [f"## {findings.CONTROL_QUESTION}", f"## {findings.PRIMARY_QUESTION}"]
     # the steps pilot pairs with the suite's run of its rate and seed though their checkpoints differ
