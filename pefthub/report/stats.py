@@ -112,9 +112,11 @@ def select_learning_rate(successes: Iterable[dict], attempted: Iterable[dict] | 
         shared = set.intersection(*(ran.get(lr, set(v)) for lr, v in val.items()))
         mean = {lr: statistics.fmean([v[s] for s in shared if s in v] or v.values()) for lr, v in val.items()}
         constant = [lr for lr in candidates if any(d.get("run_id") in one_answer for d in by_lr[lr])]
-        eligible = [lr for lr in candidates if lr not in constant] or candidates
+        if len(constant) == len(candidates):
+            constant = []                  # every rate gave one answer: choose among them as before
+        eligible = [lr for lr in candidates if lr not in constant]
         best = max(eligible, key=lambda lr: (mean[lr], -(lr if lr is not None else math.inf)))
-        return Selection(LR_SELECTED, candidates, {best: by_lr[best]}, constant if eligible is not candidates else [])
+        return Selection(LR_SELECTED, candidates, {best: by_lr[best]}, constant)
     return Selection(LR_UNSELECTED, candidates, {lr: by_lr[lr] for lr in candidates})
 
 
