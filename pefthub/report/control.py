@@ -13,7 +13,7 @@ from pefthub.report import rows as row_rules
 from pefthub.report.floor import Floor, above, constant_answer
 from pefthub.report.rows import Row
 
-CONTROL_QUESTION = "Positive control, declared in the suite (tested on its own, before any other comparison)"
+CONTROL_QUESTION = "Positive control, declared in the suite (tested on its own; it gates every comparison of its trainer)"
 CONTROL_NOT_MEASURED = "positive control not measured yet"
 
 
@@ -73,7 +73,7 @@ class Control:
                                        f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}]")
 
     def sentence(self) -> str:
-        """The control in one sentence, as the findings page and the headline state it first."""
+        """The control in one sentence, as the findings page and the headline state it after the primary comparison."""
         c = self.comparison
         if c is None:
             return (f"Positive control `{self.label}`: {CONTROL_NOT_MEASURED} ({self.why}), so no comparison with a "

@@ -162,7 +162,8 @@ def untested_reason(row: Row, flags: dict[str, list[health.RowFlag]], control: C
 
 
 def control_lines(control: Control | None, flags: dict[str, list[health.RowFlag]]) -> list[str]:
-    """Markdown: the positive control's section, first on the findings page (nothing without one)."""
+    """Markdown: the positive control's section, right after the primary comparison on the findings page (nothing
+    without one)."""
     if control is None:
         return []
     c, floor, beyond = control.comparison, control.floor, control.versus_floor
@@ -172,7 +173,7 @@ def control_lines(control: Control | None, flags: dict[str, list[health.RowFlag]
     lines = [f"## {CONTROL_QUESTION}", "",
              f"The suite declares `{control.label}` as its positive control: it passes only if it trained and the "
              f"95% intervals of Δ against {against} lie wholly above 0. If it does not pass, every comparison "
-             f"with a {control.trainer.upper()} arm below reads *not tested* and is left out of its Holm family.", "",
+             f"with a {control.trainer.upper()} arm, above or below, reads *not tested* and is left out of its Holm family.", "",
              "| A − B | A | B | Δ [95% CI] | p (own test) | seeds | verdict | health |", "|---|---|---|---|---|---|---|---|",
              "| " + " | ".join([f"`{control.label}` − `{c.b if c else 'base'}`",
                                f"{stats.fmt_pct(c.accuracy_a)}%" if c else "-",
@@ -321,7 +322,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     it also says how learning rates were chosen and what the runs cost; ``pilots`` are (source, run
     records) compared with the suite's runs; ``primary`` the suite's declared primary comparisons (row
     labels A, B), stated first; ``strata_of`` (:func:`pefthub.tasks.strata_of`) adds accuracy by stratum;
-    ``control`` the suite's positive-control row label (:func:`positive_control`), stated before them."""
+    ``control`` the suite's positive-control row label (:func:`positive_control`), stated right after them."""
     flags = flags_of(rows)
     gate = positive_control(rows, control, flags)
     floor = constant_answer(row_rules.base_row(rows))
@@ -351,31 +352,12 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
               "sign. The published figures come from larger models, other tasks and full budgets: they give the "
               "direction to test, not a number to reproduce; the verdict says whether the interval contains, "
               "excludes or contradicts (excludes, on the other side of 0) the published Δ.", ""]
+    opening = results[:1] if results and results[0][0] == PRIMARY_QUESTION else []
+    for question, findings in opening:
+        lines += question_lines(question, findings, flags, gate)
     lines += control_lines(gate, flags)
-    for question, findings in results:
-        lines += [f"## {question}", "", "| A − B | A | B | Δ [95% CI] | p (Holm) | verdict | health | published |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for f in findings:
-            c = f.comparison
-            p = f"{stats.fmt_p(c.p_value)} ({p_words(f).removeprefix('Holm ')})" if c else "-"
-            verdict = f"**{f.verdict}**" + (f": {f.note}" if f.verdict in (NOT_TESTED, COUNTED_ONCE) else "")
-            words = "; ".join(filter(None, [figure_words(f) if f.tested else None, f.floor_words() if f.tested else ""]))
-            lines.append("| " + " | ".join([
-                f"`{f.a}` − `{f.b}`",
-                f"{stats.fmt_pct(c.accuracy_a)}%" if c else "-", f"{stats.fmt_pct(c.accuracy_b)}%" if c else "-",
-                stats.interval_text(c) if c else "-", p, verdict + (f"; {words}" if words else ""),
-                comparison_health(f, flags),
-                f.figure.text() if f.figure else "not reported in our notes"]) + " |")
-        lines.append("")
-        untested = [f for f in findings if f.verdict == NOT_TESTED]
-        if untested:
-            lines += [f"Not tested, and left out of the Holm family: {len(untested)} comparison"
-                      f"{'s' if len(untested) > 1 else ''} with an arm that did not train"
-                      + (f" or a {gate.trainer.upper()} arm while the positive control has not passed"
-                         if gate is not None and not gate.passed else "") + ".", ""]
-        lines += health_lines({label: flags.get(label, []) for f in findings for label in (f.a, f.b)})
-        lines += [f"- {statement(f)}" for f in findings]
-        lines.append("")
+    for question, findings in results[len(opening):]:
+        lines += question_lines(question, findings, flags, gate)
     seeds = per_seed(rows)
     lines += versus_base_lines(rows, flags, seeds, gate)
     lines += strata_lines(rows, strata_of)
@@ -386,6 +368,35 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
         lines += pilot_lines(records, pilot_records, pilot_source)
     lines += cost_lines(docs)
     return "\n".join(lines)
+
+
+def question_lines(question: str, findings: Sequence[Finding], flags: dict[str, list[health.RowFlag]],
+                   gate: Control | None) -> list[str]:
+    """Markdown: one question's section of the findings page (table, health, one statement per finding)."""
+    lines = [f"## {question}", "", "| A − B | A | B | Δ [95% CI] | p (Holm) | verdict | health | published |",
+              "|---|---|---|---|---|---|---|---|"]
+    for f in findings:
+        c = f.comparison
+        p = f"{stats.fmt_p(c.p_value)} ({p_words(f).removeprefix('Holm ')})" if c else "-"
+        verdict = f"**{f.verdict}**" + (f": {f.note}" if f.verdict in (NOT_TESTED, COUNTED_ONCE) else "")
+        words = "; ".join(filter(None, [figure_words(f) if f.tested else None, f.floor_words() if f.tested else ""]))
+        lines.append("| " + " | ".join([
+            f"`{f.a}` − `{f.b}`",
+            f"{stats.fmt_pct(c.accuracy_a)}%" if c else "-", f"{stats.fmt_pct(c.accuracy_b)}%" if c else "-",
+            stats.interval_text(c) if c else "-", p, verdict + (f"; {words}" if words else ""),
+            comparison_health(f, flags),
+            f.figure.text() if f.figure else "not reported in our notes"]) + " |")
+    lines.append("")
+    untested = [f for f in findings if f.verdict == NOT_TESTED]
+    if untested:
+        lines += [f"Not tested, and left out of the Holm family: {len(untested)} comparison"
+                  f"{'s' if len(untested) > 1 else ''} with an arm that did not train"
+                  + (f" or a {gate.trainer.upper()} arm while the positive control has not passed"
+                     if gate is not None and not gate.passed else "") + ".", ""]
+    lines += health_lines({label: flags.get(label, []) for f in findings for label in (f.a, f.b)})
+    lines += [f"- {statement(f)}" for f in findings]
+    lines.append("")
+    return lines
 
 
 EXAMPLE_START = ("<!-- worked example: generated by `pefthub findings cpu-pilots-quick-v1 --results "
@@ -475,8 +486,8 @@ def headline_start(suite: str) -> str:
 
 def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFlag]] | None = None,
              primary: Sequence[tuple[str, str]] = (), control: str | None = None) -> str:
-    """One paragraph a README can carry: the positive ``control`` (a row label, :func:`positive_control`)
-    first, then the ``primary`` comparisons (else the paper's 13-parameter GRPO − SFT comparison, last),
+    """One paragraph a README can carry: the ``primary`` comparisons first, then the positive ``control`` (a row
+    label, :func:`positive_control`; without a primary, the paper's 13-parameter GRPO − SFT comparison comes last),
     then which rows did not train, and how many of the rest beat, match or fall below the base model on the
     same test items (Holm over the rows tested), with the rows significant on every seed and the seeds
     significantly worse than base; each row it names carries its run-health flags (``flags``: by label,
@@ -578,7 +589,7 @@ def headline(suite: str, rows: Sequence[Row], flags: dict[str, list[health.RowFl
         if grpo_sft is not None and grpo_sft.comparison is not None:
             rest.append(comparison_text(grpo_sft, "TinyLoRA at 13 parameters, GRPO − SFT"))
     lead = [gate.sentence()] if gate is not None else []
-    return "".join(f"{'; '.join(sentence)}. " for sentence in (lead, parts, rest) if sentence) + \
+    return "".join(f"{'; '.join(sentence)}. " for sentence in (parts, lead, rest) if sentence) + \
         "Δ in accuracy points, 95% interval over items and seeds."
 
 

@@ -175,13 +175,6 @@ def findings_context(view: SuiteView) -> list[dict]:
     rows = view_stat_rows(view)
     flags = findings.flags_of(rows)
     gate = view.control
-    if gate is not None:
-        c = gate.comparison
-        out.append({"question": findings.CONTROL_QUESTION, "items": [{
-            "a": gate.label, "b": c.b if c else "base", "verdict": "passed" if gate.passed else "not passed",
-            "statement": f"{gate.sentence()}.", "health": findings.flags_words(flags.get(gate.label, [])) or "ok",
-            "delta": stats.interval_text(c) if c else MISSING,
-            "p": f"{stats.fmt_p(c.p_value)} (own test)" if c else MISSING, "published": "-"}]})
     for question, found in findings.check(rows, primary=findings.declared_primary(view.suite.name), flags=flags,
                                           control=gate):
         out.append({"question": question, "items": [{
@@ -190,6 +183,14 @@ def findings_context(view: SuiteView) -> list[dict]:
             "delta": stats.interval_text(f.comparison) if f.comparison else MISSING,
             "p": f"{stats.fmt_p(f.comparison.p_value)} ({findings.p_words(f)})" if f.comparison else MISSING,
             "published": f.figure.text() if f.figure else "not reported in our notes"} for f in found]})
+    if gate is not None:    # right after the primary comparison, as on the findings page
+        c = gate.comparison
+        at = 1 if out and out[0]["question"] == findings.PRIMARY_QUESTION else 0
+        out.insert(at, {"question": findings.CONTROL_QUESTION, "items": [{
+            "a": gate.label, "b": c.b if c else "base", "verdict": "passed" if gate.passed else "not passed",
+            "statement": f"{gate.sentence()}.", "health": findings.flags_words(flags.get(gate.label, [])) or "ok",
+            "delta": stats.interval_text(c) if c else MISSING,
+            "p": f"{stats.fmt_p(c.p_value)} (own test)" if c else MISSING, "published": "-"}]})
     return out
 
 

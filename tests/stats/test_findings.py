@@ -522,13 +522,13 @@ def test_committed_findings_show_the_format_change_by_stratum():
     assert "| 4.0% |" in row and "2 terms" in section and "3 terms" in section   # strict-match beside accuracy
 
 
-def test_committed_cpu_paper_shape_v2_findings_state_the_control_and_primary_first(capsys, monkeypatch):
-    """The second board's page is current, opens with its declared control and primary comparison, and gives
+def test_committed_cpu_paper_shape_v2_findings_state_the_primary_first_then_the_control(capsys, monkeypatch):
+    """The second board's page is current, opens with its declared primary comparison and control, and gives
     no verdict on an arm that did not train or while the control has not passed (issue #24's bar)."""
     command, generated = committed_page(capsys, monkeypatch, "cpu-paper-shape-v2",
                                         "leaderboards/cpu-pilots/steps-v2/results")
     sections = [line for line in generated.splitlines() if line.startswith("## ")]
-    assert sections[:2] == [f"## {findings.CONTROL_QUESTION}", f"## {findings.PRIMARY_QUESTION}"]
+    assert sections[:2] == [f"## {findings.PRIMARY_QUESTION}", f"## {findings.CONTROL_QUESTION}"]
     # the steps pilot pairs with the suite's run of its rate and seed though their checkpoints differ
     assert "| `lora/grpo` lr 0.001 seed 0 | 80 steps × 8 | 40 steps × 8 | 29.0% | 36.5% |" in generated
     table = read_table(REPO / "leaderboards" / "cpu-paper-shape-v2" / "results", control="lora/grpo")

@@ -90,12 +90,12 @@ def test_a_failing_control_leaves_the_grpo_comparisons_untested(tmp_path):
     assert "(not in the family)" not in next(x for x in lines if x.startswith("| `lora/sft` |"))
     text = findings.render_markdown("synthetic", rows, "x", primary=primary, control="lora/grpo")
     sections = [line for line in text.splitlines() if line.startswith("## ")]
-    assert sections[:2] == [f"## {findings.CONTROL_QUESTION}", f"## {findings.PRIMARY_QUESTION}"]
+    assert sections[:2] == [f"## {findings.PRIMARY_QUESTION}", f"## {findings.CONTROL_QUESTION}"]
     assert f"| **not passed**: {note} |" in text and "3 rows tested" in text
     head = findings.headline("synthetic", rows, primary=primary, control="lora/grpo")
-    assert head.startswith(f"Positive control `lora/grpo` − `base`: {stats.interval_text(c)} points")
-    assert head.index("it did not beat base, so GRPO is not shown to learn on this model") < head.index(
-        "Primary comparison") and f"not tested: {note}" in head
+    assert head.startswith(f"Primary comparison `tinylora@13/grpo` − `tinylora@13/sft`: not tested: {note}")
+    assert head.index(f". Positive control `lora/grpo` − `base`: {stats.interval_text(c)} points") < head.index(
+        "it did not beat base, so GRPO is not shown to learn on this model")
     assert "3 GRPO rows that trained are not tested for want of a positive control" in head
     assert "over the 3 rows tested" in head
 
@@ -150,24 +150,26 @@ def test_the_suite_key_is_checked_and_reaches_the_findings_command(tmp_path, mon
     assert f"## {findings.CONTROL_QUESTION}" in out and "not tested: the positive control lora/grpo" in out
 
 
-def test_the_site_states_the_control_first_and_gates_as_the_page_does(tmp_path, monkeypatch):
+def test_the_site_states_the_control_after_the_primary_and_gates_as_the_page_does(tmp_path, monkeypatch):
     from pefthub.site.aggregate import view_suite
     from pefthub.site.load import load_leaderboards
     from pefthub.site.pages import findings_context
 
     (tmp_path / "benchmarks" / "synthetic").mkdir(parents=True)
     (tmp_path / "benchmarks" / "synthetic" / "suite.toml").write_text(
-        'model = "tiny-random"\npositive_control = "lora/grpo"\n[task]\nname = "chain_sum"\n[budget]\nsteps = 1\n'
+        'model = "tiny-random"\npositive_control = "lora/grpo"\nprimary = ["tinylora@13/grpo - tinylora@13/sft"]\n[task]\nname = "chain_sum"\n[budget]\nsteps = 1\n'
         '[grid]\nmethods = ["lora"]\nlearning_rates = [1e-3]\n', encoding="utf-8")
     control_suite(tmp_path / "leaderboards" / "synthetic" / "results", 2)
     monkeypatch.chdir(tmp_path)
     (suite,) = load_leaderboards(tmp_path / "leaderboards")[0]
     questions = findings_context(view_suite(suite))
-    assert questions[0]["question"] == findings.CONTROL_QUESTION
-    [control] = questions[0]["items"]
+    assert [q["question"] for q in questions[:2]] == [findings.PRIMARY_QUESTION, findings.CONTROL_QUESTION]
+    [control] = questions[1]["items"]
     assert (control["a"], control["b"], control["verdict"]) == ("lora/grpo", "base", "not passed")
-    items = {(f["a"], f["b"]): f for q in questions[1:] for f in q["items"]}
-    assert items[("tinylora@13/grpo", "tinylora@13/sft")]["verdict"] == findings.NOT_TESTED
+    assert questions[0]["items"][0]["verdict"] == findings.NOT_TESTED
+    items = {(f["a"], f["b"]): f for q in questions[2:] for f in q["items"]}
+    assert items[("tinylora@13/grpo", "tinylora@13/sft")]["verdict"] == findings.COUNTED_ONCE
+    assert items[("tinylora@13/grpo", "lora/grpo")]["verdict"] == findings.NOT_TESTED
     assert items[("tinylora@13/sft", "base")]["verdict"] != findings.NOT_TESTED
 
 
