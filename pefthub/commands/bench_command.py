@@ -423,7 +423,7 @@ def print_results(console, suite, table, *, total: int, have: int) -> None:
                       "that trained (≈ base: not significant after Holm; not tested: the row did not train, see its "
                       "flags, or the suite's positive control did not pass; docs/benchmarks.md, 'Reading the numbers').")
     if table.control is not None:
-        console.print(f"[bold]Positive control:[/] {escape(table.control.sentence())}.")
+        console.print(f"{escape(table.control.sentence())}.")    # it opens with "Positive control `<row>`"
     better = [r for r in rows if r.vs_base is not None and r.vs_base.verdict == stats.BETTER]
     if table.floor is not None and better:
         from pefthub.report.floor import above

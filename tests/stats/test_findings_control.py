@@ -204,7 +204,8 @@ def test_the_table_gates_on_the_control_so_bench_site_and_power_agree(tmp_path):
     print_results(Console(file=out, width=250), SimpleNamespace(name="s", model="m", task={"name": "t"}), gated,
                   total=7, have=7)
     text = out.getvalue()
-    assert "Holm's correction over the 3 rows" in text and "Positive control: Positive control `lora/grpo`" in text
+    assert "Holm's correction over the 3 rows" in text and "\nPositive control `lora/grpo` − `base`: " in text
+    assert "Positive control: Positive control" not in text
     assert [line for line in text.splitlines() if "│ grpo " in line and "not tested" not in line] == []
     passing = tmp_path / "passing"
     control_suite(passing, 40)
