@@ -343,7 +343,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points; 95% interval exact for "
               "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise). "
               + ("The primary comparison declared in the suite is tested on its own; " if primary else "")
-              + f"p-values are Holm-corrected over the {len(family)} exploratory comparisons on this page, each pair "
+              + f"p-values are Holm-corrected over the {counted(len(family), 'exploratory comparison')} on this page, each pair "
               "of rows counted once. A comparison with an arm that did not train (flagged `no-op` or `collapsed` on "
               "a majority of its seeds, or `flat-reward`: [run health](../benchmarks.md#run-health)) is *not tested*: "
               "its numbers are shown for the record, with no verdict, and it is left out of the Holm family. "
@@ -712,10 +712,10 @@ def versus_base_lines(rows: Sequence[Row], flags: dict[str, list[health.RowFlag]
     trained = sorted((r for r in rows if not r.is_base), key=lambda r: (r.trainer, r.trainable_params or 0, r.label))
     lines = ["## Every row against the base model", "",
              "Test accuracy of each row (its chosen rate, every seed) and Δ = row − base on the same items, "
-             + (f"p Holm-corrected over the {len(family)} rows tested; a row that did not train is *not tested*, "
+             + (f"p Holm-corrected over the {counted(len(family), 'row')} tested; a row that did not train is *not tested*, "
                 f"and so is every {control.trainer.upper()} row, the positive control `{control.label}` not having "
                 "passed " if control is not None and not control.passed else
-                f"p Holm-corrected over the {len(family)} rows that trained; a row that did not train is *not tested* ")
+                f"p Holm-corrected over the {counted(len(family), 'row')} that trained; a row that did not train is *not tested* ")
              + "(its numbers for the record, outside the family). *accuracy* is the task's scored metric; "
              "*strict-match* (mean over seeds) counts only answers in the exact format the prompt asks for, so a "
              "gain in accuracy that strict-match does not share is a change of answer format"
@@ -1008,21 +1008,26 @@ def cost_lines(docs: Sequence[dict]) -> list[str]:
     for d in docs:
         by_kind.setdefault(d["config"].get("trainer") or "none", []).append(seconds(d, "seconds_total"))
     lines = ["## Cost", "",
-             f"{len(docs)} runs ({sum(d['status'] == 'success' for d in docs)} successful) took "
+             f"{counted(len(docs), 'run')} ({sum(d['status'] == 'success' for d in docs)} successful) took "
              f"{total / 3600:.2f} h of run time (the sum of their own durations, one run at a time), "
              + (f"from {min(starts):%Y-%m-%d %H:%M} to {max(ends):%Y-%m-%d %H:%M} UTC. " if starts and ends else "")
-             + "; ".join(f"{kind}: {len(v)} runs, {sum(v) / 60:.0f} min, {sum(v) / len(v):.0f} s each"
+             + "; ".join(f"{kind}: {counted(len(v), 'run')}, {sum(v) / 60:.0f} min, {sum(v) / len(v):.0f} s each"
                          for kind, v in sorted(by_kind.items())) + ".", ""]
     train, rollouts = sum(seconds(d, "seconds_train") for d in docs), sum(seconds(d, "seconds_generation") for d in docs)
     evaluation = sum(seconds(d, "seconds_eval") for d in docs)
     lines += [f"Of that, GRPO rollouts took {rollouts / 3600:.2f} h, the rest of training {train / 3600:.2f} h and "
               f"evaluation {evaluation / 3600:.2f} h; loading models and the rest, the remainder.", ""]
     if with_load:
-        lines += [f"Machine load: {len(with_load)} runs recorded the load average at their start and end; "
+        lines += [f"Machine load: {counted(len(with_load), 'run')} recorded the load average at their start and end; "
                   f"{len(shared)} of them ran beside other work (a 1-minute load above the run's own threads + 1), "
                   f"{sum(seconds(d, 'seconds_total') for d in shared) / 3600:.2f} h of run time, so those seconds "
                   "are an upper bound for an idle machine.", ""]
     return lines
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 run"``, ``"2 runs"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _shared(doc: dict) -> bool:
