@@ -389,8 +389,8 @@ def question_lines(question: str, findings: Sequence[Finding], flags: dict[str, 
     lines.append("")
     untested = [f for f in findings if f.verdict == NOT_TESTED]
     if untested:
-        lines += [f"Not tested, and left out of the Holm family: {len(untested)} comparison"
-                  f"{'s' if len(untested) > 1 else ''} with an arm that did not train"
+        lines += [f"Not tested, and left out of the Holm family: {counted(len(untested), 'comparison')} "
+                  "with an arm that did not train"
                   + (f" or a {gate.trainer.upper()} arm while the positive control has not passed"
                      if gate is not None and not gate.passed else "") + ".", ""]
     lines += health_lines({label: flags.get(label, []) for f in findings for label in (f.a, f.b)})
