@@ -31,7 +31,7 @@ RESOURCE_DEFAULTS: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "memory_gb": 
 TOP_LEVEL_KEYS = {"name", "description", "model", "base", "task", "budget", "trainer_options", "eval",
                   "resources", "grid", "methods", "device", "dtype", "vllm", "primary", "positive_control"}
 GRID_KEYS = {"methods", "trainers", "learning_rates", "params", "seeds", "tune_on_first_seed", "extend_edges",
-             "primary_seeds"}
+             "primary_seeds", "exclude"}
 METHOD_KEYS = {"method", "params", "learning_rates", "config", "trainers", "resources", "trainer_options"}
 #: The grid's trainers when a suite names none: the built-in engine of each algorithm. Any
 #: registered trainer (``pefthub trainers``) may be named instead.
@@ -91,6 +91,9 @@ class Suite:
     #: ``positive_control = "lora/grpo"``: a row that must beat base (interval above 0) for any comparison of
     #: an arm trained by its trainer to be read. Not part of any run's config, so it changes no run id.
     positive_control: str | None = None
+    #: ``grid.exclude = ["full/grpo", ...]``: rows of the grid that are not run (a decision the suite records,
+    #: e.g. rows whose every comparison a failed positive control leaves untested). Changes no run id.
+    exclude: list[str] = field(default_factory=list)
 
     @property
     def file(self) -> Path:
@@ -309,11 +312,12 @@ def parse(data: dict[str, Any], file: Path) -> Suite:
     primary = _primary(c, data.get("primary", []))
     primary_seeds = _primary_seeds(c, grid.get("primary_seeds", []), seeds, primary)
     positive_control = _positive_control(c, data.get("positive_control"), specs)
+    exclude = _exclude(c, grid.get("exclude", []), specs, primary, positive_control)
     return Suite(name=suite_name, path=file.parent, description=description, model=model, task=task, budget=budget,
                  trainer_options={k: dict(v) for k, v in trainer_options.items()}, eval=evaluation,
                  resources=resources, methods=specs, seeds=seeds, include_base=include_base, trainers=trainers,
                  tune_on_first_seed=tune_on_first_seed, extend_edges=extend_edges, placement=placement, vllm=vllm,
-                 primary=primary, primary_seeds=primary_seeds, positive_control=positive_control)
+                 primary=primary, primary_seeds=primary_seeds, positive_control=positive_control, exclude=exclude)
 
 
 def _primary_seeds(c: _Checker, value: Any, seeds: list[int], primary: list[tuple[str, str]]) -> list[int]:
@@ -328,14 +332,38 @@ def _primary_seeds(c: _Checker, value: Any, seeds: list[int], primary: list[tupl
     return out
 
 
+def _rows(specs: list[MethodSpec]) -> list[str]:
+    """The grid's row labels (``method@params/trainer``), in the order :func:`expand` runs them."""
+    return [f"{method_label(s.name, p)}/{t}" for s in specs for p in s.params for t in s.trainers]
+
+
 def _positive_control(c: _Checker, value: Any, specs: list[MethodSpec]) -> str | None:
     """``positive_control = "lora/grpo"``: one of the grid's row labels (``method@params/trainer``), or unset."""
     if value is None:
         return None
-    rows = [f"{method_label(s.name, p)}/{t}" for s in specs for p in s.params for t in s.trainers]
+    rows = _rows(specs)
     if not isinstance(value, str) or value not in rows:
         c.fail("positive_control", f"{value!r} is not a row of this suite (rows: {', '.join(rows)})")
     return value
+
+
+def _exclude(c: _Checker, value: Any, specs: list[MethodSpec], primary: list[tuple[str, str]],
+             positive_control: str | None) -> list[str]:
+    """``grid.exclude``: distinct row labels of the grid, none of them a primary row or the positive control,
+    and not every row (a suite runs something)."""
+    if value == []:
+        return []
+    rows = _rows(specs)
+    out = []
+    for entry in c.nonempty_list(value, "grid.exclude"):
+        if not isinstance(entry, str) or entry not in rows:
+            c.fail("grid.exclude", f"{entry!r} is not a row of this suite (rows: {', '.join(rows)})")
+        if any(entry in pair for pair in primary) or entry == positive_control:
+            c.fail("grid.exclude", f"{entry!r} is declared in primary or positive_control, so it must run")
+        out.append(entry)
+    if len(out) == len(rows):
+        c.fail("grid.exclude", "excludes every row of the grid")
+    return out
 
 
 def _primary(c: _Checker, value: Any) -> list[tuple[str, str]]:
@@ -582,6 +610,8 @@ def expand(suite: Suite, resolution: Resolution | None = None,
         spec = item.spec
         for trainer in spec.trainers:
             row = f"{method_label(spec.name, item.params_target)}/{trainer}"
+            if row in suite.exclude:
+                continue
             tune = (tuning or {}).get(row) or RowTuning()
             for lr in [*spec.rates(trainer), *tune.extra_rates]:
                 seeds = suite.seeds_for(row)

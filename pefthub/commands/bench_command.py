@@ -342,6 +342,8 @@ def print_budget(console, suite) -> None:
                   f"max seq {b['max_seq_len']}, {b['schedule']} schedule, warmup {b['warmup_ratio']:g}")
     console.print(f"evaluation: {e['limit']} test problems, {e['validation_limit']} validation problems, "
                   f"≤{e['max_new_tokens']} new tokens, backend {e['backend']}; seeds {suite.seeds}")
+    if suite.exclude:
+        console.print(f"not run (grid.exclude): {', '.join(suite.exclude)}")
 
 
 def print_grid(console, suite, plan, results_dir=None) -> None:
@@ -524,7 +526,10 @@ def print_suite_plan(suite, resolution, *, as_json: bool = False, extra: dict | 
 
 
 def _planned_runs(suite, rates: int, row: str | None = None) -> int:
-    """Runs of one (method, params, trainer) row (``row`` its label) before any edge extension."""
+    """Runs of one (method, params, trainer) row (``row`` its label) before any edge extension; none for a
+    row in ``grid.exclude``."""
+    if row in suite.exclude:
+        return 0
     seeds = len(suite.seeds_for(row))
     return rates + seeds - 1 if suite.tune_on_first_seed else rates * seeds
 
