@@ -65,7 +65,7 @@ def run(args) -> int:
                         *(f"--pilot {p.as_posix()}" for p in args.pilot)])
     text = findings.render_markdown(name, rows, source=Path(directory).as_posix(), records=table.records,
                                     pilots=pilots, command=command, primary=primary, strata_of=strata_of,
-                                    control=control)
+                                    control=control, excluded=findings.declared_excluded(name))
     if args.worked_example is not None:
         if not args.worked_example.is_file():
             raise ConfigError(f"--worked-example: no file {args.worked_example}")

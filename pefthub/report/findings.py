@@ -266,6 +266,12 @@ def declared_primary(suite: str) -> list[tuple[str, str]]:
     return declared.primary if declared is not None else []
 
 
+def declared_excluded(suite: str) -> list[str]:
+    """The ``grid.exclude`` rows of ``benchmarks/<suite>/suite.toml`` (none when there is no such file)."""
+    declared = declared_suite(suite)
+    return declared.exclude if declared is not None else []
+
+
 def made(results: Sequence[tuple[str, list[Finding]]], family: str = EXPLORATORY) -> list[Finding]:
     """The tested findings of one family (the comparisons its Holm correction ran over)."""
     return [f for _, found in results for f in found if f.family == family and f.tested]
@@ -316,13 +322,15 @@ def statement(f: Finding) -> str:
 
 def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Sequence[RunRecord] = (),
                     pilots: Sequence[tuple[str, list[RunRecord]]] = (), command: str | None = None,
-                    primary: Sequence[tuple[str, str]] = (), strata_of=None, control: str | None = None) -> str:
+                    primary: Sequence[tuple[str, str]] = (), strata_of=None, control: str | None = None,
+                    excluded: Sequence[str] = ()) -> str:
     """The findings page for ``suite`` from its ``rows`` (:func:`pefthub.report.table.suite_table`;
     deterministic: regenerating unchanged results is a no-op). With ``records`` (every run of the suite)
     it also says how learning rates were chosen and what the runs cost; ``pilots`` are (source, run
     records) compared with the suite's runs; ``primary`` the suite's declared primary comparisons (row
     labels A, B), stated first; ``strata_of`` (:func:`pefthub.tasks.strata_of`) adds accuracy by stratum;
-    ``control`` the suite's positive-control row label (:func:`positive_control`), stated right after them."""
+    ``control`` the suite's positive-control row label (:func:`positive_control`), stated right after them;
+    ``excluded`` the rows the suite does not run (its ``grid.exclude``), named under the task."""
     flags = flags_of(rows)
     gate = positive_control(rows, control, flags)
     floor = constant_answer(row_rules.base_row(rows))
@@ -338,6 +346,9 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
              "Do not edit by hand: rerun the command. How to read Δ, the interval, p and Holm: "
              "[docs/benchmarks.md](../benchmarks.md#reading-the-numbers).", "",
              f"Model {', '.join(f'`{m}`' for m in models)}; task {', '.join(f'`{t}`' for t in tasks)}.", ""]
+    if excluded:
+        lines += [f"Not run, by the suite's decision (`grid.exclude`; its suite.toml says why): "
+                  f"{', '.join(f'`{r}`' for r in excluded)}. A comparison with one of them reads *{NOT_MEASURED}*.", ""]
     if power is not None:
         lines += [f"**{'Smoke run' if power.smoke else 'Power'}.** {power.sentence()}", ""]
     lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points; 95% interval exact for "

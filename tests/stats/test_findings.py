@@ -529,6 +529,10 @@ def test_committed_cpu_paper_shape_v2_findings_state_the_primary_first_then_the_
                                         "leaderboards/cpu-pilots/steps-v2/results")
     sections = [line for line in generated.splitlines() if line.startswith("## ")]
     assert sections[:2] == [f"## {findings.PRIMARY_QUESTION}", f"## {findings.CONTROL_QUESTION}"]
+    # the rows the suite decided not to run are named, and comparisons with them are not measured, not tested
+    assert ("Not run, by the suite's decision (`grid.exclude`; its suite.toml says why): `tinylora@1/grpo`, "
+            "`tinylora@120/grpo`, `lora_xs/grpo`, `full/grpo`.") in generated
+    assert "| `tinylora@13/grpo` − `full/grpo` | - | - | - | - | **not measured in this suite** |" in generated
     # the steps pilot pairs with the suite's run of its rate and seed though their checkpoints differ
     assert "| `lora/grpo` lr 0.001 seed 0 | 80 steps × 8 | 40 steps × 8 | 29.0% | 36.5% |" in generated
     table = read_table(REPO / "leaderboards" / "cpu-paper-shape-v2" / "results", control="lora/grpo")
