@@ -231,13 +231,18 @@ class Plateau:
 
     def verdict(self) -> str:
         """``"still improving"``, ``"rose over the run, highest at the last checkpoint"``, ``"past its
-        peak"``, ``"falling"`` or ``"no detectable change"``."""
+        peak"``, ``"rose over the run, then no detectable change"``, ``"falling"`` or ``"no detectable
+        change"``."""
         if not self.stopped:
             return IMPROVING if self.recent is not None and self.recent.verdict == IMPROVING else RISING
-        return PAST_PEAK if self.past_peak else self.recent.verdict if self.recent is not None else FLAT
+        if self.past_peak:
+            return PAST_PEAK
+        last = self.recent.verdict if self.recent is not None else FLAT
+        return ROSE_THEN_FLAT if last == FLAT and self.overall is not None and self.overall.low > 0 else last
 
 
 RISING, PAST_PEAK = "rose over the run, highest at the last checkpoint", "past its peak"
+ROSE_THEN_FLAT = "rose over the run, then no detectable change"
 
 
 def plateau(label: str, docs: Sequence[dict]) -> Plateau | None:

@@ -122,7 +122,7 @@ def test_several_seeds_widen_the_change_to_t_over_their_own_differences():
 
 
 def test_the_budget_rule_separates_rising_stopped_and_past_peak_rows():
-    from pefthub.report.curves import PAST_PEAK, RISING, plateau, plateaus
+    from pefthub.report.curves import PAST_PEAK, RISING, ROSE_THEN_FLAT, plateau, plateaus
 
     def one(*correct):
         return [run("lora", "sft", 0, [point(s, k) for s, k in zip((10, 20, 40), correct)]).doc]
@@ -134,6 +134,10 @@ def test_the_budget_rule_separates_rising_stopped_and_past_peak_rows():
     assert rising.from_peak is None and not rising.stopped and rising.verdict() == RISING
     flat = plateau("c", one(50, 52, 50))
     assert flat.stopped and flat.verdict() == "no detectable change" and not flat.past_peak
+    # the lora_xs/sft shape on cpu-paper-shape-v2: a detectable rise, then the same score twice (peak at step 20)
+    levelled = plateau("f", one(106, 190, 190))
+    assert levelled.stopped and levelled.peak.step == 20 and levelled.overall.low > 0
+    assert levelled.verdict() == ROSE_THEN_FLAT == "rose over the run, then no detectable change"
     peaked = plateau("d", one(81, 67, 55))       # the tinylora@13/sft shape: best at step 10
     assert peaked.stopped and peaked.past_peak and peaked.verdict() == PAST_PEAK and peaked.peak.step == 10
     assert peaked.from_peak.high < 0
