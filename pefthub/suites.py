@@ -353,17 +353,15 @@ def _exclude(c: _Checker, value: Any, specs: list[MethodSpec], primary: list[tup
     and not every row (a suite runs something)."""
     if value == []:
         return []
-    rows = _rows(specs)
-    out = []
-    for entry in c.nonempty_list(value, "grid.exclude"):
+    rows, entries = _rows(specs), c.nonempty_list(value, "grid.exclude")
+    for entry in entries:
         if not isinstance(entry, str) or entry not in rows:
             c.fail("grid.exclude", f"{entry!r} is not a row of this suite (rows: {', '.join(rows)})")
         if any(entry in pair for pair in primary) or entry == positive_control:
             c.fail("grid.exclude", f"{entry!r} is declared in primary or positive_control, so it must run")
-        out.append(entry)
-    if len(out) == len(rows):
+    if len(entries) == len(rows):
         c.fail("grid.exclude", "excludes every row of the grid")
-    return out
+    return list(entries)
 
 
 def _primary(c: _Checker, value: Any) -> list[tuple[str, str]]:
