@@ -402,7 +402,7 @@ def print_results(console, suite, table, *, total: int, have: int) -> None:
         name = row.name if row.params_target is None else f"{row.name}@{row.params_target}"
         c = row.vs_base
         verdict = ("reference" if row.is_base else "not tested" if c is not None and c.verdict is None
-                   else {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "≈ base"}.get(c.verdict if c else None, "-"))
+                   else {stats.BETTER: "better", stats.WORSE: "worse", stats.SAME: "n.s. after Holm"}.get(c.verdict if c else None, "-"))
         p = "-" if c is None else f"{c.p_value:.2g} ({c.p_holm:.2g})" if c.p_holm is not None else f"{c.p_value:.2g} (-)"
         cells = [name, row.trainer, _fmt_params(row.trainable_params), _fmt_bytes(row.adapter_bytes),
                  "-" if row.learning_rate is None else f"{row.learning_rate:g}{EDGE_MARK.get(row.lr_at_edge, '')}"] + (
@@ -422,7 +422,7 @@ def print_results(console, suite, table, *, total: int, have: int) -> None:
         console.print(f"Δ vs base: paired on the same {paired[0].n_items} test items; with one seed p is exact "
                       "McNemar and the interval inverts the same test (it contains 0 exactly when p ≥ 0.05), "
                       f"otherwise t over items × seeds; verdicts use Holm's correction over the {len(family)} rows "
-                      "that trained (≈ base: not significant after Holm; not tested: the row did not train, see its "
+                      "that trained (n.s. after Holm: not significant after Holm; not tested: the row did not train, see its "
                       "flags, or the suite's positive control did not pass; docs/benchmarks.md, 'Reading the numbers').")
     if table.control is not None:
         console.print(f"{escape(table.control.sentence())}.")    # it opens with "Positive control `<row>`"

@@ -85,7 +85,7 @@ QUESTIONS: list[tuple[str, list[Claim]]] = [
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 NOT_MEASURED, NOT_COMPARABLE = "not measured in this suite", "not comparable"
 #: A null after correction; the verdict adds the seeds, e.g. "not significant after Holm (3 seeds)".
-NULL = "not significant after Holm"
+NULL = stats.SAME
 #: An arm did not train (:func:`pefthub.report.health.did_not_train`): no verdict, and not in any Holm family.
 NOT_TESTED = "not tested"
 #: The pair of rows was already compared higher on the page: each comparison is counted once.
@@ -352,7 +352,8 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
     if power is not None:
         lines += [f"**{'Smoke run' if power.smoke else 'Power'}.** {power.sentence()}", ""]
     lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points; 95% interval exact for "
-              "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise). "
+              "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise, "
+              "cut at ±100 points, the most a difference of accuracies can be). "
               + ("The primary comparison declared in the suite is tested on its own; " if primary else "")
               + f"p-values are Holm-corrected over the {counted(len(family), 'exploratory comparison')} on this page, each pair "
               "of rows counted once. A comparison with an arm that did not train (flagged `no-op` or `collapsed` on "
@@ -462,7 +463,9 @@ def interval_steps(c: stats.Comparison) -> list[str]:
         return [f"2. **Standard error**: the per-item differences dᵢ have standard deviation {sd:.3f} over items "
                 f"and seeds, so SE = {100 * c.se:.2f} points.",
                 f"3. **95% interval**: Δ ± t₀.₉₇₅ with {c.df:.0f} df × SE = {stats.fmt_pct(c.delta, sign=True)} ± "
-                f"{stats.t_quantile(c.df):.2f} × {100 * c.se:.2f} = {interval}."]
+                f"{stats.t_quantile(c.df):.2f} × {100 * c.se:.2f} = {interval}"
+                + (", cut at ±100 points, the most a difference of accuracies can be." if c.interval == stats.CLIPPED_INTERVAL
+                   else ".")]
     psi = binomtest(m, n).proportion_ci(stats.LEVEL, method="exact")
     if m == 0:
         return ["2. **Exact interval**: the rows agree on every item, so Δ = 0 and the discordant split is undefined.",
@@ -697,7 +700,7 @@ def row_verdict(c: stats.Comparison, found: Sequence[SeedResult] = ()) -> str:
     adding when every seed was significant on its own."""
     if c.verdict != stats.SAME:
         return c.verdict
-    text = f"{NULL} ({c.seeds_a} seed{'' if c.seeds_a == 1 else 's'})"
+    text = stats.null_words(c)
     direction = every_seed_significant(found)
     if direction:
         worst = max(r.comparison.p_value for r in found)

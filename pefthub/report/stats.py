@@ -29,7 +29,12 @@ LR_UNSELECTED = "unselected"    # several rates ran, one lacks validation scores
 LR_EDGE_LOW, LR_EDGE_HIGH = "low", "high"
 
 #: Verdicts of a row against the base model after Holm's correction.
-BETTER, WORSE, SAME = "better than base", "worse than base", "indistinguishable from base"
+BETTER, WORSE, SAME = "better than base", "worse than base", "not significant after Holm"
+
+
+def null_words(c: "Comparison") -> str:
+    """The null verdict with the row's seeds, e.g. "not significant after Holm (3 seeds)"."""
+    return f"{SAME} ({c.seeds_a} seed{'' if c.seeds_a == 1 else 's'})"
 
 
 class PairingError(PefthubError):
@@ -346,6 +351,8 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
 
 
 EXACT_INTERVAL = "exact: Clopper–Pearson on the discordant split × on the discordance"
+#: A t interval cut at ±1 (±100 points), the most a difference of two accuracies can be; p is the t test's.
+CLIPPED_INTERVAL = "t, items × seeds, cut at ±100 points"
 
 
 @functools.lru_cache(maxsize=4096)  # a pure function of counts that repeat across a suite's seeds
@@ -433,6 +440,8 @@ def compare(a: ItemScores, b: ItemScores, level: float = LEVEL) -> Comparison:
     else:
         p = 1.0 if se == 0 else float(2 * t.sf(abs(delta) / se, df))
         test = interval = "t, items × seeds"
+        if low < -1.0 or high > 1.0:  # few seeds far apart: the t interval runs past what a Δ can be
+            low, high, interval = max(low, -1.0), min(high, 1.0), CLIPPED_INTERVAL
     disagreements = []
     for i, x, y in zip(a.ids, ma, mb):
         if x != y:

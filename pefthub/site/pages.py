@@ -145,7 +145,8 @@ def _verdict(row: Row) -> dict:
         why = f"not tested: {row.untested}" if row.untested else "the row did not train (see its flags)"
         return {"text": "not tested", "cls": "untested", "sort": "", "title": f"{why}: "
                 f"compared for the record only (p {stats.fmt_p(c.p_value)}), outside the Holm family"}
-    out = {"text": c.verdict, "cls": VERDICT_CLASS.get(c.verdict, ""), "sort": sort_value(c.p_holm),
+    out = {"text": stats.null_words(c) if c.verdict == stats.SAME else c.verdict,
+           "cls": VERDICT_CLASS.get(c.verdict, ""), "sort": sort_value(c.p_holm),
            "title": f"p {stats.fmt_p(c.p_value)} ({c.test}); Holm-adjusted over the suite's rows: {stats.fmt_p(c.p_holm)}"}
     floor = row.vs_floor
     if floor is not None:

@@ -245,7 +245,8 @@ def test_plan_paper_gsm8k_offline(capsys):
     assert all(m["learning_rates"] == [1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4, 2e-4] for m in plan["methods"])
 
 
-@pytest.mark.parametrize("name, runs", [("quick", 10), ("cpu-pilots/quick-v1", 15), ("cpu-paper-shape", 55),
+@pytest.mark.parametrize("name, runs", [("quick", 8), ("cpu-pilots/quick-v1", 15), ("cpu-pilots/quick-v2", 10),
+                                       ("cpu-paper-shape", 55),
                                        ("cpu-paper-shape-v2", 25)])
 def test_shipped_cpu_suites_resolve(name, runs):
     suite = suites.load(REPO / "benchmarks" / name)  # its results, where committed: leaderboards/<name>/results
@@ -297,23 +298,24 @@ def test_a_suite_runs_built_in_trl_and_plugin_trainers(tmp_path, capsys, fresh_p
 
 
 def test_a_finished_failed_control_says_its_trainers_runs_can_only_read_not_tested(tmp_path):
-    """The committed `quick` board's control (lora/grpo) did not pass: with its tinylora@13/grpo run gone, a
-    bench says that run can only give "not tested" comparisons, before running it; with the control's own
+    """The committed 6-step aiw quick board's control (lora/grpo) did not pass: with its tinylora@13/grpo run gone,
+    a bench says that run can only give "not tested" comparisons, before running it; with the control's own
     run gone too, it says nothing (the control is not finished)."""
     import shutil
 
-    store = tmp_path / "results"
-    shutil.copytree(REPO / "leaderboards" / "quick" / "results", store, ignore=shutil.ignore_patterns("logs"))
-    suite = suites.load("quick")
+    store, suite_dir = tmp_path / "results", str(REPO / "benchmarks" / "cpu-pilots" / "quick-v2")
+    shutil.copytree(REPO / "leaderboards" / "cpu-pilots" / "quick-v2" / "results", store,
+                    ignore=shutil.ignore_patterns("logs"))
+    suite = suites.load(suite_dir)
     by_row = {e.group_label: e.run_id for e in suites.expand(suite)}
     for name in (f"{by_row['tinylora@13/grpo']}.json", f"{by_row['tinylora@13/grpo']}.samples.jsonl"):
         (store / name).unlink()
-    dry = bench_cli("quick", "--results", str(store), "--dry-run")
+    dry = bench_cli(suite_dir, "--results", str(store), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     text = " ".join(dry.stdout.split())
     assert ("Positive control not passed: the positive control lora/grpo did not train (flat-reward) (Δ +9.0, "
             "95% CI [+0.3, +21.5]); GRPO is not shown to learn on this model. The 1 GRPO run(s) still to run can "
             'only give comparisons that read "not tested" (--skip grpo leaves them out).') in text
     (store / f"{by_row['lora/grpo']}.json").unlink()
-    dry = bench_cli("quick", "--results", str(store), "--dry-run")
+    dry = bench_cli(suite_dir, "--results", str(store), "--dry-run")
     assert dry.returncode == 0 and "Positive control not passed" not in dry.stdout

@@ -153,9 +153,9 @@ def test_shipped_suites_follow_the_issue():
         "reasoning_gym", "aiw", {"max_entities": 3}, "hash")
     assert [m.method for m in quick.methods] == ["tinylora", "lora", "lora_xs", "vera", "bitfit",
                                                  "prompt_tuning", "full"]
-    assert {m.method: m.trainers for m in quick.methods if m.trainers != ["sft"]} == {
-        "tinylora": ["sft", "grpo"], "lora": ["sft", "grpo"]} and quick.seeds == [0]  # the paper's arm, the control
-    assert quick.positive_control == "lora/grpo"
+    # SFT only, at the budget where cpu-paper-shape-v2's validation curves pass 90% (GRPO did not learn there)
+    assert all(m.trainers == ["sft"] for m in quick.methods) and quick.seeds == [0] and quick.budget["steps"] == 20
+    assert quick.positive_control is None
     assert next(m for m in quick.methods if m.method == "tinylora").params == [13]
     assert quick.eval["limit"] == quick.task["test_size"] == 100 and quick.eval["validation_limit"] == 0
 
@@ -231,6 +231,6 @@ def test_the_committed_quick_results_are_exactly_the_suites_runs():
 
     committed = {p.stem for p in (REPO / "leaderboards" / "quick" / "results").glob("*.json")}
     runs = suites.expand(suites.load(REPO / "benchmarks" / "quick"))
-    assert len(runs) == 10 and {r.run_id for r in runs} == committed
+    assert len(runs) == 8 and {r.run_id for r in runs} == committed
     assert all(results.read_result(REPO / "leaderboards" / "quick" / "results" / f"{rid}.json")["status"] == "success"
                for rid in committed)

@@ -112,13 +112,25 @@ def test_a_change_between_checkpoints_is_newcombes_interval_from_the_literature(
 def test_several_seeds_widen_the_change_to_t_over_their_own_differences():
     from pefthub.report.curves import change
 
-    docs = [run("lora", "sft", s, [point(10, a), point(20, b)]).doc for s, (a, b) in enumerate([(40, 80), (60, 62)])]
+    docs = [run("lora", "sft", s, [point(10, a), point(20, b)]).doc for s, (a, b) in enumerate([(40, 80), (60, 76)])]
     c = change(docs, 10, 20)
-    diffs = [0.2, 0.01]
+    diffs = [0.2, 0.08]
     half = T_975_DF1 * (abs(diffs[0] - diffs[1]) / math.sqrt(2)) / math.sqrt(2)
-    assert c.delta == pytest.approx(42 / 400) and c.seeds == 2
-    assert c.low == pytest.approx(0.105 - half) and c.high == pytest.approx(0.105 + half)
+    assert c.delta == pytest.approx(56 / 400) and c.seeds == 2
+    assert c.low == pytest.approx(0.14 - half) and c.high == pytest.approx(0.14 + half)
     assert c.verdict == "no detectable change"
+
+
+def test_a_change_interval_stops_at_100_points():
+    # Two seeds that rose by 95 and 5 points: t(1) = 12.7 times their spread runs far past ±100 points, and no
+    # change in accuracy can; the interval is cut there.
+    from pefthub.report.curves import change
+
+    docs = [run("lora", "sft", s, [point(10, a), point(20, b)]).doc for s, (a, b) in enumerate([(5, 195), (90, 100)])]
+    c = change(docs, 10, 20)
+    half = T_975_DF1 * (abs(0.95 - 0.05) / math.sqrt(2)) / math.sqrt(2)
+    assert 0.5 - half < -1.0 and 0.5 + half > 1.0
+    assert (c.low, c.high) == (-1.0, 1.0) and c.delta == pytest.approx(0.5)
 
 
 def test_the_budget_rule_separates_rising_stopped_and_past_peak_rows():

@@ -100,6 +100,34 @@ def test_committed_quick_v1_findings_are_the_generated_ones(capsys, monkeypatch,
     assert (tmp_path / "q.md").read_text(encoding="utf-8") == generated
 
 
+#: The 6-step aiw quick board, kept as a record (benchmarks/cpu-pilots/quick-v2), and its findings command.
+QUICK_V2 = ["cpu-pilots-quick-v2", "--results", "leaderboards/cpu-pilots/quick-v2/results"]
+
+
+@pytest.mark.parametrize("command, page", [(["quick"], "quick"), (QUICK_V2, "cpu-pilots-quick-v2")])
+def test_committed_quick_findings_are_the_generated_ones(capsys, monkeypatch, command, page):
+    from pefthub.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["findings", *command, "--stdout"]) == 0
+    assert capsys.readouterr().out == (REPO / "docs" / "findings" / f"{page}.md").read_text(encoding="utf-8"), \
+        f"stale: pefthub findings {' '.join(command)}"
+
+
+def test_the_quick_board_shows_a_newcomer_a_healthy_row_above_base_and_the_constant_answer():
+    """Issue #24 F: what `make bench` shows has rows that trained and beat both base (after Holm) and the
+    constant-answer floor; the 6-step board it replaced had none."""
+    from pefthub.report.floor import above
+
+    def clear(results_dir):
+        rows = read_table(REPO / results_dir).rows
+        return sorted(r.label for r in rows if not r.flags and r.vs_base is not None
+                      and r.vs_base.verdict == stats.BETTER and above(r.vs_floor))
+
+    assert clear("leaderboards/quick/results") == ["bitfit/sft", "full/sft", "lora/sft", "lora_xs/sft"]
+    assert clear("leaderboards/cpu-pilots/quick-v2/results") == []
+
+
 def test_findings_of_a_suite_without_results_is_one_error(capsys, tmp_path):
     from pefthub.cli import main
 
@@ -204,11 +232,11 @@ def test_the_readme_headline_is_generated_from_the_sweep_results(monkeypatch):
 
 
 def test_the_readme_quick_headline_is_generated_from_its_results(monkeypatch):
-    """The README's paragraph on what `make bench` shows comes from leaderboards/quick/results, gated on
-    the suite's positive control as `pefthub bench` prints it."""
+    """The README's paragraph on what `make bench` shows comes from leaderboards/quick/results (an SFT-only
+    board: no positive control to gate on)."""
     monkeypatch.chdir(REPO)
     control = findings.declared_control("quick")
-    assert control == "lora/grpo"
+    assert control is None
     rows = read_table(REPO / "leaderboards" / "quick" / "results", control=control).rows
     text = (REPO / "README.md").read_text(encoding="utf-8")
     paragraph = findings.headline("quick", rows, primary=findings.declared_primary("quick"), control=control)

@@ -28,6 +28,25 @@ def test_mcnemar_exact_by_hand():
     assert stats.mcnemar_p(0, 0) == 1.0
 
 
+def test_a_t_interval_past_what_a_difference_can_be_is_cut_at_100_points():
+    # cpu-paper-shape-v2's tinylora@120/sft scored 91.5%, 49.0% and 93.2% on its 3 seeds: Δ ± t(2) × SE runs past
+    # +100 points, which no difference of two accuracies can reach. The interval is cut there, on either side;
+    # Δ, SE, df and p stay the t test's.
+    from pefthub.report.table import read_table
+
+    rows = {r.label: r for r in read_table(REPO / "leaderboards" / "cpu-paper-shape-v2" / "results").rows}
+    up, down = (stats.compare_rows(rows["tinylora@120/sft"], rows["base"]),
+                stats.compare_rows(rows["base"], rows["tinylora@120/sft"]))
+    half = stats.t_quantile(up.df) * up.se
+    assert up.delta + half > 1.0                                   # what the t interval alone says
+    assert (up.low, up.high) == (pytest.approx(up.delta - half), 1.0)
+    assert (down.low, down.high) == (-1.0, pytest.approx(down.delta + half))
+    assert up.interval == down.interval == stats.CLIPPED_INTERVAL and up.p_value == down.p_value < 0.05
+    lora = stats.compare_rows(rows["lora/sft"], rows["base"])    # well inside ±1: left as t gives it
+    assert lora.interval == "t, items × seeds"
+    assert lora.high == pytest.approx(lora.delta + stats.t_quantile(lora.df) * lora.se)
+
+
 def test_holm_by_hand():
     # sorted: .005*4 = .02, .01*3 = .03, .03*2 = .06, .04*1 = .04 -> running max .06
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
