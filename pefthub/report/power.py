@@ -12,6 +12,7 @@ assumed, from exact McNemar on the items (:func:`detectable_difference`), and th
 
 from __future__ import annotations
 
+from collections import Counter
 import math
 import statistics
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ class Power:
     independent: float | None            # ... its errors independent of base's
     parts: Components | None = None      # measured on the suite's rows, pooled (None: not measurable)
     observed: float | None = None        # median |Δ| vs base of the rows that trained
+    smallest: tuple[str, float] | None = None   # the row with the smallest |Δ| vs base among them, and that |Δ|
     widest: tuple[str, Components] | None = None   # the row with the largest seed component, and its own
     family: int = 1                      # rows in the Holm family against base (the rows that trained)
 
@@ -207,6 +209,10 @@ class Power:
                          + _seeds_words(self.seeds_to_detect(self.observed)) + " at the pooled spread"
                          + (f", {_seeds_words(self.seeds_to_detect(self.observed, self.widest[1]))} at the widest"
                             if self.widest is not None and self.widest[1].seed > p.seed else ""))
+            if self.smallest is not None and self.smallest[1] < (self.observed or 0):
+                label, gap = self.smallest
+                text += (f"; at the pooled spread, for the smallest, `{label}`'s {fmt_pct(gap)} points, "
+                         + _seeds_words(self.seeds_to_detect(gap)))
         if self.smoke:
             text += (". A smoke run: it can tell a method that clearly learned the task from one that did not, "
                      "not methods a few points apart; a null here is not evidence of no effect")
@@ -222,6 +228,9 @@ class Power:
                 "variance_seed": p.seed if p else None, "rows_measured": p.rows if p else 0,
                 "observed_median_gain": self.observed, "widest_seed_spread_row": self.widest[0] if self.widest else None,
                 "seeds_to_detect_observed": self.seeds_to_detect(self.observed) if p and self.observed else None,
+                "observed_smallest_gain": self.smallest[1] if self.smallest else None,
+                "observed_smallest_row": self.smallest[0] if self.smallest else None,
+                "seeds_to_detect_smallest": self.seeds_to_detect(self.smallest[1]) if p and self.smallest else None,
                 "detectable_gain_one_way": self.one_way, "detectable_gain_independent": self.independent,
                 "smoke": self.smoke, "summary": self.sentence()}
 
@@ -236,7 +245,8 @@ def suite_power(rows: Sequence = (), base=None, *, n_items: int | None = None, s
                 base_accuracy: float | None = None) -> Power | None:
     """THE power of a suite: from its rows (:class:`pefthub.report.rows.Row`, flags and ``vs_base`` as
     :func:`pefthub.report.table.suite_table` fills them) and reference ``base`` row, at ``seeds`` seeds
-    (default: the most any trained row has) on ``n_items`` items (default: the base run's test items).
+    (default: the count most trained rows have, the smaller on a tie) on ``n_items`` items (default: the base
+    run's test items).
     ``base_accuracy`` given (`pefthub plan` before a run) replaces the measured one. ``None`` when there is
     neither a scored base row nor a given accuracy, or no item count."""
     trained = [r for r in rows if not r.is_base and r.accuracy is not None]
@@ -250,12 +260,15 @@ def suite_power(rows: Sequence = (), base=None, *, n_items: int | None = None, s
         n_items = ((base.records[0].doc.get("evaluation") or {}).get("test") or {}).get("n")
     if not n_items:
         return None
-    seeds = seeds or max((r.seeds for r in trained), default=1)
+    counts = Counter(r.seeds for r in trained)
+    seeds = seeds or min(counts, key=lambda s: (-counts[s], s), default=1)
     own = row_components(rows, base) if base is not None else {}
     parts = components(rows, base) if own else None
     widest = max(own.items(), key=lambda kv: (kv[1].seed, kv[0]), default=None)
-    observed = [abs(r.vs_base.delta) for r in trained if r.vs_base is not None and r.vs_base.p_holm is not None]
+    tested = [(r.label, abs(r.vs_base.delta)) for r in trained if r.vs_base is not None and r.vs_base.p_holm is not None]
+    observed = [gap for _, gap in tested]
     return Power(int(n_items), seeds, accuracy, source,
                  detectable_difference(int(n_items), accuracy, assumption="one-way"),
                  detectable_difference(int(n_items), accuracy, assumption="independent"),
-                 parts, statistics.median(observed) if observed else None, widest, max(1, len(observed)))
+                 parts, statistics.median(observed) if observed else None,
+                 min(tested, key=lambda kv: (kv[1], kv[0])) if tested else None, widest, max(1, len(observed)))

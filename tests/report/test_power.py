@@ -57,6 +57,19 @@ def test_components_recover_the_seed_spread_and_more_seeds_lower_the_detectable_
     assert "a seed moves a row's accuracy by" in text and "would detect that" in text
 
 
+def test_power_is_stated_at_the_seed_count_most_rows_have_and_names_the_smallest_gap():
+    """cpu-paper-shape-v2: six rows at 3 seeds, two (the primary's) at 5: the figures are at 3 seeds, and the
+    smallest |Δ| among the rows tested (tinylora@1/sft, +6.2) is named with the seeds it would need."""
+    table = read_table(ROOT / "leaderboards" / "cpu-paper-shape-v2" / "results", control="lora/grpo")
+    p = power.suite_power(table.rows, table.base)
+    assert max(r.seeds for r in table.rows) == 5 and p.seeds == 3
+    label, gap = p.smallest
+    assert label == "tinylora@1/sft" and gap == pytest.approx(0.0617, abs=1e-4) and gap < p.observed
+    assert p.seeds_to_detect(gap) is None and gap > p.floor     # above the floor, yet past 100 seeds
+    assert "a row at 3 seeds is detected" in p.sentence() and "`tinylora@1/sft`'s 6.2 points" in p.sentence()
+    assert p.as_record()["observed_smallest_row"] == "tinylora@1/sft"
+
+
 def test_without_seed_spread_the_figures_say_it_is_not_measured():
     rng = np.random.default_rng(2)
     table = simulated(rng, seeds=1)
