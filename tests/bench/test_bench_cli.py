@@ -246,6 +246,7 @@ def test_plan_paper_gsm8k_offline(capsys):
 
 
 @pytest.mark.parametrize("name, runs", [("quick", 8), ("cpu-pilots/quick-v1", 15), ("cpu-pilots/quick-v2", 10),
+                                       ("cpu-pilots/quick-rates", 10),
                                        ("cpu-paper-shape", 55),
                                        ("cpu-paper-shape-v2", 25)])
 def test_shipped_cpu_suites_resolve(name, runs):

@@ -224,6 +224,19 @@ def test_a_rows_bad_trainer_options_name_the_row(tmp_path, table, message):
         suites.expand(suites.load(write_suite(tmp_path, MINIMAL + table)))
 
 
+def test_quick_runs_each_untuned_method_at_the_rate_its_pilot_chose():
+    """VeRA, BitFit and prompt tuning run on `quick` at the rates the committed quick-rates pilot chose on
+    validation (benchmarks/cpu-pilots/quick-rates), read here with the reports' own selection rule."""
+    from pefthub.report import stats
+    from pefthub.report.table import read_table
+
+    table = read_table(REPO / "leaderboards" / "cpu-pilots" / "quick-rates" / "results")
+    chosen = {r.label: [r.learning_rate] for r in table.rows if not r.is_base and r.lr_selection == stats.LR_SELECTED}
+    quick = suites.load(REPO / "benchmarks" / "quick")
+    assert {f"{m.method}/sft": m.rates("sft") for m in quick.methods if f"{m.method}/sft" in chosen} == chosen
+    assert set(chosen) == {"vera/sft", "bitfit/sft", "prompt_tuning/sft"}
+
+
 def test_the_committed_quick_results_are_exactly_the_suites_runs():
     """`make bench` reruns nothing on a clone: the aiw quick board expands to exactly the run ids committed
     under leaderboards/quick/results (so an edit to the suite that changes a run shows up here)."""

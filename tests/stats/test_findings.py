@@ -124,7 +124,7 @@ def test_the_quick_board_shows_a_newcomer_a_healthy_row_above_base_and_the_const
         return sorted(r.label for r in rows if not r.flags and r.vs_base is not None
                       and r.vs_base.verdict == stats.BETTER and above(r.vs_floor))
 
-    assert clear("leaderboards/quick/results") == ["bitfit/sft", "full/sft", "lora/sft", "lora_xs/sft"]
+    assert clear("leaderboards/quick/results") == ["bitfit/sft", "full/sft", "lora/sft", "lora_xs/sft", "vera/sft"]
     assert clear("leaderboards/cpu-pilots/quick-v2/results") == []
 
 
