@@ -5,6 +5,7 @@ and both stay disjoint and deterministic."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from scipy.stats import chi2_contingency
@@ -36,6 +37,25 @@ def _mix_p(config: dict, split_rule: str) -> float:
 @pytest.mark.parametrize("config", [CHAIN_SUM, AIW], ids=["chain_sum", "aiw"])
 def test_hash_rule_gives_every_split_the_same_difficulty_mix(config):
     assert _mix_p(config, "hash") > ALPHA
+
+
+def test_the_v2_boards_own_splits_share_one_mix():
+    """cpu-paper-shape-v2's task at its own sizes (400 test, 200 validation, train up to 20,000: the distinct
+    questions run out near 11,000): the three splits' task-type mixes agree within sampling noise."""
+    from pefthub import suites
+
+    def mix_p(config: dict) -> float:
+        task = get_task(**config)
+        counts = {split: Counter(task.stratum(ex) for ex in task.examples(split))
+                  for split in ("test", "validation", "train")}
+        assert (sum(counts["test"].values()), sum(counts["validation"].values())) == (400, 200)
+        assert sum(counts["train"].values()) > 10_000
+        strata = sorted(set().union(*counts.values()))
+        return chi2_contingency([[c[s] for s in strata] for c in counts.values()])[1]
+
+    config = dict(suites.load(Path(__file__).resolve().parents[2] / "benchmarks" / "cpu-paper-shape-v2").task)
+    assert config["split_rule"] == "hash" and mix_p(config) > ALPHA
+    assert mix_p(dict(config, split_rule="stream")) < 1e-6     # the default rule, at the same sizes, fails it
 
 
 @pytest.mark.parametrize("config", [CHAIN_SUM, AIW], ids=["chain_sum", "aiw"])
