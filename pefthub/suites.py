@@ -361,7 +361,7 @@ def _exclude(c: _Checker, value: Any, specs: list[MethodSpec], primary: list[tup
             c.fail("grid.exclude", f"{entry!r} is declared in primary or positive_control, so it must run")
     if len(entries) == len(rows):
         c.fail("grid.exclude", "excludes every row of the grid")
-    return list(entries)
+    return entries
 
 
 def _primary(c: _Checker, value: Any) -> list[tuple[str, str]]:

@@ -143,7 +143,7 @@ def print_comparison(c, *, show: int, flags: dict[str, list] | None = None) -> N
                   f"[{stats.fmt_pct(c.low, sign=True)}, {stats.fmt_pct(c.high, sign=True)}] "
                   + (f"({c.interval}, agreeing with the p-value)" if c.interval == stats.EXACT_INTERVAL
                      else f"(t with {c.df:.1f} df over items × seeds"
-                     + (", cut at ±100 points)" if c.interval == stats.CLIPPED_INTERVAL else ")")))
+                     + (f", {stats.CUT_WORDS})" if c.interval == stats.CLIPPED_INTERVAL else ")")))
     detail = f", {c.a_only} vs {c.b_only} discordant items" if c.test == "McNemar exact" else ""
     if skip:
         verdict = f"not tested: {' and '.join(skip)} {'is' if len(skip) == 1 else 'are'} flagged " + " and ".join(

@@ -201,7 +201,7 @@ def change(docs: Sequence[dict], start: int, end: int) -> Segment | None:
         diffs = [b["correct"] / b["n"] - a["correct"] / a["n"] for a, b in pairs]
         half = stats.t_quantile(len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
         low, high = min(low, statistics.fmean(diffs) - half), max(high, statistics.fmean(diffs) + half)
-        low, high = max(low, -1.0), min(high, 1.0)  # a change in accuracy lies within ±1, whatever t says
+        low, high = stats.within_one(low, high)  # whatever t says
     return Segment(start, end, delta, low, high, len(pairs))
 
 

@@ -353,7 +353,7 @@ def render_markdown(suite: str, rows: Sequence[Row], source: str, *, records: Se
         lines += [f"**{'Smoke run' if power.smoke else 'Power'}.** {power.sentence()}", ""]
     lines += ["Each comparison is paired on the same test items (Δ = A − B in accuracy points; 95% interval exact for "
               "one seed per side, containing 0 exactly when McNemar's p ≥ 0.05, over items and seeds otherwise, "
-              "cut at ±100 points, the most a difference of accuracies can be). "
+              f"{stats.CUT_WORDS}). "
               + ("The primary comparison declared in the suite is tested on its own; " if primary else "")
               + f"p-values are Holm-corrected over the {counted(len(family), 'exploratory comparison')} on this page, each pair "
               "of rows counted once. A comparison with an arm that did not train (flagged `no-op` or `collapsed` on "
@@ -464,8 +464,7 @@ def interval_steps(c: stats.Comparison) -> list[str]:
                 f"and seeds, so SE = {100 * c.se:.2f} points.",
                 f"3. **95% interval**: Δ ± t₀.₉₇₅ with {c.df:.0f} df × SE = {stats.fmt_pct(c.delta, sign=True)} ± "
                 f"{stats.t_quantile(c.df):.2f} × {100 * c.se:.2f} = {interval}"
-                + (", cut at ±100 points, the most a difference of accuracies can be." if c.interval == stats.CLIPPED_INTERVAL
-                   else ".")]
+                + (f", {stats.CUT_WORDS}." if c.interval == stats.CLIPPED_INTERVAL else ".")]
     psi = binomtest(m, n).proportion_ci(stats.LEVEL, method="exact")
     if m == 0:
         return ["2. **Exact interval**: the rows agree on every item, so Δ = 0 and the discordant split is undefined.",

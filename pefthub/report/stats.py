@@ -353,6 +353,12 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
 EXACT_INTERVAL = "exact: Clopper–Pearson on the discordant split × on the discordance"
 #: A t interval cut at ±1 (±100 points), the most a difference of two accuracies can be; p is the t test's.
 CLIPPED_INTERVAL = "t, items × seeds, cut at ±100 points"
+CUT_WORDS = "cut at ±100 points, the most a difference of accuracies can be"
+
+
+def within_one(low: float, high: float) -> tuple[float, float]:
+    """An interval of a difference of accuracies cut to ±1, where every such difference lies."""
+    return max(low, -1.0), min(high, 1.0)
 
 
 @functools.lru_cache(maxsize=4096)  # a pure function of counts that repeat across a suite's seeds
@@ -441,7 +447,7 @@ def compare(a: ItemScores, b: ItemScores, level: float = LEVEL) -> Comparison:
         p = 1.0 if se == 0 else float(2 * t.sf(abs(delta) / se, df))
         test = interval = "t, items × seeds"
         if low < -1.0 or high > 1.0:  # few seeds far apart: the t interval runs past what a Δ can be
-            low, high, interval = max(low, -1.0), min(high, 1.0), CLIPPED_INTERVAL
+            (low, high), interval = within_one(low, high), CLIPPED_INTERVAL
     disagreements = []
     for i, x, y in zip(a.ids, ma, mb):
         if x != y:
