@@ -104,7 +104,9 @@ def test_committed_quick_v1_findings_are_the_generated_ones(capsys, monkeypatch,
 QUICK_V2 = ["cpu-pilots-quick-v2", "--results", "leaderboards/cpu-pilots/quick-v2/results"]
 
 
-@pytest.mark.parametrize("command, page", [(["quick"], "quick"), (QUICK_V2, "cpu-pilots-quick-v2")])
+@pytest.mark.parametrize("command, page", [
+    (["quick"], "quick"), (QUICK_V2, "cpu-pilots-quick-v2"),
+    (["cpu-pilots-quick-rates", "--results", "leaderboards/cpu-pilots/quick-rates/results"], "cpu-pilots-quick-rates")])
 def test_committed_quick_findings_are_the_generated_ones(capsys, monkeypatch, command, page):
     from pefthub.cli import main
 
